@@ -1,0 +1,58 @@
+"""Packaging for audience_activation: PySpark + Delta Lake audience and profile activation."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+
+setup(
+    name="audience-activation",
+    version="0.1.0",
+    description=(
+        "Identity resolution, profile merging, PQL segment evaluation and per-destination "
+        "edge/hub activation outputs on PySpark and Delta Lake."
+    ),
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    package_dir={"": "src"},
+    packages=find_packages("src"),
+    include_package_data=True,
+    package_data={"audience_activation": ["defaults/*.yaml", "pql/*.lark", "py.typed"]},
+    install_requires=[
+        # delta-spark 4.x supports pyspark >=4.0.1,<=4.2.0: keep pyspark inside that range so the
+        # cluster engine (delta-spark) and the embedded engine (delta-rs) run on the same Spark.
+        "pyspark>=4.0.1,<=4.2.0",
+        "delta-spark>=4.0.1,<4.5",
+        "deltalake>=1.2,<2",
+        "pyarrow>=16",
+        "pandas>=2.0,<3",  # pyspark 4.2 does not fully support pandas 3
+        "pydantic>=2.6,<3",
+        "pyyaml>=6.0,<7",
+        "lark>=1.1,<2",
+        "typer>=0.12,<1",
+        "rich>=13,<16",
+    ],
+    extras_require={
+        "dev": [
+            "pytest>=8,<10",
+            "chispa>=0.10,<1",
+            "hypothesis>=6.100,<7",
+            "nbclient>=0.10,<1",
+            "nbformat>=5.9,<6",
+            "ipykernel>=6.29",
+            "matplotlib>=3.8",
+            "ruff>=0.5",
+            "mypy>=1.10",
+        ],
+    },
+    entry_points={"console_scripts": ["audience-activation=audience_activation.cli:main"]},
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "License :: OSI Approved :: Apache Software License",
+        "Topic :: Database",
+    ],
+)

@@ -1,0 +1,135 @@
+"""The Spark session factory.
+
+One place decides how every job, test helper and notebook gets its :class:`SparkSession`:
+
+- **Local default**: ``local[*]`` when the process was started with plain ``python`` (or the console
+  command). Under ``spark-submit`` the master given on the command line is kept, whatever ``job.yaml`` says,
+  so the same code runs on ``local[*]``, ``spark://...``, ``yarn`` or ``k8s://...``.
+- **Correctness settings** that outputs depend on, always applied: UTC session time zone (``today`` and
+  ``occurs`` are UTC in PQL), parquet timestamps as ``TIMESTAMP_MICROS`` (the Delta standard; Spark's
+  default INT96 is deprecated) and adaptive query execution on.
+- **Performance defaults** that ``job.yaml`` (``spark.shuffle_partitions``, ``spark.conf``) can override.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from pyspark.sql import SparkSession
+
+log = logging.getLogger(__name__)
+
+#: Settings the outputs depend on. ``job.yaml`` cannot turn them off.
+REQUIRED_CONF: dict[str, str] = {
+    # PQL's now/today/occurs are defined in UTC; casts and date functions follow the session zone.
+    "spark.sql.session.timeZone": "UTC",
+    # Delta tables store timestamps as TIMESTAMP_MICROS; INT96 is deprecated and not written by delta-rs.
+    "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
+    # AQE: coalesces shuffle partitions and handles skewed joins (large identity components).
+    "spark.sql.adaptive.enabled": "true",
+}
+
+#: Defaults that ``job.yaml`` may override.
+DEFAULT_CONF: dict[str, str] = {
+    "spark.sql.adaptive.coalescePartitions.enabled": "true",
+    "spark.sql.adaptive.skewJoin.enabled": "true",
+    # Staged data files are committed to the Delta log by the driver; no _SUCCESS marker is needed.
+    "spark.hadoop.mapreduce.fileoutputcommitter.marksuccessfuljobs": "false",
+    # Arrow makes applyInPandas and toPandas fast (used for per-component identity rules, notebooks).
+    "spark.sql.execution.arrow.pyspark.enabled": "true",
+}
+
+#: Local runs: a handful of shuffle partitions per core; AQE coalesces small ones further.
+LOCAL_SHUFFLE_PARTITIONS_PER_CORE = 4
+
+
+def running_under_spark_submit() -> bool:
+    """Whether this Python process was launched by ``spark-submit`` (which passes the JVM gateway port)."""
+    return "PYSPARK_GATEWAY_PORT" in os.environ
+
+
+def session_conf(
+    *,
+    shuffle_partitions: int | None = None,
+    extra_conf: Mapping[str, Any] | None = None,
+    local: bool = True,
+) -> dict[str, str]:
+    """The Spark configuration the factory applies, as a plain dictionary.
+
+    Args:
+        shuffle_partitions: ``spark.sql.shuffle.partitions``; ``None`` picks a local default (4 per core)
+            on local runs and leaves the cluster default otherwise.
+        extra_conf: user settings from ``job.yaml`` (``spark.conf``); they override the defaults but not
+            :data:`REQUIRED_CONF`.
+        local: whether the session runs in local mode.
+
+    Returns:
+        The merged settings.
+    """
+    conf: dict[str, str] = dict(DEFAULT_CONF)
+    if shuffle_partitions is not None:
+        conf["spark.sql.shuffle.partitions"] = str(shuffle_partitions)
+    elif local:
+        conf["spark.sql.shuffle.partitions"] = str(LOCAL_SHUFFLE_PARTITIONS_PER_CORE * (os.cpu_count() or 1))
+    for key, value in (extra_conf or {}).items():
+        conf[str(key)] = _conf_value(value)
+    overridden = {key for key in REQUIRED_CONF if key in conf and conf[key] != REQUIRED_CONF[key]}
+    if overridden:
+        log.warning("Ignoring job.yaml settings the outputs depend on: %s", ", ".join(sorted(overridden)))
+    conf.update(REQUIRED_CONF)
+    return conf
+
+
+def _conf_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def build_session(
+    app_name: str = "audience-activation",
+    *,
+    master: str | None = None,
+    shuffle_partitions: int | None = None,
+    extra_conf: Mapping[str, Any] | None = None,
+) -> SparkSession:
+    """Create (or return the active) Spark session with the project's settings.
+
+    Args:
+        app_name: the application name shown in the Spark UI.
+        master: the master for runs started with plain ``python``; ``None`` means ``local[*]``.
+            Ignored under ``spark-submit``, which already fixed the master.
+        shuffle_partitions: see :func:`session_conf`.
+        extra_conf: see :func:`session_conf`.
+
+    Returns:
+        The session.
+
+    Example:
+        >>> spark = build_session(master="local[2]", shuffle_partitions=4)  # doctest: +SKIP
+        >>> spark.conf.get("spark.sql.session.timeZone")  # doctest: +SKIP
+        'UTC'
+    """
+    submitted = running_under_spark_submit()
+    effective_master = None if submitted else (master or "local[*]")
+    local = effective_master is not None and effective_master.startswith("local")
+    builder = SparkSession.builder.appName(app_name)
+    if effective_master is not None:
+        builder = builder.master(effective_master)
+    conf = session_conf(shuffle_partitions=shuffle_partitions, extra_conf=extra_conf, local=local)
+    for key, value in conf.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    # getOrCreate() returns an existing session unchanged; runtime SQL settings still have to hold.
+    for key, value in conf.items():
+        if key.startswith("spark.sql.") and spark.conf.isModifiable(key):
+            spark.conf.set(key, value)
+    log.info(
+        "Spark %s session on %s (%s)",
+        spark.version,
+        spark.conf.get("spark.master", "unknown"),
+        "spark-submit" if submitted else "local process",
+    )
+    return spark

@@ -1,0 +1,208 @@
+"""The storage interface every engine implements, and the errors it raises.
+
+The interface is deliberately small: the jobs only ever read a table (remembering the snapshot version they
+read), create one, append, overwrite all of it or only the partitions matching an equality predicate, ask for
+its version and history, and clean up files a killed write left behind.
+"""
+from __future__ import annotations
+
+import abc
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql.types import DataType, StructType
+
+log = logging.getLogger(__name__)
+
+#: Partition values that may appear in an equality predicate.
+PartitionValue = str | int | bool | None
+
+
+class StorageError(RuntimeError):
+    """A table could not be read or written."""
+
+
+class TableNotFoundError(StorageError):
+    """The location holds no Delta table."""
+
+
+class UnsupportedTableFeatureError(StorageError):
+    """A table uses a Delta reader feature the chosen engine cannot honour (reading it would be wrong)."""
+
+
+class ConcurrentWriteError(StorageError):
+    """Another writer committed to the table between this write's read and its commit."""
+
+
+class SchemaMismatchError(StorageError):
+    """The data written does not have the table's schema."""
+
+
+@dataclass(frozen=True)
+class TableSnapshot:
+    """A table as read: the data and the Delta version it was read at.
+
+    Attributes:
+        location: the table's URI or path.
+        version: the Delta log version the DataFrame reads.
+        df: the rows of that version.
+    """
+
+    location: str
+    version: int
+    df: DataFrame
+
+
+class DeltaStorage(abc.ABC):
+    """Reads and writes Delta tables. Implementations: ``delta-spark`` and ``delta-rs``."""
+
+    #: The engine's name as written in ``job.yaml`` and the run log.
+    name: str = ""
+
+    def __init__(self, spark: SparkSession) -> None:
+        self.spark = spark
+
+    # -- reading -------------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def exists(self, location: str) -> bool:
+        """Whether ``location`` holds a Delta table."""
+
+    @abc.abstractmethod
+    def version(self, location: str) -> int:
+        """The latest committed version of the table."""
+
+    @abc.abstractmethod
+    def history(self, location: str, limit: int | None = None) -> list[dict[str, Any]]:
+        """Commit information, newest first; each entry has at least ``version`` and ``operation``."""
+
+    @abc.abstractmethod
+    def read(self, location: str, version: int | None = None) -> TableSnapshot:
+        """Read the table at ``version`` (default: the latest), returning the version actually read.
+
+        Raises:
+            TableNotFoundError: no Delta table at ``location``.
+            UnsupportedTableFeatureError: the table needs a reader feature this engine lacks.
+        """
+
+    @abc.abstractmethod
+    def schema(self, location: str) -> StructType:
+        """The table's schema (partition columns included) without reading data."""
+
+    # -- writing -------------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def create(self, location: str, schema: StructType, partition_by: Sequence[str] = ()) -> int:
+        """Create an empty table; fails with :class:`StorageError` if one exists. Returns its version."""
+
+    @abc.abstractmethod
+    def append(
+        self,
+        df: DataFrame,
+        location: str,
+        *,
+        partition_by: Sequence[str] = (),
+        commit_info: Mapping[str, str] | None = None,
+    ) -> int:
+        """Append ``df`` in one atomic commit (creating the table if needed). Returns the new version."""
+
+    @abc.abstractmethod
+    def overwrite(
+        self,
+        df: DataFrame,
+        location: str,
+        *,
+        partition_by: Sequence[str] = (),
+        commit_info: Mapping[str, str] | None = None,
+    ) -> int:
+        """Replace all rows with ``df`` in one atomic commit (creating the table if needed)."""
+
+    @abc.abstractmethod
+    def replace_partitions(
+        self,
+        df: DataFrame,
+        location: str,
+        where: Mapping[str, PartitionValue],
+        *,
+        partition_by: Sequence[str] = (),
+        commit_info: Mapping[str, str] | None = None,
+    ) -> int:
+        """Replace only the rows whose partition columns equal ``where``, atomically.
+
+        Every row of ``df`` must match ``where``; a row that does not fails the write before the commit.
+        ``partition_by`` is used when the table does not exist yet and must then contain ``where``'s keys.
+        """
+
+    @abc.abstractmethod
+    def cleanup(self, location: str, *, older_than: timedelta = timedelta(hours=1)) -> list[str]:
+        """Delete data files of writes that never committed and are older than ``older_than``.
+
+        Returns:
+            The deleted paths.
+        """
+
+
+# -- helpers shared by the engines -------------------------------------------------------------------
+
+#: Partition column types both engines write and read back exactly.
+PARTITION_TYPES = ("string", "integer", "long", "short", "byte", "boolean", "date")
+
+
+def check_partition_columns(schema: StructType, partition_by: Sequence[str], location: str) -> None:
+    """Fail clearly on partition columns that are missing from the schema or of an unsupported type."""
+    fields = {field.name: field for field in schema.fields}
+    for column in partition_by:
+        if column not in fields:
+            raise SchemaMismatchError(f"{location}: partition column {column!r} is not in the data")
+        type_name = fields[column].dataType.typeName()
+        if type_name not in PARTITION_TYPES:
+            raise SchemaMismatchError(
+                f"{location}: partition column {column!r} has type {type_name}; "
+                f"supported partition types are {', '.join(PARTITION_TYPES)}"
+            )
+
+
+def _strip_nullability(data_type: DataType) -> Any:
+    """A schema's JSON with every nullability flag removed, to compare shapes and types only."""
+    value = data_type.jsonValue()
+
+    def strip(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {
+                key: strip(item)
+                for key, item in node.items()
+                if key not in ("nullable", "containsNull", "valueContainsNull", "metadata")
+            }
+        if isinstance(node, list):
+            return [strip(item) for item in node]
+        return node
+
+    return strip(value)
+
+
+def conform_to_table(df: DataFrame, table_schema: StructType, location: str) -> DataFrame:
+    """Select ``df``'s columns in the table's order, failing if names or types differ.
+
+    Nullability is not compared: Spark marks most computed columns nullable, and Delta readers do not
+    depend on it.
+    """
+    df_fields = {field.name: field for field in df.schema.fields}
+    table_fields = {field.name: field for field in table_schema.fields}
+    missing = [name for name in table_fields if name not in df_fields]
+    extra = [name for name in df_fields if name not in table_fields]
+    problems = []
+    if missing:
+        problems.append(f"missing columns {missing}")
+    if extra:
+        problems.append(f"unexpected columns {extra}")
+    for name, field in table_fields.items():
+        if name in df_fields and _strip_nullability(df_fields[name].dataType) != _strip_nullability(field.dataType):
+            problems.append(
+                f"column {name!r} is {df_fields[name].dataType.simpleString()}, "
+                f"table has {field.dataType.simpleString()}"
+            )
+    if problems:
+        raise SchemaMismatchError(f"{location}: data does not match the table schema: " + "; ".join(problems))
+    return df.select(*table_fields)

@@ -1,0 +1,394 @@
+"""The ``delta-rs`` engine: Spark moves the data, the ``deltalake`` package commits it.
+
+For machines without the Delta Lake Spark jars (no Maven access here). The data path stays distributed:
+
+- **Reads.** delta-rs lists the snapshot's data files and partition values (the log replay is the only
+  driver work); Spark executors read those parquet files. Partition values come from the log, never from
+  directory names.
+- **Writes.** Spark executors write parquet files into a directory of the table named ``write-<id>``; the
+  driver lists them and commits one Delta transaction of ``add`` actions (plus the ``remove`` actions of an
+  overwrite) with delta-rs. The commit is the atomic step: until it lands, readers see none of the files.
+- **Concurrency.** The transaction is bound to the version read before the files were written, with no
+  automatic retries: if anyone else committed in between, the commit fails with
+  :class:`~audience_activation.storage.base.ConcurrentWriteError`, the staged files are deleted and the table
+  is left as the other writer made it.
+- **Failures.** A write that fails before its commit deletes its staged files; one that was killed leaves
+  a ``write-<id>`` directory that no commit mentions, which :meth:`DeltaRsStorage.cleanup` removes. Each
+  commit records its write id in ``commitInfo.writeId``.
+- **Reader features.** Tables needing a reader feature Spark-over-parquet cannot honour (deletion vectors,
+  column mapping, ...) are refused with an error naming the table and the feature, never read wrongly.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from functools import reduce
+from typing import Any
+from urllib.parse import unquote
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+from deltalake import DeltaTable
+from deltalake import Schema as DeltaSchema
+from deltalake.exceptions import CommitFailedError, DeltaError
+from deltalake.exceptions import TableNotFoundError as DeltaTableNotFoundError
+from deltalake.transaction import AddAction, CommitProperties, create_table_with_add_actions
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.types import StructType
+
+from .base import (
+    ConcurrentWriteError,
+    DeltaStorage,
+    PartitionValue,
+    SchemaMismatchError,
+    StorageError,
+    TableNotFoundError,
+    TableSnapshot,
+    UnsupportedTableFeatureError,
+    check_partition_columns,
+    conform_to_table,
+)
+
+log = logging.getLogger(__name__)
+
+#: Reader features that change nothing for a reader that takes the file list from delta-rs and reads the
+#: parquet files with Spark.
+SUPPORTED_READER_FEATURES = frozenset({"timestampNtz", "v2Checkpoint", "vacuumProtocolCheck"})
+
+WRITE_DIR_PREFIX = "write-"
+_WRITE_DIR = re.compile(rf"^{WRITE_DIR_PREFIX}([0-9a-f]{{32}})$")
+#: How Spark writes a null partition value in a directory name.
+_HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
+
+
+def table_root(location: str) -> str:
+    """The table location as a URI (``scheme://...``) or an absolute local path, without trailing slash."""
+    if "://" in location or location.startswith("file:"):
+        return location.rstrip("/")
+    return os.path.abspath(location)
+
+
+def _partition_string(value: PartitionValue) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _unescape_path_name(name: str) -> str:
+    """Undo Spark's escaping of partition directory names (``%XX`` for special characters)."""
+    return re.sub(r"%([0-9A-Fa-f]{2})", lambda m: chr(int(m.group(1), 16)), name)
+
+
+class DeltaRsStorage(DeltaStorage):
+    """Delta tables through Spark parquet I/O and delta-rs commits.
+
+    Args:
+        spark: the session whose executors read and write the data files.
+        storage_options: object-store options passed to delta-rs (e.g. ``AWS_REGION``); local paths need none.
+    """
+
+    name = "delta-rs"
+
+    def __init__(self, spark: SparkSession, storage_options: Mapping[str, str] | None = None) -> None:
+        super().__init__(spark)
+        self.storage_options = dict(storage_options or {})
+
+    # -- reading -------------------------------------------------------------------------------------
+    def _table(self, location: str, version: int | None = None) -> DeltaTable:
+        try:
+            return DeltaTable(table_root(location), version=version, storage_options=self.storage_options or None)
+        except DeltaTableNotFoundError as exc:
+            raise TableNotFoundError(f"{location}: no Delta table at this location") from exc
+        except (DeltaError, OSError) as exc:
+            raise StorageError(f"{location}: cannot open the Delta table: {exc}") from exc
+
+    def exists(self, location: str) -> bool:
+        return DeltaTable.is_deltatable(table_root(location), storage_options=self.storage_options or None)
+
+    def version(self, location: str) -> int:
+        return int(self._table(location).version())
+
+    def history(self, location: str, limit: int | None = None) -> list[dict[str, Any]]:
+        entries = self._table(location).history(limit)
+        return sorted(entries, key=lambda entry: entry["version"], reverse=True)
+
+    def schema(self, location: str) -> StructType:
+        return _spark_schema(self._table(location))
+
+    def check_reader_features(self, table: DeltaTable, location: str) -> None:
+        """Refuse tables whose correct reading needs a feature this engine does not implement."""
+        protocol = table.protocol()
+        configuration = table.metadata().configuration or {}
+        unsupported: set[str] = set()
+        if protocol.min_reader_version >= 3:
+            unsupported |= set(protocol.reader_features or []) - SUPPORTED_READER_FEATURES
+        if (configuration.get("delta.columnMapping.mode") or "none") != "none":
+            unsupported.add("columnMapping")
+        if protocol.min_reader_version > 3:
+            unsupported.add(f"minReaderVersion {protocol.min_reader_version}")
+        if unsupported:
+            raise UnsupportedTableFeatureError(
+                f"table {location} uses the Delta reader feature(s) {', '.join(sorted(unsupported))}, "
+                f"which the delta-rs storage engine cannot honour; use the delta-spark engine "
+                f"(storage.engine: delta-spark with the Delta jars on the classpath) to read it"
+            )
+
+    def read(self, location: str, version: int | None = None) -> TableSnapshot:
+        table = self._table(location, version)
+        self.check_reader_features(table, location)
+        schema = _spark_schema(table)
+        partition_columns = list(table.metadata().partition_columns)
+        root = table_root(location)
+        actions = pa.table(table.get_add_actions(flatten=True)).to_pylist()
+        groups: dict[tuple[Any, ...], list[str]] = {}
+        for action in actions:
+            key = tuple(action.get(f"partition.{column}") for column in partition_columns)
+            groups.setdefault(key, []).append(_absolute_path(root, action["path"]))
+        df = self._scan(schema, partition_columns, groups)
+        return TableSnapshot(location=location, version=int(table.version()), df=df)
+
+    def _scan(
+        self,
+        schema: StructType,
+        partition_columns: list[str],
+        groups: dict[tuple[Any, ...], list[str]],
+    ) -> DataFrame:
+        if not groups:
+            return self.spark.createDataFrame([], schema)
+        data_schema = StructType([field for field in schema.fields if field.name not in partition_columns])
+        scans = []
+        # One scan per partition tuple: partition values are literals from the log, not parsed from paths.
+        for key, paths in sorted(groups.items(), key=lambda item: tuple(str(v) for v in item[0])):
+            values = dict(zip(partition_columns, key, strict=True))
+            scan = self.spark.read.schema(data_schema).parquet(*sorted(paths))
+            columns: list[Column] = [
+                F.lit(values[field.name]).cast(field.dataType).alias(field.name)
+                if field.name in values
+                else F.col(f"`{field.name}`")
+                for field in schema.fields
+            ]
+            scans.append(scan.select(*columns))
+        return reduce(DataFrame.unionByName, scans)
+
+    # -- writing -------------------------------------------------------------------------------------
+    def create(self, location: str, schema: StructType, partition_by: Sequence[str] = ()) -> int:
+        if self.exists(location):
+            raise StorageError(f"{location}: a Delta table already exists here")
+        check_partition_columns(schema, partition_by, location)
+        return self._write(self.spark.createDataFrame([], schema), location, "create", partition_by, None, None)
+
+    def append(
+        self,
+        df: DataFrame,
+        location: str,
+        *,
+        partition_by: Sequence[str] = (),
+        commit_info: Mapping[str, str] | None = None,
+    ) -> int:
+        return self._write(df, location, "append", partition_by, None, commit_info)
+
+    def overwrite(
+        self,
+        df: DataFrame,
+        location: str,
+        *,
+        partition_by: Sequence[str] = (),
+        commit_info: Mapping[str, str] | None = None,
+    ) -> int:
+        return self._write(df, location, "overwrite", partition_by, None, commit_info)
+
+    def replace_partitions(
+        self,
+        df: DataFrame,
+        location: str,
+        where: Mapping[str, PartitionValue],
+        *,
+        partition_by: Sequence[str] = (),
+        commit_info: Mapping[str, str] | None = None,
+    ) -> int:
+        if not where:
+            raise ValueError("replace_partitions needs at least one partition column in `where`")
+        if any(value is None for value in where.values()):
+            raise ValueError("replace_partitions compares with '='; a null partition value cannot be matched")
+        return self._write(df, location, "overwrite", partition_by, dict(where), commit_info)
+
+    def _write(
+        self,
+        df: DataFrame,
+        location: str,
+        mode: str,
+        partition_by: Sequence[str],
+        where: dict[str, PartitionValue] | None,
+        commit_info: Mapping[str, str] | None,
+    ) -> int:
+        root = table_root(location)
+        # The snapshot this write is based on: the commit will fail if the table moved on meanwhile.
+        table = self._table(location) if mode != "create" and self.exists(location) else None
+        if table is not None:
+            self.check_reader_features(table, location)
+            table_schema = _spark_schema(table)
+            partition_columns = list(table.metadata().partition_columns)
+            if partition_by and list(partition_by) != partition_columns:
+                raise SchemaMismatchError(
+                    f"{location}: table is partitioned by {partition_columns}, write asked for {list(partition_by)}"
+                )
+            df = conform_to_table(df, table_schema, location)
+        else:
+            partition_columns = list(partition_by)
+            check_partition_columns(df.schema, partition_columns, location)
+            table_schema = df.schema
+        if where is not None:
+            outside = [column for column in where if column not in partition_columns]
+            if outside:
+                raise ValueError(f"{location}: {outside} are not partition columns of the table ({partition_columns})")
+            df = df.withColumns({column: _require_equal(column, value, location) for column, value in where.items()})
+
+        write_id = uuid.uuid4().hex
+        write_dir = f"{WRITE_DIR_PREFIX}{write_id}"
+        staging = f"{root}/{write_dir}"
+        metadata = {"writeId": write_id, "engine": self.name, **dict(commit_info or {})}
+        properties = CommitProperties(custom_metadata=metadata, max_commit_retries=0)
+        try:
+            self._write_files(df, staging, partition_columns)
+            actions = self._added_files(root, write_dir, partition_columns)
+            delta_schema = DeltaSchema.from_json(table_schema.json())
+            if table is None:
+                create_table_with_add_actions(
+                    root,
+                    delta_schema,
+                    actions,
+                    mode="error",
+                    partition_by=partition_columns or None,
+                    storage_options=self.storage_options or None,
+                    commit_properties=properties,
+                )
+            else:
+                filters = None
+                if where is not None:
+                    filters = [(column, "=", _partition_string(value)) for column, value in where.items()]
+                table.create_write_transaction(
+                    actions,
+                    mode="overwrite" if mode == "overwrite" else "append",
+                    schema=table.schema(),
+                    partition_by=partition_columns or None,
+                    partition_filters=filters,
+                    commit_properties=properties,
+                )
+        except CommitFailedError as exc:
+            self._delete_tree(staging)
+            raise ConcurrentWriteError(
+                f"{location}: another writer committed to this table after version "
+                f"{table.version() if table is not None else '(new table)'} was read; this write was not "
+                f"committed and the table is unchanged by it ({exc})"
+            ) from exc
+        except DeltaError as exc:
+            self._delete_tree(staging)
+            if table is None and self.exists(location):
+                raise ConcurrentWriteError(
+                    f"{location}: another writer created this table while this write was running; "
+                    f"this write was not committed"
+                ) from exc
+            raise StorageError(f"{location}: the Delta commit failed: {exc}") from exc
+        except BaseException:
+            self._delete_tree(staging)
+            raise
+        version = self.version(location)
+        log.info("%s: committed version %d (%s, %d files, engine %s)", location, version, mode, len(actions), self.name)
+        return version
+
+    def _write_files(self, df: DataFrame, staging: str, partition_columns: list[str]) -> None:
+        """Executors write the data files of one write (a seam the concurrency tests use)."""
+        writer = df.write.mode("errorifexists")
+        if partition_columns:
+            writer = writer.partitionBy(*partition_columns)
+        writer.parquet(staging)
+
+    def _filesystem(self, root: str) -> tuple[pafs.FileSystem, str]:
+        return pafs.FileSystem.from_uri(root if "://" in root else f"file://{root}")
+
+    def _added_files(self, root: str, write_dir: str, partition_columns: list[str]) -> list[AddAction]:
+        filesystem, base = self._filesystem(root)
+        selector = pafs.FileSelector(f"{base}/{write_dir}", recursive=True, allow_not_found=True)
+        actions = []
+        for info in filesystem.get_file_info(selector):
+            name = info.base_name
+            if info.type != pafs.FileType.File or not name.endswith(".parquet") or name.startswith((".", "_")):
+                continue
+            relative = info.path[len(base) + 1 :]
+            directories = relative.split("/")[1:-1]
+            values: dict[str, str | None] = {}
+            for directory in directories:
+                column, _, raw = directory.partition("=")
+                value = _unescape_path_name(raw)
+                values[_unescape_path_name(column)] = None if value == _HIVE_NULL else value
+            if sorted(values) != sorted(partition_columns):
+                raise StorageError(f"unexpected data file layout {relative} for partition columns {partition_columns}")
+            mtime_ms = int(info.mtime_ns // 1_000_000) if info.mtime_ns is not None else int(time.time() * 1000)
+            # numRecords from the parquet footer (a few KB per file): Delta readers use it for counts and
+            # planning, and delta-rs needs valid stats JSON when it later rewrites the log.
+            with filesystem.open_input_file(info.path) as handle:
+                records = pq.ParquetFile(handle).metadata.num_rows
+            stats = json.dumps({"numRecords": records})
+            actions.append(AddAction(relative, int(info.size), values, mtime_ms, True, stats))
+        return sorted(actions, key=lambda action: action.path)
+
+    def _delete_tree(self, path: str) -> None:
+        filesystem, base = self._filesystem(path)
+        try:
+            filesystem.delete_dir(base)
+        except (FileNotFoundError, OSError):
+            log.debug("nothing to delete at %s", path)
+
+    def cleanup(self, location: str, *, older_than: timedelta = timedelta(hours=1)) -> list[str]:
+        root = table_root(location)
+        committed: set[str] = set()
+        if self.exists(location):
+            committed = {str(entry.get("writeId")) for entry in self._table(location).history() if entry.get("writeId")}
+        filesystem, base = self._filesystem(root)
+        deadline_ns = time.time_ns() - int(older_than.total_seconds() * 1e9)
+        deleted = []
+        for info in filesystem.get_file_info(pafs.FileSelector(base, allow_not_found=True)):
+            match = _WRITE_DIR.match(info.base_name)
+            if info.type != pafs.FileType.Directory or not match or match.group(1) in committed:
+                continue
+            files = filesystem.get_file_info(pafs.FileSelector(info.path, recursive=True))
+            newest = max((entry.mtime_ns or 0 for entry in files), default=info.mtime_ns or 0)
+            if newest > deadline_ns:
+                continue  # possibly a write still in flight
+            filesystem.delete_dir(info.path)
+            deleted.append(f"{root}/{info.base_name}")
+            log.info("%s: removed uncommitted write %s (%d files)", location, info.base_name, len(files))
+        return deleted
+
+
+def _spark_schema(table: DeltaTable) -> StructType:
+    # Delta's schema JSON is Spark's StructType JSON (same field and type names).
+    return StructType.fromJson(json.loads(table.schema().to_json()))
+
+
+def _absolute_path(root: str, path: str) -> str:
+    if "://" in path or path.startswith("/"):
+        return path
+    return f"{root}/{unquote(path)}"
+
+
+def _require_equal(column: str, value: PartitionValue, location: str) -> Column:
+    return F.when(F.col(column) == F.lit(value), F.col(column)).otherwise(
+        F.raise_error(
+            F.concat(
+                F.lit(f"{location}: a row has {column} = "),
+                F.coalesce(F.col(column).cast("string"), F.lit("null")),
+                F.lit(f", outside the partition being replaced ({column} = {value!r})"),
+            )
+        )
+    )
