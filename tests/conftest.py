@@ -4,6 +4,7 @@ Every setting is chosen for small, fast, deterministic test runs (splink's conft
 the session is built by the project's own factory so the settings the outputs depend on (UTC, TIMESTAMP_MICROS,
 AQE) are the ones users get, and only speed-related settings differ.
 """
+
 from __future__ import annotations
 
 import os
@@ -60,3 +61,14 @@ def lake(tmp_path):  # type: ignore[no-untyped-def]
     root = tmp_path / "lake"
     root.mkdir()
     return root
+
+
+@pytest.fixture()
+def restore_spark_conf(spark: SparkSession) -> Iterator[None]:
+    """For tests that build sessions through the factory (which re-applies job.yaml settings): put the
+    test session's runtime SQL settings back afterwards."""
+    keys = ["spark.sql.shuffle.partitions", "spark.sql.session.timeZone", "spark.sql.adaptive.enabled"]
+    saved = {key: spark.conf.get(key) for key in keys}
+    yield
+    for key, value in saved.items():
+        spark.conf.set(key, value)

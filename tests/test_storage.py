@@ -3,6 +3,7 @@
 Tables written by the delta-rs engine are also read back by ``deltalake.DeltaTable(...).to_pyarrow_table()``,
 an independent reader, which must see identical rows.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -77,7 +78,9 @@ def arrow_rows(path: Path | str) -> list[dict]:
     return sorted(table.to_pylist(), key=lambda row: row["seq"])
 
 
-def test_round_trip_is_exact_for_engine_and_independent_reader(spark: SparkSession, store: DeltaRsStorage, lake: Path) -> None:
+def test_round_trip_is_exact_for_engine_and_independent_reader(
+    spark: SparkSession, store: DeltaRsStorage, lake: Path
+) -> None:
     location = str(lake / "rich")
     version = store.overwrite(rich_df(spark), location, partition_by=["part"])
     assert version == 0
@@ -156,7 +159,9 @@ def test_overwrite_replaces_everything(spark: SparkSession, store: DeltaRsStorag
     assert arrow_rows_any(location) == [{"k": 3}]
 
 
-def test_replace_partitions_touches_only_the_matching_partition(spark: SparkSession, store: DeltaRsStorage, lake: Path) -> None:
+def test_replace_partitions_touches_only_the_matching_partition(
+    spark: SparkSession, store: DeltaRsStorage, lake: Path
+) -> None:
     location = str(lake / "runs")
     first = spark.createDataFrame([("r1", 1), ("r1", 2), ("r2", 3)], "run_id string, k int")
     store.append(first, location, partition_by=["run_id"])
@@ -171,7 +176,9 @@ def test_replace_partitions_touches_only_the_matching_partition(spark: SparkSess
     assert sorted(r.k for r in store.read(location).df.collect()) == [3, 7, 10]
 
 
-def test_replace_partitions_rejects_rows_outside_the_predicate(spark: SparkSession, store: DeltaRsStorage, lake: Path) -> None:
+def test_replace_partitions_rejects_rows_outside_the_predicate(
+    spark: SparkSession, store: DeltaRsStorage, lake: Path
+) -> None:
     location = str(lake / "runs")
     store.append(spark.createDataFrame([("r1", 1)], "run_id string, k int"), location, partition_by=["run_id"])
     bad = spark.createDataFrame([("r1", 5), ("r2", 6)], "run_id string, k int")
@@ -276,13 +283,17 @@ KILLED_WRITER = textwrap.dedent(
 )
 
 
-def test_killed_write_is_ignored_by_readers_and_cleaned_up(spark: SparkSession, store: DeltaRsStorage, lake: Path, tmp_path: Path) -> None:
+def test_killed_write_is_ignored_by_readers_and_cleaned_up(
+    spark: SparkSession, store: DeltaRsStorage, lake: Path, tmp_path: Path
+) -> None:
     location = str(lake / "t")
     store.append(spark.createDataFrame([(1,)], "k int"), location)
     marker = tmp_path / "staged"
     script = tmp_path / "writer.py"
     script.write_text(KILLED_WRITER)
-    proc = subprocess.Popen([sys.executable, str(script), location, str(marker)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), location, str(marker)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         deadline = time.monotonic() + 180
         while not marker.exists():
@@ -311,7 +322,9 @@ def test_unsupported_reader_feature_names_table_and_feature(store: DeltaRsStorag
     location = str(lake / "dv")
     write_deltalake(location, pa.table({"k": [1, 2]}))
     DeltaTable(location).alter.add_feature(TableFeatures.DeletionVectors, allow_protocol_versions_increase=True)
-    with pytest.raises(UnsupportedTableFeatureError, match=r"table .*dv uses the Delta reader feature\(s\) deletionVectors"):
+    with pytest.raises(
+        UnsupportedTableFeatureError, match=r"table .*dv uses the Delta reader feature\(s\) deletionVectors"
+    ):
         store.read(location)
 
 
@@ -350,8 +363,10 @@ def test_auto_engine_logs_its_choice(spark: SparkSession, caplog: pytest.LogCapt
 def test_delta_spark_engine_contract(spark: SparkSession, lake: Path) -> None:
     """The same behaviours through the Delta Spark connector; needs its jars on the classpath."""
     if not delta_spark_available(spark):
-        pytest.skip("Delta Lake Spark jars are not on the classpath (no Maven access here); "
-                    "run with spark.jars.packages=io.delta:delta-spark_2.13:<version> to include this test")
+        pytest.skip(
+            "Delta Lake Spark jars are not on the classpath (no Maven access here); "
+            "run with spark.jars.packages=io.delta:delta-spark_2.13:<version> to include this test"
+        )
     store = open_storage(spark, "delta-spark")
     location = str(lake / "ds")
     store.overwrite(rich_df(spark), location, partition_by=["part"])

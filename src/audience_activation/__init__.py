@@ -8,6 +8,7 @@ Modules, one per concept:
 - :mod:`audience_activation.schemas`: the input table schemas and their validation.
 - :mod:`audience_activation.demo_data`: the deterministic demo data generator.
 """
+
 from __future__ import annotations
 
 __version__ = "0.1.0"

@@ -10,6 +10,7 @@ One place decides how every job, test helper and notebook gets its :class:`Spark
   default INT96 is deprecated) and adaptive query execution on.
 - **Performance defaults** that ``job.yaml`` (``spark.shuffle_partitions``, ``spark.conf``) can override.
 """
+
 from __future__ import annotations
 
 import logging

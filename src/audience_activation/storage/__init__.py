@@ -11,6 +11,7 @@ Example:
     >>> snapshot = store.read("lake/profile_fragments")  # doctest: +SKIP
     >>> snapshot.version, snapshot.df.count()  # doctest: +SKIP
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -94,6 +95,8 @@ def open_storage(spark: SparkSession, engine: str = "auto") -> DeltaStorage:
         store: DeltaStorage = DeltaSparkStorage(spark)
     else:
         store = DeltaRsStorage(spark)
-    reason = f"auto: Delta Spark connector {'found' if available else 'not found'}" if engine == "auto" else "configured"
+    reason = (
+        f"auto: Delta Spark connector {'found' if available else 'not found'}" if engine == "auto" else "configured"
+    )
     log.info("Storage engine: %s (%s)", chosen, reason)
     return store

@@ -4,6 +4,7 @@ The interface is deliberately small: the jobs only ever read a table (rememberin
 read), create one, append, overwrite all of it or only the partitions matching an equality predicate, ask for
 its version and history, and clean up files a killed write left behind.
 """
+
 from __future__ import annotations
 
 import abc
@@ -180,6 +181,20 @@ def _strip_nullability(data_type: DataType) -> Any:
         return node
 
     return strip(value)
+
+
+#: commitInfo keys written by the engines themselves; callers' ``commit_info`` may not use them.
+RESERVED_COMMIT_KEYS = frozenset(
+    {"operation", "operationParameters", "timestamp", "version", "engineInfo", "clientVersion", "writeId", "engine"}
+)
+
+
+def commit_metadata(write_id: str, engine: str, commit_info: Mapping[str, str] | None) -> dict[str, str]:
+    """The custom commitInfo of a write: its id, the engine, and the caller's keys (e.g. ``run_id``)."""
+    reserved = sorted(RESERVED_COMMIT_KEYS & set(commit_info or {}))
+    if reserved:
+        raise ValueError(f"commit_info keys {reserved} are reserved by the storage engines")
+    return {"writeId": write_id, "engine": engine, **{str(k): str(v) for k, v in (commit_info or {}).items()}}
 
 
 def conform_to_table(df: DataFrame, table_schema: StructType, location: str) -> DataFrame:

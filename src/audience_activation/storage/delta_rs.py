@@ -18,6 +18,7 @@ For machines without the Delta Lake Spark jars (no Maven access here). The data 
 - **Reader features.** Tables needing a reader feature Spark-over-parquet cannot honour (deletion vectors,
   column mapping, ...) are refused with an error naming the table and the feature, never read wrongly.
 """
+
 from __future__ import annotations
 
 import json
@@ -54,6 +55,7 @@ from .base import (
     TableSnapshot,
     UnsupportedTableFeatureError,
     check_partition_columns,
+    commit_metadata,
     conform_to_table,
 )
 
@@ -256,7 +258,7 @@ class DeltaRsStorage(DeltaStorage):
         write_id = uuid.uuid4().hex
         write_dir = f"{WRITE_DIR_PREFIX}{write_id}"
         staging = f"{root}/{write_dir}"
-        metadata = {"writeId": write_id, "engine": self.name, **dict(commit_info or {})}
+        metadata = commit_metadata(write_id, self.name, commit_info)
         properties = CommitProperties(custom_metadata=metadata, max_commit_retries=0)
         try:
             self._write_files(df, staging, partition_columns)

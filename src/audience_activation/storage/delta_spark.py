@@ -5,8 +5,10 @@ io.delta:delta-spark_2.13:<version>``). It implements the same small interface a
 jobs do not know which one runs. Each write records ``{"writeId": ...}`` in the commit's ``userMetadata`` so
 the version a write produced can be found even when other writers commit afterwards.
 """
+
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import uuid
@@ -26,6 +28,7 @@ from .base import (
     TableNotFoundError,
     TableSnapshot,
     check_partition_columns,
+    commit_metadata,
     conform_to_table,
 )
 
@@ -69,10 +72,8 @@ class DeltaSparkStorage(DeltaStorage):
             entry = row.asDict(recursive=True)
             metadata = entry.get("userMetadata")
             if metadata:
-                try:
+                with contextlib.suppress(ValueError):
                     entry.update(json.loads(metadata))
-                except ValueError:
-                    pass
             entries.append(entry)
         return entries
 
@@ -150,7 +151,7 @@ class DeltaSparkStorage(DeltaStorage):
             partition_columns = list(partition_by)
             check_partition_columns(df.schema, partition_columns, location)
         write_id = uuid.uuid4().hex
-        metadata = json.dumps({"writeId": write_id, "engine": self.name, **dict(commit_info or {})})
+        metadata = json.dumps(commit_metadata(write_id, self.name, commit_info))
         writer = df.write.format("delta").mode(mode).option("userMetadata", metadata)
         if partition_columns:
             writer = writer.partitionBy(*partition_columns)

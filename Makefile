@@ -1,0 +1,32 @@
+# The two commands a newcomer runs (see README.md):
+#   make demo   set everything up, generate demo data and run the job on it
+#   make test   set everything up and run the test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PERSONS ?= 2000
+LAKE ?= ./lake
+
+.PHONY: setup demo test lint clean
+
+$(BIN)/audience-activation: setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+setup: $(BIN)/audience-activation
+
+demo: setup
+	$(BIN)/audience-activation demo-data --persons $(PERSONS) --lake-root $(LAKE)
+	$(BIN)/audience-activation validate --lake-root $(LAKE)
+
+test: setup
+	$(BIN)/pytest
+
+lint: setup
+	$(BIN)/ruff check src tests jobs
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) build *.egg-info src/*.egg-info $(LAKE)

@@ -1,0 +1,78 @@
+"""The console command: what users see for good and bad configuration and input."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from pyspark.sql import SparkSession
+from typer.testing import CliRunner
+
+from audience_activation.cli import cli, parse_utc_time
+from audience_activation.storage import DeltaRsStorage
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+runner = CliRunner()
+# The commands build their session through the factory, which re-applies job.yaml settings.
+pytestmark = pytest.mark.usefixtures("restore_spark_conf")
+
+
+def test_demo_data_then_validate(spark: SparkSession, tmp_path: Path) -> None:
+    lake = tmp_path / "lake"
+    result = runner.invoke(
+        cli,
+        [
+            "demo-data",
+            "--conf",
+            str(CONF),
+            "--lake-root",
+            str(lake),
+            "--persons",
+            "5",
+            "--as-of",
+            "2026-11-29T00:00:00Z",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "profile_fragments" in result.output and "region_information" in result.output
+    result = runner.invoke(cli, ["validate", "--conf", str(CONF), "--lake-root", str(lake)])
+    assert result.exit_code == 0, result.output
+    assert "valid: configuration and input schemas match the contract" in result.output
+
+
+def test_bad_configuration_exits_2_naming_file_and_item(tmp_path: Path) -> None:
+    conf = tmp_path / "conf"
+    shutil.copytree(CONF, conf)
+    text = (conf / "destinations.yaml").read_text()
+    (conf / "destinations.yaml").write_text(text.replace("segments: [us-residents,", "segments: [no-such-segment,", 1))
+    result = runner.invoke(cli, ["validate", "--conf", str(conf), "--lake-root", str(tmp_path / "lake")])
+    assert result.exit_code == 2
+    assert "configuration error" in result.output
+    assert "destinations.yaml" in result.output and "no-such-segment" in result.output
+
+
+def test_malformed_input_exits_1_naming_table_and_column(spark: SparkSession, tmp_path: Path) -> None:
+    lake = tmp_path / "lake"
+    fragments = spark.createDataFrame(
+        [({"ECID": [("1" * 38, True)]}, "web", "2026-11-01")],
+        "identityMap map<string, array<struct<id: string, primary: boolean>>>, dataset string, ingested_at string",
+    )
+    DeltaRsStorage(spark).overwrite(fragments, str(lake / "profile_fragments"))
+    result = runner.invoke(cli, ["validate", "--conf", str(CONF), "--lake-root", str(lake)])
+    assert result.exit_code == 1
+    assert "input table profile_fragments: column ingested_at: has type string, expected timestamp" in result.output
+
+
+def test_missing_required_table_is_reported(spark: SparkSession, tmp_path: Path) -> None:
+    result = runner.invoke(cli, ["validate", "--conf", str(CONF), "--lake-root", str(tmp_path / "empty")])
+    assert result.exit_code == 1
+    assert "profile_fragments" in result.output and "does not exist" in result.output
+
+
+def test_parse_utc_time() -> None:
+    assert parse_utc_time("2026-11-29T00:00:00Z").isoformat() == "2026-11-29T00:00:00+00:00"
+    assert parse_utc_time("2026-11-29T01:30:00.9+01:00").isoformat() == "2026-11-29T00:30:00+00:00"
+    assert parse_utc_time("2026-11-29 12:00").isoformat() == "2026-11-29T12:00:00+00:00"
+    with pytest.raises(ValueError):
+        parse_utc_time("yesterday")
