@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -116,6 +117,10 @@ def build_session(
     submitted = running_under_spark_submit()
     effective_master = None if submitted else (master or "local[*]")
     local = effective_master is not None and effective_master.startswith("local")
+    if not submitted:
+        # Python workers run this interpreter (the one with the package installed), not whatever
+        # `python3` is first on PATH; spark-submit users choose with PYSPARK_PYTHON themselves.
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = SparkSession.builder.appName(app_name)
     if effective_master is not None:
         builder = builder.master(effective_master)

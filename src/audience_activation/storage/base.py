@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -221,3 +222,38 @@ def conform_to_table(df: DataFrame, table_schema: StructType, location: str) -> 
     if problems:
         raise SchemaMismatchError(f"{location}: data does not match the table schema: " + "; ".join(problems))
     return df.select(*table_fields)
+
+
+class ParquetCheckpoint:
+    """A lineage barrier for iterative jobs: write a DataFrame as parquet under a scratch folder, read it back.
+
+    Portable (no checkpoint directory or ``sparkContext`` needed, so it works on Spark Connect and
+    serverless), and the write is an ordinary Spark job: a failed write raises instead of leaving a silently
+    partial checkpoint. Call :meth:`cleanup` when the iteration is done.
+
+    Args:
+        spark: the session.
+        folder: a scratch folder (local path or URI) that nothing else uses.
+    """
+
+    def __init__(self, spark: SparkSession, folder: str) -> None:
+        self.spark = spark
+        self.folder = folder.rstrip("/")
+        self.writes = 0
+
+    def __call__(self, df: DataFrame) -> DataFrame:
+        self.writes += 1
+        path = f"{self.folder}/{self.writes:05d}"
+        df.write.mode("overwrite").parquet(path)
+        return self.spark.read.schema(df.schema).parquet(path)
+
+    def cleanup(self) -> None:
+        """Delete the scratch folder."""
+        import pyarrow.fs as pafs  # noqa: PLC0415 - only needed here
+
+        uri = self.folder if "://" in self.folder else f"file://{os.path.abspath(self.folder)}"
+        filesystem, path = pafs.FileSystem.from_uri(uri)
+        try:
+            filesystem.delete_dir(path)
+        except (FileNotFoundError, OSError):
+            log.debug("scratch folder %s already gone", self.folder)

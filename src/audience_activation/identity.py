@@ -1,0 +1,675 @@
+"""Identity resolution (CONTRACT §5 and §10): from identity maps and links to ``identity_clusters``.
+
+The steps, all DataFrame → DataFrame:
+
+1. :func:`identity_entries` flattens each record's ``identityMap`` (fragments, events, regions) as of ``T``;
+   :func:`invalid_reason` validates every identity with native Column functions.
+2. :func:`collect_links` gathers explicit links and (switchable) co-occurrence links, oriented so the
+   smaller ``(namespace, id)`` is ``src``, without ``non_people``/``partner`` identities, de-duplicated
+   keeping the newest ``last_seen_at``.
+3. :func:`find_hubs` applies the hub guardrail (more than ``max_links_per_identity`` distinct neighbours).
+4. :func:`connected_components` labels every identity with the smallest identity of its component, by
+   alternating large-star / small-star rounds (Kiveris et al., SoCC 2014) with the lineage cut after every
+   round by a caller-supplied barrier (a parquet write and re-read in the jobs).
+5. :func:`resolve_components`: components with at most one identity per unique namespace and within the size
+   limit are resolved in Spark directly (their person is the component); the others go through the
+   plain-Python rules of :mod:`audience_activation.identity_rules` with ``applyInPandas``, one component per
+   call, on the executors.
+6. :func:`identity_clusters` gives every valid identity seen at ``T`` its ``person_id`` and ``graph_size``.
+
+:func:`resolve_identities` chains them and also returns the ``quarantine`` rows.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from functools import reduce
+
+import pandas as pd
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+from pyspark.sql.window import WindowSpec
+
+from . import identity_rules as rules
+from .config import IdentitySettings, NamespacesConfig
+from .schemas import EXPERIENCE_EVENTS, IDENTITY_GRAPH, PROFILE_FRAGMENTS, REGION_INFORMATION
+
+log = logging.getLogger(__name__)
+
+#: A lineage barrier: returns a DataFrame with the same rows whose plan no longer depends on the input's.
+Checkpoint = Callable[[DataFrame], DataFrame]
+
+#: Give up if connected components has not converged after this many rounds (a chain of 2^40 nodes needs
+#: about 80); reaching it means a bug, not a big graph.
+MAX_CC_ROUNDS = 200
+
+NO_VALID_IDENTITY = "no_valid_identity"
+RESOLUTION_SOURCE_ORDER = (IDENTITY_GRAPH, PROFILE_FRAGMENTS, EXPERIENCE_EVENTS)
+
+CLUSTERS_SCHEMA = "namespace string, id string, person_id string, graph_size int"
+QUARANTINE_SCHEMA = "source_table string, namespace string, id string, row_key string, reason string"
+_RESOLVED_SCHEMA = "namespace string, id string, person_id string, graph_size int, evicted boolean"
+
+#: Separates namespace and id in a node key; sorts below every other character, so the keys sort as
+#: ``(namespace, id)`` pairs in binary order.
+_KEY_SEPARATOR = "\u0000"
+
+
+# -- namespace lookups ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NamespaceLookup:
+    """Namespace settings as Column lookups (a literal map; unknown namespaces get the defaults)."""
+
+    namespaces: NamespacesConfig
+
+    def _map(self, values: dict[str, object]) -> Column:
+        return F.create_map(*[item for key, value in sorted(values.items()) for item in (F.lit(key), F.lit(value))])
+
+    def priority(self, namespace: Column) -> Column:
+        return F.coalesce(
+            F.element_at(self._map(self.namespaces.priorities()), namespace), F.lit(self.namespaces.unknown_priority)
+        )
+
+    def type(self, namespace: Column) -> Column:
+        return F.coalesce(F.element_at(self._map(self.namespaces.types()), namespace), F.lit("cross_device"))
+
+    def unique(self, namespace: Column) -> Column:
+        unique = sorted(self.namespaces.unique_namespaces())
+        return namespace.isin(unique) if unique else F.lit(False)
+
+    def links(self, namespace: Column) -> Column:
+        """Whether identities of this namespace take part in linking (not non_people/partner)."""
+        return ~self.type(namespace).isin(sorted(rules.NON_LINKING_TYPES))
+
+    def rules_table(self) -> rules.NamespaceTable:
+        return rules.NamespaceTable(
+            {
+                code: rules.NsInfo(config.type.value, config.unique, config.priority)
+                for code, config in self.namespaces.namespaces.items()
+            }
+        )
+
+
+# -- step 1: identities and their validation ---------------------------------------------------------------
+
+
+def normalize_namespace(namespace: Column) -> Column:
+    """``Email_LC_SHA256`` is read as ``EMAIL_LC_SHA256``; other codes are kept as written."""
+    column = namespace
+    for alias, canonical in rules.NAMESPACE_ALIASES.items():
+        column = F.when(namespace == alias, F.lit(canonical)).otherwise(column)
+    return column
+
+
+def invalid_reason(namespace: Column, identity: Column) -> Column:
+    """The CONTRACT §10 reason an identity is invalid, in the contract's order, or null when valid.
+
+    Example:
+        >>> df.select(invalid_reason(F.lit("ECID"), F.lit("123")))  # doctest: +SKIP  -> "bad_ecid"
+    """
+    return (
+        F.when(identity.rlike(r"^\s*$"), F.lit(rules.EMPTY))
+        .when(identity.isNull() | F.lower(identity).isin(sorted(rules.RESERVED_VALUES)), F.lit(rules.RESERVED_VALUE))
+        .when(F.length(identity) > rules.MAX_ID_LENGTH, F.lit(rules.TOO_LONG))
+        .when(
+            (namespace == rules.ECID) & ~identity.rlike(rf"^[0-9]{{{rules.ECID_LENGTH}}}$"),
+            F.lit(rules.BAD_ECID),
+        )
+        .when(
+            (namespace == rules.EMAIL_LC_SHA256) & ~identity.rlike(rf"^[0-9a-fA-F]{{{rules.EMAIL_SHA256_LENGTH}}}$"),
+            F.lit(rules.BAD_EMAIL_SHA256),
+        )
+    )
+
+
+def _entries(identity_map: Column) -> Column:
+    """``identityMap`` as an array of ``struct(namespace, id, primary)`` with namespaces normalised."""
+    return F.flatten(
+        F.transform(
+            F.map_entries(F.coalesce(identity_map, F.create_map().cast(identity_map_type()))),
+            lambda entry: F.transform(
+                F.coalesce(entry["value"], F.array()),
+                lambda item: F.struct(
+                    normalize_namespace(entry["key"]).alias("namespace"),
+                    item["id"].alias("id"),
+                    F.coalesce(item["primary"], F.lit(False)).alias("primary"),
+                ),
+            ),
+        )
+    )
+
+
+def identity_map_type() -> str:
+    return "map<string, array<struct<id: string, primary: boolean>>>"
+
+
+@dataclass(frozen=True)
+class AsOfInputs:
+    """The input tables filtered to what existed at ``T`` (CONTRACT §1)."""
+
+    fragments: DataFrame | None
+    events: DataFrame | None
+    links: DataFrame | None
+    regions: DataFrame | None
+
+
+def as_of(
+    fragments: DataFrame | None,
+    events: DataFrame | None,
+    links: DataFrame | None,
+    regions: DataFrame | None,
+    evaluation_time: datetime,
+) -> AsOfInputs:
+    """Keep the rows that existed at ``T``: ``ingested_at``/``timestamp``/``last_seen_at`` at or before it;
+    region rows with at least one capture at or before it (later captures of such a row are dropped)."""
+    t = F.lit(evaluation_time).cast("timestamp")
+    regions_at_t = None
+    if regions is not None:
+        captures = F.map_filter("userActivityRegions", lambda _code, capture: capture["captureTimestamp"] <= t)
+        regions_at_t = regions.withColumn("userActivityRegions", captures).where(F.size("userActivityRegions") > 0)
+    return AsOfInputs(
+        fragments=None if fragments is None else fragments.where(F.col("ingested_at") <= t),
+        events=None if events is None else events.where(F.col("timestamp") <= t),
+        links=None if links is None else links.where(F.col("last_seen_at") <= t),
+        regions=regions_at_t,
+    )
+
+
+def identity_entries(records: DataFrame, source_table: str, time: Column, row_key: Column) -> DataFrame:
+    """One row per record with all its identities, validated.
+
+    Args:
+        records: a table with an ``identityMap`` column.
+        source_table: its logical name (goes to quarantine rows).
+        time: the record's time (its co-occurrence links' ``last_seen_at``).
+        row_key: the record's key for quarantine rows (``_id`` for events), or a null literal.
+
+    Returns:
+        ``source_table, row_key, time, entries`` where ``entries`` is an array of
+        ``struct(namespace, id, primary, reason)`` (``reason`` null when the identity is valid).
+    """
+    return records.select(
+        F.lit(source_table).alias("source_table"),
+        row_key.cast("string").alias("row_key"),
+        time.cast("timestamp").alias("time"),
+        F.transform(
+            _entries(F.col("identityMap")),
+            lambda e: F.struct(
+                e["namespace"].alias("namespace"),
+                e["id"].alias("id"),
+                e["primary"].alias("primary"),
+                invalid_reason(e["namespace"], e["id"]).alias("reason"),
+            ),
+        ).alias("entries"),
+    )
+
+
+def record_entries(inputs: AsOfInputs) -> DataFrame:
+    """:func:`identity_entries` of every record table present (regions too; they create no links)."""
+    parts = []
+    if inputs.fragments is not None:
+        parts.append(identity_entries(inputs.fragments, PROFILE_FRAGMENTS, F.col("ingested_at"), F.lit(None)))
+    if inputs.events is not None:
+        parts.append(identity_entries(inputs.events, EXPERIENCE_EVENTS, F.col("timestamp"), F.col("_id")))
+    if inputs.regions is not None:
+        first_capture = F.array_min(F.transform(F.map_values("userActivityRegions"), lambda c: c["captureTimestamp"]))
+        parts.append(identity_entries(inputs.regions, REGION_INFORMATION, first_capture, F.lit(None)))
+    if not parts:
+        raise ValueError("no input table with identities")
+    return reduce(DataFrame.unionByName, parts)
+
+
+def link_entries(links: DataFrame) -> DataFrame:
+    """Explicit links with both ends normalised and validated."""
+    src_ns, dst_ns = normalize_namespace(F.col("src_namespace")), normalize_namespace(F.col("dst_namespace"))
+    return links.select(
+        src_ns.alias("src_ns"),
+        F.col("src_id"),
+        dst_ns.alias("dst_ns"),
+        F.col("dst_id"),
+        F.col("last_seen_at"),
+        invalid_reason(src_ns, F.col("src_id")).alias("src_reason"),
+        invalid_reason(dst_ns, F.col("dst_id")).alias("dst_reason"),
+    )
+
+
+def invalid_identity_quarantine(records: DataFrame, links: DataFrame | None) -> DataFrame:
+    """Quarantine rows for invalid identities and for records with no valid identity.
+
+    One row per distinct ``(source_table, namespace, id, reason)``; ``row_key`` is the smallest key of the
+    rows concerned (events' ``_id``).
+    """
+    invalid = records.select("source_table", "row_key", F.explode("entries").alias("e")).where(
+        F.col("e.reason").isNotNull()
+    )
+    identity_rows = invalid.select(
+        "source_table",
+        F.col("e.namespace").alias("namespace"),
+        F.col("e.id").alias("id"),
+        "row_key",
+        F.col("e.reason").alias("reason"),
+    )
+    # A record none of whose identities is valid is itself quarantined, under its first identity.
+    first = F.array_min(
+        F.transform("entries", lambda e: F.struct(e["namespace"].alias("namespace"), e["id"].alias("id")))
+    )
+    no_valid = records.where(~F.exists("entries", lambda e: e["reason"].isNull())).select(
+        "source_table",
+        first["namespace"].alias("namespace"),
+        first["id"].alias("id"),
+        "row_key",
+        F.lit(NO_VALID_IDENTITY).alias("reason"),
+    )
+    parts = [identity_rows, no_valid]
+    if links is not None:
+        for side in ("src", "dst"):
+            parts.append(
+                links.where(F.col(f"{side}_reason").isNotNull()).select(
+                    F.lit(IDENTITY_GRAPH).alias("source_table"),
+                    F.col(f"{side}_ns").alias("namespace"),
+                    F.col(f"{side}_id").alias("id"),
+                    F.lit(None).cast("string").alias("row_key"),
+                    F.col(f"{side}_reason").alias("reason"),
+                )
+            )
+    return (
+        reduce(DataFrame.unionByName, parts)
+        .groupBy("source_table", "namespace", "id", "reason")
+        .agg(F.min("row_key").alias("row_key"))
+        .select("source_table", "namespace", "id", "row_key", "reason")
+    )
+
+
+def valid_identities(records: DataFrame, links: DataFrame | None) -> DataFrame:
+    """Every distinct valid ``(namespace, id)`` seen in any input table."""
+    parts = [
+        records.select(F.explode("entries").alias("e"))
+        .where(F.col("e.reason").isNull())
+        .select(F.col("e.namespace").alias("namespace"), F.col("e.id").alias("id"))
+    ]
+    if links is not None:
+        for side in ("src", "dst"):
+            parts.append(
+                links.where(F.col(f"{side}_reason").isNull()).select(
+                    F.col(f"{side}_ns").alias("namespace"), F.col(f"{side}_id").alias("id")
+                )
+            )
+    return reduce(DataFrame.unionByName, parts).distinct()
+
+
+# -- step 2: links -------------------------------------------------------------------------------------------
+
+
+def _source_rank(table: str) -> int:
+    return RESOLUTION_SOURCE_ORDER.index(table)
+
+
+def collect_links(
+    records: DataFrame,
+    links: DataFrame | None,
+    lookup: NamespaceLookup,
+    *,
+    cooccurrence: bool = True,
+) -> DataFrame:
+    """Links between valid, linking identities: ``src_ns, src_id, dst_ns, dst_id, last_seen_at, source_rank``.
+
+    ``src`` is the smaller ``(namespace, id)``; self-links are dropped; each pair appears once with its newest
+    ``last_seen_at`` and the first source (identity_graph, profile_fragments, experience_events) it came from.
+    """
+    parts = []
+    if links is not None:
+        parts.append(
+            links.where(F.col("src_reason").isNull() & F.col("dst_reason").isNull()).select(
+                F.struct(F.col("src_ns").alias("namespace"), F.col("src_id").alias("id")).alias("a"),
+                F.struct(F.col("dst_ns").alias("namespace"), F.col("dst_id").alias("id")).alias("b"),
+                F.col("last_seen_at").alias("time"),
+                F.lit(_source_rank(IDENTITY_GRAPH)).alias("source_rank"),
+            )
+        )
+    if cooccurrence:
+        linking = records.where(F.col("source_table") != REGION_INFORMATION).select(
+            F.col("time"),
+            F.when(F.col("source_table") == PROFILE_FRAGMENTS, F.lit(_source_rank(PROFILE_FRAGMENTS)))
+            .otherwise(F.lit(_source_rank(EXPERIENCE_EVENTS)))
+            .alias("source_rank"),
+            F.array_sort(
+                F.array_distinct(
+                    F.transform(
+                        F.filter("entries", lambda e: e["reason"].isNull()),
+                        lambda e: F.struct(e["namespace"].alias("namespace"), e["id"].alias("id")),
+                    )
+                )
+            ).alias("ids"),
+        )
+        # All pairs of one record's identities (records carry at most a few dozen identities).
+        pairs = F.flatten(
+            F.transform(
+                "ids",
+                lambda x, i: F.transform(
+                    F.slice("ids", i + 2, F.greatest(F.size("ids"), F.lit(1))),
+                    lambda y: F.struct(x.alias("a"), y.alias("b")),
+                ),
+            )
+        )
+        parts.append(
+            linking.where(F.size("ids") > 1)
+            .select("time", "source_rank", F.explode(pairs).alias("pair"))
+            .select(F.col("pair.a").alias("a"), F.col("pair.b").alias("b"), "time", "source_rank")
+        )
+    if not parts:
+        return records.sparkSession.createDataFrame(
+            [], "src_ns string, src_id string, dst_ns string, dst_id string, last_seen_at timestamp, source_rank int"
+        )
+    oriented = reduce(DataFrame.unionByName, parts).select(
+        F.least("a", "b").alias("src"), F.greatest("a", "b").alias("dst"), "time", "source_rank"
+    )
+    return (
+        oriented.where(
+            (F.col("src") != F.col("dst"))
+            & lookup.links(F.col("src.namespace"))
+            & lookup.links(F.col("dst.namespace"))
+            & F.col("time").isNotNull()
+        )
+        .groupBy(
+            F.col("src.namespace").alias("src_ns"),
+            F.col("src.id").alias("src_id"),
+            F.col("dst.namespace").alias("dst_ns"),
+            F.col("dst.id").alias("dst_id"),
+        )
+        .agg(F.max("time").alias("last_seen_at"), F.min("source_rank").alias("source_rank"))
+    )
+
+
+# -- step 3: hub guardrail -------------------------------------------------------------------------------------
+
+
+def _ends(links: DataFrame) -> DataFrame:
+    """Each link twice, once per end: ``namespace, id, source_rank``."""
+    return links.select(F.col("src_ns").alias("namespace"), F.col("src_id").alias("id"), "source_rank").unionByName(
+        links.select(F.col("dst_ns").alias("namespace"), F.col("dst_id").alias("id"), "source_rank")
+    )
+
+
+def find_hubs(links: DataFrame, max_links_per_identity: int) -> DataFrame:
+    """Identities with more than ``max_links_per_identity`` distinct neighbours: ``namespace, id, source_rank``.
+
+    ``links`` holds each pair once, so an identity's link count is its number of distinct neighbours.
+    """
+    return (
+        _ends(links)
+        .groupBy("namespace", "id")
+        .agg(F.count(F.lit(1)).alias("neighbours"), F.min("source_rank").alias("source_rank"))
+        .where(F.col("neighbours") > max_links_per_identity)
+        .select("namespace", "id", "source_rank")
+    )
+
+
+def drop_hub_links(links: DataFrame, hubs: DataFrame) -> DataFrame:
+    """Links not touching a hub (hubs are few: broadcast)."""
+    hub_keys = F.broadcast(hubs.select("namespace", "id"))
+    for side in ("src", "dst"):
+        links = links.join(
+            hub_keys.withColumnRenamed("namespace", f"{side}_ns").withColumnRenamed("id", f"{side}_id"),
+            on=[f"{side}_ns", f"{side}_id"],
+            how="left_anti",
+        )
+    return links
+
+
+# -- step 4: connected components ---------------------------------------------------------------------------
+
+
+def node_key(namespace: Column, identity: Column) -> Column:
+    """A string key per identity whose binary order is the ``(namespace, id)`` order."""
+    return F.concat(namespace, F.lit(_KEY_SEPARATOR), identity)
+
+
+def _large_star(edges: DataFrame) -> DataFrame:
+    """Connect every neighbour larger than a node to the node's smallest neighbour (itself included)."""
+    both = edges.select(F.col("u"), F.col("v")).unionByName(edges.select(F.col("v").alias("u"), F.col("u").alias("v")))
+    smallest = both.groupBy("u").agg(F.least(F.min("v"), F.col("u")).alias("m"))
+    return (
+        both.where(F.col("v") > F.col("u"))
+        .join(smallest, on="u", how="inner")
+        .select(F.col("v").alias("u"), F.col("m").alias("v"))
+        .where(F.col("u") != F.col("v"))
+        .distinct()
+    )
+
+
+def _small_star(edges: DataFrame) -> DataFrame:
+    """Connect every node's smaller neighbours (and the node) to the smallest of them."""
+    oriented = edges.select(F.greatest("u", "v").alias("u"), F.least("u", "v").alias("v"))
+    smallest = oriented.groupBy("u").agg(F.min("v").alias("m"))
+    members = oriented.select("u", "v").unionByName(smallest.select("u", F.col("u").alias("v")))
+    return (
+        members.join(smallest, on="u", how="inner")
+        .select(F.col("v").alias("u"), F.col("m").alias("v"))
+        .where(F.col("u") != F.col("v"))
+        .distinct()
+    )
+
+
+def _converged(edges: DataFrame) -> bool:
+    """Stars around their minimum: no edge's smaller end is the larger end of another edge."""
+    oriented = edges.select(F.greatest("u", "v").alias("big"), F.least("u", "v").alias("small"))
+    bigs = oriented.select(F.col("big").alias("small")).distinct()
+    return oriented.join(bigs, on="small", how="left_semi").isEmpty()
+
+
+@dataclass(frozen=True)
+class Components:
+    """Result of :func:`connected_components`: ``node, component`` per linked node, and the rounds used."""
+
+    labels: DataFrame
+    rounds: int
+
+
+def connected_components(edges: DataFrame, checkpoint: Checkpoint) -> Components:
+    """Label each node of an undirected graph with the smallest node of its component.
+
+    Alternating large-star and small-star (Kiveris et al., SoCC 2014): logarithmic rounds in practice, also on
+    long chains. Each round's edges go through ``checkpoint`` (a parquet write and re-read in the jobs) so the
+    plan stays one round deep; every operation is deterministic, so AQE re-planning cannot change a result.
+
+    Args:
+        edges: ``u, v`` string node keys; self-loops and duplicates allowed.
+        checkpoint: the lineage barrier.
+
+    Returns:
+        The labels of every node that has at least one edge, and the number of rounds.
+    """
+    current = checkpoint(edges.select("u", "v").where(F.col("u") != F.col("v")).distinct())
+    rounds = 0
+    while True:
+        rounds += 1
+        if rounds > MAX_CC_ROUNDS:
+            raise RuntimeError(f"connected components did not converge in {MAX_CC_ROUNDS} rounds")
+        current = checkpoint(_small_star(_large_star(current)))
+        if _converged(current):
+            break
+    log.info("connected components converged after %d rounds", rounds)
+    oriented = current.select(F.greatest("u", "v").alias("node"), F.least("u", "v").alias("component"))
+    roots = oriented.select(F.col("component").alias("node"), "component").distinct()
+    return Components(labels=oriented.unionByName(roots).distinct(), rounds=rounds)
+
+
+# -- step 5: persons per component ------------------------------------------------------------------------------
+
+
+def _resolve_with_rules(
+    ns_table: rules.NamespaceTable, max_identities_per_graph: int
+) -> Callable[[pd.DataFrame], pd.DataFrame]:
+    """The per-component function for ``applyInPandas`` (runs on executors; stdlib rules only)."""
+
+    def resolve(links: pd.DataFrame) -> pd.DataFrame:
+        component = [
+            rules.Link(row.src_ns, row.src_id, row.dst_ns, row.dst_id, row.last_seen_at)
+            for row in links.itertuples(index=False)
+        ]
+        assignments, evictions = rules.resolve_component(component, ns_table, max_identities_per_graph)
+        evicted = set(evictions)
+        return pd.DataFrame(
+            [(a.namespace, a.id, a.person_id, a.graph_size, (a.namespace, a.id) in evicted) for a in assignments],
+            columns=["namespace", "id", "person_id", "graph_size", "evicted"],
+        )
+
+    return resolve
+
+
+def resolve_components(
+    links: DataFrame,
+    labels: DataFrame,
+    lookup: NamespaceLookup,
+    max_identities_per_graph: int,
+) -> DataFrame:
+    """Persons of every linked identity: ``namespace, id, person_id, graph_size, evicted``.
+
+    A component with no two identities of one unique namespace and within the size limit is one graph: its
+    person is computed in Spark. The others (conflicts or oversize) are resolved by
+    :func:`identity_rules.resolve_component` per component with ``applyInPandas``.
+    """
+    nodes = labels.select(
+        "component",
+        F.split(F.col("node"), _KEY_SEPARATOR, 2).getItem(0).alias("namespace"),
+        F.split(F.col("node"), _KEY_SEPARATOR, 2).getItem(1).alias("id"),
+    )
+    unique_ns = F.when(lookup.unique(F.col("namespace")), F.col("namespace"))
+    stats = (
+        nodes.groupBy("component", unique_ns.alias("unique_ns"))
+        .agg(F.count(F.lit(1)).alias("n"))
+        .groupBy("component")
+        .agg(
+            F.sum("n").alias("size"),
+            F.max(F.when(F.col("unique_ns").isNotNull(), F.col("n")).otherwise(F.lit(0))).alias("max_unique"),
+        )
+        .withColumn("simple", (F.col("size") <= max_identities_per_graph) & (F.col("max_unique") <= 1))
+    )
+    labelled = nodes.join(stats, on="component", how="inner")
+    best = F.min(F.struct(lookup.priority(F.col("namespace")).alias("p"), "namespace", "id")).over(_component_window())
+    simple = (
+        labelled.where("simple")
+        .withColumn("best", best)
+        .select(
+            "namespace",
+            "id",
+            F.concat(F.col("best.namespace"), F.lit(":"), F.col("best.id")).alias("person_id"),
+            F.col("size").cast("int").alias("graph_size"),
+            F.lit(False).alias("evicted"),
+        )
+    )
+    complex_components = stats.where(~F.col("simple")).select("component")
+    complex_links = (
+        links.withColumn("node", node_key(F.col("src_ns"), F.col("src_id")))
+        .join(labels, on="node", how="inner")
+        .join(complex_components, on="component", how="left_semi")
+        .select("component", "src_ns", "src_id", "dst_ns", "dst_id", "last_seen_at")
+    )
+    resolved = complex_links.groupBy("component").applyInPandas(
+        _resolve_with_rules(lookup.rules_table(), max_identities_per_graph), schema=_RESOLVED_SCHEMA
+    )
+    return simple.unionByName(resolved)
+
+
+def _component_window() -> WindowSpec:
+    return Window.partitionBy("component").rowsBetween(Window.unboundedPreceding, Window.unboundedFollowing)
+
+
+# -- step 6: outputs ---------------------------------------------------------------------------------------------
+
+
+def identity_clusters(identities: DataFrame, resolved: DataFrame) -> DataFrame:
+    """One row per valid identity: its person, or itself as a single-identity person."""
+    return identities.join(
+        resolved.select("namespace", "id", "person_id", "graph_size", "evicted"), on=["namespace", "id"], how="left"
+    ).select(
+        "namespace",
+        "id",
+        F.when(F.col("evicted"), F.concat("namespace", F.lit(":"), "id"))
+        .otherwise(F.coalesce("person_id", F.concat("namespace", F.lit(":"), "id")))
+        .alias("person_id"),
+        F.when(F.col("evicted"), F.lit(1))
+        .otherwise(F.coalesce("graph_size", F.lit(1)))
+        .cast("int")
+        .alias("graph_size"),
+    )
+
+
+def _source_table(rank: Column) -> Column:
+    column = F.lit(None).cast("string")
+    for index, table in enumerate(RESOLUTION_SOURCE_ORDER):
+        column = F.when(rank == index, F.lit(table)).otherwise(column)
+    return column
+
+
+@dataclass(frozen=True)
+class IdentityResult:
+    """What identity resolution produces."""
+
+    clusters: DataFrame
+    quarantine: DataFrame
+    rounds: int
+
+
+def resolve_identities(
+    inputs: AsOfInputs,
+    namespaces: NamespacesConfig,
+    settings: IdentitySettings,
+    checkpoint: Checkpoint,
+) -> IdentityResult:
+    """CONTRACT §5 end to end: ``identity_clusters`` and the identity ``quarantine`` rows.
+
+    Args:
+        inputs: the input tables as of ``T`` (see :func:`as_of`); absent tables are ``None``.
+        namespaces: namespace types, uniqueness and priorities.
+        settings: limits and the co-occurrence switch.
+        checkpoint: the lineage barrier used between connected-components rounds.
+
+    Returns:
+        ``clusters`` (``namespace, id, person_id, graph_size``), ``quarantine``
+        (``source_table, namespace, id, row_key, reason``) and the number of CC rounds.
+    """
+    lookup = NamespaceLookup(namespaces)
+    records = checkpoint(record_entries(inputs))
+    explicit = None if inputs.links is None else link_entries(inputs.links)
+    links = checkpoint(collect_links(records, explicit, lookup, cooccurrence=settings.cooccurrence_links))
+    hubs = checkpoint(find_hubs(links, settings.max_links_per_identity))
+    kept = drop_hub_links(links, hubs)
+    components = connected_components(
+        kept.select(
+            node_key(F.col("src_ns"), F.col("src_id")).alias("u"), node_key(F.col("dst_ns"), F.col("dst_id")).alias("v")
+        ),
+        checkpoint,
+    )
+    resolved = checkpoint(resolve_components(kept, components.labels, lookup, settings.max_identities_per_graph))
+    clusters = identity_clusters(valid_identities(records, explicit), resolved)
+    eviction_sources = _ends(kept).groupBy("namespace", "id").agg(F.min("source_rank").alias("source_rank"))
+    evictions = (
+        resolved.where("evicted").select("namespace", "id").join(eviction_sources, on=["namespace", "id"], how="inner")
+    )
+    quarantine = reduce(
+        DataFrame.unionByName,
+        [
+            invalid_identity_quarantine(records, explicit),
+            hubs.select(
+                _source_table(F.col("source_rank")).alias("source_table"),
+                "namespace",
+                "id",
+                F.lit(None).cast("string").alias("row_key"),
+                F.lit(rules.HUB_IDENTITY).alias("reason"),
+            ),
+            evictions.select(
+                _source_table(F.col("source_rank")).alias("source_table"),
+                "namespace",
+                "id",
+                F.lit(None).cast("string").alias("row_key"),
+                F.lit(rules.GRAPH_SIZE_EVICTION).alias("reason"),
+            ),
+        ],
+    )
+    return IdentityResult(clusters=clusters, quarantine=quarantine, rounds=components.rounds)

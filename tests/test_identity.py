@@ -1,0 +1,397 @@
+"""Identity resolution on Spark (CONTRACT §5, §10): hand-made graphs with written-out clusters per rule,
+a property test against the plain-Python reference model, and the O(log n) convergence on a long chain."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pyspark.sql import DataFrame, SparkSession
+
+from audience_activation import identity_rules as rules
+from audience_activation.config import IdentitySettings, NamespaceConfig, NamespacesConfig, NamespaceType
+from audience_activation.identity import AsOfInputs, as_of, connected_components, resolve_identities
+from audience_activation.storage.base import ParquetCheckpoint
+
+T = dt.datetime(2026, 11, 29)
+DAY = dt.timedelta(days=1)
+IDENTITY_MAP = "map<string, array<struct<id: string, primary: boolean>>>"
+LINKS_DDL = "src_namespace string, src_id string, dst_namespace string, dst_id string, last_seen_at timestamp"
+E1, E2, E3 = ("1" * 38, "2" * 38, "3" * 38)  # valid ECIDs
+
+Clusters = dict[tuple[str, str], tuple[str, int]]
+
+
+@pytest.fixture()
+def checkpoint(spark: SparkSession, tmp_path: Path) -> Iterator[ParquetCheckpoint]:
+    barrier = ParquetCheckpoint(spark, str(tmp_path / "scratch"))
+    yield barrier
+    barrier.cleanup()
+
+
+def namespaces(**extra: NamespaceConfig) -> NamespacesConfig:
+    return NamespacesConfig(namespaces=extra)
+
+
+def fragments_df(spark: SparkSession, rows: Sequence[tuple[dict, dt.datetime]]) -> DataFrame:
+    data = [({ns: [(i, k == 0) for k, i in enumerate(ids)] for ns, ids in imap.items()}, "ds", t) for imap, t in rows]
+    return spark.createDataFrame(data, f"identityMap {IDENTITY_MAP}, dataset string, ingested_at timestamp")
+
+
+def run(
+    spark: SparkSession,
+    checkpoint: ParquetCheckpoint,
+    *,
+    links: Sequence[tuple] = (),
+    fragments: Sequence[tuple[dict, dt.datetime]] = (),
+    events: Sequence[tuple[str, dict, dt.datetime]] = (),
+    regions: Sequence[tuple[dict, dict]] = (),
+    ns: NamespacesConfig | None = None,
+    max_links: int = 50,
+    max_graph: int = 50,
+    cooccurrence: bool = True,
+    at: dt.datetime = T,
+) -> tuple[Clusters, set[tuple[str, str, str | None, str]]]:
+    """Run the Spark identity job on tiny inputs; return clusters and quarantine rows."""
+    fragments_in = fragments_df(spark, fragments)
+    events_in = spark.createDataFrame(
+        [(key, t, "web", {n: [(i, True) for i in ids] for n, ids in imap.items()}) for key, imap, t in events],
+        f"_id string, timestamp timestamp, eventType string, identityMap {IDENTITY_MAP}",
+    )
+    links_in = spark.createDataFrame(list(links), LINKS_DDL)
+    regions_in = spark.createDataFrame(
+        [
+            ({n: [(i, True) for i in ids] for n, ids in imap.items()}, {code: (t,) for code, t in caps.items()})
+            for imap, caps in regions
+        ],
+        f"identityMap {IDENTITY_MAP}, userActivityRegions map<string, struct<captureTimestamp: timestamp>>",
+    )
+    inputs = as_of(fragments_in, events_in, links_in, regions_in, at)
+    result = resolve_identities(
+        inputs,
+        ns or namespaces(),
+        IdentitySettings(
+            max_links_per_identity=max_links, max_identities_per_graph=max_graph, cooccurrence_links=cooccurrence
+        ),
+        checkpoint,
+    )
+    clusters = {(r.namespace, r.id): (r.person_id, r.graph_size) for r in result.clusters.collect()}
+    quarantine = {(r.source_table, r.namespace, r.id, r.reason) for r in result.quarantine.collect()}
+    return clusters, quarantine
+
+
+def test_chain_is_one_person(spark: SparkSession, checkpoint: ParquetCheckpoint) -> None:
+    clusters, quarantine = run(
+        spark,
+        checkpoint,
+        links=[
+            ("ECID", E1, "CRMID", "c1", T - DAY),
+            ("CRMID", "c1", "Email", "m1", T - DAY),
+            ("Email", "m1", "IDFA", "d1", T - DAY),
+        ],
+    )
+    assert clusters == {
+        ("ECID", E1): ("CRMID:c1", 4),
+        ("CRMID", "c1"): ("CRMID:c1", 4),
+        ("Email", "m1"): ("CRMID:c1", 4),
+        ("IDFA", "d1"): ("CRMID:c1", 4),
+    }
+    assert quarantine == set()
+
+
+def test_star_from_fragment_cooccurrence(spark: SparkSession, checkpoint: ParquetCheckpoint) -> None:
+    fragment = ({"CRMID": ["c1"], "ECID": [E1, E2, E3], "Email": ["m1"]}, T - DAY)
+    clusters, _ = run(spark, checkpoint, fragments=[fragment])
+    assert set(clusters.values()) == {("CRMID:c1", 5)}
+    assert len(clusters) == 5
+    separate, _ = run(spark, checkpoint, fragments=[fragment], cooccurrence=False)
+    assert separate == {
+        ("CRMID", "c1"): ("CRMID:c1", 1),
+        ("ECID", E1): (f"ECID:{E1}", 1),
+        ("ECID", E2): (f"ECID:{E2}", 1),
+        ("ECID", E3): (f"ECID:{E3}", 1),
+        ("Email", "m1"): ("Email:m1", 1),
+    }
+
+
+def test_shared_device_goes_to_the_most_recent_login(spark: SparkSession, checkpoint: ParquetCheckpoint) -> None:
+    clusters, _ = run(
+        spark,
+        checkpoint,
+        links=[("ECID", E1, "CRMID", "alice", T - 20 * DAY), ("ECID", E1, "CRMID", "bob", T - DAY)],
+    )
+    assert clusters == {
+        ("ECID", E1): ("CRMID:bob", 2),
+        ("CRMID", "bob"): ("CRMID:bob", 2),
+        ("CRMID", "alice"): ("CRMID:alice", 1),
+    }
+
+
+def test_unique_conflict_broken_by_priority_sum_then_link_order(
+    spark: SparkSession, checkpoint: ParquetCheckpoint
+) -> None:
+    # Same time: b-m (priority sum 3) before a-e (8) before m-e (9); m-e would join two CRMIDs: skipped.
+    clusters, _ = run(
+        spark,
+        checkpoint,
+        links=[
+            ("CRMID", "a", "ECID", E1, T - DAY),
+            ("CRMID", "b", "Email", "m", T - DAY),
+            ("Email", "m", "ECID", E1, T - DAY),
+        ],
+    )
+    assert clusters == {
+        ("CRMID", "a"): ("CRMID:a", 2),
+        ("ECID", E1): ("CRMID:a", 2),
+        ("CRMID", "b"): ("CRMID:b", 2),
+        ("Email", "m"): ("CRMID:b", 2),
+    }
+    # Same time and same priority sum: (CRMID, a, Email, m) sorts before (CRMID, b, Email, m).
+    tie, _ = run(
+        spark, checkpoint, links=[("Email", "m", "CRMID", "b", T - DAY), ("CRMID", "a", "Email", "m", T - DAY)]
+    )
+    assert tie == {("CRMID", "a"): ("CRMID:a", 2), ("Email", "m"): ("CRMID:a", 2), ("CRMID", "b"): ("CRMID:b", 1)}
+
+
+def test_size_limit_evicts_cookies_then_devices_oldest_first(
+    spark: SparkSession, checkpoint: ParquetCheckpoint
+) -> None:
+    clusters, quarantine = run(
+        spark,
+        checkpoint,
+        max_graph=3,
+        links=[
+            ("CRMID", "c", "ECID", E1, T - 9 * DAY),
+            ("CRMID", "c", "ECID", E2, T - 2 * DAY),
+            ("CRMID", "c", "IDFA", "d", T - 5 * DAY),
+            ("CRMID", "c", "Email", "m", T - 9 * DAY),
+            ("CRMID", "c", "GAID", "g", T - 1 * DAY),
+        ],
+    )
+    # Size 6, limit 3: the surplus of 3 is both ECIDs (cookies) then the older device (IDFA).
+    assert clusters == {
+        ("CRMID", "c"): ("CRMID:c", 3),
+        ("Email", "m"): ("CRMID:c", 3),
+        ("GAID", "g"): ("CRMID:c", 3),
+        ("ECID", E1): (f"ECID:{E1}", 1),
+        ("ECID", E2): (f"ECID:{E2}", 1),
+        ("IDFA", "d"): ("IDFA:d", 1),
+    }
+    assert quarantine == {
+        ("identity_graph", "ECID", E1, "graph_size_eviction"),
+        ("identity_graph", "ECID", E2, "graph_size_eviction"),
+        ("identity_graph", "IDFA", "d", "graph_size_eviction"),
+    }
+
+
+def test_eviction_ties_by_namespace_and_id_then_resplit(spark: SparkSession, checkpoint: ParquetCheckpoint) -> None:
+    # Chain Phone p - Email m - ECID e2 - CRMID c, plus ECID e1 on c; all links equally old; limit 3.
+    # Surplus 2: the two cookies, tie on time broken by id (e1 < e2). Evicting e2 cuts the chain in two.
+    clusters, _ = run(
+        spark,
+        checkpoint,
+        max_graph=3,
+        links=[
+            ("Phone", "p", "Email", "m", T - DAY),
+            ("Email", "m", "ECID", E2, T - DAY),
+            ("ECID", E2, "CRMID", "c", T - DAY),
+            ("ECID", E1, "CRMID", "c", T - DAY),
+        ],
+    )
+    assert clusters == {
+        ("Phone", "p"): ("Email:m", 2),
+        ("Email", "m"): ("Email:m", 2),
+        ("CRMID", "c"): ("CRMID:c", 1),
+        ("ECID", E1): (f"ECID:{E1}", 1),
+        ("ECID", E2): (f"ECID:{E2}", 1),
+    }
+
+
+def test_hub_guardrail(spark: SparkSession, checkpoint: ParquetCheckpoint) -> None:
+    links = [("IDFA", "hub", "ECID", e, T - DAY) for e in (E1, E2, E3)]
+    below, quarantine = run(spark, checkpoint, links=links, max_links=3)
+    assert set(below.values()) == {("IDFA:hub", 4)} and quarantine == set()  # IDFA (5) outranks ECID (7)
+    links.append(("IDFA", "hub", "Email", "m", T - DAY))
+    above, quarantine = run(spark, checkpoint, links=links, max_links=3)
+    assert above == {
+        ("IDFA", "hub"): ("IDFA:hub", 1),
+        ("ECID", E1): (f"ECID:{E1}", 1),
+        ("ECID", E2): (f"ECID:{E2}", 1),
+        ("ECID", E3): (f"ECID:{E3}", 1),
+        ("Email", "m"): ("Email:m", 1),
+    }
+    assert quarantine == {("identity_graph", "IDFA", "hub", "hub_identity")}
+
+
+def test_invalid_identities_are_quarantined_with_each_reason(
+    spark: SparkSession, checkpoint: ParquetCheckpoint
+) -> None:
+    clusters, quarantine = run(
+        spark,
+        checkpoint,
+        fragments=[
+            ({"CRMID": ["c1"], "Email": ["  "], "ECID": ["123"]}, T - DAY),
+            ({"CRMID": ["NuLL", "x" * 1025], "Email_LC_SHA256": ["abc", "A" * 64]}, T - DAY),
+            ({"Email": ["anonymous"]}, T - DAY),
+        ],
+        events=[("ev1", {"ECID": ["invalid"]}, T - DAY)],
+        links=[("Email", "", "CRMID", "c1", T - DAY)],
+    )
+    assert clusters == {
+        ("CRMID", "c1"): ("CRMID:c1", 1),
+        ("EMAIL_LC_SHA256", "A" * 64): (f"EMAIL_LC_SHA256:{'A' * 64}", 1),
+    }
+    assert quarantine == {
+        ("profile_fragments", "Email", "  ", "empty"),
+        ("profile_fragments", "ECID", "123", "bad_ecid"),
+        ("profile_fragments", "CRMID", "NuLL", "reserved_value"),
+        ("profile_fragments", "CRMID", "x" * 1025, "too_long"),
+        ("profile_fragments", "EMAIL_LC_SHA256", "abc", "bad_email_sha256"),
+        ("profile_fragments", "Email", "anonymous", "reserved_value"),
+        ("profile_fragments", "Email", "anonymous", "no_valid_identity"),
+        ("experience_events", "ECID", "invalid", "reserved_value"),
+        ("experience_events", "ECID", "invalid", "no_valid_identity"),
+        ("identity_graph", "Email", "", "empty"),
+    }
+
+
+def test_non_people_namespaces_do_not_link(spark: SparkSession, checkpoint: ParquetCheckpoint) -> None:
+    ns = namespaces(STORE=NamespaceConfig(type=NamespaceType.non_people, priority=20))
+    clusters, _ = run(
+        spark,
+        checkpoint,
+        ns=ns,
+        links=[("STORE", "s1", "CRMID", "c1", T - DAY)],
+        fragments=[({"STORE": ["s1"], "ECID": [E1]}, T - DAY)],
+    )
+    assert clusters == {
+        ("STORE", "s1"): ("STORE:s1", 1),
+        ("CRMID", "c1"): ("CRMID:c1", 1),
+        ("ECID", E1): (f"ECID:{E1}", 1),
+    }
+
+
+def test_as_of_time_hides_later_rows(spark: SparkSession, checkpoint: ParquetCheckpoint) -> None:
+    clusters, _ = run(
+        spark,
+        checkpoint,
+        links=[("ECID", E1, "CRMID", "c1", T - DAY), ("ECID", E2, "CRMID", "c1", T + DAY)],
+        fragments=[({"Email": ["late"]}, T + DAY)],
+        events=[("ev", {"GAID": ["g"]}, T + DAY)],
+        regions=[({"ECID": [E3]}, {"VA6": T + DAY})],
+    )
+    assert clusters == {("ECID", E1): ("CRMID:c1", 2), ("CRMID", "c1"): ("CRMID:c1", 2)}
+
+
+def test_person_id_prefers_priority_and_unknown_namespaces_come_last(
+    spark: SparkSession, checkpoint: ParquetCheckpoint
+) -> None:
+    clusters, _ = run(
+        spark, checkpoint, links=[("CUSTOM", "x", "ECID", E1, T - DAY)], regions=[({"ECID": [E2]}, {"OR2": T - DAY})]
+    )
+    assert clusters == {
+        ("CUSTOM", "x"): (f"ECID:{E1}", 2),
+        ("ECID", E1): (f"ECID:{E1}", 2),
+        ("ECID", E2): (f"ECID:{E2}", 1),
+    }
+
+
+def test_email_lc_sha256_symbol_is_normalised(spark: SparkSession, checkpoint: ParquetCheckpoint) -> None:
+    digest = "a" * 64
+    clusters, _ = run(spark, checkpoint, links=[("Email_LC_SHA256", digest, "CRMID", "c", T - DAY)])
+    assert clusters == {("EMAIL_LC_SHA256", digest): ("CRMID:c", 2), ("CRMID", "c"): ("CRMID:c", 2)}
+
+
+def test_long_chain_converges_in_logarithmic_rounds(spark: SparkSession, checkpoint: ParquetCheckpoint) -> None:
+    n = 10_000
+    edges = spark.createDataFrame([(f"N{i:06d}", f"N{i + 1:06d}") for i in range(n - 1)], "u string, v string")
+    result = connected_components(edges, checkpoint)
+    assert result.rounds <= 2 * math.log2(n) + 4
+    assert result.labels.count() == n
+    assert [r.component for r in result.labels.select("component").distinct().collect()] == ["N000000"]
+
+
+# -- property test against the plain-Python reference ---------------------------------------------------------
+
+POOL = {
+    "CRMID": ["c1", "c2", "c3"],
+    "Email": ["m1", "m2"],
+    "ECID": [E1, E2, "bad"],
+    "IDFA": ["d1", "d2"],
+    "STORE": ["s1"],
+    "CUSTOM": ["x1", "null"],
+}
+REFERENCE_NS = {
+    "CRMID": rules.NsInfo("cross_device", True, 1),
+    "Email": rules.NsInfo("email", False, 2),
+    "EMAIL_LC_SHA256": rules.NsInfo("email", False, 3),
+    "Phone": rules.NsInfo("phone", False, 4),
+    "IDFA": rules.NsInfo("device", False, 5),
+    "GAID": rules.NsInfo("device", False, 6),
+    "ECID": rules.NsInfo("cookie", False, 7),
+    "AdCloud": rules.NsInfo("cookie", False, 8),
+    "TNTID": rules.NsInfo("cookie", False, 9),
+    "STORE": rules.NsInfo("non_people", False, 10),
+}
+identities = st.sampled_from([(ns, i) for ns, ids in POOL.items() for i in ids])
+times = st.sampled_from([T - 3 * DAY, T - 2 * DAY, T - DAY, T + DAY])
+graphs = st.fixed_dictionaries(
+    {
+        "links": st.lists(st.tuples(identities, identities, times), max_size=10),
+        "fragments": st.lists(st.tuples(st.lists(identities, min_size=1, max_size=3), times), max_size=4),
+        "regions": st.lists(identities, max_size=2),
+    }
+)
+
+
+@settings(
+    max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
+@given(graph=graphs)
+def test_spark_matches_the_reference_model(spark: SparkSession, checkpoint: ParquetCheckpoint, graph: dict) -> None:
+    links = [(a[0], a[1], b[0], b[1], t) for a, b, t in graph["links"]]
+    fragments = []
+    for ids, t in graph["fragments"]:
+        imap: dict[str, list[str]] = {}
+        for ns, i in ids:
+            if i not in imap.setdefault(ns, []):
+                imap[ns].append(i)
+        fragments.append((imap, t))
+    regions = [({ns: [i]}, {"VA6": T - DAY}) for ns, i in graph["regions"]]
+    ns_config = namespaces(STORE=NamespaceConfig(type=NamespaceType.non_people, priority=10))
+    clusters, quarantine = run(
+        spark, checkpoint, links=links, fragments=fragments, regions=regions, ns=ns_config, max_links=2, max_graph=3
+    )
+
+    expected_clusters, expected_quarantine = rules.resolve_identities(
+        links,
+        [rules.Record([(ns, i) for ns, ids in imap.items() for i in ids], t) for imap, t in fragments],
+        [rules.Record([(ns, i) for ns, ids in imap.items() for i in ids], T - DAY) for imap, _ in regions],
+        T,
+        REFERENCE_NS,
+        max_links_per_identity=2,
+        max_identities_per_graph=3,
+    )
+    assert clusters == expected_clusters
+    assert {
+        (ns, i, reason) for _table, ns, i, reason in quarantine if reason != "no_valid_identity"
+    } == expected_quarantine
+
+
+def test_inputs_may_be_absent(spark: SparkSession, checkpoint: ParquetCheckpoint) -> None:
+    inputs = AsOfInputs(
+        fragments=fragments_df(spark, [({"CRMID": ["c"], "ECID": [E1]}, T - DAY)]),
+        events=None,
+        links=None,
+        regions=None,
+    )
+    result = resolve_identities(inputs, namespaces(), IdentitySettings(), checkpoint)
+    assert {(r.namespace, r.id, r.person_id, r.graph_size) for r in result.clusters.collect()} == {
+        ("CRMID", "c", "CRMID:c", 2),
+        ("ECID", E1, "CRMID:c", 2),
+    }
