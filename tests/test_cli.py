@@ -9,7 +9,8 @@ import pytest
 from pyspark.sql import SparkSession
 from typer.testing import CliRunner
 
-from audience_activation.cli import cli, parse_utc_time
+from audience_activation.cli import cli
+from audience_activation.runlog import parse_utc_time, run_id
 from audience_activation.storage import DeltaRsStorage
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -76,3 +77,44 @@ def test_parse_utc_time() -> None:
     assert parse_utc_time("2026-11-29 12:00").isoformat() == "2026-11-29T12:00:00+00:00"
     with pytest.raises(ValueError):
         parse_utc_time("yesterday")
+
+
+def test_run_id_is_derived_from_kind_and_time() -> None:
+    assert run_id("batch", parse_utc_time("2026-11-29T00:00:00Z")) == "batch-20261129T000000Z"
+    assert run_id("identity", parse_utc_time("2026-11-29T13:05:09+02:00")) == "identity-20261129T110509Z"
+
+
+def test_identities_job_writes_clusters_and_quarantine_idempotently(spark: SparkSession, tmp_path: Path) -> None:
+    from deltalake import DeltaTable
+
+    lake = tmp_path / "lake"
+    args = ["--conf", str(CONF), "--lake-root", str(lake)]
+    assert runner.invoke(cli, ["demo-data", *args, "--persons", "30", "--as-of", "2026-11-29T00:00:00Z"]).exit_code == 0
+    for _ in range(2):  # the second run of the same T replaces the first one's quarantine rows
+        result = runner.invoke(cli, ["identities", *args, "--evaluation-time", "2026-11-29T00:00:00Z"])
+        assert result.exit_code == 0, result.output
+        assert "identity-20261129T000000Z" in result.output
+    quarantine = DeltaTable(str(lake / "quarantine")).to_pyarrow_table().to_pylist()
+    reasons = sorted((row["source_table"], row["reason"]) for row in quarantine)
+    assert reasons == [
+        ("experience_events", "bad_ecid"),
+        ("experience_events", "no_valid_identity"),
+        ("experience_events", "no_valid_identity"),
+        ("experience_events", "reserved_value"),
+        ("identity_graph", "hub_identity"),
+        ("profile_fragments", "bad_ecid"),
+        ("profile_fragments", "bad_email_sha256"),
+        ("profile_fragments", "empty"),
+        ("profile_fragments", "no_valid_identity"),
+        ("profile_fragments", "reserved_value"),
+        ("profile_fragments", "reserved_value"),
+        ("profile_fragments", "reserved_value"),
+        ("profile_fragments", "too_long"),
+    ]
+    assert {row["run_id"] for row in quarantine} == {"identity-20261129T000000Z"}
+    clusters = DeltaTable(str(lake / "identity_clusters")).to_pyarrow_table().to_pylist()
+    shared = [row for row in clusters if row["id"] == "9" * 38]
+    # The shared browser went to the customer who logged in last (C000000002), not C000000001.
+    assert [row["person_id"] for row in shared] == ["CRMID:C000000002"]
+    hub = "00000000-0000-0000-0000-000000000000"
+    assert [(r["person_id"], r["graph_size"]) for r in clusters if r["id"] == hub] == [(f"IDFA:{hub}", 1)]

@@ -9,17 +9,27 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
-from . import demo_data
+from . import demo_data, identity, runlog
 from .config import AppConfig
-from .schemas import INPUT_TABLES, check_input_schemas
+from .schemas import (
+    EXPERIENCE_EVENTS,
+    IDENTITY_GRAPH,
+    INPUT_TABLES,
+    PROFILE_FRAGMENTS,
+    REGION_INFORMATION,
+    check_input_schemas,
+)
 from .session import build_session
 from .storage import DeltaStorage, TableNotFoundError, open_storage
+from .storage.base import ParquetCheckpoint
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +95,7 @@ def write_demo_data(
     for name, df in tables.as_dict().items():
         location = config.job.table_location(name)
         progress(f"writing {name} to {location}")
-        version = store.overwrite(df, location, commit_info={"job": "demo-data", "seed": str(seed)})
+        version = store.overwrite(df, location, commit_info={"job": "demo-data", "seed": str(seed), "persons": str(persons)})
         rows = store.read(location, version).df.count()
         written.append(WrittenTable(name, location, version, rows))
         progress(f"wrote {name}: {rows:,} rows (version {version})")
@@ -123,7 +133,114 @@ def validate_inputs(spark: SparkSession, config: AppConfig) -> InputReport:
     return InputReport(engine=store.name, versions=versions)
 
 
+QUARANTINE_PARTITIONS = ["run_id"]
+
+
+def _read_inputs(store: DeltaStorage, config: AppConfig) -> tuple[dict[str, DataFrame | None], dict[str, int | None]]:
+    """Read every input table present (with the Delta version read); check their schemas first."""
+    frames: dict[str, DataFrame | None] = {}
+    versions: dict[str, int | None] = {}
+    schemas: dict[str, StructType | None] = {}
+    for name in INPUT_TABLES:
+        try:
+            snapshot = store.read(config.job.table_location(name))
+        except TableNotFoundError:
+            frames[name] = versions[name] = schemas[name] = None
+            continue
+        frames[name], versions[name], schemas[name] = snapshot.df, snapshot.version, snapshot.df.schema
+    check_input_schemas(schemas)
+    return frames, versions
+
+
+def _scratch(spark: SparkSession, config: AppConfig, run: str) -> ParquetCheckpoint:
+    return ParquetCheckpoint(spark, f"{config.job.lake.root.rstrip('/')}/_scratch/{run}-{uuid.uuid4().hex[:8]}")
+
+
+@dataclass(frozen=True)
+class IdentityRunSummary:
+    """What the identity job did."""
+
+    run_id: str
+    evaluation_time: dt.datetime
+    engine: str
+    input_versions: dict[str, int | None]
+    identities: int
+    persons: int
+    largest_graph: int
+    rounds: int
+    quarantine: dict[str, int]
+    versions_written: dict[str, int]
+
+
+def run_identity_resolution(
+    spark: SparkSession,
+    config: AppConfig,
+    *,
+    evaluation_time: dt.datetime,
+    progress: Progress = _quiet,
+) -> IdentityRunSummary:
+    """Resolve identities as of ``T`` and write ``identity_clusters`` (overwritten) and the identity rows of
+    ``quarantine`` (partition ``run_id = identity-<T>``, replaced on a re-run of the same ``T``)."""
+    store = storage_for(spark, config)
+    run = runlog.run_id("identity", evaluation_time)
+    progress(f"reading input tables (run {run})")
+    frames, versions = _read_inputs(store, config)
+    inputs = identity.as_of(
+        frames[PROFILE_FRAGMENTS],
+        frames[EXPERIENCE_EVENTS],
+        frames[IDENTITY_GRAPH],
+        frames[REGION_INFORMATION],
+        evaluation_time,
+    )
+    barrier = _scratch(spark, config, run)
+    try:
+        progress("resolving identities: links, hub guardrail, connected components, unique namespaces, size limit")
+        result = identity.resolve_identities(inputs, config.namespaces, config.job.identity, barrier)
+        progress(f"connected components converged after {result.rounds} round(s); writing identity_clusters")
+        clusters_location = config.job.table_location("identity_clusters")
+        clusters_version = store.overwrite(result.clusters, clusters_location, commit_info={"run_id": run})
+        quarantine_location = config.job.table_location("quarantine")
+        quarantine = result.quarantine.select(F.lit(run).alias("run_id"), "*")
+        quarantine_version = store.replace_partitions(
+            quarantine,
+            quarantine_location,
+            {"run_id": run},
+            partition_by=QUARANTINE_PARTITIONS,
+            commit_info={"run_id": run},
+        )
+    finally:
+        barrier.cleanup()
+    written = store.read(clusters_location, clusters_version).df
+    stats = written.agg(
+        F.count(F.lit(1)).alias("identities"),
+        F.countDistinct("person_id").alias("persons"),
+        F.max("graph_size").alias("largest"),
+    ).first()
+    reasons = {
+        row["reason"]: row["count"]
+        for row in store.read(quarantine_location, quarantine_version)
+        .df.where(F.col("run_id") == run)
+        .groupBy("reason")
+        .count()
+        .collect()
+    }
+    return IdentityRunSummary(
+        run_id=run,
+        evaluation_time=evaluation_time,
+        engine=store.name,
+        input_versions=versions,
+        identities=int(stats["identities"]),
+        persons=int(stats["persons"]),
+        largest_graph=int(stats["largest"] or 0),
+        rounds=result.rounds,
+        quarantine=dict(sorted(reasons.items())),
+        versions_written={"identity_clusters": clusters_version, "quarantine": quarantine_version},
+    )
+
+
 __all__ = [
+    "IdentityRunSummary",
+    "run_identity_resolution",
     "InputReport",
     "WrittenTable",
     "session_for",

@@ -12,6 +12,7 @@ Files in the configuration directory:
 - ``segments.yaml`` and/or ``segments/*.yaml``: :class:`SegmentConfig` lists (at least one source required).
 - ``destinations.yaml``: :class:`DestinationConfig` list (optional; no destinations means membership only).
 """
+
 from __future__ import annotations
 
 import logging
@@ -675,9 +676,7 @@ class _StrictLoader(yaml.SafeLoader):
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r}", key_node.start_mark
-                )
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
 
@@ -805,9 +804,7 @@ def _load_destinations(path: Path, segment_ids: set[str], namespaces: Namespaces
     seen: set[str] = set()
     for destination in parsed.destinations:
         if destination.id in seen:
-            raise ConfigError(
-                path, f"destination '{destination.id}': duplicate destination id", item=destination.id
-            )
+            raise ConfigError(path, f"destination '{destination.id}': duplicate destination id", item=destination.id)
         seen.add(destination.id)
     unknown = [
         (destination.id, segment_id)
@@ -825,7 +822,9 @@ def _load_destinations(path: Path, segment_ids: set[str], namespaces: Namespaces
                 logger.warning(
                     "%s: destination '%s' accepts namespace '%s', which is not configured: it counts as "
                     "cross_device with the lowest priority",
-                    path, destination.id, code,
+                    path,
+                    destination.id,
+                    code,
                 )
     return parsed.destinations
 

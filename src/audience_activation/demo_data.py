@@ -410,10 +410,10 @@ def _regions(people: DataFrame, rnd: _Random, anchor: dt.datetime) -> DataFrame:
     pid = F.col("pid")
     first = rnd.choice("region1", REGIONS, pid)
     second = rnd.choice("region2", REGIONS, pid)
+
     def captured(tag):
-        return F.struct(
-            _days_before(anchor, rnd.uniform(tag, pid), REGION_LOOKBACK_DAYS).alias("captureTimestamp")
-        )  # noqa: E731
+        return F.struct(_days_before(anchor, rnd.uniform(tag, pid), REGION_LOOKBACK_DAYS).alias("captureTimestamp"))  # noqa: E731
+
     regions = F.when(
         (rnd.uniform("two-regions", pid) < 0.2) & (first != second),
         F.create_map(first, captured("cap1"), second, captured("cap2")),

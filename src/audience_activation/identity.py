@@ -35,6 +35,7 @@ from pyspark.sql.window import WindowSpec
 
 from . import identity_rules as rules
 from .config import IdentitySettings, NamespacesConfig
+from .runlog import as_utc
 from .schemas import EXPERIENCE_EVENTS, IDENTITY_GRAPH, PROFILE_FRAGMENTS, REGION_INFORMATION
 
 log = logging.getLogger(__name__)
@@ -167,7 +168,7 @@ def as_of(
 ) -> AsOfInputs:
     """Keep the rows that existed at ``T``: ``ingested_at``/``timestamp``/``last_seen_at`` at or before it;
     region rows with at least one capture at or before it (later captures of such a row are dropped)."""
-    t = F.lit(evaluation_time).cast("timestamp")
+    t = F.lit(as_utc(evaluation_time)).cast("timestamp")
     regions_at_t = None
     if regions is not None:
         captures = F.map_filter("userActivityRegions", lambda _code, capture: capture["captureTimestamp"] <= t)
@@ -493,7 +494,7 @@ def connected_components(edges: DataFrame, checkpoint: Checkpoint) -> Components
         current = checkpoint(_small_star(_large_star(current)))
         if _converged(current):
             break
-    log.info("connected components converged after %d rounds", rounds)
+    log.info("connected components converged after %d round(s)", rounds)
     oriented = current.select(F.greatest("u", "v").alias("node"), F.least("u", "v").alias("component"))
     roots = oriented.select(F.col("component").alias("node"), "component").distinct()
     return Components(labels=oriented.unionByName(roots).distinct(), rounds=rounds)

@@ -56,9 +56,7 @@ _WHITESPACE = frozenset(string.whitespace)
 _ASCII_DIGITS = frozenset(string.digits)
 _HEX_DIGITS = frozenset(string.hexdigits)
 
-NAMESPACE_TYPES = frozenset(
-    {"cookie", "device", "cross_device", "email", "phone", "non_people", "partner"}
-)
+NAMESPACE_TYPES = frozenset({"cookie", "device", "cross_device", "email", "phone", "non_people", "partner"})
 NON_LINKING_TYPES = frozenset({"non_people", "partner"})
 # Graph-size eviction removes cookies first, then devices, then every other type.
 _EVICTION_RANK = {"cookie": 0, "device": 1}
@@ -124,9 +122,7 @@ class NsInfo:
 
     def __post_init__(self) -> None:
         if self.type not in NAMESPACE_TYPES:
-            raise ValueError(
-                f"unknown namespace type {self.type!r}; expected one of {sorted(NAMESPACE_TYPES)}"
-            )
+            raise ValueError(f"unknown namespace type {self.type!r}; expected one of {sorted(NAMESPACE_TYPES)}")
 
 
 class NamespaceTable:

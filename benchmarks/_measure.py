@@ -1,0 +1,71 @@
+"""Shared helpers of the hand-run benchmarks: machine description, peak memory sampling, result files."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def machine() -> dict[str, object]:
+    """What the numbers were measured on."""
+    return {
+        "cpus": os.cpu_count(),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+@dataclass
+class PeakMemory:
+    """Peak resident memory of this process and all its children (the Spark JVM), sampled every 0.2 s."""
+
+    peak_bytes: int = 0
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def _sample(self) -> None:
+        me = psutil.Process()
+        while not self._stop.is_set():
+            total = 0
+            for process in [me, *me.children(recursive=True)]:
+                try:
+                    total += process.memory_info().rss
+                except psutil.Error:
+                    pass
+            self.peak_bytes = max(self.peak_bytes, total)
+            time.sleep(0.2)
+
+    @property
+    def peak_gib(self) -> float:
+        return round(self.peak_bytes / 2**30, 2)
+
+
+@contextmanager
+def peak_memory() -> Iterator[PeakMemory]:
+    meter = PeakMemory()
+    thread = threading.Thread(target=meter._sample, daemon=True)
+    thread.start()
+    try:
+        yield meter
+    finally:
+        meter._stop.set()
+        thread.join()
+
+
+def write_results(name: str, results: dict[str, object], markdown: str) -> Path:
+    """Write ``results/<name>.json`` and ``results/<name>.md``; return the JSON path."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    (RESULTS / f"{name}.md").write_text(markdown)
+    return path
