@@ -1,4 +1,5 @@
 """Shared helpers of the hand-run benchmarks: machine description, peak memory sampling, result files."""
+
 from __future__ import annotations
 
 import json
@@ -7,7 +8,7 @@ import platform
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,10 +39,8 @@ class PeakMemory:
         while not self._stop.is_set():
             total = 0
             for process in [me, *me.children(recursive=True)]:
-                try:
+                with suppress(psutil.Error):
                     total += process.memory_info().rss
-                except psutil.Error:
-                    pass
             self.peak_bytes = max(self.peak_bytes, total)
             time.sleep(0.2)
 

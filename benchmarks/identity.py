@@ -6,6 +6,7 @@ Generates the demo inputs for N persons (unless the lake already holds them for 
 runs the identity job (CONTRACT §5) at the demo anchor time and reports wall time per stage, connected-components
 rounds and peak memory of the driver process plus the Spark JVM.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,7 +34,9 @@ def main() -> None:
     lake = args.lake or f"/tmp/aa-bench-{args.persons}"
     config = load_config(ROOT / "conf")
     spark_settings = config.job.spark.model_copy(update={"conf": {"spark.driver.memory": args.driver_memory}})
-    config = config.model_copy(update={"job": config.job.with_lake_root(lake).model_copy(update={"spark": spark_settings})})
+    config = config.model_copy(
+        update={"job": config.job.with_lake_root(lake).model_copy(update={"spark": spark_settings})}
+    )
     spark = app.session_for(config)
     spark.sparkContext.setLogLevel("ERROR")
     store = app.storage_for(spark, config)
@@ -57,7 +60,11 @@ def main() -> None:
         "benchmark": "identity",
         "date": dt.date.today().isoformat(),
         "machine": machine(),
-        "spark": {"version": spark.version, "master": spark.conf.get("spark.master"), "driver_memory": args.driver_memory},
+        "spark": {
+            "version": spark.version,
+            "master": spark.conf.get("spark.master"),
+            "driver_memory": args.driver_memory,
+        },
         "engine": summary.engine,
         "persons": args.persons,
         "explicit_links": links,
@@ -74,7 +81,8 @@ def main() -> None:
         f"# Identity benchmark ({results['date']})\n\n"
         f"Machine: {results['machine']['cpus']} cores, {results['machine']['memory_gib']} GiB; Spark {spark.version} "
         f"`{results['spark']['master']}`, driver memory {args.driver_memory}, storage engine {summary.engine}.\n\n"
-        "| persons | explicit links | identities | persons resolved | largest graph | CC rounds | wall time | peak memory |\n"
+        "| persons | explicit links | identities | persons resolved | largest graph | CC rounds | wall time "
+        "| peak memory |\n"
         "|---:|---:|---:|---:|---:|---:|---:|---:|\n"
         f"| {args.persons:,} | {links:,} | {summary.identities:,} | {summary.persons:,} | {summary.largest_graph} | "
         f"{summary.rounds} | {seconds} s | {memory.peak_gib} GiB |\n\n"

@@ -1,6 +1,7 @@
 """spark-submit entry point: resolve identities as of T (writes identity_clusters and quarantine rows).
 
-./spark-submit.sh --master spark://host:7077 jobs/identities.py --lake-root /shared/lake --evaluation-time 2026-11-29T00:00:00Z
+    ./spark-submit.sh --master spark://host:7077 jobs/identities.py \
+        --lake-root /shared/lake --evaluation-time 2026-11-29T00:00:00Z
 """
 
 from __future__ import annotations

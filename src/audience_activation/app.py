@@ -95,7 +95,9 @@ def write_demo_data(
     for name, df in tables.as_dict().items():
         location = config.job.table_location(name)
         progress(f"writing {name} to {location}")
-        version = store.overwrite(df, location, commit_info={"job": "demo-data", "seed": str(seed), "persons": str(persons)})
+        version = store.overwrite(
+            df, location, commit_info={"job": "demo-data", "seed": str(seed), "persons": str(persons)}
+        )
         rows = store.read(location, version).df.count()
         written.append(WrittenTable(name, location, version, rows))
         progress(f"wrote {name}: {rows:,} rows (version {version})")
