@@ -1,0 +1,243 @@
+"""Unified profiles and person events (CONTRACT §6, §10 "Profiles and PQL").
+
+- :func:`primary_identity` picks a record's primary identity among its valid identities.
+- :func:`attach_persons` gives fragments and events the ``person_id`` of their primary identity.
+- :func:`merge_fragments` merges each person's fragments field by field in **one** aggregation: every leaf
+  of a nested struct, and every array or map as a whole, takes the non-null value of the winning fragment
+  (``min_by`` over a policy key, nulls excluded), then the structs are rebuilt.
+- :func:`unified_profiles` adds the person's whole identity graph as ``identityMap`` and the persons that
+  have only events.
+- :func:`person_events` de-duplicates events by ``_id`` (the first by timestamp) and attaches persons.
+"""
+
+from __future__ import annotations
+
+from functools import reduce
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql.types import DataType, StructType
+
+from .config import DatasetPrecedencePolicy, MergePolicy, NamespacesConfig
+from .identity import NamespaceLookup, invalid_reason, normalize_namespace
+from .schemas import FRAGMENT_SYSTEM_COLUMNS, IDENTITY_MAP_TYPE
+
+#: Columns a unified profile has besides the merged attributes.
+PROFILE_SYSTEM_COLUMNS = ("person_id", "identityMap", "fragment_count")
+
+
+def primary_identity(identity_map: Column) -> Column:
+    """The record's primary identity ``struct(namespace, id)`` among its valid identities, or null.
+
+    ``primary = true`` first; when several or none are flagged, the first by namespace code then id (binary
+    order). ``Email_LC_SHA256`` counts as ``EMAIL_LC_SHA256``.
+    """
+    entries = F.flatten(
+        F.transform(
+            F.map_entries(identity_map),
+            lambda entry: F.transform(
+                F.coalesce(entry["value"], F.array()),
+                lambda item: F.struct(
+                    (~F.coalesce(item["primary"], F.lit(False))).alias("not_primary"),
+                    normalize_namespace(entry["key"]).alias("namespace"),
+                    item["id"].alias("id"),
+                ),
+            ),
+        )
+    )
+    valid = F.filter(entries, lambda e: invalid_reason(e["namespace"], e["id"]).isNull())
+    best = F.array_min(valid)
+    return F.when(F.size(valid) > 0, F.struct(best["namespace"].alias("namespace"), best["id"].alias("id")))
+
+
+def attach_persons(records: DataFrame, clusters: DataFrame) -> DataFrame:
+    """Add ``person_id`` and ``primary_namespace``/``primary_id`` (records without a valid identity are dropped;
+    the identity step quarantined them as ``no_valid_identity``).
+
+    Args:
+        records: fragments or events (with ``identityMap``).
+        clusters: ``identity_clusters`` (``namespace, id, person_id``); one row per identity.
+    """
+    with_primary = records.withColumn("_primary", primary_identity(F.col("identityMap"))).where(
+        F.col("_primary").isNotNull()
+    )
+    keys = clusters.select(F.col("namespace").alias("primary_namespace"), F.col("id").alias("primary_id"), "person_id")
+    return (
+        with_primary.withColumn("primary_namespace", F.col("_primary.namespace"))
+        .withColumn("primary_id", F.col("_primary.id"))
+        .drop("_primary")
+        .join(keys, on=["primary_namespace", "primary_id"], how="inner")
+    )
+
+
+def _leaf_paths(schema: StructType, prefix: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], DataType]]:
+    """Paths of the leaves to merge: scalars, arrays and maps (taken whole); structs are descended into."""
+    leaves: list[tuple[tuple[str, ...], DataType]] = []
+    for field in schema.fields:
+        path = (*prefix, field.name)
+        if isinstance(field.dataType, StructType) and field.dataType.fields:
+            leaves.extend(_leaf_paths(field.dataType, path))
+        else:
+            leaves.append((path, field.dataType))
+    return leaves
+
+
+def _column(path: tuple[str, ...]) -> Column:
+    column = F.col(f"`{path[0]}`")
+    for part in path[1:]:
+        column = column.getField(part)
+    return column
+
+
+def _leaf_name(path: tuple[str, ...]) -> str:
+    return "__leaf__" + "__".join(f"{len(part)}_{part}" for part in path)
+
+
+def _rebuild(schema: StructType, prefix: tuple[str, ...] = ()) -> list[Column]:
+    """Nested structs from the merged leaves; a struct whose leaves are all null is null."""
+    columns = []
+    for field in schema.fields:
+        path = (*prefix, field.name)
+        if isinstance(field.dataType, StructType) and field.dataType.fields:
+            children = _rebuild(field.dataType, path)
+            leaves = [F.col(_leaf_name(p)) for p, _ in _leaf_paths(field.dataType, path)]
+            any_set = reduce(lambda a, b: a | b, [leaf.isNotNull() for leaf in leaves])
+            columns.append(F.when(any_set, F.struct(*children)).alias(field.name))
+        else:
+            columns.append(F.col(_leaf_name(path)).alias(field.name))
+    return columns
+
+
+def attribute_schema(fragment_schema: StructType) -> StructType:
+    """The profile attribute columns of the fragments (everything but identityMap, dataset, ingested_at)."""
+    return StructType([f for f in fragment_schema.fields if f.name not in FRAGMENT_SYSTEM_COLUMNS])
+
+
+def merge_key(policy: MergePolicy) -> Column:
+    """A key whose minimum is the winning fragment (see CONTRACT §6 and §10).
+
+    ``timestamp_ordered``: latest ``ingested_at``, then ``dataset`` ascending, then the fragment's primary
+    ``(namespace, id)``. ``dataset_precedence``: earliest listed dataset, then latest ``ingested_at``, then the
+    primary identity.
+    """
+    newest_first = -F.unix_micros(F.col("ingested_at"))
+    tie = [F.col("primary_namespace").alias("ns"), F.col("primary_id").alias("id")]
+    if isinstance(policy, DatasetPrecedencePolicy):
+        rank = F.array_position(F.array(*[F.lit(d) for d in policy.datasets]), F.col("dataset"))
+        return F.struct(rank.alias("rank"), newest_first.alias("time"), *tie)
+    return F.struct(newest_first.alias("time"), F.col("dataset").alias("dataset"), *tie)
+
+
+def used_fragments(fragments: DataFrame, policy: MergePolicy) -> DataFrame:
+    """The fragments a policy uses: ``dataset_precedence`` ignores datasets it does not list."""
+    if isinstance(policy, DatasetPrecedencePolicy):
+        return fragments.where(F.col("dataset").isin(list(policy.datasets)))
+    return fragments
+
+
+def merge_fragments(fragments: DataFrame, policy: MergePolicy) -> DataFrame:
+    """One row per person: ``person_id``, ``fragment_count`` and the merged attribute columns.
+
+    Args:
+        fragments: fragments with ``person_id``, ``primary_namespace``, ``primary_id`` (:func:`attach_persons`),
+            already filtered to the policy's datasets (:func:`used_fragments`).
+        policy: the merge policy.
+    """
+    attributes = attribute_schema(
+        StructType(
+            [f for f in fragments.schema.fields if f.name not in ("person_id", "primary_namespace", "primary_id")]
+        )
+    )
+    key = merge_key(policy)
+    leaves = _leaf_paths(attributes)
+    merged = fragments.groupBy("person_id").agg(
+        F.count(F.lit(1)).alias("fragment_count"),
+        *[
+            F.min_by(_column(path), F.when(_column(path).isNotNull(), key)).alias(_leaf_name(path))
+            for path, _ in leaves
+        ],
+    )
+    return merged.select("person_id", "fragment_count", *_rebuild(attributes))
+
+
+def graph_identity_maps(clusters: DataFrame, namespaces: NamespacesConfig) -> DataFrame:
+    """``person_id, identityMap`` with every identity of the person's graph; ``primary`` marks the
+    highest-priority identity (lowest priority number, ties by namespace then id)."""
+    lookup = NamespaceLookup(namespaces)
+    ranked = clusters.select(
+        "person_id",
+        "namespace",
+        "id",
+        F.struct(lookup.priority(F.col("namespace")).alias("p"), "namespace", "id").alias("rank"),
+    )
+    best = ranked.groupBy("person_id").agg(F.min("rank").alias("best"))
+    entries = ranked.join(best, on="person_id", how="inner").select(
+        "person_id",
+        "namespace",
+        F.struct(F.col("id").alias("id"), (F.col("rank") == F.col("best")).alias("primary")).alias("entry"),
+    )
+    per_namespace = entries.groupBy("person_id", "namespace").agg(F.array_sort(F.collect_list("entry")).alias("ids"))
+    return per_namespace.groupBy("person_id").agg(
+        F.map_from_entries(F.array_sort(F.collect_list(F.struct("namespace", "ids"))))
+        .cast(IDENTITY_MAP_TYPE)
+        .alias("identityMap")
+    )
+
+
+def person_events(events: DataFrame, clusters: DataFrame) -> DataFrame:
+    """Events de-duplicated by ``_id`` (the first by timestamp) with the ``person_id`` of their primary identity."""
+    tie = F.to_json(F.struct(*[F.col(f"`{c}`") for c in events.columns]))
+    first = events.groupBy("_id").agg(
+        F.min_by(F.struct(*[F.col(f"`{c}`") for c in events.columns]), F.struct("timestamp", tie)).alias("e")
+    )
+    deduplicated = first.select("e.*")
+    return attach_persons(deduplicated, clusters).drop("primary_namespace", "primary_id")
+
+
+def unified_profiles(
+    fragments: DataFrame,
+    events: DataFrame | None,
+    clusters: DataFrame,
+    policy: MergePolicy,
+    namespaces: NamespacesConfig,
+) -> DataFrame:
+    """CONTRACT §6 unified profiles: ``person_id, identityMap, <merged attributes>, fragment_count``.
+
+    A row for every person with at least one fragment used by the merge policy or at least one event.
+
+    Args:
+        fragments: fragments as of ``T``.
+        events: events with ``person_id`` (:func:`person_events`), or None.
+        clusters: ``identity_clusters``.
+        policy: the merge policy.
+        namespaces: namespace priorities (to flag each graph's primary identity).
+    """
+    used = used_fragments(attach_persons(fragments, clusters), policy)
+    merged = merge_fragments(used, policy)
+    persons = merged.select("person_id")
+    if events is not None:
+        persons = persons.unionByName(events.select("person_id")).distinct()
+    attributes = [c for c in merged.columns if c not in ("person_id", "fragment_count")]
+    return (
+        persons.join(merged, on="person_id", how="left")
+        .join(graph_identity_maps(clusters, namespaces), on="person_id", how="left")
+        .select(
+            "person_id",
+            "identityMap",
+            *[F.col(f"`{c}`") for c in attributes],
+            F.coalesce(F.col("fragment_count"), F.lit(0)).cast("long").alias("fragment_count"),
+        )
+    )
+
+
+__all__ = [
+    "PROFILE_SYSTEM_COLUMNS",
+    "attach_persons",
+    "attribute_schema",
+    "graph_identity_maps",
+    "merge_fragments",
+    "person_events",
+    "primary_identity",
+    "unified_profiles",
+    "used_fragments",
+]

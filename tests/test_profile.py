@@ -1,0 +1,139 @@
+"""Unified profiles: both merge policies field by field, arrays/maps whole, primaries, event attribution."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from pyspark.sql import DataFrame, SparkSession
+
+from audience_activation.config import DatasetPrecedencePolicy, NamespacesConfig, TimestampOrderedPolicy
+from audience_activation.profile import person_events, primary_identity, unified_profiles
+
+T = dt.datetime(2026, 11, 29)
+DAY = dt.timedelta(days=1)
+IMAP = "map<string, array<struct<id: string, primary: boolean>>>"
+FRAGMENTS_DDL = f"""identityMap {IMAP}, dataset string, ingested_at timestamp,
+    person struct<name: struct<firstName: string, lastName: string>>,
+    loyalty struct<tier: string, points: bigint>, interests array<string>, prefs map<string, string>"""
+CLUSTERS_DDL = "namespace string, id string, person_id string, graph_size int"
+E1, E9 = "1" * 38, "9" * 38  # valid ECIDs (38 digits)
+
+
+@pytest.fixture()
+def clusters(spark: SparkSession) -> DataFrame:
+    return spark.createDataFrame(
+        [
+            ("CRMID", "c1", "CRMID:c1", 3),
+            ("ECID", E1, "CRMID:c1", 3),
+            ("Email", "m1", "CRMID:c1", 3),
+            ("CRMID", "c2", "CRMID:c2", 1),
+            ("ECID", E9, f"ECID:{E9}", 1),
+        ],
+        CLUSTERS_DDL,
+    )
+
+
+@pytest.fixture()
+def fragments(spark: SparkSession) -> DataFrame:
+    return spark.createDataFrame(
+        [
+            # crm, oldest: full name, gold, interests [a]
+            ({"CRMID": [("c1", True)]}, "crm", T - 3 * DAY, (("Ann", "Lee"),), ("gold", 10), ["a"], {"k": "crm"}),
+            # web, newest: lower-case first name only, no loyalty, interests [b, c]
+            ({"ECID": [(E1, True)]}, "web", T - DAY, (("ann", None),), None, ["b", "c"], None),
+            # loyalty, middle: points only
+            (
+                {"Email": [("m1", False)], "CRMID": [("c1", False)]},
+                "loyalty",
+                T - 2 * DAY,
+                None,
+                (None, 99),
+                None,
+                {"k": "loy"},
+            ),
+            # same time as web, dataset "aaa" sorts first: wins ties on ingested_at
+            ({"ECID": [(E1, True)]}, "aaa", T - DAY, None, ("silver", None), None, None),
+            # another person
+            ({"CRMID": [("c2", True)]}, "crm", T - DAY, (("Bob", "Kim"),), None, None, None),
+        ],
+        FRAGMENTS_DDL,
+    )
+
+
+def by_person(df: DataFrame) -> dict[str, dict]:
+    return {row["person_id"]: row.asDict(recursive=True) for row in df.collect()}
+
+
+def test_timestamp_ordered_merges_leaf_by_leaf(spark: SparkSession, fragments: DataFrame, clusters: DataFrame) -> None:
+    profiles = by_person(unified_profiles(fragments, None, clusters, TimestampOrderedPolicy(), NamespacesConfig()))
+    c1 = profiles["CRMID:c1"]
+    assert c1["person"] == {"name": {"firstName": "ann", "lastName": "Lee"}}
+    assert c1["loyalty"] == {"tier": "silver", "points": 99}
+    assert c1["interests"] == ["b", "c"]  # arrays whole from the newest fragment that has one
+    assert c1["prefs"] == {"k": "loy"}
+    assert c1["fragment_count"] == 4
+    assert c1["identityMap"] == {
+        "CRMID": [{"id": "c1", "primary": True}],
+        "ECID": [{"id": E1, "primary": False}],
+        "Email": [{"id": "m1", "primary": False}],
+    }
+    assert profiles["CRMID:c2"]["person"] == {"name": {"firstName": "Bob", "lastName": "Kim"}}
+    assert profiles["CRMID:c2"]["loyalty"] is None  # a struct with no value anywhere stays null
+    assert set(profiles) == {"CRMID:c1", "CRMID:c2"}
+
+
+def test_dataset_precedence_ignores_unlisted_datasets(
+    spark: SparkSession, fragments: DataFrame, clusters: DataFrame
+) -> None:
+    policy = DatasetPrecedencePolicy(type="dataset_precedence", datasets=["crm", "loyalty"])
+    profiles = by_person(unified_profiles(fragments, None, clusters, policy, NamespacesConfig()))
+    c1 = profiles["CRMID:c1"]
+    assert c1["person"] == {"name": {"firstName": "Ann", "lastName": "Lee"}}
+    assert c1["loyalty"] == {"tier": "gold", "points": 10}
+    assert c1["interests"] == ["a"]
+    assert c1["prefs"] == {"k": "crm"}
+    assert c1["fragment_count"] == 2
+
+
+def test_persons_with_only_events_get_a_profile(spark: SparkSession, fragments: DataFrame, clusters: DataFrame) -> None:
+    events = spark.createDataFrame(
+        [
+            ("ev1", T - DAY, "web", {"ECID": [(E9, True)]}),
+            ("ev1", T - 2 * DAY, "web", {"ECID": [(E9, True)]}),  # duplicate _id: the first by timestamp counts
+            ("ev2", T - DAY, "web", {"ECID": [(E1, False)], "CRMID": [("c2", True)]}),
+        ],
+        f"_id string, timestamp timestamp, eventType string, identityMap {IMAP}",
+    )
+    attributed = person_events(events, clusters)
+    assert sorted((r["_id"], r["person_id"], r["timestamp"]) for r in attributed.collect()) == [
+        ("ev1", f"ECID:{E9}", T - 2 * DAY),
+        ("ev2", "CRMID:c2", T - DAY),  # the primary identity decides
+    ]
+    profiles = by_person(
+        unified_profiles(fragments, attributed, clusters, TimestampOrderedPolicy(), NamespacesConfig())
+    )
+    assert profiles[f"ECID:{E9}"]["fragment_count"] == 0
+    assert profiles[f"ECID:{E9}"]["person"] is None
+    assert profiles[f"ECID:{E9}"]["identityMap"] == {"ECID": [{"id": E9, "primary": True}]}
+
+
+def test_primary_identity_rules(spark: SparkSession) -> None:
+    df = spark.createDataFrame(
+        [
+            ({"ECID": [(E1, False)], "CRMID": [("c1", False)]},),  # none flagged: first by namespace
+            ({"ECID": [(E1, True)], "CRMID": [("c1", False)]},),  # flagged wins
+            ({"ECID": [("123", True)], "Email": [("m", False)]},),  # flagged but invalid: next valid
+            ({"ECID": [("bad", True)]},),  # no valid identity
+            ({"Email_LC_SHA256": [("a" * 64, False)], "Email": [("z", False)]},),  # alias normalised
+        ],
+        f"identityMap {IMAP}",
+    )
+    got = [r[0] for r in df.select(primary_identity(df["identityMap"])).collect()]
+    assert [None if g is None else (g["namespace"], g["id"]) for g in got] == [
+        ("CRMID", "c1"),
+        ("ECID", E1),
+        ("Email", "m"),
+        None,
+        ("EMAIL_LC_SHA256", "a" * 64),
+    ]
