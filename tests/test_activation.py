@@ -1,0 +1,223 @@
+"""Activation: accepted identities, change reasons, state, routing (CONTRACT §7, §10)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+
+import pytest
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from audience_activation.activation import (
+    STATE_SCHEMA,
+    accepted_identities,
+    current_members,
+    diff_activations,
+    mappings_frame,
+    person_regions,
+    route_changes,
+)
+from audience_activation.config import DestinationConfig, NamespacesConfig, RegionsConfig
+from audience_activation.identity import NamespaceLookup
+from audience_activation.membership import MEMBERSHIP_SCHEMA
+
+T = dt.datetime(2026, 11, 29, tzinfo=dt.timezone.utc)
+NT = dt.datetime(2026, 11, 29)
+DAY = dt.timedelta(days=1)
+IMAP = "map<string, array<struct<id: string, primary: boolean>>>"
+E1, E2 = "1" * 38, "2" * 38
+
+
+def sha(value: str) -> str:
+    return hashlib.sha256(value.strip().lower().encode()).hexdigest()
+
+
+def aam(**overrides) -> DestinationConfig:  # type: ignore[no-untyped-def]
+    return DestinationConfig(
+        **{"id": "aam", "type": "audience_manager", "segments": ["s1"], "hash_emails": True, **overrides}
+    )
+
+
+def test_accepted_identities_hash_dedupe_and_primary(spark: SparkSession) -> None:
+    df = spark.createDataFrame(
+        [
+            (
+                {
+                    "ECID": [(E1, False)],
+                    "Email": [(" Ann@X.com ", True)],
+                    "EMAIL_LC_SHA256": [(sha("ann@x.com"), False)],
+                    "CRMID": [("c1", False)],
+                    "IDFA": [("D", False)],
+                },
+            )
+        ],
+        f"identityMap {IMAP}",
+    )
+    got = df.select(
+        accepted_identities(F.col("identityMap"), aam(), NamespaceLookup(NamespacesConfig())).alias("m")
+    ).first()["m"]
+    assert got == {
+        "ECID": [(E1, False)],
+        "EMAIL_LC_SHA256": [(sha("ann@x.com"), True)],  # Email hashed, de-duplicated; priority 3 beats IDFA 5
+        "IDFA": [("D", False)],
+    }
+    raw = DestinationConfig(id="mkto", type="marketo", segments=[])
+    got = df.select(
+        accepted_identities(F.col("identityMap"), raw, NamespaceLookup(NamespacesConfig())).alias("m")
+    ).first()["m"]
+    assert got == {"ECID": [(E1, False)], "Email": [(" Ann@X.com ", True)]}
+
+
+@pytest.fixture()
+def membership(spark: SparkSession) -> DataFrame:
+    return spark.createDataFrame(
+        [
+            ("p1", "s1", "realized", NT - DAY, NT, "batch"),
+            ("p2", "s1", "realized", NT, NT, "batch"),
+            ("p3", "s1", "realized", NT - DAY, NT, "batch"),
+            ("p4", "s1", "exited", NT, NT, "batch"),
+        ],
+        MEMBERSHIP_SCHEMA,
+    )
+
+
+def test_current_members_consent_and_identities(spark: SparkSession, membership: DataFrame) -> None:
+    profiles = spark.createDataFrame(
+        [
+            ("p1", {"ECID": [(E1, True)]}, "y"),
+            ("p2", {"CRMID": [("c2", True)]}, "y"),  # no accepted namespace
+            ("p3", {"ECID": [(E2, True)]}, None),  # consent missing: does not pass
+        ],
+        f"person_id string, identityMap {IMAP}, share string",
+    )
+    members = current_members(membership, profiles, [aam()], {"aam": F.col("share") == "y"}, NamespacesConfig())
+    assert sorted((r.person_id, r.consent_ok, r.activated, r.identities) for r in members.collect()) == [
+        ("p1", True, True, {"ECID": [(E1, True)]}),
+        ("p2", True, False, {}),
+        ("p3", False, False, {"ECID": [(E2, True)]}),
+    ]
+
+
+def test_change_reasons(spark: SparkSession) -> None:
+    ids = {"ECID": [(E1, True)]}
+    sent = {"ECID": [(E2, True)]}
+    current = spark.createDataFrame(
+        [
+            ("aam", "s1", "new", True, True, ids),  # not realized before: qualified
+            ("aam", "s1", "consented", True, True, ids),  # realized before, consent failed then
+            ("aam", "s1", "got-id", True, True, ids),  # realized before, consent ok, no identity then
+            ("aam", "s1", "stays", True, True, ids),  # activated both times: no row
+            ("aam", "s1", "revoked", False, False, ids),
+            ("aam", "s1", "lost-id", True, False, {}),
+            ("aam", "s2", "x", True, True, ids),  # s2 newly mapped: backfill
+        ],
+        "destination_id string, segment_id string, person_id string, consent_ok boolean, activated boolean, "
+        f"identities {IMAP}",
+    )
+    previous_state = spark.createDataFrame(
+        [
+            ("aam", "s1", "consented", False, False, None),
+            ("aam", "s1", "got-id", True, False, None),
+            ("aam", "s1", "stays", True, True, sent),
+            ("aam", "s1", "revoked", True, True, sent),
+            ("aam", "s1", "lost-id", True, True, sent),
+            ("aam", "s1", "gone", True, True, sent),  # no longer realized: disqualified
+            ("aam", "s3", "y", True, True, sent),  # s3 unmapped
+        ],
+        STATE_SCHEMA,
+    )
+    previous_membership = spark.createDataFrame(
+        [
+            (p, "s1", "realized", NT - DAY, NT - DAY, "batch")
+            for p in ("consented", "got-id", "stays", "revoked", "lost-id", "gone")
+        ],
+        MEMBERSHIP_SCHEMA,
+    )
+    membership = spark.createDataFrame(
+        [(p, "s1", "realized", NT - DAY, NT, "batch") for p in ("consented", "got-id", "stays", "revoked", "lost-id")]
+        + [
+            ("new", "s1", "realized", NT, NT, "batch"),
+            ("gone", "s1", "exited", NT, NT, "batch"),
+            ("x", "s2", "realized", NT, NT, "batch"),
+        ],
+        MEMBERSHIP_SCHEMA,
+    )
+    destinations = [aam(segments=["s1", "s2"])]
+    previous_mappings = spark.createDataFrame(
+        [("aam", "s1"), ("aam", "s3")], "destination_id string, segment_id string"
+    )
+    result = diff_activations(
+        current,
+        previous_state,
+        previous_membership,
+        membership,
+        mappings_frame(spark, destinations),
+        previous_mappings,
+        T,
+    )
+    changes = sorted(
+        (r.segment_id, r.person_id, r.status, r.reason, r.last_qualification_time, r.identityMap)
+        for r in result.changes.collect()
+    )
+    assert changes == [
+        ("s1", "consented", "realized", "consent_granted", NT - DAY, ids),
+        ("s1", "gone", "exited", "disqualified", NT, sent),
+        ("s1", "got-id", "realized", "identity_added", NT - DAY, ids),
+        ("s1", "lost-id", "exited", "identity_removed", NT - DAY, sent),
+        ("s1", "new", "realized", "qualified", NT, ids),
+        ("s1", "revoked", "exited", "consent_revoked", NT - DAY, sent),
+        ("s2", "x", "realized", "backfill", NT, ids),
+        ("s3", "y", "exited", "unmapped", NT, sent),
+    ]
+    state = {(r.segment_id, r.person_id): (r.activated, r.identities_sent) for r in result.state.collect()}
+    assert state[("s1", "stays")] == (True, sent)  # identities as sent when added, not the current ones
+    assert state[("s1", "new")] == (True, ids)
+    assert state[("s1", "revoked")] == (False, None)
+    assert ("s3", "y") not in state and ("s1", "gone") not in state
+    assert sorted(tuple(r) for r in result.exclusions.collect()) == [
+        ("aam", "consent", 1),
+        ("aam", "no_matching_identity", 1),
+    ]
+
+
+def test_routing_edge_per_fresh_region_else_hub(spark: SparkSession) -> None:
+    clusters = spark.createDataFrame(
+        [("ECID", E1, "p1"), ("CRMID", "c1", "p1"), ("ECID", E2, "p2")], "namespace string, id string, person_id string"
+    )
+    previous_clusters = spark.createDataFrame(
+        [("ECID", "3" * 38, "old")], "namespace string, id string, person_id string"
+    )
+    regions = spark.createDataFrame(
+        [
+            ({"ECID": [(E1, True)]}, {"VA6": (NT - DAY,), "IRL1": (NT - 2 * DAY,), "OR2": (NT - 20 * DAY,)}),
+            ({"ECID": [(E2, True)]}, {"OR2": (NT - 15 * DAY,)}),  # stale: hub
+            ({"ECID": [("3" * 38, True)]}, {"XX9": (NT - DAY,)}),  # unknown code: null dcs id
+        ],
+        f"identityMap {IMAP}, userActivityRegions map<string, struct<captureTimestamp: timestamp>>",
+    )
+    changes = spark.createDataFrame(
+        [
+            ("aam", "s1", "p1", "realized", "qualified", NT, None),
+            ("aam", "s1", "p2", "realized", "qualified", NT, None),
+            ("aam", "s1", "old", "exited", "disqualified", NT, None),  # person gone: routed on its previous graph
+            ("cja", "s1", "p1", "realized", "qualified", NT, None),  # hub routing
+        ],
+        f"destination_id string, segment_id string, person_id string, status string, reason string, last_qualification_time timestamp, identityMap {IMAP}",
+    )
+    destinations = [aam(), DestinationConfig(id="cja", type="customer_journey_analytics", segments=["s1"])]
+    routed = route_changes(
+        changes,
+        destinations,
+        person_regions(clusters, regions, T, 14),
+        person_regions(previous_clusters, regions, T, 14),
+        clusters,
+        RegionsConfig(),
+    )
+    assert sorted((r.destination_id, r.person_id, r.route, r.region, r.dcs_region_id) for r in routed.collect()) == [
+        ("aam", "old", "edge_streaming", "XX9", None),
+        ("aam", "p1", "edge_streaming", "IRL1", 6),
+        ("aam", "p1", "edge_streaming", "VA6", 7),
+        ("aam", "p2", "hub_batch", None, None),
+        ("cja", "p1", "hub_batch", None, None),
+    ]
