@@ -21,7 +21,7 @@ setup(
     package_dir={"": "src"},
     packages=find_packages("src"),
     include_package_data=True,
-    package_data={"audience_activation": ["defaults/*.yaml", "pql/*.lark", "py.typed"]},
+    package_data={"audience_activation": ["pql/*.lark", "py.typed"]},
     install_requires=[
         # delta-spark 4.x supports pyspark >=4.0.1,<=4.2.0: keep pyspark inside that range so the
         # cluster engine (delta-spark) and the embedded engine (delta-rs) run on the same Spark.
@@ -47,6 +47,7 @@ setup(
             "matplotlib>=3.8",
             "ruff>=0.5",
             "mypy>=1.10",
+            "psutil>=5.9",  # benchmarks: peak memory of the driver and the Spark JVM
         ],
     },
     entry_points={"console_scripts": ["audience-activation=audience_activation.cli:main"]},

@@ -6,7 +6,7 @@
 # Examples:
 #   ./spark-submit.sh --master 'local[*]' jobs/validate.py --lake-root ./lake
 #   ./spark-submit.sh --master spark://127.0.0.1:7077 jobs/demo_data.py --persons 100000 --lake-root /shared/lake
-#   ./spark-submit.sh --master yarn --packages io.delta:delta-spark_2.13:4.0.0 jobs/validate.py --lake-root s3a://b/lake
+#   ./spark-submit.sh --master yarn --packages io.delta:delta-spark_4.2_2.13:4.4.1 jobs/validate.py --lake-root s3a://b/lake
 #
 # Every option before the job script goes to spark-submit unchanged (--master, --conf k=v, --packages, ...).
 # With the Delta jars requested (--packages io.delta:...), the Delta SQL extension is enabled too.

@@ -8,6 +8,8 @@ AQE) are the ones users get, and only speed-related settings differ.
 from __future__ import annotations
 
 import os
+import sys
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -16,8 +18,12 @@ from pyspark.sql import SparkSession
 from audience_activation.session import build_session
 
 # Keep the Python workers on the interpreter running the tests (the venv), whatever PATH says.
-os.environ.setdefault("PYSPARK_PYTHON", os.sys.executable)  # type: ignore[attr-defined]
-os.environ.setdefault("PYSPARK_DRIVER_PYTHON", os.sys.executable)  # type: ignore[attr-defined]
+os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+# PySpark converts naive datetimes with the process's local time zone; the hand-written expected values are
+# UTC, so the tests pin the process to UTC whatever the machine's zone is.
+os.environ["TZ"] = "UTC"
+time.tzset()
 
 TEST_CONF = {
     # Two cores on CI: two local threads, and as many shuffle partitions, so tiny DataFrames are not split

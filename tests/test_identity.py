@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import random
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -60,7 +61,9 @@ def run(
     """Run the Spark identity job on tiny inputs; return clusters and quarantine rows."""
     fragments_in = fragments_df(spark, fragments)
     events_in = spark.createDataFrame(
-        [(key, t, "web", {n: [(i, True) for i in ids] for n, ids in imap.items()}) for key, imap, t in events],
+        [
+            (key, t, "web", {n: [(i, True) for i in ids] for n, ids in imap.items()}) for key, imap, t in events
+        ],  # t may be None
         f"_id string, timestamp timestamp, eventType string, identityMap {IDENTITY_MAP}",
     )
     links_in = spark.createDataFrame(list(links), LINKS_DDL)
@@ -80,7 +83,9 @@ def run(
         ),
         checkpoint,
     )
-    clusters = {(r.namespace, r.id): (r.person_id, r.graph_size) for r in result.clusters.collect()}
+    rows = result.clusters.collect()
+    clusters = {(r.namespace, r.id): (r.person_id, r.graph_size) for r in rows}
+    assert len(rows) == len(clusters), "identity_clusters must have one row per identity"
     quarantine = {(r.source_table, r.namespace, r.id, r.reason) for r in result.quarantine.collect()}
     return clusters, quarantine
 
@@ -158,57 +163,72 @@ def test_unique_conflict_broken_by_priority_sum_then_link_order(
     assert tie == {("CRMID", "a"): ("CRMID:a", 2), ("Email", "m"): ("CRMID:a", 2), ("CRMID", "b"): ("CRMID:b", 1)}
 
 
-def test_size_limit_evicts_cookies_then_devices_oldest_first(
-    spark: SparkSession, checkpoint: ParquetCheckpoint
-) -> None:
+def test_size_limit_evicts_the_oldest_cookie_first(spark: SparkSession, checkpoint: ParquetCheckpoint) -> None:
     clusters, quarantine = run(
         spark,
         checkpoint,
-        max_graph=3,
+        max_graph=4,
         links=[
-            ("CRMID", "c", "ECID", E1, T - 9 * DAY),
-            ("CRMID", "c", "ECID", E2, T - 2 * DAY),
-            ("CRMID", "c", "IDFA", "d", T - 5 * DAY),
+            ("CRMID", "c", "ECID", E2, T - 9 * DAY),  # the older cookie (E2 > E1, so not an id tie-break)
+            ("CRMID", "c", "ECID", E1, T - 2 * DAY),
+            ("CRMID", "c", "IDFA", "d", T - 20 * DAY),  # older still, but a device: cookies go first
             ("CRMID", "c", "Email", "m", T - 9 * DAY),
-            ("CRMID", "c", "GAID", "g", T - 1 * DAY),
         ],
     )
-    # Size 6, limit 3: the surplus of 3 is both ECIDs (cookies) then the older device (IDFA).
     assert clusters == {
-        ("CRMID", "c"): ("CRMID:c", 3),
-        ("Email", "m"): ("CRMID:c", 3),
-        ("GAID", "g"): ("CRMID:c", 3),
-        ("ECID", E1): (f"ECID:{E1}", 1),
+        ("CRMID", "c"): ("CRMID:c", 4),
+        ("ECID", E1): ("CRMID:c", 4),
+        ("IDFA", "d"): ("CRMID:c", 4),
+        ("Email", "m"): ("CRMID:c", 4),
         ("ECID", E2): (f"ECID:{E2}", 1),
-        ("IDFA", "d"): ("IDFA:d", 1),
     }
-    assert quarantine == {
-        ("identity_graph", "ECID", E1, "graph_size_eviction"),
-        ("identity_graph", "ECID", E2, "graph_size_eviction"),
-        ("identity_graph", "IDFA", "d", "graph_size_eviction"),
+    assert quarantine == {("identity_graph", "ECID", E2, "graph_size_eviction")}
+
+
+def test_size_limit_then_devices_then_other_types_oldest_first(
+    spark: SparkSession, checkpoint: ParquetCheckpoint
+) -> None:
+    # Size 5, limit 2: surplus 3 = the cookie, the device, then the oldest other identity (Email, t-8).
+    clusters, _ = run(
+        spark,
+        checkpoint,
+        max_graph=2,
+        links=[
+            ("CRMID", "c", "ECID", E1, T - 1 * DAY),
+            ("CRMID", "c", "IDFA", "d", T - 1 * DAY),
+            ("CRMID", "c", "Email", "m", T - 8 * DAY),
+            ("CRMID", "c", "Phone", "p", T - 3 * DAY),
+        ],
+    )
+    assert clusters == {
+        ("CRMID", "c"): ("CRMID:c", 2),
+        ("Phone", "p"): ("CRMID:c", 2),
+        ("ECID", E1): (f"ECID:{E1}", 1),
+        ("IDFA", "d"): ("IDFA:d", 1),
+        ("Email", "m"): ("Email:m", 1),
     }
 
 
 def test_eviction_ties_by_namespace_and_id_then_resplit(spark: SparkSession, checkpoint: ParquetCheckpoint) -> None:
-    # Chain Phone p - Email m - ECID e2 - CRMID c, plus ECID e1 on c; all links equally old; limit 3.
-    # Surplus 2: the two cookies, tie on time broken by id (e1 < e2). Evicting e2 cuts the chain in two.
+    # Chain Phone p - Email m - ECID e1 - CRMID c, plus ECID e2 on c; all links equally old; limit 4.
+    # Surplus 1: a cookie, tie on time broken by id: e1 < e2, so e1 goes, which cuts the chain in two.
     clusters, _ = run(
         spark,
         checkpoint,
-        max_graph=3,
+        max_graph=4,
         links=[
             ("Phone", "p", "Email", "m", T - DAY),
-            ("Email", "m", "ECID", E2, T - DAY),
-            ("ECID", E2, "CRMID", "c", T - DAY),
+            ("Email", "m", "ECID", E1, T - DAY),
             ("ECID", E1, "CRMID", "c", T - DAY),
+            ("ECID", E2, "CRMID", "c", T - DAY),
         ],
     )
     assert clusters == {
         ("Phone", "p"): ("Email:m", 2),
         ("Email", "m"): ("Email:m", 2),
-        ("CRMID", "c"): ("CRMID:c", 1),
+        ("CRMID", "c"): ("CRMID:c", 2),
+        ("ECID", E2): ("CRMID:c", 2),
         ("ECID", E1): (f"ECID:{E1}", 1),
-        ("ECID", E2): (f"ECID:{E2}", 1),
     }
 
 
@@ -239,8 +259,16 @@ def test_invalid_identities_are_quarantined_with_each_reason(
             ({"CRMID": ["NuLL", "x" * 1025], "Email_LC_SHA256": ["abc", "A" * 64]}, T - DAY),
             ({"Email": ["anonymous"]}, T - DAY),
         ],
-        events=[("ev1", {"ECID": ["invalid"]}, T - DAY)],
-        links=[("Email", "", "CRMID", "c1", T - DAY)],
+        events=[
+            ("ev1", {"ECID": ["invalid"]}, T - DAY),
+            ("ev2", {"ECID": [E1 + "\n"]}, T - DAY),
+            ("ev3", {"ECID": [E2]}, None),
+        ],
+        links=[
+            ("Email", "", "CRMID", "c1", T - DAY),
+            (None, "x", "CRMID", "c1", T - DAY),
+            ("ECID", E3, "CRMID", "c1", None),
+        ],
     )
     assert clusters == {
         ("CRMID", "c1"): ("CRMID:c1", 1),
@@ -256,7 +284,12 @@ def test_invalid_identities_are_quarantined_with_each_reason(
         ("profile_fragments", "Email", "anonymous", "no_valid_identity"),
         ("experience_events", "ECID", "invalid", "reserved_value"),
         ("experience_events", "ECID", "invalid", "no_valid_identity"),
+        ("experience_events", "ECID", E1 + "\n", "bad_ecid"),  # Java $ would accept the trailing newline
+        ("experience_events", "ECID", E1 + "\n", "no_valid_identity"),
+        ("experience_events", "ECID", E2, "missing_timestamp"),  # an event without a time takes no part
         ("identity_graph", "Email", "", "empty"),
+        ("identity_graph", None, "x", "missing_namespace"),
+        ("identity_graph", "ECID", E3, "missing_timestamp"),
     }
 
 
@@ -307,13 +340,78 @@ def test_email_lc_sha256_symbol_is_normalised(spark: SparkSession, checkpoint: P
     assert clusters == {("EMAIL_LC_SHA256", digest): ("CRMID:c", 2), ("CRMID", "c"): ("CRMID:c", 2)}
 
 
-def test_long_chain_converges_in_logarithmic_rounds(spark: SparkSession, checkpoint: ParquetCheckpoint) -> None:
+@pytest.mark.parametrize("order", ["sorted", "shuffled"])
+def test_long_chain_converges_in_logarithmic_rounds(
+    spark: SparkSession, checkpoint: ParquetCheckpoint, order: str
+) -> None:
     n = 10_000
-    edges = spark.createDataFrame([(f"N{i:06d}", f"N{i + 1:06d}") for i in range(n - 1)], "u string, v string")
+    names = [f"N{i:06d}" for i in range(n)]
+    if order == "shuffled":
+        random.Random(7).shuffle(names)
+    edges = spark.createDataFrame([(names[i], names[i + 1]) for i in range(n - 1)], "u string, v string")
     result = connected_components(edges, checkpoint)
     assert result.rounds <= 2 * math.log2(n) + 4
     assert result.labels.count() == n
     assert [r.component for r in result.labels.select("component").distinct().collect()] == ["N000000"]
+
+
+def union_find_components(edges: list[tuple[str, str]]) -> dict[str, str]:
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for u, v in edges:
+        a, b = find(u), find(v)
+        if a != b:
+            parent[max(a, b)] = min(a, b)
+    return {node: find(node) for node in parent}
+
+
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
+@given(edges=st.lists(st.tuples(st.sampled_from("abcdefghijklmnop"), st.sampled_from("abcdefghijklmnop")), max_size=40))
+def test_connected_components_match_union_find(
+    spark: SparkSession, checkpoint: ParquetCheckpoint, edges: list[tuple[str, str]]
+) -> None:
+    """Random graphs (including paths hanging off two centres, the case a one-sided convergence test misses)."""
+    proper = [(u, v) for u, v in edges if u != v]
+    result = connected_components(spark.createDataFrame(edges or [("a", "a")], "u string, v string"), checkpoint)
+    rows = result.labels.collect()
+    labels = {r.node: r.component for r in rows}
+    assert len(rows) == len(labels), "one label per node"
+    assert labels == union_find_components(proper)
+
+
+def test_two_centre_path_is_one_component(spark: SparkSession, checkpoint: ParquetCheckpoint) -> None:
+    # a-c, c-d, d-e, e-b: after one round c hangs off both a and b; the loop must not stop there.
+    edges = spark.createDataFrame([("a", "c"), ("c", "d"), ("d", "e"), ("e", "b")], "u string, v string")
+    labels = {r.node: r.component for r in connected_components(edges, checkpoint).labels.collect()}
+    assert labels == {"a": "a", "b": "a", "c": "a", "d": "a", "e": "a"}
+
+
+def test_results_do_not_depend_on_partitioning(spark: SparkSession, checkpoint: ParquetCheckpoint) -> None:
+    links = [
+        ("ECID", E1, "CRMID", "c1", T - DAY),
+        ("ECID", E1, "CRMID", "c2", T - 2 * DAY),
+        ("Email", "m", "ECID", E2, T - DAY),
+        ("Email", "m", "CRMID", "c2", T - 3 * DAY),
+        ("IDFA", "d", "ECID", E3, T - DAY),
+        ("IDFA", "d", "Email", "m", T - 5 * DAY),
+    ]
+    results = []
+    for partitions in ("1", "7"):
+        spark.conf.set("spark.sql.shuffle.partitions", partitions)
+        try:
+            results.append(run(spark, checkpoint, links=links, max_graph=3))
+        finally:
+            spark.conf.set("spark.sql.shuffle.partitions", "2")
+    assert results[0] == results[1]
 
 
 # -- property test against the plain-Python reference ---------------------------------------------------------
@@ -365,7 +463,7 @@ def test_spark_matches_the_reference_model(spark: SparkSession, checkpoint: Parq
     regions = [({ns: [i]}, {"VA6": T - DAY}) for ns, i in graph["regions"]]
     ns_config = namespaces(STORE=NamespaceConfig(type=NamespaceType.non_people, priority=10))
     clusters, quarantine = run(
-        spark, checkpoint, links=links, fragments=fragments, regions=regions, ns=ns_config, max_links=2, max_graph=3
+        spark, checkpoint, links=links, fragments=fragments, regions=regions, ns=ns_config, max_links=3, max_graph=4
     )
 
     expected_clusters, expected_quarantine = rules.resolve_identities(
@@ -374,8 +472,8 @@ def test_spark_matches_the_reference_model(spark: SparkSession, checkpoint: Parq
         [rules.Record([(ns, i) for ns, ids in imap.items() for i in ids], T - DAY) for imap, _ in regions],
         T,
         REFERENCE_NS,
-        max_links_per_identity=2,
-        max_identities_per_graph=3,
+        max_links_per_identity=3,
+        max_identities_per_graph=4,
     )
     assert clusters == expected_clusters
     assert {

@@ -6,7 +6,7 @@ import datetime as dt
 
 from pyspark.sql import SparkSession
 
-from audience_activation.membership import MEMBERSHIP_SCHEMA, qualifying_pairs, update_membership
+from audience_activation.membership import MEMBERSHIP_SCHEMA, qualifying_pairs, segment_overlap, update_membership
 
 T = dt.datetime(2026, 11, 29, tzinfo=dt.timezone.utc)
 T0 = dt.datetime(2026, 11, 1)
@@ -51,4 +51,22 @@ def test_first_run_and_qualifying_pairs(spark: SparkSession) -> None:
         ("p1", "a-b", "realized"),
         ("p3", "a-b", "realized"),
         ("p3", "c", "realized"),
+    ]
+
+
+def test_segment_overlap(spark: SparkSession) -> None:
+    state = spark.createDataFrame(
+        [
+            ("p1", "a", "realized", T0, T0, "batch"),
+            ("p1", "b", "realized", T0, T0, "batch"),
+            ("p2", "a", "realized", T0, T0, "batch"),
+            ("p2", "b", "exited", T0, T0, "batch"),
+        ],
+        MEMBERSHIP_SCHEMA,
+    )
+    assert sorted(tuple(r) for r in segment_overlap(state).collect()) == [
+        ("a", "a", 2),
+        ("a", "b", 1),
+        ("b", "a", 1),
+        ("b", "b", 1),
     ]

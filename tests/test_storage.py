@@ -365,7 +365,7 @@ def test_delta_spark_engine_contract(spark: SparkSession, lake: Path) -> None:
     if not delta_spark_available(spark):
         pytest.skip(
             "Delta Lake Spark jars are not on the classpath (no Maven access here); "
-            "run with spark.jars.packages=io.delta:delta-spark_2.13:<version> to include this test"
+            "run with spark.jars.packages=io.delta:delta-spark_4.2_2.13:4.4.1 to include this test"
         )
     store = open_storage(spark, "delta-spark")
     location = str(lake / "ds")
@@ -381,3 +381,43 @@ def test_delta_spark_engine_unavailable_here_is_clear(spark: SparkSession) -> No
         pytest.skip("the Delta Spark connector is on the classpath in this environment")
     with pytest.raises(StorageError, match="Delta Lake Spark connector is not on the classpath"):
         open_storage(spark, "delta-spark")
+
+
+def test_partition_types_and_null_partition_values_round_trip(
+    spark: SparkSession, store: DeltaRsStorage, lake: Path
+) -> None:
+    location = str(lake / "parts")
+    df = spark.createDataFrame(
+        [(dt.date(2026, 11, 29), 7, True, "x", 1), (dt.date(2026, 1, 1), -1, False, None, 2)],
+        "d date, n int, b boolean, s string, v long",
+    )
+    store.overwrite(df, location, partition_by=["d", "n", "b", "s"])
+    assert sorted(store.read(location).df.collect(), key=lambda r: r.v) == sorted(df.collect(), key=lambda r: r.v)
+    assert sorted(arrow_rows_any(location), key=lambda r: r["v"]) == [
+        {"d": dt.date(2026, 11, 29), "n": 7, "b": True, "s": "x", "v": 1},
+        {"d": dt.date(2026, 1, 1), "n": -1, "b": False, "s": None, "v": 2},
+    ]
+    store.replace_partitions(
+        df.where("v = 1").withColumn("v", F.lit(10).cast("long")),
+        location,
+        {"d": "2026-11-29", "n": 7, "b": True, "s": "x"},
+    )
+    assert sorted(r.v for r in store.read(location).df.collect()) == [2, 10]
+
+
+def test_written_version_is_the_writes_own_commit(
+    spark: SparkSession, store: DeltaRsStorage, lake: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The version returned is the commit carrying the write's id, not whatever is latest afterwards."""
+    location = str(lake / "t")
+    store.append(spark.createDataFrame([(1,)], "k int"), location)
+    original = DeltaRsStorage._committed_version
+
+    def another_writer_commits_right_after(self, loc, write_id):  # type: ignore[no-untyped-def]
+        write_deltalake(location, pa.table({"k": pa.array([5], pa.int32())}), mode="append")
+        monkeypatch.setattr(DeltaRsStorage, "_committed_version", original)
+        return original(self, loc, write_id)
+
+    monkeypatch.setattr(DeltaRsStorage, "_committed_version", another_writer_commits_right_after)
+    assert store.append(spark.createDataFrame([(2,)], "k int"), location) == 1
+    assert store.version(location) == 2

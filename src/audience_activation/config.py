@@ -34,7 +34,8 @@ from pydantic import (
     model_validator,
 )
 
-# One definition of the Email_LC_SHA256 alias, shared with the identity rules (which stay stdlib-only).
+# Adobe spells the hashed-email namespace symbol both ways; the upper-case code is canonical (contract §10).
+# One definition of the alias, shared with the identity rules (which stay stdlib-only).
 from .identity_rules import NAMESPACE_ALIASES, normalize_namespace  # noqa: F401 - re-exported
 
 logger = logging.getLogger(__name__)
@@ -45,8 +46,6 @@ REGIONS_FILE = "regions.yaml"
 SEGMENTS_FILE = "segments.yaml"
 SEGMENTS_DIR = "segments"
 DESTINATIONS_FILE = "destinations.yaml"
-
-# Adobe spells the hashed-email namespace symbol both ways; the upper-case code is canonical (contract §10).
 
 # An "absolute" location: a POSIX absolute path or a URI with a scheme of 2+ characters (s3a://, file:/, abfss://).
 _ABSOLUTE_LOCATION = re.compile(r"^(/|[A-Za-z][A-Za-z0-9+.-]+:)")

@@ -12,7 +12,7 @@ What a person gets (rates are approximate):
 - ``profile_fragments`` from ``crm_profiles`` (known customers), ``loyalty_profiles`` (loyalty members) and
   ``web_profiles`` (everyone), with conflicting values for the same fields (first name spelling, city,
   email consent) so merge policies matter;
-- ``experience_events``: 0-7 events over the last 90 days of page views, product views, cart adds,
+- ``experience_events``: 0-7 events (uniformly drawn) over the last 90 days of page views, product views, cart adds,
   purchases (with ``commerce.order`` totals and ``productListItems``) and app launches, from the web (ECID)
   or the app (device id), with the CRMID when logged in; about 1% of events are sent twice with one ``_id``;
 - ``identity_graph``: each device or cookie linked to the CRMID (or, for anonymous persons, ECID to device);
@@ -230,7 +230,8 @@ def _fragments(people: DataFrame, rnd: _Random, anchor: dt.datetime) -> DataFram
     pid = F.col("pid")
     no = F.lit(None)
     birth = F.date_add(F.lit(dt.date(1950, 1, 1)), rnd.below("birth", 50 * 365, pid))
-    consent = lambda tag: F.when(rnd.uniform(tag, pid) < 0.7, "y").otherwise("n")  # noqa: E731
+    def consent(tag: str) -> Column:
+        return F.when(rnd.uniform(tag, pid) < 0.7, "y").otherwise("n")
 
     def fragment(dataset: str, identity_map: Column, **attributes: Column) -> DataFrame:
         columns = {
@@ -300,9 +301,10 @@ def _fragments(people: DataFrame, rnd: _Random, anchor: dt.datetime) -> DataFram
 
 def _events(people: DataFrame, rnd: _Random, anchor: dt.datetime) -> DataFrame:
     pid, n = F.col("pid"), F.col("n")
-    exploded = people.withColumn(
-        "n", F.explode(F.sequence(F.lit(1), rnd.below("nevents", MAX_EVENTS_PER_PERSON + 1, pid)))
-    ).where(F.col("n") >= 1)
+    count = rnd.below("nevents", MAX_EVENTS_PER_PERSON + 1, pid)
+    # sequence(1, 0) would be [1, 0]: persons drawing 0 events get none.
+    numbers = F.when(count > 0, F.sequence(F.lit(1), count)).otherwise(F.array().cast("array<int>"))
+    exploded = people.withColumn("n", F.explode(numbers))
     event_type = rnd.choice("etype", EVENT_TYPES, pid, n)
     from_app = (event_type == "application.launch") | (rnd.uniform("channel", pid, n) < 0.25)
     device_id = F.coalesce(F.col("idfa"), F.col("gaid"))
@@ -411,8 +413,8 @@ def _regions(people: DataFrame, rnd: _Random, anchor: dt.datetime) -> DataFrame:
     first = rnd.choice("region1", REGIONS, pid)
     second = rnd.choice("region2", REGIONS, pid)
 
-    def captured(tag):
-        return F.struct(_days_before(anchor, rnd.uniform(tag, pid), REGION_LOOKBACK_DAYS).alias("captureTimestamp"))  # noqa: E731
+    def captured(tag: str) -> Column:
+        return F.struct(_days_before(anchor, rnd.uniform(tag, pid), REGION_LOOKBACK_DAYS).alias("captureTimestamp"))
 
     regions = F.when(
         (rnd.uniform("two-regions", pid) < 0.2) & (first != second),

@@ -36,7 +36,7 @@ from pyspark.sql.window import WindowSpec
 from . import identity_rules as rules
 from .config import IdentitySettings, NamespacesConfig
 from .runlog import as_utc
-from .schemas import EXPERIENCE_EVENTS, IDENTITY_GRAPH, PROFILE_FRAGMENTS, REGION_INFORMATION
+from .schemas import EXPERIENCE_EVENTS, IDENTITY_GRAPH, IDENTITY_MAP_TYPE, PROFILE_FRAGMENTS, REGION_INFORMATION
 
 log = logging.getLogger(__name__)
 
@@ -113,16 +113,19 @@ def invalid_reason(namespace: Column, identity: Column) -> Column:
     Example:
         >>> df.select(invalid_reason(F.lit("ECID"), F.lit("123")))  # doctest: +SKIP  -> "bad_ecid"
     """
+    blank = r"^[ \t\n\x0B\f\r]*\z"  # ASCII whitespace only, as Python's str.isspace on ASCII
     return (
-        F.when(identity.rlike(r"^\s*$"), F.lit(rules.EMPTY))
+        F.when(namespace.isNull() | namespace.rlike(blank), F.lit(rules.MISSING_NAMESPACE))
+        # \z, not $: Java's $ also matches before a final line terminator ("<38 digits>\n" is not an ECID).
+        .when(identity.rlike(blank), F.lit(rules.EMPTY))
         .when(identity.isNull() | F.lower(identity).isin(sorted(rules.RESERVED_VALUES)), F.lit(rules.RESERVED_VALUE))
         .when(F.length(identity) > rules.MAX_ID_LENGTH, F.lit(rules.TOO_LONG))
         .when(
-            (namespace == rules.ECID) & ~identity.rlike(rf"^[0-9]{{{rules.ECID_LENGTH}}}$"),
+            (namespace == rules.ECID) & ~identity.rlike(rf"^[0-9]{{{rules.ECID_LENGTH}}}\z"),
             F.lit(rules.BAD_ECID),
         )
         .when(
-            (namespace == rules.EMAIL_LC_SHA256) & ~identity.rlike(rf"^[0-9a-fA-F]{{{rules.EMAIL_SHA256_LENGTH}}}$"),
+            (namespace == rules.EMAIL_LC_SHA256) & ~identity.rlike(rf"^[0-9a-fA-F]{{{rules.EMAIL_SHA256_LENGTH}}}\z"),
             F.lit(rules.BAD_EMAIL_SHA256),
         )
     )
@@ -132,7 +135,7 @@ def _entries(identity_map: Column) -> Column:
     """``identityMap`` as an array of ``struct(namespace, id, primary)`` with namespaces normalised."""
     return F.flatten(
         F.transform(
-            F.map_entries(F.coalesce(identity_map, F.create_map().cast(identity_map_type()))),
+            F.map_entries(F.coalesce(identity_map, F.create_map().cast(IDENTITY_MAP_TYPE))),
             lambda entry: F.transform(
                 F.coalesce(entry["value"], F.array()),
                 lambda item: F.struct(
@@ -145,18 +148,33 @@ def _entries(identity_map: Column) -> Column:
     )
 
 
-def identity_map_type() -> str:
-    return "map<string, array<struct<id: string, primary: boolean>>>"
-
-
 @dataclass(frozen=True)
 class AsOfInputs:
-    """The input tables filtered to what existed at ``T`` (CONTRACT §1)."""
+    """The input tables filtered to what existed at ``T`` (CONTRACT §1), and the rows without a time.
+
+    ``undated`` holds quarantine rows (``source_table, namespace, id, row_key, reason``) for input rows whose
+    time column is null: they cannot be placed before or after ``T`` and take no part in the run.
+    """
 
     fragments: DataFrame | None
     events: DataFrame | None
     links: DataFrame | None
     regions: DataFrame | None
+    undated: DataFrame | None = None
+
+
+MISSING_TIMESTAMP = "missing_timestamp"
+
+
+def _undated(records: DataFrame, table: str, time: Column, row_key: Column) -> DataFrame:
+    first = F.array_min(_entries(F.col("identityMap")))
+    return records.where(time.isNull()).select(
+        F.lit(table).alias("source_table"),
+        first["namespace"].alias("namespace"),
+        first["id"].alias("id"),
+        row_key.cast("string").alias("row_key"),
+        F.lit(MISSING_TIMESTAMP).alias("reason"),
+    )
 
 
 def as_of(
@@ -167,17 +185,34 @@ def as_of(
     evaluation_time: datetime,
 ) -> AsOfInputs:
     """Keep the rows that existed at ``T``: ``ingested_at``/``timestamp``/``last_seen_at`` at or before it;
-    region rows with at least one capture at or before it (later captures of such a row are dropped)."""
+    region rows with at least one capture at or before it (later captures of such a row are dropped).
+    Rows whose time is null are set aside as ``missing_timestamp`` quarantine rows."""
     t = F.lit(as_utc(evaluation_time)).cast("timestamp")
+    undated = []
     regions_at_t = None
     if regions is not None:
         captures = F.map_filter("userActivityRegions", lambda _code, capture: capture["captureTimestamp"] <= t)
         regions_at_t = regions.withColumn("userActivityRegions", captures).where(F.size("userActivityRegions") > 0)
+    if fragments is not None:
+        undated.append(_undated(fragments, PROFILE_FRAGMENTS, F.col("ingested_at"), F.lit(None)))
+    if events is not None:
+        undated.append(_undated(events, EXPERIENCE_EVENTS, F.col("timestamp"), F.col("_id")))
+    if links is not None:
+        undated.append(
+            links.where(F.col("last_seen_at").isNull()).select(
+                F.lit(IDENTITY_GRAPH).alias("source_table"),
+                normalize_namespace(F.col("src_namespace")).alias("namespace"),
+                F.col("src_id").alias("id"),
+                F.lit(None).cast("string").alias("row_key"),
+                F.lit(MISSING_TIMESTAMP).alias("reason"),
+            )
+        )
     return AsOfInputs(
         fragments=None if fragments is None else fragments.where(F.col("ingested_at") <= t),
         events=None if events is None else events.where(F.col("timestamp") <= t),
         links=None if links is None else links.where(F.col("last_seen_at") <= t),
         regions=regions_at_t,
+        undated=reduce(DataFrame.unionByName, undated) if undated else None,
     )
 
 
@@ -457,10 +492,20 @@ def _small_star(edges: DataFrame) -> DataFrame:
 
 
 def _converged(edges: DataFrame) -> bool:
-    """Stars around their minimum: no edge's smaller end is the larger end of another edge."""
+    """Whether the edges form one star per component, each centred on the component's smallest node.
+
+    Both must hold: every node hangs off exactly one smaller node (its centre), and no centre hangs off a
+    smaller node. (The second alone is not enough: a node can hang off two centres that still belong to one
+    component.)
+    """
     oriented = edges.select(F.greatest("u", "v").alias("big"), F.least("u", "v").alias("small"))
-    bigs = oriented.select(F.col("big").alias("small")).distinct()
-    return oriented.join(bigs, on="small", how="left_semi").isEmpty()
+    two_centres = (
+        oriented.groupBy("big").agg(F.countDistinct("small").alias("centres")).where(F.col("centres") > 1).select("big")
+    )
+    centres_not_roots = oriented.join(
+        oriented.select(F.col("big").alias("small")).distinct(), on="small", how="left_semi"
+    ).select(F.col("small").alias("big"))
+    return two_centres.unionByName(centres_not_roots).isEmpty()
 
 
 @dataclass(frozen=True)
@@ -657,6 +702,7 @@ def resolve_identities(
         DataFrame.unionByName,
         [
             invalid_identity_quarantine(records, explicit),
+            *([inputs.undated] if inputs.undated is not None else []),
             hubs.select(
                 _source_table(F.col("source_rank")).alias("source_table"),
                 "namespace",
@@ -672,5 +718,11 @@ def resolve_identities(
                 F.lit(rules.GRAPH_SIZE_EVICTION).alias("reason"),
             ),
         ],
+    )
+    # One row per distinct (source table, identity, reason); the smallest row key stands for the rest.
+    quarantine = (
+        quarantine.groupBy("source_table", "namespace", "id", "reason")
+        .agg(F.min("row_key").alias("row_key"))
+        .select("source_table", "namespace", "id", "row_key", "reason")
     )
     return IdentityResult(clusters=clusters, quarantine=quarantine, rounds=components.rounds)

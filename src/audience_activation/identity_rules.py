@@ -41,6 +41,7 @@ TOO_LONG = "too_long"
 BAD_ECID = "bad_ecid"
 BAD_EMAIL_SHA256 = "bad_email_sha256"
 HUB_IDENTITY = "hub_identity"
+MISSING_NAMESPACE = "missing_namespace"
 GRAPH_SIZE_EVICTION = "graph_size_eviction"
 
 ECID = "ECID"
@@ -164,7 +165,7 @@ def normalize_namespace(namespace: str) -> str:
     return NAMESPACE_ALIASES.get(namespace, namespace)
 
 
-def validate_identity(namespace: str, id: str | None) -> str | None:
+def validate_identity(namespace: str | None, id: str | None) -> str | None:
     """Return why an identity is invalid, or None when it is valid.
 
     Reasons are checked in the contract's order, on the value exactly as written.
@@ -178,7 +179,11 @@ def validate_identity(namespace: str, id: str | None) -> str | None:
         ``anonymous``, ``invalid`` in any case); ``too_long`` (over 1024 characters); ``bad_ecid``
         (an ECID that is not exactly 38 ASCII digits); ``bad_email_sha256`` (an
         ``EMAIL_LC_SHA256`` that is not exactly 64 hex characters of either case); or None.
+        A null, empty or blank namespace code is ``missing_namespace`` (checked first; the contract lists
+        reasons for ids only, and such a row cannot be attributed to any namespace).
     """
+    if namespace is None or all(char in _WHITESPACE for char in namespace):
+        return MISSING_NAMESPACE
     namespace = normalize_namespace(namespace)
     if id is not None and all(char in _WHITESPACE for char in id):
         return EMPTY

@@ -77,3 +77,17 @@ def update_membership(
     )
     cutoff = F.lit(as_utc(evaluation_time) - dt.timedelta(days=retention_days)).cast("timestamp")
     return state.where(~((F.col("status") == EXITED) & (F.col("last_qualification_time") < cutoff)))
+
+
+def segment_overlap(state: DataFrame) -> DataFrame:
+    """``segment_a, segment_b, persons``: how many persons are realized in both segments (a = b: the size).
+
+    Args:
+        state: a membership state (``person_id, segment_id, status``).
+    """
+    realized = state.where(F.col("status") == REALIZED).select("person_id", "segment_id")
+    left = realized.withColumnRenamed("segment_id", "segment_a")
+    right = realized.withColumnRenamed("segment_id", "segment_b")
+    return left.join(right, on="person_id", how="inner").groupBy("segment_a", "segment_b").agg(
+        F.count(F.lit(1)).alias("persons")
+    )

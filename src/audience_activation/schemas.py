@@ -91,7 +91,7 @@ class InputSchemaError(ValueError):
         super().__init__("malformed input:\n" + "\n".join(f"  - {problem}" for problem in problems))
 
 
-def _shape(data_type: DataType) -> object:
+def type_shape(data_type: DataType) -> object:
     """A type's JSON without nullability, so only names and types are compared."""
 
     def strip(node: object) -> object:
@@ -124,7 +124,7 @@ def schema_problems(table: str, schema: StructType) -> list[SchemaProblem]:
         field = fields.get(column)
         if field is None:
             problems.append(SchemaProblem(table, column, f"missing (required, type {expected.simpleString()})"))
-        elif _shape(field.dataType) != _shape(expected):
+        elif type_shape(field.dataType) != type_shape(expected):
             problems.append(
                 SchemaProblem(
                     table,

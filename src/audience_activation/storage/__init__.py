@@ -86,7 +86,7 @@ def open_storage(spark: SparkSession, engine: str = "auto") -> DeltaStorage:
     if engine == "delta-spark" and not available:
         raise StorageError(
             "storage.engine is delta-spark but the Delta Lake Spark connector is not on the classpath; "
-            "submit with --packages io.delta:delta-spark_2.13:<version> or use storage.engine: delta-rs"
+            "submit with --packages io.delta:delta-spark_4.2_2.13:4.4.1 or use storage.engine: delta-rs"
         )
     chosen = "delta-spark" if (engine == "delta-spark" or (engine == "auto" and available)) else "delta-rs"
     if chosen == "delta-spark":

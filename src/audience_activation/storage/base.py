@@ -168,20 +168,9 @@ def check_partition_columns(schema: StructType, partition_by: Sequence[str], loc
 
 def _strip_nullability(data_type: DataType) -> Any:
     """A schema's JSON with every nullability flag removed, to compare shapes and types only."""
-    value = data_type.jsonValue()
+    from ..schemas import type_shape  # noqa: PLC0415 - schemas imports nothing from storage
 
-    def strip(node: Any) -> Any:
-        if isinstance(node, dict):
-            return {
-                key: strip(item)
-                for key, item in node.items()
-                if key not in ("nullable", "containsNull", "valueContainsNull", "metadata")
-            }
-        if isinstance(node, list):
-            return [strip(item) for item in node]
-        return node
-
-    return strip(value)
+    return type_shape(data_type)
 
 
 #: commitInfo keys written by the engines themselves; callers' ``commit_info`` may not use them.
@@ -248,12 +237,29 @@ class ParquetCheckpoint:
         return self.spark.read.schema(df.schema).parquet(path)
 
     def cleanup(self) -> None:
-        """Delete the scratch folder."""
-        import pyarrow.fs as pafs  # noqa: PLC0415 - only needed here
-
-        uri = self.folder if "://" in self.folder else f"file://{os.path.abspath(self.folder)}"
-        filesystem, path = pafs.FileSystem.from_uri(uri)
+        """Delete the scratch folder (best effort: a leftover scratch folder never fails a run)."""
         try:
+            filesystem, path = arrow_filesystem(self.folder)
             filesystem.delete_dir(path)
-        except (FileNotFoundError, OSError):
+        except FileNotFoundError:
             log.debug("scratch folder %s already gone", self.folder)
+        except (OSError, ValueError) as exc:
+            log.warning("could not delete the scratch folder %s: %s", self.folder, exc)
+
+
+#: Hadoop scheme -> pyarrow scheme, for the driver-side file operations (listing, deleting).
+_ARROW_SCHEMES = {"s3a": "s3", "s3n": "s3", "gs": "gs", "gcs": "gs", "abfs": "abfs", "abfss": "abfs", "hdfs": "hdfs"}
+
+
+def arrow_filesystem(location: str) -> tuple[Any, str]:
+    """The pyarrow filesystem and path of a local path or URI (``s3a://`` is read as ``s3://``).
+
+    Raises:
+        ValueError: pyarrow has no filesystem for the URI's scheme.
+    """
+    import pyarrow.fs as pafs  # noqa: PLC0415 - keeps pyarrow out of the import of the interface
+
+    if "://" not in location:
+        return pafs.FileSystem.from_uri(f"file://{os.path.abspath(location)}")
+    scheme, rest = location.split("://", 1)
+    return pafs.FileSystem.from_uri(f"{_ARROW_SCHEMES.get(scheme, scheme)}://{rest}")

@@ -54,6 +54,7 @@ from .base import (
     TableNotFoundError,
     TableSnapshot,
     UnsupportedTableFeatureError,
+    arrow_filesystem,
     check_partition_columns,
     commit_metadata,
     conform_to_table,
@@ -287,13 +288,15 @@ class DeltaRsStorage(DeltaStorage):
                     commit_properties=properties,
                 )
         except CommitFailedError as exc:
-            self._delete_tree(staging)
+            self._delete_tree(staging)  # a failed commit wrote nothing to the log
             raise ConcurrentWriteError(
                 f"{location}: another writer committed to this table after version "
                 f"{table.version() if table is not None else '(new table)'} was read; this write was not "
                 f"committed and the table is unchanged by it ({exc})"
             ) from exc
         except DeltaError as exc:
+            if self.exists(location) and self._committed_version(location, write_id) is not None:
+                raise StorageError(f"{location}: committed, but a post-commit step failed: {exc}") from exc
             self._delete_tree(staging)
             if table is None and self.exists(location):
                 raise ConcurrentWriteError(
@@ -302,9 +305,13 @@ class DeltaRsStorage(DeltaStorage):
                 ) from exc
             raise StorageError(f"{location}: the Delta commit failed: {exc}") from exc
         except BaseException:
-            self._delete_tree(staging)
+            # Keep the files if the commit landed after all (e.g. interrupted during a post-commit step).
+            if not (self.exists(location) and self._committed_version(location, write_id) is not None):
+                self._delete_tree(staging)
             raise
-        version = self.version(location)
+        version = self._committed_version(location, write_id)
+        if version is None:  # pragma: no cover - delta-rs returned without error but no commit has our id
+            raise StorageError(f"{location}: write {write_id} reported success but is not in the table history")
         log.info("%s: committed version %d (%s, %d files, engine %s)", location, version, mode, len(actions), self.name)
         return version
 
@@ -316,7 +323,15 @@ class DeltaRsStorage(DeltaStorage):
         writer.parquet(staging)
 
     def _filesystem(self, root: str) -> tuple[pafs.FileSystem, str]:
-        return pafs.FileSystem.from_uri(root if "://" in root else f"file://{root}")
+        return arrow_filesystem(root)
+
+    def _committed_version(self, location: str, write_id: str) -> int | None:
+        """The version whose commit carries ``write_id``, or None when that write never committed."""
+        for limit in (20, None):  # the write is normally among the last commits; else search the whole log
+            for entry in self.history(location, limit):
+                if entry.get("writeId") == write_id:
+                    return int(entry["version"])
+        return None
 
     def _added_files(self, root: str, write_dir: str, partition_columns: list[str]) -> list[AddAction]:
         filesystem, base = self._filesystem(root)
@@ -355,7 +370,14 @@ class DeltaRsStorage(DeltaStorage):
         root = table_root(location)
         committed: set[str] = set()
         if self.exists(location):
-            committed = {str(entry.get("writeId")) for entry in self._table(location).history() if entry.get("writeId")}
+            table = self._table(location)
+            committed = {str(entry.get("writeId")) for entry in table.history() if entry.get("writeId")}
+            # Log files older than the log retention are cleaned up with their commitInfo; the files of the
+            # current snapshot prove their write directories committed whatever the history still shows.
+            for path in pa.table(table.get_add_actions(flatten=True)).column("path").to_pylist():
+                match = _WRITE_DIR.match(unquote(path).split("/", 1)[0])
+                if match:
+                    committed.add(match.group(1))
         filesystem, base = self._filesystem(root)
         deadline_ns = time.time_ns() - int(older_than.total_seconds() * 1e9)
         deleted = []

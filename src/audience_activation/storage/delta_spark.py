@@ -1,7 +1,7 @@
 """The ``delta-spark`` engine: the Delta Lake Spark connector (``format("delta")``).
 
 This is what clusters use (Databricks, EMR, Dataproc, or ``spark-submit --packages
-io.delta:delta-spark_2.13:<version>``). It implements the same small interface as the delta-rs engine so
+io.delta:delta-spark_4.2_2.13:4.4.1``). It implements the same small interface as the delta-rs engine so
 jobs do not know which one runs. Each write records ``{"writeId": ...}`` in the commit's ``userMetadata`` so
 the version a write produced can be found even when other writers commit afterwards.
 """
