@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from . import app, runlog
+from . import app, batch, runlog
 from .config import AppConfig, ConfigError, load_config
 from .runlog import parse_utc_time
 from .schemas import InputSchemaError
@@ -169,6 +169,101 @@ def identities_command(
     for reason, count in summary.quarantine.items():
         table.add_row(f"quarantined: {reason}", f"{count:,}")
     out.print(table)
+
+
+ForceOption = Annotated[bool, typer.Option("--force", help="Run a T older than the newest completed run.")]
+
+
+def _print_summary(summary: batch.RunSummary, title: str) -> None:
+    out = Console()
+    head = Table(title=title, show_header=False)
+    head.add_column("what")
+    head.add_column("value")
+    head.add_row("run id", summary.run_id)
+    head.add_row("evaluation time", summary.evaluation_time.isoformat())
+    head.add_row("storage engine", summary.engine)
+    head.add_row("previous run", summary.previous_run or "none")
+    head.add_row(
+        "input versions", ", ".join(f"{k}={'absent' if v is None else v}" for k, v in summary.input_versions.items())
+    )
+    head.add_row("connected-components rounds", str(summary.cc_rounds))
+    if summary.started_at and summary.ended_at:
+        head.add_row("duration", f"{(summary.ended_at - summary.started_at).total_seconds():.1f} s")
+    out.print(head)
+    counts = summary.counts
+    segments = Table(title="Segments")
+    for column in ("segment", "method", "members"):
+        segments.add_column(column, justify="right" if column == "members" else "left")
+    for segment_id, method in summary.classification.items():
+        segments.add_row(segment_id, method, f"{counts.get(f'members.{segment_id}', 0):,}")
+    out.print(segments)
+    changes = Table(title="Changes per destination (route, reason)")
+    for column in ("destination", "route", "reason", "rows"):
+        changes.add_column(column, justify="right" if column == "rows" else "left")
+    for key, value in counts.items():
+        if key.startswith("changes."):
+            destination, route, reason = key.split(".")[1:4]
+            changes.add_row(destination, route, reason, f"{value:,}")
+    out.print(changes)
+    other = Table(title="Inputs, quarantine and exclusions")
+    other.add_column("count")
+    other.add_column("value", justify="right")
+    for key, value in counts.items():
+        if key.split(".")[0] in ("input_rows", "quarantine", "exclusions", "persons"):
+            other.add_row(key, f"{value:,}")
+    out.print(other)
+
+
+def _run_errors(exc: Exception) -> None:
+    console.print(f"[bold red]{type(exc).__name__}[/]\n{exc}", highlight=False)
+
+
+@cli.command("run")
+def run_command(
+    conf: ConfOption = Path("conf"),
+    lake_root: LakeRootOption = None,
+    evaluation_time: EvaluationTimeOption = None,
+    force: ForceOption = False,
+    verbose: VerboseOption = False,
+) -> None:
+    """Run the batch job at T: identities, profiles, segments, membership and every destination's outputs."""
+    _setup_logging(verbose)
+    config = _load(conf, lake_root)
+    t = _time_option(evaluation_time) or runlog.default_evaluation_time()
+    spark = app.session_for(config)
+    try:
+        summary = batch.run_batch(spark, config, evaluation_time=t, force=force, progress=_progress)
+    except ConfigError as exc:
+        console.print(f"[bold red]configuration error[/]\n{exc}", highlight=False)
+        raise typer.Exit(code=2) from exc
+    except (InputSchemaError, StorageError, batch.RunOrderError) as exc:
+        _run_errors(exc)
+        raise typer.Exit(code=1) from exc
+    _print_summary(summary, f"Run {summary.run_id}: {summary.status}")
+
+
+@cli.command("preview")
+def preview_command(
+    conf: ConfOption = Path("conf"),
+    lake_root: LakeRootOption = None,
+    evaluation_time: EvaluationTimeOption = None,
+    force: ForceOption = False,
+    verbose: VerboseOption = False,
+) -> None:
+    """Per-segment member counts and per-destination change counts at T; writes nothing."""
+    _setup_logging(verbose)
+    config = _load(conf, lake_root)
+    t = _time_option(evaluation_time) or runlog.default_evaluation_time()
+    spark = app.session_for(config)
+    try:
+        summary = batch.preview_batch(spark, config, evaluation_time=t, force=force, progress=_progress)
+    except ConfigError as exc:
+        console.print(f"[bold red]configuration error[/]\n{exc}", highlight=False)
+        raise typer.Exit(code=2) from exc
+    except (InputSchemaError, StorageError, batch.RunOrderError) as exc:
+        _run_errors(exc)
+        raise typer.Exit(code=1) from exc
+    _print_summary(summary, f"Preview of {summary.run_id} (nothing written)")
 
 
 def main() -> None:

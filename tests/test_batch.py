@@ -1,0 +1,308 @@
+"""The batch job end to end on small hand-made inputs, with the expected rows of every output written out.
+
+Two runs, T1 then T2, with input and configuration changes between them that produce every change reason;
+a re-run of T2 gives identical tables; T1 after T2 is refused; a run that fails after some commits and is
+run again ends with the tables of a clean run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from deltalake import DeltaTable
+from pyspark.sql import SparkSession
+
+from audience_activation import batch
+from audience_activation.config import AppConfig, load_config
+from audience_activation.storage import DeltaRsStorage
+
+T1 = dt.datetime(2026, 11, 1, tzinfo=dt.timezone.utc)
+T2 = dt.datetime(2026, 11, 8, tzinfo=dt.timezone.utc)
+N1, N2 = T1.replace(tzinfo=None), T2.replace(tzinfo=None)
+DAY = dt.timedelta(days=1)
+IMAP = "map<string, array<struct<id: string, primary: boolean>>>"
+FRAGMENTS = f"""identityMap {IMAP}, dataset string, ingested_at timestamp,
+    homeAddress struct<countryCode: string>, consents struct<share: struct<val: string>>"""
+EVENTS = f"_id string, timestamp timestamp, eventType string, identityMap {IMAP}"
+LINKS = "src_namespace string, src_id string, dst_namespace string, dst_id string, last_seen_at timestamp"
+REGIONS = f"identityMap {IMAP}, userActivityRegions map<string, struct<captureTimestamp: timestamp>>"
+
+
+def ecid(n: int) -> str:
+    return str(n) * 38
+
+
+E1, E2, E3, E4, E6 = ecid(1), ecid(2), ecid(3), ecid(4), ecid(6)
+
+SEGMENTS = {
+    "segments": [
+        {
+            "id": "us",
+            "name": "US",
+            "expression": {"type": "PQL", "format": "pql/text", "value": 'homeAddress.countryCode = "US"'},
+        },
+        {
+            "id": "buyers",
+            "name": "Buyers",
+            "expression": {
+                "type": "PQL",
+                "format": "pql/text",
+                "value": 'select X from xEvent where X.eventType = "commerce.purchases"',
+            },
+        },
+    ]
+}
+
+
+def destinations(aam_segments: list[str], cja_segments: list[str]) -> dict:
+    return {
+        "destinations": [
+            {"id": "aam", "type": "audience_manager", "segments": aam_segments, "consent": 'consents.share.val = "y"'},
+            {"id": "cja", "type": "customer_journey_analytics", "segments": cja_segments},
+        ]
+    }
+
+
+def frag(ids: dict[str, str], at: dt.datetime, country: str | None, share: str | None, dataset: str = "crm") -> tuple:
+    return ({ns: [(i, k == 0)] for k, (ns, i) in enumerate(ids.items())}, dataset, at, (country,), ((share,),))
+
+
+@pytest.fixture()
+def setup(spark: SparkSession, tmp_path: Path) -> Iterator[tuple[Path, DeltaRsStorage]]:
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "job.yaml").write_text(
+        yaml.safe_dump({"lake": {"root": str(tmp_path / "lake")}, "storage": {"engine": "delta-rs"}})
+    )
+    (conf / "segments.yaml").write_text(yaml.safe_dump(SEGMENTS))
+    (conf / "destinations.yaml").write_text(yaml.safe_dump(destinations(["us"], ["us", "buyers"])))
+    yield conf, DeltaRsStorage(spark)
+    shutil.rmtree(tmp_path / "lake", ignore_errors=True)
+
+
+def write_inputs_t1(spark: SparkSession, store: DeltaRsStorage, lake: str) -> None:
+    store.overwrite(
+        spark.createDataFrame(
+            [
+                frag({"CRMID": "c1"}, N1 - 5 * DAY, "US", "y"),
+                frag({"CRMID": "c2"}, N1 - 5 * DAY, "US", "n"),
+                frag({"CRMID": "c3"}, N1 - 5 * DAY, "US", "y"),
+                frag({"CRMID": "c4"}, N1 - 5 * DAY, "US", "y"),
+                frag({"CRMID": "c5"}, N1 - 5 * DAY, "FR", "y"),
+                frag({"CRMID": "c6"}, N1 - 5 * DAY, "US", "y"),
+            ],
+            FRAGMENTS,
+        ),
+        f"{lake}/profile_fragments",
+    )
+    store.overwrite(
+        spark.createDataFrame([("o1", N1 - DAY, "commerce.purchases", {"ECID": [(E1, True)]})], EVENTS),
+        f"{lake}/experience_events",
+    )
+    store.overwrite(
+        spark.createDataFrame(
+            [
+                ("ECID", E1, "CRMID", "c1", N1 - 10 * DAY),
+                ("ECID", E2, "CRMID", "c2", N1 - 10 * DAY),
+                ("ECID", E4, "CRMID", "c4", N1 - 10 * DAY),
+                ("ECID", E6, "CRMID", "c6", N1 - 10 * DAY),
+            ],
+            LINKS,
+        ),
+        f"{lake}/identity_graph",
+    )
+    store.overwrite(
+        spark.createDataFrame(
+            [
+                ({"ECID": [(E1, True)]}, {"VA6": (N1 - DAY,), "IRL1": (N1 - 2 * DAY,)}),
+                ({"ECID": [(E4, True)]}, {"OR2": (N1 - 20 * DAY,)}),  # stale: hub
+                ({"ECID": [(E6, True)]}, {"XX1": (N1 - DAY,)}),  # fresh, code not in the map
+            ],
+            REGIONS,
+        ),
+        f"{lake}/region_information",
+    )
+
+
+def write_changes_t2(spark: SparkSession, store: DeltaRsStorage, lake: str) -> None:
+    store.append(
+        spark.createDataFrame(
+            [
+                frag({"CRMID": "c2"}, N2 - DAY, None, "y"),  # consent granted
+                frag({"CRMID": "c4"}, N2 - DAY, "FR", None),  # moves away: disqualified
+                frag({"CRMID": "c6"}, N2 - DAY, None, "n"),  # consent revoked
+                frag({"CRMID": "c9"}, N2 - DAY, "US", "y"),  # a new customer
+            ],
+            FRAGMENTS,
+        ),
+        f"{lake}/profile_fragments",
+    )
+    store.append(
+        spark.createDataFrame([("o2", N2 - DAY, "commerce.purchases", {"CRMID": [("c2", True)]})], EVENTS),
+        f"{lake}/experience_events",
+    )
+    # Customer 9 logged in on customer 1's browser more recently: the ECID moves to customer 9.
+    store.append(spark.createDataFrame([("ECID", E1, "CRMID", "c9", N2 - DAY)], LINKS), f"{lake}/identity_graph")
+
+
+def rows(path: Path, *columns: str) -> list[tuple]:
+    if not DeltaTable.is_deltatable(str(path)):
+        return []
+    return sorted(tuple(r[c] for c in columns) for r in DeltaTable(str(path)).to_pyarrow_table().to_pylist())
+
+
+ACTIVATION = ("run_id", "segment_id", "person_id", "status", "reason")
+
+
+def run(spark: SparkSession, conf: Path, at: dt.datetime, **kwargs) -> batch.RunSummary:  # type: ignore[no-untyped-def]
+    config: AppConfig = load_config(conf)
+    return batch.run_batch(spark, config, evaluation_time=at, **kwargs)
+
+
+def snapshot(lake: Path) -> dict[str, list]:
+    """Every output table's rows (for comparing two runs)."""
+    out = {}
+    for table in ("identity_clusters", "unified_profiles", "segment_membership", "activation_state", "quarantine"):
+        data = DeltaTable(str(lake / table)).to_pyarrow_table().to_pylist()
+        out[table] = sorted(repr(sorted(r.items())) for r in data)
+    for destination in ("aam", "cja"):
+        for kind in ("edge_streaming", "hub_batch"):
+            path = lake / "activation" / destination / kind
+            out[f"{destination}/{kind}"] = sorted(
+                repr(sorted(r.items())) for r in DeltaTable(str(path)).to_pyarrow_table().to_pylist()
+            )
+    runs = DeltaTable(str(lake / "activation_runs")).to_pyarrow_table().to_pylist()
+    out["activation_runs"] = sorted((r["run_id"], r["status"], repr(sorted(r["counts"]))) for r in runs)
+    return out
+
+
+def test_two_runs_produce_every_change_reason(spark: SparkSession, setup: tuple[Path, DeltaRsStorage]) -> None:
+    conf, store = setup
+    lake = Path(load_config(conf).job.lake.root)
+    write_inputs_t1(spark, store, str(lake))
+    first = run(spark, conf, T1)
+    assert first.status == "completed" and first.previous_run is None
+
+    run1 = "batch-20261101T000000Z"
+    assert rows(lake / "activation/aam/edge_streaming", *ACTIVATION, "region", "dcs_region_id") == [
+        (run1, "us", "CRMID:c1", "realized", "backfill", "IRL1", 6),
+        (run1, "us", "CRMID:c1", "realized", "backfill", "VA6", 7),
+        (run1, "us", "CRMID:c6", "realized", "backfill", "XX1", None),
+    ]
+    assert rows(lake / "activation/aam/hub_batch", *ACTIVATION) == [(run1, "us", "CRMID:c4", "realized", "backfill")]
+    assert rows(lake / "activation/cja/hub_batch", *ACTIVATION) == [
+        (run1, "buyers", "CRMID:c1", "realized", "backfill"),
+        (run1, "us", "CRMID:c1", "realized", "backfill"),
+        (run1, "us", "CRMID:c2", "realized", "backfill"),
+        (run1, "us", "CRMID:c3", "realized", "backfill"),
+        (run1, "us", "CRMID:c4", "realized", "backfill"),
+        (run1, "us", "CRMID:c6", "realized", "backfill"),
+    ]
+    assert rows(lake / "activation/cja/edge_streaming", *ACTIVATION) == []  # hub routing
+    aam_identities = {
+        r["person_id"]: r["identityMap"]
+        for r in DeltaTable(str(lake / "activation/aam/hub_batch")).to_pyarrow_table().to_pylist()
+    }
+    assert aam_identities == {"CRMID:c4": [("ECID", [{"id": E4, "primary": True}])]}  # CRMID is not an AAM namespace
+    assert first.counts["exclusions.aam.consent"] == 1  # c2
+    assert first.counts["exclusions.aam.no_matching_identity"] == 1  # c3 has no ECID
+    assert first.counts["members.us"] == 5 and first.counts["members.buyers"] == 1
+
+    # T2: new facts, and the mappings change: aam now also takes buyers; cja drops us.
+    write_changes_t2(spark, store, str(lake))
+    (conf / "destinations.yaml").write_text(yaml.safe_dump(destinations(["us", "buyers"], ["buyers"])))
+    second = run(spark, conf, T2)
+    assert second.previous_run == run1
+    run2 = "batch-20261108T000000Z"
+    aam = [r for r in rows(lake / "activation/aam/edge_streaming", *ACTIVATION, "region") if r[0] == run2]
+    aam += [(*r, None) for r in rows(lake / "activation/aam/hub_batch", *ACTIVATION) if r[0] == run2]
+    assert sorted(aam) == sorted(
+        [
+            (run2, "us", "CRMID:c9", "realized", "qualified", "IRL1"),  # took customer 1's browser, with its regions
+            (run2, "us", "CRMID:c9", "realized", "qualified", "VA6"),
+            (run2, "us", "CRMID:c1", "exited", "identity_removed", None),  # lost its only ECID
+            (run2, "us", "CRMID:c2", "realized", "consent_granted", None),
+            (run2, "us", "CRMID:c4", "exited", "disqualified", None),
+            (run2, "us", "CRMID:c6", "exited", "consent_revoked", "XX1"),
+            (run2, "buyers", "CRMID:c2", "realized", "backfill", None),  # newly mapped: every current member
+            (run2, "buyers", "CRMID:c9", "realized", "backfill", "IRL1"),
+            (run2, "buyers", "CRMID:c9", "realized", "backfill", "VA6"),
+        ]
+    )
+    exit_c1 = [
+        r
+        for r in DeltaTable(str(lake / "activation/aam/hub_batch")).to_pyarrow_table().to_pylist()
+        if r["person_id"] == "CRMID:c1"
+    ]
+    assert exit_c1[0]["identityMap"] == [("ECID", [{"id": E1, "primary": True}])]  # what was sent when added
+    cja = [r for r in rows(lake / "activation/cja/hub_batch", *ACTIVATION) if r[0] == run2]
+    assert cja == [
+        (run2, "buyers", "CRMID:c1", "exited", "disqualified"),
+        (run2, "buyers", "CRMID:c2", "realized", "qualified"),
+        (run2, "buyers", "CRMID:c9", "realized", "qualified"),
+        (run2, "us", "CRMID:c1", "exited", "unmapped"),
+        (run2, "us", "CRMID:c2", "exited", "unmapped"),
+        (run2, "us", "CRMID:c3", "exited", "unmapped"),
+        (run2, "us", "CRMID:c4", "exited", "unmapped"),
+        (run2, "us", "CRMID:c6", "exited", "unmapped"),
+    ]
+    membership = rows(lake / "segment_membership", "person_id", "segment_id", "status", "last_qualification_time")
+    assert membership == [
+        ("CRMID:c1", "buyers", "exited", T2),  # the purchase event's ECID now belongs to customer 9
+        ("CRMID:c1", "us", "realized", T1),
+        ("CRMID:c2", "buyers", "realized", T2),
+        ("CRMID:c2", "us", "realized", T1),
+        ("CRMID:c3", "us", "realized", T1),
+        ("CRMID:c4", "us", "exited", T2),
+        ("CRMID:c6", "us", "realized", T1),
+        ("CRMID:c9", "buyers", "realized", T2),
+        ("CRMID:c9", "us", "realized", T2),
+    ]
+
+    # Re-running T2 replaces its own outputs: identical tables.
+    before = snapshot(lake)
+    again = run(spark, conf, T2)
+    assert again.previous_run == run1
+    assert snapshot(lake) == before
+
+    # T1 is older than the newest completed run: refused unless forced.
+    with pytest.raises(batch.RunOrderError, match="older than the newest completed run"):
+        run(spark, conf, T1)
+
+
+def test_failed_run_then_rerun_equals_a_clean_run(
+    spark: SparkSession, setup: tuple[Path, DeltaRsStorage], tmp_path: Path
+) -> None:
+    conf, store = setup
+    lake = Path(load_config(conf).job.lake.root)
+    write_inputs_t1(spark, store, str(lake))
+    run(spark, conf, T1)
+    write_changes_t2(spark, store, str(lake))
+
+    def fail_after_membership(table: str) -> None:
+        if table == "activation/aam/hub_batch":
+            raise RuntimeError("injected failure")
+
+    with pytest.raises(RuntimeError, match="injected failure"):
+        run(spark, conf, T2, on_commit=fail_after_membership)
+    runs = {r["run_id"]: r["status"] for r in DeltaTable(str(lake / "activation_runs")).to_pyarrow_table().to_pylist()}
+    assert runs == {"batch-20261101T000000Z": "completed", "batch-20261108T000000Z": "failed"}
+    run(spark, conf, T2)
+    after_failure = snapshot(lake)
+
+    # A clean lake with the same inputs and runs.
+    clean_conf = tmp_path / "clean-conf"
+    shutil.copytree(conf, clean_conf)
+    (clean_conf / "job.yaml").write_text(
+        yaml.safe_dump({"lake": {"root": str(tmp_path / "clean")}, "storage": {"engine": "delta-rs"}})
+    )
+    write_inputs_t1(spark, store, str(tmp_path / "clean"))
+    run(spark, clean_conf, T1)
+    write_changes_t2(spark, store, str(tmp_path / "clean"))
+    run(spark, clean_conf, T2)
+    assert snapshot(tmp_path / "clean") == after_failure
