@@ -1,5 +1,5 @@
 # The two commands a newcomer runs (see README.md):
-#   make demo   set everything up, generate demo data, validate it and resolve identities
+#   make demo   set everything up, generate demo data and run the batch job on it (ends with the run summary)
 #   make test   set everything up and run the test suite
 PYTHON ?= python3
 VENV ?= .venv
@@ -20,7 +20,7 @@ setup: $(BIN)/audience-activation
 demo: setup
 	$(BIN)/audience-activation demo-data --persons $(PERSONS) --lake-root $(LAKE)
 	$(BIN)/audience-activation validate --lake-root $(LAKE)
-	$(BIN)/audience-activation identities --lake-root $(LAKE)
+	$(BIN)/audience-activation run --lake-root $(LAKE)
 
 test: setup
 	$(BIN)/pytest
