@@ -212,6 +212,76 @@ def test_two_runs_produce_every_change_reason(spark: SparkSession, setup: tuple[
     assert first.counts["exclusions.aam.consent"] == 1  # c2
     assert first.counts["exclusions.aam.no_matching_identity"] == 1  # c3 has no ECID
     assert first.counts["members.us"] == 5 and first.counts["members.buyers"] == 1
+    assert rows(lake / "identity_clusters", "namespace", "id", "person_id", "graph_size") == [
+        ("CRMID", "c1", "CRMID:c1", 2),
+        ("CRMID", "c2", "CRMID:c2", 2),
+        ("CRMID", "c3", "CRMID:c3", 1),
+        ("CRMID", "c4", "CRMID:c4", 2),
+        ("CRMID", "c5", "CRMID:c5", 1),
+        ("CRMID", "c6", "CRMID:c6", 2),
+        ("ECID", E1, "CRMID:c1", 2),
+        ("ECID", E2, "CRMID:c2", 2),
+        ("ECID", E4, "CRMID:c4", 2),
+        ("ECID", E6, "CRMID:c6", 2),
+    ]
+    profiles = {r["person_id"]: r for r in DeltaTable(str(lake / "unified_profiles")).to_pyarrow_table().to_pylist()}
+    assert {
+        p: (r["homeAddress"]["countryCode"], r["consents"]["share"]["val"], r["fragment_count"])
+        for p, r in profiles.items()
+    } == {
+        "CRMID:c1": ("US", "y", 1),
+        "CRMID:c2": ("US", "n", 1),
+        "CRMID:c3": ("US", "y", 1),
+        "CRMID:c4": ("US", "y", 1),
+        "CRMID:c5": ("FR", "y", 1),
+        "CRMID:c6": ("US", "y", 1),
+    }
+    assert sorted(profiles["CRMID:c1"]["identityMap"]) == [
+        ("CRMID", [{"id": "c1", "primary": True}]),
+        ("ECID", [{"id": E1, "primary": False}]),
+    ]
+    assert rows(lake / "activation_state", "destination_id", "segment_id", "person_id", "consent_ok", "activated") == [
+        ("aam", "us", "CRMID:c1", True, True),
+        ("aam", "us", "CRMID:c2", False, False),
+        ("aam", "us", "CRMID:c3", True, False),
+        ("aam", "us", "CRMID:c4", True, True),
+        ("aam", "us", "CRMID:c6", True, True),
+        ("cja", "buyers", "CRMID:c1", True, True),
+        ("cja", "us", "CRMID:c1", True, True),
+        ("cja", "us", "CRMID:c2", True, True),
+        ("cja", "us", "CRMID:c3", True, True),
+        ("cja", "us", "CRMID:c4", True, True),
+        ("cja", "us", "CRMID:c6", True, True),
+    ]
+    assert rows(lake / "quarantine", "reason") == []
+    (log,) = DeltaTable(str(lake / "activation_runs")).to_pyarrow_table().to_pylist()
+    assert (log["run_id"], log["kind"], log["status"], log["storage_engine"]) == (
+        run1,
+        "batch",
+        "completed",
+        "delta-rs",
+    )
+    assert dict(log["input_versions"]) == {
+        "profile_fragments": 0,
+        "experience_events": 0,
+        "identity_graph": 0,
+        "region_information": 0,
+    }
+    assert dict(log["counts"]) == {
+        "changes.aam.edge_streaming.backfill": 3,
+        "changes.aam.hub_batch.backfill": 1,
+        "changes.cja.hub_batch.backfill": 6,
+        "exclusions.aam.consent": 1,
+        "exclusions.aam.no_matching_identity": 1,
+        "input_rows.experience_events": 1,
+        "input_rows.identity_graph": 4,
+        "input_rows.profile_fragments": 6,
+        "input_rows.region_information": 3,
+        "members.buyers": 1,
+        "members.us": 5,
+        "persons": 6,
+    }
+    assert dict(log["mappings"]) == {"aam": ["us"], "cja": ["us", "buyers"]}
 
     # T2: new facts, and the mappings change: aam now also takes buyers; cja drops us.
     write_changes_t2(spark, store, str(lake))

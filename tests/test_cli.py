@@ -39,7 +39,7 @@ def test_demo_data_then_validate(spark: SparkSession, tmp_path: Path) -> None:
     assert "profile_fragments" in result.output and "region_information" in result.output
     result = runner.invoke(cli, ["validate", "--conf", str(CONF), "--lake-root", str(lake)])
     assert result.exit_code == 0, result.output
-    assert "valid: configuration and input schemas match the contract" in result.output
+    assert "valid: configuration, segments and input schemas match the contract" in result.output
 
 
 def test_bad_configuration_exits_2_naming_file_and_item(tmp_path: Path) -> None:
@@ -118,3 +118,18 @@ def test_identities_job_writes_clusters_and_quarantine_idempotently(spark: Spark
     assert [row["person_id"] for row in shared] == ["CRMID:C000000002"]
     hub = "00000000-0000-0000-0000-000000000000"
     assert [(r["person_id"], r["graph_size"]) for r in clusters if r["id"] == hub] == [(f"IDFA:{hub}", 1)]
+
+
+def test_validate_rejects_a_segment_on_an_unknown_attribute(spark: SparkSession, tmp_path: Path) -> None:
+    lake = tmp_path / "lake"
+    args = ["--conf", str(CONF), "--lake-root", str(lake)]
+    assert runner.invoke(cli, ["demo-data", *args, "--persons", "5", "--as-of", "2026-11-29T00:00:00Z"]).exit_code == 0
+    conf = tmp_path / "conf"
+    shutil.copytree(CONF, conf)
+    text = (conf / "segments.yaml").read_text()
+    (conf / "segments.yaml").write_text(
+        text.replace('value: homeAddress.countryCode = "US"', 'value: homeAddress.contryCode = "US"', 1)
+    )
+    result = runner.invoke(cli, ["validate", "--conf", str(conf), "--lake-root", str(lake)])
+    assert result.exit_code == 2, result.output
+    assert "segments.yaml" in result.output and "us-residents" in result.output and "contryCode" in result.output

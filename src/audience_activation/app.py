@@ -17,7 +17,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
-from . import demo_data, identity, runlog
+from . import batch, demo_data, identity, runlog, segments
 from .config import AppConfig
 from .schemas import (
     EXPERIENCE_EVENTS,
@@ -106,10 +106,12 @@ def write_demo_data(
 
 @dataclass(frozen=True)
 class InputReport:
-    """What ``validate`` found: the storage engine and, per input table, its version (None if absent)."""
+    """What ``validate`` found: the storage engine, per input table its version (None if absent), and the
+    evaluation method of every segment."""
 
     engine: str
     versions: dict[str, int | None] = field(default_factory=dict)
+    classification: dict[str, str] = field(default_factory=dict)
 
 
 def validate_inputs(spark: SparkSession, config: AppConfig) -> InputReport:
@@ -132,7 +134,17 @@ def validate_inputs(spark: SparkSession, config: AppConfig) -> InputReport:
             continue
         schemas[name], versions[name] = snapshot.df.schema, snapshot.version
     check_input_schemas(schemas)
-    return InputReport(engine=store.name, versions=versions)
+    # Segments and consent conditions against the schemas the batch job will evaluate them on.
+    fragments = spark.createDataFrame([], schemas[PROFILE_FRAGMENTS])
+    event_schema = schemas[EXPERIENCE_EVENTS]
+    profile_schema = batch.profile_schema(fragments)
+    events_schema = batch.event_schema(spark.createDataFrame([], event_schema) if event_schema is not None else None)
+    classification = segments.validate_segments(
+        config, profile_schema, events_schema, files=config.segment_files, spark=spark
+    )
+    batch.compile_consents(config, profile_schema, runlog.default_evaluation_time())
+    methods = {key: getattr(value.method, "value", str(value.method)) for key, value in classification.items()}
+    return InputReport(engine=store.name, versions=versions, classification=methods)
 
 
 QUARANTINE_PARTITIONS = ["run_id"]

@@ -119,6 +119,9 @@ def validate_command(
     spark = app.session_for(config)
     try:
         report = app.validate_inputs(spark, config)
+    except ConfigError as exc:
+        console.print(f"[bold red]configuration error[/]\n{exc}", highlight=False)
+        raise typer.Exit(code=2) from exc
     except (InputSchemaError, StorageError) as exc:
         console.print(f"[bold red]input error[/]\n{exc}", highlight=False)
         raise typer.Exit(code=1) from exc
@@ -129,7 +132,13 @@ def validate_command(
     for name, version in report.versions.items():
         table.add_row(name, "absent" if version is None else str(version), config.job.table_location(name))
     Console().print(table)
-    console.print("[green]valid[/]: configuration and input schemas match the contract")
+    methods = Table(title="Segments (evaluation method)")
+    methods.add_column("segment")
+    methods.add_column("method")
+    for segment_id, method in report.classification.items():
+        methods.add_row(segment_id, method)
+    Console().print(methods)
+    console.print("[green]valid[/]: configuration, segments and input schemas match the contract")
 
 
 EvaluationTimeOption = Annotated[

@@ -74,8 +74,20 @@ literals ``{...}``, lambdas other than the leading ``(Profile) =>``.
 from __future__ import annotations
 
 from audience_activation.pql import ast
+
+# The compiler (needs pyspark): parsed segments -> Spark Columns over the unified profile and event aggregates.
+from audience_activation.pql.compiler import CompiledSegments, compile_segments  # noqa: E402
 from audience_activation.pql.errors import PqlError, PqlSyntaxError, PqlUnsupportedError
 from audience_activation.pql.parser import parse
 from audience_activation.pql.printer import to_pql
 
-__all__ = ["PqlError", "PqlSyntaxError", "PqlUnsupportedError", "ast", "parse", "to_pql"]
+__all__ = [
+    "CompiledSegments",
+    "PqlError",
+    "PqlSyntaxError",
+    "PqlUnsupportedError",
+    "ast",
+    "compile_segments",
+    "parse",
+    "to_pql",
+]
