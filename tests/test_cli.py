@@ -133,3 +133,26 @@ def test_validate_rejects_a_segment_on_an_unknown_attribute(spark: SparkSession,
     result = runner.invoke(cli, ["validate", "--conf", str(conf), "--lake-root", str(lake)])
     assert result.exit_code == 2, result.output
     assert "segments.yaml" in result.output and "us-residents" in result.output and "contryCode" in result.output
+
+
+def test_preview_writes_nothing_then_run_prints_the_summary(spark: SparkSession, tmp_path: Path) -> None:
+    lake = tmp_path / "lake"
+    args = ["--conf", str(CONF), "--lake-root", str(lake)]
+    assert runner.invoke(cli, ["demo-data", *args, "--persons", "20", "--as-of", "2026-11-29T00:00:00Z"]).exit_code == 0
+    preview = runner.invoke(cli, ["preview", *args, "--evaluation-time", "2026-11-29T00:00:00Z"])
+    assert preview.exit_code == 0, preview.output
+    assert "Preview of batch-20261129T000000Z (nothing written)" in preview.output
+    assert "Changes per destination" in preview.output
+    # Only the inputs: no output table (the emptied scratch folder of the lineage barrier may remain).
+    assert sorted(p.name for p in lake.iterdir() if p.name != "_scratch") == [
+        "experience_events",
+        "identity_graph",
+        "profile_fragments",
+        "region_information",
+    ]
+    assert not any((lake / "_scratch").rglob("*.parquet"))
+    run = runner.invoke(cli, ["run", *args, "--evaluation-time", "2026-11-29T00:00:00Z"])
+    assert run.exit_code == 0, run.output
+    assert "Run batch-20261129T000000Z: completed" in run.output
+    older = runner.invoke(cli, ["run", *args, "--evaluation-time", "2026-11-28T00:00:00Z"])
+    assert older.exit_code == 1 and "older than the newest completed run" in older.output

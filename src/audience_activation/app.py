@@ -9,27 +9,22 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.types import StructType
 
 from . import batch, demo_data, identity, runlog, segments
 from .config import AppConfig
 from .schemas import (
     EXPERIENCE_EVENTS,
     IDENTITY_GRAPH,
-    INPUT_TABLES,
     PROFILE_FRAGMENTS,
     REGION_INFORMATION,
-    check_input_schemas,
 )
 from .session import build_session
-from .storage import DeltaStorage, TableNotFoundError, open_storage
-from .storage.base import ParquetCheckpoint
+from .storage import DeltaStorage, open_storage
 
 log = logging.getLogger(__name__)
 
@@ -123,17 +118,8 @@ def validate_inputs(spark: SparkSession, config: AppConfig) -> InputReport:
         UnsupportedTableFeatureError: an input table needs a Delta reader feature the engine lacks.
     """
     store = storage_for(spark, config)
-    schemas: dict[str, StructType | None] = {}
-    versions: dict[str, int | None] = {}
-    for name in INPUT_TABLES:
-        location = config.job.table_location(name)
-        try:
-            snapshot = store.read(location)
-        except TableNotFoundError:
-            schemas[name], versions[name] = None, None
-            continue
-        schemas[name], versions[name] = snapshot.df.schema, snapshot.version
-    check_input_schemas(schemas)
+    frames, versions = batch.read_inputs(store, config)
+    schemas = {name: None if df is None else df.schema for name, df in frames.items()}
     # Segments and consent conditions against the schemas the batch job will evaluate them on.
     fragments = spark.createDataFrame([], schemas[PROFILE_FRAGMENTS])
     event_schema = schemas[EXPERIENCE_EVENTS]
@@ -148,26 +134,6 @@ def validate_inputs(spark: SparkSession, config: AppConfig) -> InputReport:
 
 
 QUARANTINE_PARTITIONS = ["run_id"]
-
-
-def _read_inputs(store: DeltaStorage, config: AppConfig) -> tuple[dict[str, DataFrame | None], dict[str, int | None]]:
-    """Read every input table present (with the Delta version read); check their schemas first."""
-    frames: dict[str, DataFrame | None] = {}
-    versions: dict[str, int | None] = {}
-    schemas: dict[str, StructType | None] = {}
-    for name in INPUT_TABLES:
-        try:
-            snapshot = store.read(config.job.table_location(name))
-        except TableNotFoundError:
-            frames[name] = versions[name] = schemas[name] = None
-            continue
-        frames[name], versions[name], schemas[name] = snapshot.df, snapshot.version, snapshot.df.schema
-    check_input_schemas(schemas)
-    return frames, versions
-
-
-def _scratch(spark: SparkSession, config: AppConfig, run: str) -> ParquetCheckpoint:
-    return ParquetCheckpoint(spark, f"{config.job.lake.root.rstrip('/')}/_scratch/{run}-{uuid.uuid4().hex[:8]}")
 
 
 @dataclass(frozen=True)
@@ -198,7 +164,7 @@ def run_identity_resolution(
     store = storage_for(spark, config)
     run = runlog.run_id("identity", evaluation_time)
     progress(f"reading input tables (run {run})")
-    frames, versions = _read_inputs(store, config)
+    frames, versions = batch.read_inputs(store, config)
     inputs = identity.as_of(
         frames[PROFILE_FRAGMENTS],
         frames[EXPERIENCE_EVENTS],
@@ -206,7 +172,7 @@ def run_identity_resolution(
         frames[REGION_INFORMATION],
         evaluation_time,
     )
-    barrier = _scratch(spark, config, run)
+    barrier = batch.scratch_space(spark, config, run)
     try:
         progress("resolving identities: links, hub guardrail, connected components, unique namespaces, size limit")
         result = identity.resolve_identities(inputs, config.namespaces, config.job.identity, barrier)

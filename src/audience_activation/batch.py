@@ -189,7 +189,12 @@ class BatchResults:
     cc_rounds: int
 
 
-def _read_inputs(store: DeltaStorage, config: AppConfig) -> tuple[dict[str, DataFrame | None], dict[str, int | None]]:
+def read_inputs(store: DeltaStorage, config: AppConfig) -> tuple[dict[str, DataFrame | None], dict[str, int | None]]:
+    """Read every input table present with the Delta version read, after checking all their schemas.
+
+    Raises:
+        InputSchemaError: malformed input, naming every table and column at fault.
+    """
     frames: dict[str, DataFrame | None] = {}
     versions: dict[str, int | None] = {}
     schemas: dict[str, StructType | None] = {}
@@ -388,7 +393,8 @@ def _input_rows(frames: dict[str, DataFrame | None]) -> dict[str, int]:
     return {name: int(df.count()) for name, df in frames.items() if df is not None}
 
 
-def _scratch(spark: SparkSession, config: AppConfig, run: str) -> ParquetCheckpoint:
+def scratch_space(spark: SparkSession, config: AppConfig, run: str) -> ParquetCheckpoint:
+    """A lineage barrier writing under ``<lake>/_scratch/<run>-<random>`` (deleted by its ``cleanup``)."""
     return ParquetCheckpoint(spark, f"{config.job.lake.root.rstrip('/')}/_scratch/{run}-{uuid.uuid4().hex[:8]}")
 
 
@@ -398,6 +404,22 @@ def _destination_ids(config: AppConfig, previous: PreviousRun | None) -> list[st
     if previous is not None:
         ids += [d for d in previous.mappings if d not in ids]
     return ids
+
+
+def _start(
+    spark: SparkSession, config: AppConfig, evaluation_time: dt.datetime, force: bool, progress: Progress
+) -> tuple[DeltaStorage, RunSummary, dict[str, DataFrame | None], PreviousRun | None]:
+    """Open the storage, read the inputs and find the previous completed run (refusing an older ``T``)."""
+    store = open_storage(spark, config.job.storage.engine.value)
+    run = runlog.run_id(KIND, evaluation_time)
+    summary = RunSummary(run_id=run, evaluation_time=runlog.as_utc(evaluation_time), engine=store.name)
+    summary.started_at = dt.datetime.now(dt.timezone.utc)
+    progress(f"run {run} (storage engine {store.name})")
+    frames, summary.input_versions = read_inputs(store, config)
+    previous = previous_run(completed_runs(store, config), evaluation_time, force=force)
+    summary.previous_run = previous.run_id if previous else None
+    progress(f"previous completed run: {summary.previous_run or 'none (first run)'}")
+    return store, summary, frames, previous
 
 
 def run_batch(
@@ -416,17 +438,10 @@ def run_batch(
         InputSchemaError: malformed input, before anything is written.
         ConfigError: invalid segments or consent conditions, before anything is written.
     """
-    store = open_storage(spark, config.job.storage.engine.value)
-    run = runlog.run_id(KIND, evaluation_time)
-    summary = RunSummary(run_id=run, evaluation_time=runlog.as_utc(evaluation_time), engine=store.name)
-    summary.started_at = dt.datetime.now(dt.timezone.utc)
-    progress(f"run {run} (storage engine {store.name})")
-    frames, summary.input_versions = _read_inputs(store, config)
-    previous = previous_run(completed_runs(store, config), evaluation_time, force=force)
-    summary.previous_run = previous.run_id if previous else None
-    progress(f"previous completed run: {summary.previous_run or 'none (first run)'}")
+    store, summary, frames, previous = _start(spark, config, evaluation_time, force, progress)
+    run = summary.run_id
     mappings = {d.id: list(d.segments) for d in config.destinations}
-    barrier = _scratch(spark, config, run)
+    barrier = scratch_space(spark, config, run)
     commit_info = {"run_id": run}
     location = config.job.table_location
     try:
@@ -537,13 +552,8 @@ def preview_batch(
 ) -> RunSummary:
     """What :func:`run_batch` would do at ``T``: member counts per segment and change counts per destination,
     route and reason. Writes nothing (scratch files of the lineage barrier are deleted)."""
-    store = open_storage(spark, config.job.storage.engine.value)
-    run = runlog.run_id(KIND, evaluation_time)
-    summary = RunSummary(run_id=run, evaluation_time=runlog.as_utc(evaluation_time), engine=store.name)
-    frames, summary.input_versions = _read_inputs(store, config)
-    previous = previous_run(completed_runs(store, config), evaluation_time, force=force)
-    summary.previous_run = previous.run_id if previous else None
-    barrier = _scratch(spark, config, f"preview-{run}")
+    store, summary, frames, previous = _start(spark, config, evaluation_time, force, progress)
+    barrier = scratch_space(spark, config, f"preview-{summary.run_id}")
     try:
         results = evaluate(
             spark,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -227,6 +228,29 @@ def _run_errors(exc: Exception) -> None:
     console.print(f"[bold red]{type(exc).__name__}[/]\n{exc}", highlight=False)
 
 
+def _batch(
+    job: Callable[..., batch.RunSummary],
+    conf: Path,
+    lake_root: str | None,
+    evaluation_time: str | None,
+    force: bool,
+    verbose: bool,
+) -> batch.RunSummary:
+    """Shared by ``run`` and ``preview``: load, build the session, call ``job``, map errors to exit codes."""
+    _setup_logging(verbose)
+    config = _load(conf, lake_root)
+    t = _time_option(evaluation_time) or runlog.default_evaluation_time()
+    spark = app.session_for(config)
+    try:
+        return job(spark, config, evaluation_time=t, force=force, progress=_progress)
+    except ConfigError as exc:
+        console.print(f"[bold red]configuration error[/]\n{exc}", highlight=False)
+        raise typer.Exit(code=2) from exc
+    except (InputSchemaError, StorageError, batch.RunOrderError) as exc:
+        _run_errors(exc)
+        raise typer.Exit(code=1) from exc
+
+
 @cli.command("run")
 def run_command(
     conf: ConfOption = Path("conf"),
@@ -236,18 +260,7 @@ def run_command(
     verbose: VerboseOption = False,
 ) -> None:
     """Run the batch job at T: identities, profiles, segments, membership and every destination's outputs."""
-    _setup_logging(verbose)
-    config = _load(conf, lake_root)
-    t = _time_option(evaluation_time) or runlog.default_evaluation_time()
-    spark = app.session_for(config)
-    try:
-        summary = batch.run_batch(spark, config, evaluation_time=t, force=force, progress=_progress)
-    except ConfigError as exc:
-        console.print(f"[bold red]configuration error[/]\n{exc}", highlight=False)
-        raise typer.Exit(code=2) from exc
-    except (InputSchemaError, StorageError, batch.RunOrderError) as exc:
-        _run_errors(exc)
-        raise typer.Exit(code=1) from exc
+    summary = _batch(batch.run_batch, conf, lake_root, evaluation_time, force, verbose)
     _print_summary(summary, f"Run {summary.run_id}: {summary.status}")
 
 
@@ -260,18 +273,7 @@ def preview_command(
     verbose: VerboseOption = False,
 ) -> None:
     """Per-segment member counts and per-destination change counts at T; writes nothing."""
-    _setup_logging(verbose)
-    config = _load(conf, lake_root)
-    t = _time_option(evaluation_time) or runlog.default_evaluation_time()
-    spark = app.session_for(config)
-    try:
-        summary = batch.preview_batch(spark, config, evaluation_time=t, force=force, progress=_progress)
-    except ConfigError as exc:
-        console.print(f"[bold red]configuration error[/]\n{exc}", highlight=False)
-        raise typer.Exit(code=2) from exc
-    except (InputSchemaError, StorageError, batch.RunOrderError) as exc:
-        _run_errors(exc)
-        raise typer.Exit(code=1) from exc
+    summary = _batch(batch.preview_batch, conf, lake_root, evaluation_time, force, verbose)
     _print_summary(summary, f"Preview of {summary.run_id} (nothing written)")
 
 

@@ -230,6 +230,7 @@ def _fragments(people: DataFrame, rnd: _Random, anchor: dt.datetime) -> DataFram
     pid = F.col("pid")
     no = F.lit(None)
     birth = F.date_add(F.lit(dt.date(1950, 1, 1)), rnd.below("birth", 50 * 365, pid))
+
     def consent(tag: str) -> Column:
         return F.when(rnd.uniform(tag, pid) < 0.7, "y").otherwise("n")
 

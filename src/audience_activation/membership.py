@@ -88,6 +88,8 @@ def segment_overlap(state: DataFrame) -> DataFrame:
     realized = state.where(F.col("status") == REALIZED).select("person_id", "segment_id")
     left = realized.withColumnRenamed("segment_id", "segment_a")
     right = realized.withColumnRenamed("segment_id", "segment_b")
-    return left.join(right, on="person_id", how="inner").groupBy("segment_a", "segment_b").agg(
-        F.count(F.lit(1)).alias("persons")
+    return (
+        left.join(right, on="person_id", how="inner")
+        .groupBy("segment_a", "segment_b")
+        .agg(F.count(F.lit(1)).alias("persons"))
     )

@@ -80,6 +80,7 @@ from audience_activation.pql.validation import (
     parse_segments,
     reference_problems,
 )
+from audience_activation.schemas import type_shape
 
 #: Column of the joined profile row holding the collected event list (only when needed).
 XEVENTS_COLUMN = "__pql_xevents"
@@ -134,23 +135,6 @@ def _describe(data_type: DataType) -> str:
     return article
 
 
-def _shape(data_type: DataType) -> object:
-    """A type's JSON without nullability (two struct types with the same fields compare equal)."""
-
-    def strip(node: object) -> object:
-        if isinstance(node, dict):
-            return {
-                key: strip(value)
-                for key, value in node.items()
-                if key not in ("nullable", "containsNull", "valueContainsNull", "metadata")
-            }
-        if isinstance(node, list):
-            return [strip(value) for value in node]
-        return node
-
-    return strip(data_type.jsonValue())
-
-
 def _numeric_result(left: DataType, right: DataType, op: a.ArithOp) -> DataType:
     if isinstance(left, (DoubleType, FloatType)) or isinstance(right, (DoubleType, FloatType)):
         return DoubleType()
@@ -193,7 +177,7 @@ def _unify(types: Sequence[DataType]) -> DataType | None:
         return LongType()
     if category == "time":
         return TimestampType() if len({type(t) for t in known}) > 1 else known[0]
-    if category in ("array", "object", "map") and len({str(_shape(t)) for t in known}) > 1:
+    if category in ("array", "object", "map") and len({str(type_shape(t)) for t in known}) > 1:
         return None
     return known[0]
 
@@ -861,7 +845,7 @@ class _Compiler:
         if lc in ("array", "object", "map"):
             if lc == "map" or ordered:
                 self._error(node, f"`{op}` cannot compare {_describe(left)} values")
-            if _shape(left) != _shape(right):
+            if type_shape(left) != type_shape(right):
                 self._error(node, f"type mismatch: `{op}` compares values of different shapes")
             if "map<" in left.simpleString():
                 # Spark cannot compare maps (their entry order is not canonical).
