@@ -1,6 +1,6 @@
 # The two commands a newcomer runs (see README.md):
 #   make demo   set everything up, generate demo data and run the batch job on it (ends with the run summary)
-#   make test   set everything up and run the test suite
+#   make test   set everything up, lint (ruff, mypy) and run the test suite
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -23,6 +23,8 @@ demo: setup
 	$(BIN)/audience-activation run --lake-root $(LAKE)
 
 test: setup
+	$(BIN)/ruff check src tests jobs benchmarks
+	$(BIN)/mypy
 	$(BIN)/pytest
 
 lint: setup

@@ -196,6 +196,8 @@ def run_identity_resolution(
         F.countDistinct("person_id").alias("persons"),
         F.max("graph_size").alias("largest"),
     ).first()
+    if stats is None:  # pragma: no cover - an aggregation without grouping always returns one row
+        raise RuntimeError("no statistics row")
     reasons = {
         row["reason"]: row["count"]
         for row in store.read(quarantine_location, quarantine_version)

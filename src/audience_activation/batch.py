@@ -129,7 +129,8 @@ def previous_run(runs: DataFrame | None, evaluation_time: dt.datetime, *, force:
     if runs is None:
         return None
     t = F.lit(runlog.as_utc(evaluation_time)).cast("timestamp")
-    newest = runs.agg(F.max("evaluation_time").alias("newest")).first()["newest"]
+    latest = runs.agg(F.max("evaluation_time").alias("newest")).first()
+    newest = latest["newest"] if latest is not None else None
     if newest is not None and runlog.as_utc(newest) > runlog.as_utc(evaluation_time) and not force:
         raise RunOrderError(
             f"evaluation time {runlog.as_utc(evaluation_time).isoformat()} is older than the newest completed run "
@@ -270,7 +271,8 @@ def evaluate(
         progress: one-line progress messages.
     """
     fragments = frames[PROFILE_FRAGMENTS]
-    assert fragments is not None  # checked by check_input_schemas
+    if fragments is None:  # pragma: no cover - check_input_schemas requires the table
+        raise ValueError("profile_fragments is required")
     events_in = frames[EXPERIENCE_EVENTS]
     # Compile first: a bad segment or consent condition fails before any Spark job runs.
     profiles_schema = profile_schema(fragments)
@@ -287,7 +289,13 @@ def evaluate(
     if inputs.events is not None:
         events = barrier(profile.person_events(inputs.events, clusters))
     profiles = barrier(
-        profile.unified_profiles(inputs.fragments, events, clusters, config.job.merge_policy, config.namespaces)
+        profile.unified_profiles(
+            inputs.fragments if inputs.fragments is not None else fragments,
+            events,
+            clusters,
+            config.job.merge_policy,
+            config.namespaces,
+        )
     )
 
     progress(f"evaluating {len(compiled.segment_ids)} segments in one pass")

@@ -119,7 +119,10 @@ DUPLICATE_EVENT_RATE = 0.01
 @functools.cache
 def _schema(ddl: str) -> StructType:
     """Parse a DDL schema (needs an active session, hence not at import time)."""
-    return StructType.fromDDL(ddl)
+    schema = StructType.fromDDL(ddl)
+    if not isinstance(schema, StructType):  # pragma: no cover - every DDL here is a column list
+        raise TypeError(f"not a struct schema: {ddl}")
+    return schema
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ The steps, all DataFrame → DataFrame:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from functools import reduce
@@ -68,7 +68,7 @@ class NamespaceLookup:
 
     namespaces: NamespacesConfig
 
-    def _map(self, values: dict[str, object]) -> Column:
+    def _map(self, values: Mapping[str, object]) -> Column:
         return F.create_map(*[item for key, value in sorted(values.items()) for item in (F.lit(key), F.lit(value))])
 
     def priority(self, namespace: Column) -> Column:

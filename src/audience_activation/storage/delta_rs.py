@@ -30,7 +30,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from functools import reduce
-from typing import Any
+from typing import Any, cast
 from urllib.parse import unquote
 
 import pyarrow as pa
@@ -40,7 +40,7 @@ from deltalake import DeltaTable
 from deltalake import Schema as DeltaSchema
 from deltalake.exceptions import CommitFailedError, DeltaError
 from deltalake.exceptions import TableNotFoundError as DeltaTableNotFoundError
-from deltalake.transaction import AddAction, CommitProperties, create_table_with_add_actions
+from deltalake.transaction import AddAction, CommitProperties, RemoveAction, create_table_with_add_actions
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
@@ -280,7 +280,7 @@ class DeltaRsStorage(DeltaStorage):
                 if where is not None:
                     filters = [(column, "=", _partition_string(value)) for column, value in where.items()]
                 table.create_write_transaction(
-                    actions,
+                    cast("list[AddAction | RemoveAction]", actions),
                     mode="overwrite" if mode == "overwrite" else "append",
                     schema=table.schema(),
                     partition_by=partition_columns or None,
