@@ -143,7 +143,15 @@ def write_changes_t2(spark: SparkSession, store: DeltaRsStorage, lake: str) -> N
         f"{lake}/profile_fragments",
     )
     store.append(
-        spark.createDataFrame([("o2", N2 - DAY, "commerce.purchases", {"CRMID": [("c2", True)]})], EVENTS),
+        spark.createDataFrame(
+            [
+                ("o2", N2 - DAY, "commerce.purchases", {"CRMID": [("c2", True)]}),
+                ("o2", N2 - 2 * DAY, "commerce.purchases", {"CRMID": [("c2", True)]}),  # sent twice: counts once
+                ("o3", N2 + DAY, "commerce.purchases", {"ECID": [(E2, True)]}),  # after T2: not seen at T2
+                ("o4", N2 - DAY, "web.webpagedetails.pageViews", {"ECID": [("bad", True)]}),  # no valid identity
+            ],
+            EVENTS,
+        ),
         f"{lake}/experience_events",
     )
     # Customer 9 logged in on customer 1's browser more recently: the ECID moves to customer 9.
@@ -273,10 +281,27 @@ def test_two_runs_produce_every_change_reason(spark: SparkSession, setup: tuple[
         "changes.cja.hub_batch.backfill": 6,
         "exclusions.aam.consent": 1,
         "exclusions.aam.no_matching_identity": 1,
-        "input_rows.experience_events": 1,
-        "input_rows.identity_graph": 4,
-        "input_rows.profile_fragments": 6,
-        "input_rows.region_information": 3,
+        "rows.experience_events.after_t": 0,
+        "rows.experience_events.duplicate_id": 0,
+        "rows.experience_events.missing_timestamp": 0,
+        "rows.experience_events.no_valid_identity": 0,
+        "rows.experience_events.total": 1,
+        "rows.experience_events.used": 1,
+        "rows.identity_graph.after_t": 0,
+        "rows.identity_graph.invalid_link": 0,
+        "rows.identity_graph.missing_timestamp": 0,
+        "rows.identity_graph.total": 4,
+        "rows.identity_graph.used": 4,
+        "rows.profile_fragments.after_t": 0,
+        "rows.profile_fragments.ignored_by_merge_policy": 0,
+        "rows.profile_fragments.missing_timestamp": 0,
+        "rows.profile_fragments.no_valid_identity": 0,
+        "rows.profile_fragments.total": 6,
+        "rows.profile_fragments.used": 6,
+        "rows.region_information.after_t": 0,
+        "rows.region_information.no_valid_identity": 0,
+        "rows.region_information.total": 3,
+        "rows.region_information.used": 3,
         "members.buyers": 1,
         "members.us": 5,
         "persons": 6,
@@ -333,6 +358,20 @@ def test_two_runs_produce_every_change_reason(spark: SparkSession, setup: tuple[
         ("CRMID:c9", "buyers", "realized", T2),
         ("CRMID:c9", "us", "realized", T2),
     ]
+
+    # Every input row is accounted for: each table's parts add up to its total.
+    tables = {key.split(".")[1] for key in second.counts if key.startswith("rows.")}
+    for table in tables:
+        parts = {k.split(".")[2]: v for k, v in second.counts.items() if k.startswith(f"rows.{table}.")}
+        assert parts.pop("total") == sum(parts.values()), (table, parts)
+    assert {k: v for k, v in second.counts.items() if k.startswith("rows.experience_events.")} == {
+        "rows.experience_events.after_t": 1,
+        "rows.experience_events.duplicate_id": 1,
+        "rows.experience_events.missing_timestamp": 0,
+        "rows.experience_events.no_valid_identity": 1,
+        "rows.experience_events.total": 5,
+        "rows.experience_events.used": 2,
+    }
 
     # Re-running T2 replaces its own outputs: identical tables.
     before = snapshot(lake)

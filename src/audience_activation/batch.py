@@ -185,6 +185,7 @@ class BatchResults:
     exclusions: DataFrame
     quarantine: DataFrame
     evaluated: DataFrame
+    events: DataFrame | None  # de-duplicated person events
     segment_ids: list[str]
     classification: dict[str, str]
     cc_rounds: int
@@ -349,6 +350,7 @@ def evaluate(
         exclusions=diff.exclusions,
         quarantine=resolved.quarantine,
         evaluated=evaluated,
+        events=events,
         segment_ids=list(compiled.segment_ids),
         classification={
             k: v.method.value if hasattr(v.method, "value") else str(v.method)
@@ -376,13 +378,13 @@ def _previous_tables(
 
 
 def _counts(
-    input_rows: dict[str, int],
+    rows: dict[str, int],
     results: BatchResults,
     changes: DataFrame,
     quarantine: DataFrame,
 ) -> dict[str, int]:
     """The run log counts (small aggregations over already materialised results)."""
-    counts: dict[str, int] = {f"input_rows.{name}": rows for name, rows in input_rows.items()}
+    counts: dict[str, int] = dict(rows)
     for row in quarantine.groupBy("reason").count().collect():
         counts[f"quarantine.{row['reason']}"] = int(row["count"])
     counts["persons"] = int(results.profiles.count())
@@ -397,8 +399,87 @@ def _counts(
     return dict(sorted(counts.items()))
 
 
-def _input_rows(frames: dict[str, DataFrame | None]) -> dict[str, int]:
-    return {name: int(df.count()) for name, df in frames.items() if df is not None}
+def _count_if(condition: Any) -> Any:
+    return F.sum(F.when(condition, F.lit(1)).otherwise(F.lit(0)))
+
+
+def row_accounting(
+    frames: dict[str, DataFrame | None],
+    results: BatchResults,
+    config: AppConfig,
+    evaluation_time: dt.datetime,
+) -> dict[str, int]:
+    """Where every input row went (CONTRACT §8: nothing is lost silently, the counts add up).
+
+    ``rows.<table>.total`` equals the sum of that table's other ``rows.<table>.*`` counts; each part is
+    counted by its own predicate (or from the results), so a row counted twice or not at all shows up as a
+    difference. Categories: ``after_t`` (not yet existing at ``T``), ``missing_timestamp``,
+    ``no_valid_identity``, ``invalid_link`` (an end invalid), ``ignored_by_merge_policy``, ``duplicate_id``
+    (an event ``_id`` seen before) and ``used``.
+    """
+    t = F.lit(runlog.as_utc(evaluation_time)).cast("timestamp")
+    out: dict[str, int] = {}
+
+    def record(table: str, row: Any) -> None:
+        for key, value in row.asDict().items():
+            out[f"rows.{table}.{key}"] = int(value or 0)
+
+    fragments = frames[PROFILE_FRAGMENTS]
+    if fragments is not None:
+        valid = profile.primary_identity(F.col("identityMap")).isNotNull()
+        at_t = F.col("ingested_at") <= t
+        policy = config.job.merge_policy
+        listed = F.col("dataset").isin(list(policy.datasets)) if hasattr(policy, "datasets") else F.lit(True)
+        row = fragments.agg(
+            F.count(F.lit(1)).alias("total"),
+            _count_if(F.col("ingested_at").isNull()).alias("missing_timestamp"),
+            _count_if(F.col("ingested_at") > t).alias("after_t"),
+            _count_if(at_t & ~valid).alias("no_valid_identity"),
+            _count_if(at_t & valid & ~listed).alias("ignored_by_merge_policy"),
+        ).first()
+        record(PROFILE_FRAGMENTS, row)
+        used = results.profiles.agg(F.sum("fragment_count").alias("used")).first()
+        out[f"rows.{PROFILE_FRAGMENTS}.used"] = int((used["used"] if used else 0) or 0)
+    events = frames[EXPERIENCE_EVENTS]
+    if events is not None:
+        valid = profile.primary_identity(F.col("identityMap")).isNotNull()
+        at_t = F.col("timestamp") <= t
+        row = events.agg(
+            F.count(F.lit(1)).alias("total"),
+            _count_if(F.col("timestamp").isNull()).alias("missing_timestamp"),
+            _count_if(F.col("timestamp") > t).alias("after_t"),
+            _count_if(at_t & ~valid).alias("no_valid_identity"),
+            (_count_if(at_t & valid) - F.countDistinct(F.when(at_t & valid, F.col("_id")))).alias("duplicate_id"),
+        ).first()
+        record(EXPERIENCE_EVENTS, row)
+        out[f"rows.{EXPERIENCE_EVENTS}.used"] = int(results.events.count()) if results.events is not None else 0
+    links = frames[IDENTITY_GRAPH]
+    if links is not None:
+        at_t = F.col("last_seen_at") <= t
+        ends_valid = (
+            identity.invalid_reason(identity.normalize_namespace(F.col("src_namespace")), F.col("src_id")).isNull()
+            & identity.invalid_reason(identity.normalize_namespace(F.col("dst_namespace")), F.col("dst_id")).isNull()
+        )
+        row = links.agg(
+            F.count(F.lit(1)).alias("total"),
+            _count_if(F.col("last_seen_at").isNull()).alias("missing_timestamp"),
+            _count_if(F.col("last_seen_at") > t).alias("after_t"),
+            _count_if(at_t & ~ends_valid).alias("invalid_link"),
+            _count_if(at_t & ends_valid).alias("used"),
+        ).first()
+        record(IDENTITY_GRAPH, row)
+    regions = frames[REGION_INFORMATION]
+    if regions is not None:
+        captured = F.exists(F.map_values("userActivityRegions"), lambda c: c["captureTimestamp"] <= t)
+        valid = profile.primary_identity(F.col("identityMap")).isNotNull()
+        row = regions.agg(
+            F.count(F.lit(1)).alias("total"),
+            _count_if(~F.coalesce(captured, F.lit(False))).alias("after_t"),
+            _count_if(F.coalesce(captured, F.lit(False)) & ~valid).alias("no_valid_identity"),
+            _count_if(F.coalesce(captured, F.lit(False)) & valid).alias("used"),
+        ).first()
+        record(REGION_INFORMATION, row)
+    return out
 
 
 def scratch_space(spark: SparkSession, config: AppConfig, run: str) -> ParquetCheckpoint:
@@ -509,7 +590,9 @@ def run_batch(
             ),
         )
         progress("counting")
-        summary.counts = _counts(_input_rows(frames), results, results.changes, results.quarantine)
+        summary.counts = _counts(
+            row_accounting(frames, results, config, evaluation_time), results, results.changes, results.quarantine
+        )
         summary.ended_at = dt.datetime.now(dt.timezone.utc)
         summary.status = COMPLETED
         store.replace_partitions(
@@ -575,7 +658,9 @@ def preview_batch(
         )
         summary.classification = results.classification
         summary.cc_rounds = results.cc_rounds
-        summary.counts = _counts(_input_rows(frames), results, results.changes, results.quarantine)
+        summary.counts = _counts(
+            row_accounting(frames, results, config, evaluation_time), results, results.changes, results.quarantine
+        )
     finally:
         barrier.cleanup()
     return summary

@@ -219,7 +219,7 @@ def _print_summary(summary: batch.RunSummary, title: str) -> None:
     other.add_column("count")
     other.add_column("value", justify="right")
     for key, value in counts.items():
-        if key.split(".")[0] in ("input_rows", "quarantine", "exclusions", "persons"):
+        if key.split(".")[0] in ("rows", "quarantine", "exclusions", "persons"):
             other.add_row(key, f"{value:,}")
     out.print(other)
 
