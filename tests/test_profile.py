@@ -137,3 +137,18 @@ def test_primary_identity_rules(spark: SparkSession) -> None:
         None,
         ("EMAIL_LC_SHA256", "a" * 64),
     ]
+
+
+def test_event_dedupe_ignores_copies_without_a_valid_identity(spark: SparkSession, clusters: DataFrame) -> None:
+    events = spark.createDataFrame(
+        [
+            ("ev1", T - 3 * DAY, "web", {"ECID": [("bad", True)]}),  # earliest copy: no valid identity
+            ("ev1", T - 2 * DAY, "web", {"ECID": [(E9, True)]}),
+            (None, T - DAY, "web", {"ECID": [(E9, True)]}),  # no _id: kept, once per distinct row
+            (None, T - DAY, "web", {"ECID": [(E9, True)]}),
+            (None, T - 2 * DAY, "web", {"ECID": [(E9, True)]}),
+        ],
+        f"_id string, timestamp timestamp, eventType string, identityMap {IMAP}",
+    )
+    got = sorted((r["_id"] or "", r["timestamp"], r["person_id"]) for r in person_events(events, clusters).collect())
+    assert got == [("", T - 2 * DAY, f"ECID:{E9}"), ("", T - DAY, f"ECID:{E9}"), ("ev1", T - 2 * DAY, f"ECID:{E9}")]

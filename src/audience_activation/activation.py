@@ -90,11 +90,15 @@ def accepted_identities(identity_map: Column, destination: DestinationConfig, lo
         )
     )
     if destination.hash_emails:
+        # Hashes are lower-case hex; existing EMAIL_LC_SHA256 ids are lower-cased so the same hash sent in upper
+        # case is de-duplicated against the one computed here.
         entries = F.transform(
             entries,
-            lambda e: F.when(
-                e["ns"] == EMAIL, F.struct(F.lit(EMAIL_LC_SHA256).alias("ns"), hash_email(e["id"]).alias("id"))
-            ).otherwise(e),
+            lambda e: (
+                F.when(e["ns"] == EMAIL, F.struct(F.lit(EMAIL_LC_SHA256).alias("ns"), hash_email(e["id"]).alias("id")))
+                .when(e["ns"] == EMAIL_LC_SHA256, F.struct(e["ns"].alias("ns"), F.lower(e["id"]).alias("id")))
+                .otherwise(e)
+            ),
         )
     accepted = sorted(set(destination.namespaces))
     kept = F.array_distinct(F.filter(entries, lambda e: e["ns"].isin(accepted)))
@@ -308,12 +312,13 @@ def diff_activations(
         current.where(~F.col("activated"))
         .select(
             "destination_id",
+            "person_id",
             F.when(~F.col("consent_ok"), F.lit(EXCLUDED_CONSENT))
             .otherwise(F.lit(EXCLUDED_NO_IDENTITY))
             .alias("reason"),
         )
         .groupBy("destination_id", "reason")
-        .agg(F.count(F.lit(1)).alias("persons"))
+        .agg(F.countDistinct("person_id").alias("persons"))
     )
     return ActivationResult(changes=changes, state=state, exclusions=exclusions)
 

@@ -129,12 +129,13 @@ def previous_run(runs: DataFrame | None, evaluation_time: dt.datetime, *, force:
     if runs is None:
         return None
     t = F.lit(runlog.as_utc(evaluation_time)).cast("timestamp")
-    latest = runs.agg(F.max("evaluation_time").alias("newest")).first()
-    newest = latest["newest"] if latest is not None else None
-    if newest is not None and runlog.as_utc(newest) > runlog.as_utc(evaluation_time) and not force:
+    # Compared in Spark: collected timestamps are converted with the driver's local zone, not UTC.
+    newer = runs.where(F.col("evaluation_time") > t)
+    if not force and not newer.isEmpty():
+        newest = newer.agg(F.date_format(F.max("evaluation_time"), "yyyy-MM-dd'T'HH:mm:ss'Z'").alias("t")).first()
         raise RunOrderError(
             f"evaluation time {runlog.as_utc(evaluation_time).isoformat()} is older than the newest completed run "
-            f"({runlog.as_utc(newest).isoformat()}); re-running history would overwrite newer state. "
+            f"({newest['t'] if newest else '?'}); re-running history would overwrite newer state. "
             f"Pass --force to run it anyway."
         )
     row = runs.where(F.col("evaluation_time") < t).orderBy(F.col("evaluation_time").desc()).limit(1).first()
@@ -449,7 +450,9 @@ def row_accounting(
             _count_if(F.col("timestamp").isNull()).alias("missing_timestamp"),
             _count_if(F.col("timestamp") > t).alias("after_t"),
             _count_if(at_t & ~valid).alias("no_valid_identity"),
-            (_count_if(at_t & valid) - F.countDistinct(F.when(at_t & valid, F.col("_id")))).alias("duplicate_id"),
+            (_count_if(at_t & valid) - F.countDistinct(F.when(at_t & valid, profile.event_key(events)))).alias(
+                "duplicate_id"
+            ),
         ).first()
         record(EXPERIENCE_EVENTS, row)
         out[f"rows.{EXPERIENCE_EVENTS}.used"] = int(results.events.count()) if results.events is not None else 0
@@ -603,6 +606,8 @@ def run_batch(
             commit_info=commit_info,
         )
         on_commit("activation_runs")
+    except ConfigError:
+        raise  # invalid configuration: rejected before any job ran, nothing to record
     except Exception as exc:
         summary.status = FAILED
         summary.ended_at = dt.datetime.now(dt.timezone.utc)

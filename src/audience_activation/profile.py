@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import reduce
 
 from pyspark.sql import Column, DataFrame
@@ -113,7 +114,7 @@ def attribute_schema(fragment_schema: StructType) -> StructType:
     return StructType([f for f in fragment_schema.fields if f.name not in FRAGMENT_SYSTEM_COLUMNS])
 
 
-def merge_key(policy: MergePolicy) -> Column:
+def merge_key(policy: MergePolicy, columns: Sequence[str]) -> Column:
     """A key whose minimum is the winning fragment (see CONTRACT §6 and §10).
 
     ``timestamp_ordered``: latest ``ingested_at``, then ``dataset`` ascending, then the fragment's primary
@@ -121,7 +122,10 @@ def merge_key(policy: MergePolicy) -> Column:
     primary identity.
     """
     newest_first = -F.unix_micros(F.col("ingested_at"))
-    tie = [F.col("primary_namespace").alias("ns"), F.col("primary_id").alias("id")]
+    # Last resort for fragments equal on every rule (e.g. one identity loaded twice in a batch): the whole row,
+    # so the result never depends on the order Spark happens to see them in.
+    row = F.to_json(F.struct(*[F.col(f"`{c}`") for c in columns]))
+    tie = [F.col("primary_namespace").alias("ns"), F.col("primary_id").alias("id"), row.alias("row")]
     if isinstance(policy, DatasetPrecedencePolicy):
         rank = F.array_position(F.array(*[F.lit(d) for d in policy.datasets]), F.col("dataset"))
         return F.struct(rank.alias("rank"), newest_first.alias("time"), *tie)
@@ -148,7 +152,7 @@ def merge_fragments(fragments: DataFrame, policy: MergePolicy) -> DataFrame:
             [f for f in fragments.schema.fields if f.name not in ("person_id", "primary_namespace", "primary_id")]
         )
     )
-    key = merge_key(policy)
+    key = merge_key(policy, fragments.columns)
     leaves = _leaf_paths(attributes)
     merged = fragments.groupBy("person_id").agg(
         F.count(F.lit(1)).alias("fragment_count"),
@@ -184,14 +188,26 @@ def graph_identity_maps(clusters: DataFrame, namespaces: NamespacesConfig) -> Da
     )
 
 
+def event_key(events: DataFrame) -> Column:
+    """The de-duplication key of an event: its ``_id``, or for an event without one, a hash of the whole row
+    (such events are each kept once, never merged with each other)."""
+    row = F.to_json(F.struct(*[F.col(f"`{c}`") for c in events.columns]))
+    return F.coalesce(F.col("_id"), F.concat(F.lit("\u0000row:"), F.sha2(row, 256)))
+
+
 def person_events(events: DataFrame, clusters: DataFrame) -> DataFrame:
-    """Events de-duplicated by ``_id`` (the first by timestamp) with the ``person_id`` of their primary identity."""
-    tie = F.to_json(F.struct(*[F.col(f"`{c}`") for c in events.columns]))
-    first = events.groupBy("_id").agg(
-        F.min_by(F.struct(*[F.col(f"`{c}`") for c in events.columns]), F.struct("timestamp", tie)).alias("e")
+    """Events with the ``person_id`` of their primary identity, de-duplicated by ``_id`` (the first by timestamp).
+
+    Events without a valid identity are dropped first (the identity step quarantined them), so a duplicate whose
+    earliest copy has no valid identity still counts once.
+    """
+    columns = [F.col(f"`{c}`") for c in events.columns]
+    attributed = attach_persons(events, clusters).drop("primary_namespace", "primary_id")
+    tie = F.to_json(F.struct(*columns))
+    first = attributed.groupBy(event_key(events).alias("_key")).agg(
+        F.min_by(F.struct(*columns, F.col("person_id")), F.struct("timestamp", tie)).alias("e")
     )
-    deduplicated = first.select("e.*")
-    return attach_persons(deduplicated, clusters).drop("primary_namespace", "primary_id")
+    return first.select("e.*")
 
 
 def unified_profiles(
