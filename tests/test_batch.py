@@ -415,3 +415,41 @@ def test_failed_run_then_rerun_equals_a_clean_run(
     write_changes_t2(spark, store, str(tmp_path / "clean"))
     run(spark, clean_conf, T2)
     assert snapshot(tmp_path / "clean") == after_failure
+
+
+def test_merged_person_exits_under_the_old_id_routed_on_its_previous_graph(
+    spark: SparkSession, setup: tuple[Path, DeltaRsStorage]
+) -> None:
+    conf, store = setup
+    (conf / "destinations.yaml").write_text(yaml.safe_dump(destinations(["us"], ["us"])))
+    lake = Path(load_config(conf).job.lake.root)
+    eb = ecid(7)
+    store.overwrite(
+        spark.createDataFrame(
+            [frag({"CRMID": "a"}, N1 - DAY, "US", "y"), frag({"ECID": eb}, N1 - DAY, "US", "y", dataset="web")],
+            FRAGMENTS,
+        ),
+        f"{lake}/profile_fragments",
+    )
+    store.overwrite(spark.createDataFrame([], LINKS), f"{lake}/identity_graph")
+    store.overwrite(spark.createDataFrame([], EVENTS), f"{lake}/experience_events")  # the buyers segment reads xEvent
+    store.overwrite(
+        spark.createDataFrame([({"ECID": [(eb, True)]}, {"VA6": (N2 - DAY,)})], REGIONS), f"{lake}/region_information"
+    )
+    run(spark, conf, T1)
+    run1, run2 = "batch-20261101T000000Z", "batch-20261108T000000Z"
+    # At T1 the browser is its own person (edge: its capture is in the future of T1, so hub).
+    assert rows(lake / "activation/aam/hub_batch", *ACTIVATION) == [(run1, "us", f"ECID:{eb}", "realized", "backfill")]
+
+    # The browser logs in as customer a: the two persons merge into CRMID:a.
+    store.append(spark.createDataFrame([("ECID", eb, "CRMID", "a", N2 - DAY)], LINKS), f"{lake}/identity_graph")
+    run(spark, conf, T2)
+    edge = [r for r in rows(lake / "activation/aam/edge_streaming", *ACTIVATION, "region") if r[0] == run2]
+    assert edge == [
+        (run2, "us", "CRMID:a", "realized", "identity_added", "VA6"),  # a was realized without an AAM identity
+        (run2, "us", f"ECID:{eb}", "exited", "disqualified", "VA6"),  # the old person, routed on its last graph
+    ]
+
+    # A forced re-run of the older T1 is allowed and evaluates against no earlier run.
+    forced = run(spark, conf, T1, force=True)
+    assert forced.status == "completed" and forced.previous_run is None
