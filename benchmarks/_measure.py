@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -68,3 +69,19 @@ def write_results(name: str, results: dict[str, object], markdown: str) -> Path:
     path.write_text(json.dumps(results, indent=2, default=str) + "\n")
     (RESULTS / f"{name}.md").write_text(markdown)
     return path
+
+
+def spark_info(spark: Any, driver_memory: str) -> dict[str, object]:
+    """The Spark side of the measurement."""
+    return {"version": spark.version, "master": spark.conf.get("spark.master"), "driver_memory": driver_memory}
+
+
+def demo_data_present(store: Any, config: Any, *, seed: int, persons: int) -> bool:
+    """Whether the lake already holds demo data written for this seed and size (then it is reused)."""
+    from audience_activation.storage import TableNotFoundError
+
+    try:
+        last = store.history(config.job.table_location("profile_fragments"), 1)[0]
+    except TableNotFoundError:
+        return False
+    return bool(last.get("seed") == str(seed) and last.get("persons") == str(persons))

@@ -19,12 +19,11 @@ import time
 from pathlib import Path
 
 import yaml
-from _measure import machine, peak_memory, write_results
+from _measure import demo_data_present, machine, peak_memory, spark_info, write_results
 
 from audience_activation import app, batch
 from audience_activation.config import load_config
 from audience_activation.schemas import INPUT_TABLES
-from audience_activation.storage import TableNotFoundError
 
 ROOT = Path(__file__).resolve().parents[1]
 AS_OF = dt.datetime(2026, 11, 29, tzinfo=dt.timezone.utc)
@@ -116,12 +115,7 @@ def main() -> None:
     spark.sparkContext.setLogLevel("ERROR")
     store = app.storage_for(spark, config)
 
-    try:
-        existing = store.history(config.job.table_location("profile_fragments"), 1)[0]
-        reuse = existing.get("seed") == str(args.seed) and existing.get("persons") == str(args.persons)
-    except TableNotFoundError:
-        reuse = False
-    if not reuse:
+    if not demo_data_present(store, config, seed=args.seed, persons=args.persons):
         app.write_demo_data(spark, config, persons=args.persons, seed=args.seed, as_of=AS_OF, progress=print)
     for table in (
         "activation_runs",
@@ -163,11 +157,7 @@ def main() -> None:
         "benchmark": "batch",
         "date": dt.date.today().isoformat(),
         "machine": machine(),
-        "spark": {
-            "version": spark.version,
-            "master": spark.conf.get("spark.master"),
-            "driver_memory": args.driver_memory,
-        },
+        "spark": spark_info(spark, args.driver_memory),
         "engine": summary.engine,
         "persons": args.persons,
         "input_rows": rows,

@@ -14,11 +14,10 @@ import datetime as dt
 import time
 from pathlib import Path
 
-from _measure import machine, peak_memory, write_results
+from _measure import demo_data_present, machine, peak_memory, spark_info, write_results
 
 from audience_activation import app
 from audience_activation.config import load_config
-from audience_activation.storage import TableNotFoundError
 
 ROOT = Path(__file__).resolve().parents[1]
 AS_OF = dt.datetime(2026, 11, 29, tzinfo=dt.timezone.utc)
@@ -42,12 +41,7 @@ def main() -> None:
     store = app.storage_for(spark, config)
 
     generated_seconds = None
-    try:
-        existing = store.history(config.job.table_location("profile_fragments"), 1)[0]
-        reuse = existing.get("seed") == str(args.seed) and existing.get("persons") == str(args.persons)
-    except TableNotFoundError:
-        reuse = False
-    if not reuse:
+    if not demo_data_present(store, config, seed=args.seed, persons=args.persons):
         start = time.perf_counter()
         app.write_demo_data(spark, config, persons=args.persons, seed=args.seed, as_of=AS_OF, progress=print)
         generated_seconds = round(time.perf_counter() - start, 1)
@@ -60,11 +54,7 @@ def main() -> None:
         "benchmark": "identity",
         "date": dt.date.today().isoformat(),
         "machine": machine(),
-        "spark": {
-            "version": spark.version,
-            "master": spark.conf.get("spark.master"),
-            "driver_memory": args.driver_memory,
-        },
+        "spark": spark_info(spark, args.driver_memory),
         "engine": summary.engine,
         "persons": args.persons,
         "explicit_links": links,

@@ -378,22 +378,17 @@ def _previous_tables(
     return tables
 
 
-def _counts(
-    rows: dict[str, int],
-    results: BatchResults,
-    changes: DataFrame,
-    quarantine: DataFrame,
-) -> dict[str, int]:
+def _counts(rows: dict[str, int], results: BatchResults) -> dict[str, int]:
     """The run log counts (small aggregations over already materialised results)."""
     counts: dict[str, int] = dict(rows)
-    for row in quarantine.groupBy("reason").count().collect():
+    for row in results.quarantine.groupBy("reason").count().collect():
         counts[f"quarantine.{row['reason']}"] = int(row["count"])
     counts["persons"] = int(results.profiles.count())
     realized = results.membership.where(F.col("status") == membership.REALIZED).groupBy("segment_id").count()
     members = {row["segment_id"]: int(row["count"]) for row in realized.collect()}
     for segment_id in results.segment_ids:
         counts[f"members.{segment_id}"] = members.get(segment_id, 0)
-    for row in changes.groupBy("destination_id", "route", "reason").count().collect():
+    for row in results.changes.groupBy("destination_id", "route", "reason").count().collect():
         counts[f"changes.{row['destination_id']}.{row['route']}.{row['reason']}"] = int(row["count"])
     for row in results.exclusions.collect():
         counts[f"exclusions.{row['destination_id']}.{row['reason']}"] = int(row["persons"])
@@ -514,6 +509,24 @@ def _start(
     return store, summary, frames, previous
 
 
+def _evaluate_run(
+    spark: SparkSession,
+    config: AppConfig,
+    store: DeltaStorage,
+    frames: dict[str, DataFrame | None],
+    previous: PreviousRun | None,
+    barrier: ParquetCheckpoint,
+    progress: Progress,
+    summary: RunSummary,
+) -> BatchResults:
+    """:func:`evaluate` against the previous run's recorded state; notes the classification and CC rounds."""
+    previous_tables = _previous_tables(store, config, previous)
+    results = evaluate(spark, config, frames, summary.evaluation_time, previous, previous_tables, barrier, progress)
+    summary.classification = results.classification
+    summary.cc_rounds = results.cc_rounds
+    return results
+
+
 def run_batch(
     spark: SparkSession,
     config: AppConfig,
@@ -537,18 +550,7 @@ def run_batch(
     commit_info = {"run_id": run}
     location = config.job.table_location
     try:
-        results = evaluate(
-            spark,
-            config,
-            frames,
-            evaluation_time,
-            previous,
-            _previous_tables(store, config, previous),
-            barrier,
-            progress,
-        )
-        summary.classification = results.classification
-        summary.cc_rounds = results.cc_rounds
+        results = _evaluate_run(spark, config, store, frames, previous, barrier, progress, summary)
 
         def write(name: str, version: int) -> None:
             summary.output_versions[name] = version
@@ -593,9 +595,7 @@ def run_batch(
             ),
         )
         progress("counting")
-        summary.counts = _counts(
-            row_accounting(frames, results, config, evaluation_time), results, results.changes, results.quarantine
-        )
+        summary.counts = _counts(row_accounting(frames, results, config, evaluation_time), results)
         summary.ended_at = dt.datetime.now(dt.timezone.utc)
         summary.status = COMPLETED
         store.replace_partitions(
@@ -651,21 +651,8 @@ def preview_batch(
     store, summary, frames, previous = _start(spark, config, evaluation_time, force, progress)
     barrier = scratch_space(spark, config, f"preview-{summary.run_id}")
     try:
-        results = evaluate(
-            spark,
-            config,
-            frames,
-            evaluation_time,
-            previous,
-            _previous_tables(store, config, previous),
-            barrier,
-            progress,
-        )
-        summary.classification = results.classification
-        summary.cc_rounds = results.cc_rounds
-        summary.counts = _counts(
-            row_accounting(frames, results, config, evaluation_time), results, results.changes, results.quarantine
-        )
+        results = _evaluate_run(spark, config, store, frames, previous, barrier, progress, summary)
+        summary.counts = _counts(row_accounting(frames, results, config, evaluation_time), results)
     finally:
         barrier.cleanup()
     return summary
