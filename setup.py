@@ -23,11 +23,12 @@ setup(
     include_package_data=True,
     package_data={"audience_activation": ["pql/*.lark", "py.typed"]},
     install_requires=[
-        # delta-spark 4.x supports pyspark >=4.0.1,<=4.2.0: keep pyspark inside that range so the
-        # cluster engine (delta-spark) and the embedded engine (delta-rs) run on the same Spark.
-        "pyspark>=4.0.1,<=4.2.0",
-        "delta-spark>=4.0.1,<4.5",
-        "deltalake>=1.2,<2",
+        # Pinned together: delta-spark 4.4.0 is the Delta release built for Spark 4.2 (its jars,
+        # io.delta:delta-spark_4.2_2.13:4.4.0, are pinned in jars/pom.xml; 4.4.1 has no Spark 4.2 build on
+        # Maven Central), and it requires pyspark <= 4.2.0. deltalake (delta-rs) is the engine without jars.
+        "pyspark==4.2.0",
+        "delta-spark==4.4.0",
+        "deltalake==1.6.6",
         "pyarrow>=16",
         "pandas>=2.0,<3",  # pyspark 4.2 does not fully support pandas 3
         "pydantic>=2.6,<3",
@@ -48,6 +49,12 @@ setup(
             "ruff>=0.5",
             "mypy>=1.10",
             "psutil>=5.9",  # benchmarks: peak memory of the driver and the Spark JVM
+        ],
+        # `make notebook`: JupyterLab on notebooks/ with the project's kernel.
+        "notebook": [
+            "jupyterlab>=4.2,<5",
+            "ipykernel>=6.29",
+            "matplotlib>=3.8",
         ],
     },
     entry_points={"console_scripts": ["audience-activation=audience_activation.cli:main"]},
