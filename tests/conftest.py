@@ -1,21 +1,45 @@
-"""Shared pytest fixtures: one local SparkSession for the whole test session.
+"""Shared pytest fixtures: one local SparkSession for the whole test session, and the storage engines.
 
 Every setting is chosen for small, fast, deterministic test runs (splink's conftest is the model):
 the session is built by the project's own factory so the settings the outputs depend on (UTC, TIMESTAMP_MICROS,
 AQE) are the ones users get, and only speed-related settings differ.
+
+**Both storage engines.** The session loads the Delta Lake Spark connector (the jars ``make setup`` fetched
+into ``jars/lib/``), so one session serves both engines. Every test that touches storage takes the ``engine``
+parameter (or the ``store`` fixture) and runs once per engine: ``test_x[delta-rs]`` and ``test_x[delta-spark]``.
+Without the jars the run stops at once and says how to fetch them: no test is skipped for a missing engine.
+``AUDIENCE_ACTIVATION_TEST_ENGINES=delta-rs`` (or ``delta-spark``) restricts a run to one engine on purpose.
+The end of the run prints how many tests ran on each engine.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from pyspark.sql import SparkSession
 
 from audience_activation.session import build_session
+from audience_activation.storage import DeltaStorage, open_storage
+from audience_activation.storage.connector import find_delta_jars
+
+ENGINES_ENV = "AUDIENCE_ACTIVATION_TEST_ENGINES"
+ALL_ENGINES = ("delta-rs", "delta-spark")
+
+
+def selected_engines() -> tuple[str, ...]:
+    """The storage engines this run tests: both unless ``AUDIENCE_ACTIVATION_TEST_ENGINES`` narrows it."""
+    value = os.environ.get(ENGINES_ENV, "")
+    engines = tuple(e.strip() for e in value.split(",") if e.strip()) or ALL_ENGINES
+    unknown = [e for e in engines if e not in ALL_ENGINES]
+    if unknown:
+        raise pytest.UsageError(f"{ENGINES_ENV}: unknown engine(s) {unknown}; expected {', '.join(ALL_ENGINES)}")
+    return engines
 
 # Keep the Python workers on the interpreter running the tests (the venv), whatever PATH says.
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -42,7 +66,57 @@ TEST_CONF = {
     "spark.sql.sources.parallelPartitionDiscovery.parallelism": "2",
     # Python workers are reused between tasks (applyInPandas tests) instead of forked each time.
     "spark.python.worker.reuse": "true",
+    # Delta rebuilds a table's state with this many tasks after each commit (50 by default): tiny test
+    # tables need two.
+    "spark.databricks.delta.snapshotPartitions": "2",
 }
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    engines = selected_engines()
+    if "delta-spark" in engines:
+        jars = find_delta_jars()
+        if not jars:
+            raise pytest.UsageError(
+                f"the delta-spark storage engine cannot be tested: {jars.reason}.\n"
+                f"Fetch the Delta Lake Spark jars with `make jars` (needs Maven Central), or test only the "
+                f"delta-rs engine on purpose with {ENGINES_ENV}=delta-rs."
+            )
+    config.stash[_ENGINE_OF] = {}
+
+
+_ENGINE_OF = pytest.StashKey[dict]()
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """``engine`` (and so ``store``) parametrizes a test over the selected storage engines."""
+    if "engine" in metafunc.fixturenames:
+        metafunc.parametrize("engine", selected_engines())
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    engine_of = config.stash[_ENGINE_OF]
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and "engine" in callspec.params:
+            engine_of[item.nodeid] = callspec.params["engine"]
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:  # type: ignore[no-untyped-def]
+    """One line per storage engine: how many engine-parametrized tests passed, failed or were skipped."""
+    engine_of: dict[str, str] = config.stash.get(_ENGINE_OF, {})
+    if not engine_of:
+        return
+    tally: dict[str, dict[str, int]] = {engine: {} for engine in selected_engines()}
+    for outcome in ("passed", "failed", "error", "skipped"):
+        for report in terminalreporter.stats.get(outcome, []):
+            engine = engine_of.get(getattr(report, "nodeid", ""))
+            if engine is not None and (report.when == "call" or outcome != "passed"):
+                tally[engine][outcome] = tally[engine].get(outcome, 0) + 1
+    terminalreporter.section("storage engines")
+    for engine, counts in tally.items():
+        summary = ", ".join(f"{n} {outcome}" for outcome, n in counts.items()) or "no tests"
+        terminalreporter.write_line(f"{engine}: {summary}")
 
 
 @pytest.fixture(scope="session")
@@ -54,11 +128,33 @@ def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkSession]:
         master="local[2]",
         shuffle_partitions=2,
         extra_conf={**TEST_CONF, "spark.sql.warehouse.dir": str(base / "warehouse")},
+        delta_connector="delta-spark" in selected_engines(),
     )
     session.sparkContext.setCheckpointDir(str(base / "checkpoints"))
     session.sparkContext.setLogLevel("ERROR")
     yield session
     session.stop()
+
+
+@pytest.fixture()
+def store(spark: SparkSession, engine: str) -> DeltaStorage:
+    """The storage engine under test (the test runs once per engine)."""
+    return open_storage(spark, engine)
+
+
+REPO_CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+@pytest.fixture()
+def conf(tmp_path: Path, engine: str) -> Path:
+    """A copy of the repository's ``conf/`` whose ``job.yaml`` selects the storage engine under test."""
+    folder = tmp_path / "conf"
+    shutil.copytree(REPO_CONF, folder)
+    job = folder / "job.yaml"
+    text = job.read_text()
+    assert "  engine: auto\n" in text
+    job.write_text(text.replace("  engine: auto\n", f"  engine: {engine}\n", 1))
+    return folder
 
 
 @pytest.fixture()

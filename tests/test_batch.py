@@ -2,7 +2,8 @@
 
 Two runs, T1 then T2, with input and configuration changes between them that produce every change reason;
 a re-run of T2 gives identical tables; T1 after T2 is refused; a run that fails after some commits and is
-run again ends with the tables of a clean run.
+run again ends with the tables of a clean run. Every test runs on both storage engines, and a lake started
+with one engine and continued with the other ends with the tables of a lake that used one engine throughout.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 import yaml
 from deltalake import DeltaTable
@@ -19,7 +21,7 @@ from pyspark.sql import SparkSession
 
 from audience_activation import batch
 from audience_activation.config import AppConfig, load_config
-from audience_activation.storage import DeltaRsStorage
+from audience_activation.storage import DeltaStorage, open_storage
 
 T1 = dt.datetime(2026, 11, 1, tzinfo=dt.timezone.utc)
 T2 = dt.datetime(2026, 11, 8, tzinfo=dt.timezone.utc)
@@ -72,20 +74,22 @@ def frag(ids: dict[str, str], at: dt.datetime, country: str | None, share: str |
     return ({ns: [(i, k == 0)] for k, (ns, i) in enumerate(ids.items())}, dataset, at, (country,), ((share,),))
 
 
-@pytest.fixture()
-def setup(spark: SparkSession, tmp_path: Path) -> Iterator[tuple[Path, DeltaRsStorage]]:
-    conf = tmp_path / "conf"
-    conf.mkdir()
-    (conf / "job.yaml").write_text(
-        yaml.safe_dump({"lake": {"root": str(tmp_path / "lake")}, "storage": {"engine": "delta-rs"}})
-    )
+def write_conf(conf: Path, lake: Path, engine: str) -> Path:
+    conf.mkdir(parents=True, exist_ok=True)
+    (conf / "job.yaml").write_text(yaml.safe_dump({"lake": {"root": str(lake)}, "storage": {"engine": engine}}))
     (conf / "segments.yaml").write_text(yaml.safe_dump(SEGMENTS))
     (conf / "destinations.yaml").write_text(yaml.safe_dump(destinations(["us"], ["us", "buyers"])))
-    yield conf, DeltaRsStorage(spark)
+    return conf
+
+
+@pytest.fixture()
+def setup(spark: SparkSession, tmp_path: Path, engine: str) -> Iterator[tuple[Path, DeltaStorage]]:
+    conf = write_conf(tmp_path / "conf", tmp_path / "lake", engine)
+    yield conf, open_storage(spark, engine)
     shutil.rmtree(tmp_path / "lake", ignore_errors=True)
 
 
-def write_inputs_t1(spark: SparkSession, store: DeltaRsStorage, lake: str) -> None:
+def write_inputs_t1(spark: SparkSession, store: DeltaStorage, lake: str) -> None:
     store.overwrite(
         spark.createDataFrame(
             [
@@ -129,7 +133,7 @@ def write_inputs_t1(spark: SparkSession, store: DeltaRsStorage, lake: str) -> No
     )
 
 
-def write_changes_t2(spark: SparkSession, store: DeltaRsStorage, lake: str) -> None:
+def write_changes_t2(spark: SparkSession, store: DeltaStorage, lake: str) -> None:
     store.append(
         spark.createDataFrame(
             [
@@ -189,7 +193,15 @@ def snapshot(lake: Path) -> dict[str, list]:
     return out
 
 
-def test_two_runs_produce_every_change_reason(spark: SparkSession, setup: tuple[Path, DeltaRsStorage]) -> None:
+@pytest.fixture(scope="module")
+def after_t2() -> dict[str, dict[str, list]]:
+    """Every output table after T2 of :func:`test_two_runs_produce_every_change_reason`, per engine."""
+    return {}
+
+
+def test_two_runs_produce_every_change_reason(
+    spark: SparkSession, setup: tuple[Path, DeltaStorage], after_t2: dict[str, dict[str, list]]
+) -> None:
     conf, store = setup
     lake = Path(load_config(conf).job.lake.root)
     write_inputs_t1(spark, store, str(lake))
@@ -267,7 +279,7 @@ def test_two_runs_produce_every_change_reason(spark: SparkSession, setup: tuple[
         run1,
         "batch",
         "completed",
-        "delta-rs",
+        store.name,
     )
     assert dict(log["input_versions"]) == {
         "profile_fragments": 0,
@@ -311,6 +323,18 @@ def test_two_runs_produce_every_change_reason(spark: SparkSession, setup: tuple[
     # T2: new facts, and the mappings change: aam now also takes buyers; cja drops us.
     write_changes_t2(spark, store, str(lake))
     (conf / "destinations.yaml").write_text(yaml.safe_dump(destinations(["us", "buyers"], ["buyers"])))
+
+    # A first attempt at T2 fails after some of its commits; it is recorded as failed, and running T2 again
+    # computes from the state of T1, as a clean run would (checked below against lakes that never failed).
+    def fail_after_aam_hub_batch(table: str) -> None:
+        if table == "activation/aam/hub_batch":
+            raise RuntimeError("injected failure")
+
+    with pytest.raises(RuntimeError, match="injected failure"):
+        run(spark, conf, T2, on_commit=fail_after_aam_hub_batch)
+    runs = {r["run_id"]: r["status"] for r in DeltaTable(str(lake / "activation_runs")).to_pyarrow_table().to_pylist()}
+    assert runs == {run1: "completed", "batch-20261108T000000Z": "failed"}
+
     second = run(spark, conf, T2)
     assert second.previous_run == run1
     run2 = "batch-20261108T000000Z"
@@ -346,6 +370,19 @@ def test_two_runs_produce_every_change_reason(spark: SparkSession, setup: tuple[
         (run2, "us", "CRMID:c4", "exited", "unmapped"),
         (run2, "us", "CRMID:c6", "exited", "unmapped"),
     ]
+    # Downstream systems stream the changes: the activation tables carry Delta's Change Data Feed (read here
+    # with delta-rs; cja's table was not reached by the failed attempt).
+    feed = pa.table(DeltaTable(str(lake / "activation/cja/hub_batch")).load_cdf(starting_version=0).read_all())
+    assert sorted((r["_change_type"], r["run_id"], r["segment_id"], r["person_id"], r["reason"]) for r in feed.to_pylist()) == [
+        ("insert", run1, "buyers", "CRMID:c1", "backfill"),
+        *[("insert", run1, "us", f"CRMID:c{n}", "backfill") for n in (1, 2, 3, 4, 6)],
+        ("insert", run2, "buyers", "CRMID:c1", "disqualified"),
+        ("insert", run2, "buyers", "CRMID:c2", "qualified"),
+        ("insert", run2, "buyers", "CRMID:c9", "qualified"),
+        *[("insert", run2, "us", f"CRMID:c{n}", "unmapped") for n in (1, 2, 3, 4, 6)],
+    ]
+    for table in ("segment_membership", "activation/aam/edge_streaming", "activation/cja/hub_batch"):
+        assert store.properties(str(lake / table))["delta.enableChangeDataFeed"] == "true", table
     membership = rows(lake / "segment_membership", "person_id", "segment_id", "status", "last_qualification_time")
     assert membership == [
         ("CRMID:c1", "buyers", "exited", T2),  # the purchase event's ECID now belongs to customer 9
@@ -373,8 +410,14 @@ def test_two_runs_produce_every_change_reason(spark: SparkSession, setup: tuple[
         "rows.experience_events.used": 2,
     }
 
-    # Re-running T2 replaces its own outputs: identical tables.
+    # Every table equals that of the other engine's lake, when that test ran already (and the lakes changed
+    # engine on the way are compared with this one below).
     before = snapshot(lake)
+    for other, tables in after_t2.items():
+        assert before == tables, f"{store.name} and {other} lakes differ"
+    after_t2[store.name] = before
+
+    # Re-running T2 replaces its own outputs: identical tables.
     again = run(spark, conf, T2)
     assert again.previous_run == run1
     assert snapshot(lake) == before
@@ -384,41 +427,8 @@ def test_two_runs_produce_every_change_reason(spark: SparkSession, setup: tuple[
         run(spark, conf, T1)
 
 
-def test_failed_run_then_rerun_equals_a_clean_run(
-    spark: SparkSession, setup: tuple[Path, DeltaRsStorage], tmp_path: Path
-) -> None:
-    conf, store = setup
-    lake = Path(load_config(conf).job.lake.root)
-    write_inputs_t1(spark, store, str(lake))
-    run(spark, conf, T1)
-    write_changes_t2(spark, store, str(lake))
-
-    def fail_after_membership(table: str) -> None:
-        if table == "activation/aam/hub_batch":
-            raise RuntimeError("injected failure")
-
-    with pytest.raises(RuntimeError, match="injected failure"):
-        run(spark, conf, T2, on_commit=fail_after_membership)
-    runs = {r["run_id"]: r["status"] for r in DeltaTable(str(lake / "activation_runs")).to_pyarrow_table().to_pylist()}
-    assert runs == {"batch-20261101T000000Z": "completed", "batch-20261108T000000Z": "failed"}
-    run(spark, conf, T2)
-    after_failure = snapshot(lake)
-
-    # A clean lake with the same inputs and runs.
-    clean_conf = tmp_path / "clean-conf"
-    shutil.copytree(conf, clean_conf)
-    (clean_conf / "job.yaml").write_text(
-        yaml.safe_dump({"lake": {"root": str(tmp_path / "clean")}, "storage": {"engine": "delta-rs"}})
-    )
-    write_inputs_t1(spark, store, str(tmp_path / "clean"))
-    run(spark, clean_conf, T1)
-    write_changes_t2(spark, store, str(tmp_path / "clean"))
-    run(spark, clean_conf, T2)
-    assert snapshot(tmp_path / "clean") == after_failure
-
-
 def test_merged_person_exits_under_the_old_id_routed_on_its_previous_graph(
-    spark: SparkSession, setup: tuple[Path, DeltaRsStorage]
+    spark: SparkSession, setup: tuple[Path, DeltaStorage]
 ) -> None:
     conf, store = setup
     (conf / "destinations.yaml").write_text(yaml.safe_dump(destinations(["us"], ["us"])))
@@ -453,3 +463,32 @@ def test_merged_person_exits_under_the_old_id_routed_on_its_previous_graph(
     # A forced re-run of the older T1 is allowed and evaluates against no earlier run.
     forced = run(spark, conf, T1, force=True)
     assert forced.status == "completed" and forced.previous_run is None
+
+
+def clean_two_runs(spark: SparkSession, base: Path, first: str, then: str) -> dict[str, list]:
+    """T1 with one engine, T2 with another (or the same), on a new lake that never saw a failure."""
+    lake = base / "lake"
+    conf = write_conf(base / "conf", lake, first)
+    write_inputs_t1(spark, open_storage(spark, first), str(lake))
+    assert run(spark, conf, T1).engine == first
+    write_conf(conf, lake, then)
+    write_changes_t2(spark, open_storage(spark, then), str(lake))
+    (conf / "destinations.yaml").write_text(yaml.safe_dump(destinations(["us", "buyers"], ["buyers"])))
+    second = run(spark, conf, T2)
+    assert second.engine == then and second.previous_run == "batch-20261101T000000Z"
+    engines = {
+        r["run_id"]: r["storage_engine"] for r in DeltaTable(str(lake / "activation_runs")).to_pyarrow_table().to_pylist()
+    }
+    assert engines == {"batch-20261101T000000Z": first, "batch-20261108T000000Z": then}
+    return snapshot(lake)
+
+
+@pytest.mark.parametrize(("first", "then"), [("delta-rs", "delta-spark"), ("delta-spark", "delta-rs")])
+def test_a_lake_continued_with_the_other_engine_gives_the_same_outputs(
+    spark: SparkSession, tmp_path: Path, first: str, then: str, after_t2: dict[str, dict[str, list]]
+) -> None:
+    """The same outputs as a lake that used one engine throughout — and that failed once at T2 and was run
+    again (the lakes of test_two_runs_produce_every_change_reason)."""
+    changed_engine = clean_two_runs(spark, tmp_path / "changed", first, then)
+    reference = after_t2.get(first) or clean_two_runs(spark, tmp_path / "one-engine", first, first)
+    assert changed_engine == reference

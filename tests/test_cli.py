@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from audience_activation.cli import cli
 from audience_activation.runlog import parse_utc_time, run_id
-from audience_activation.storage import DeltaRsStorage
+from audience_activation.storage import open_storage
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 runner = CliRunner()
@@ -19,14 +19,14 @@ runner = CliRunner()
 pytestmark = pytest.mark.usefixtures("restore_spark_conf")
 
 
-def test_demo_data_then_validate(spark: SparkSession, tmp_path: Path) -> None:
+def test_demo_data_then_validate(spark: SparkSession, tmp_path: Path, conf: Path, engine: str) -> None:
     lake = tmp_path / "lake"
     result = runner.invoke(
         cli,
         [
             "demo-data",
             "--conf",
-            str(CONF),
+            str(conf),
             "--lake-root",
             str(lake),
             "--persons",
@@ -37,9 +37,10 @@ def test_demo_data_then_validate(spark: SparkSession, tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     assert "profile_fragments" in result.output and "region_information" in result.output
-    result = runner.invoke(cli, ["validate", "--conf", str(CONF), "--lake-root", str(lake)])
+    result = runner.invoke(cli, ["validate", "--conf", str(conf), "--lake-root", str(lake)])
     assert result.exit_code == 0, result.output
     assert "valid: configuration, segments and input schemas match the contract" in result.output
+    assert f"storage engine {engine}" in result.output
 
 
 def test_bad_configuration_exits_2_naming_file_and_item(tmp_path: Path) -> None:
@@ -53,20 +54,22 @@ def test_bad_configuration_exits_2_naming_file_and_item(tmp_path: Path) -> None:
     assert "destinations.yaml" in result.output and "no-such-segment" in result.output
 
 
-def test_malformed_input_exits_1_naming_table_and_column(spark: SparkSession, tmp_path: Path) -> None:
+def test_malformed_input_exits_1_naming_table_and_column(
+    spark: SparkSession, tmp_path: Path, conf: Path, engine: str
+) -> None:
     lake = tmp_path / "lake"
     fragments = spark.createDataFrame(
         [({"ECID": [("1" * 38, True)]}, "web", "2026-11-01")],
         "identityMap map<string, array<struct<id: string, primary: boolean>>>, dataset string, ingested_at string",
     )
-    DeltaRsStorage(spark).overwrite(fragments, str(lake / "profile_fragments"))
-    result = runner.invoke(cli, ["validate", "--conf", str(CONF), "--lake-root", str(lake)])
+    open_storage(spark, engine).overwrite(fragments, str(lake / "profile_fragments"))
+    result = runner.invoke(cli, ["validate", "--conf", str(conf), "--lake-root", str(lake)])
     assert result.exit_code == 1
     assert "input table profile_fragments: column ingested_at: has type string, expected timestamp" in result.output
 
 
-def test_missing_required_table_is_reported(spark: SparkSession, tmp_path: Path) -> None:
-    result = runner.invoke(cli, ["validate", "--conf", str(CONF), "--lake-root", str(tmp_path / "empty")])
+def test_missing_required_table_is_reported(spark: SparkSession, tmp_path: Path, conf: Path) -> None:
+    result = runner.invoke(cli, ["validate", "--conf", str(conf), "--lake-root", str(tmp_path / "empty")])
     assert result.exit_code == 1
     assert "profile_fragments" in result.output and "does not exist" in result.output
 
@@ -84,11 +87,13 @@ def test_run_id_is_derived_from_kind_and_time() -> None:
     assert run_id("identity", parse_utc_time("2026-11-29T13:05:09+02:00")) == "identity-20261129T110509Z"
 
 
-def test_identities_job_writes_clusters_and_quarantine_idempotently(spark: SparkSession, tmp_path: Path) -> None:
+def test_identities_job_writes_clusters_and_quarantine_idempotently(
+    spark: SparkSession, tmp_path: Path, conf: Path
+) -> None:
     from deltalake import DeltaTable
 
     lake = tmp_path / "lake"
-    args = ["--conf", str(CONF), "--lake-root", str(lake)]
+    args = ["--conf", str(conf), "--lake-root", str(lake)]
     assert runner.invoke(cli, ["demo-data", *args, "--persons", "30", "--as-of", "2026-11-29T00:00:00Z"]).exit_code == 0
     for _ in range(2):  # the second run of the same T replaces the first one's quarantine rows
         result = runner.invoke(cli, ["identities", *args, "--evaluation-time", "2026-11-29T00:00:00Z"])
@@ -120,12 +125,10 @@ def test_identities_job_writes_clusters_and_quarantine_idempotently(spark: Spark
     assert [(r["person_id"], r["graph_size"]) for r in clusters if r["id"] == hub] == [(f"IDFA:{hub}", 1)]
 
 
-def test_validate_rejects_a_segment_on_an_unknown_attribute(spark: SparkSession, tmp_path: Path) -> None:
+def test_validate_rejects_a_segment_on_an_unknown_attribute(spark: SparkSession, tmp_path: Path, conf: Path) -> None:
     lake = tmp_path / "lake"
-    args = ["--conf", str(CONF), "--lake-root", str(lake)]
+    args = ["--conf", str(conf), "--lake-root", str(lake)]
     assert runner.invoke(cli, ["demo-data", *args, "--persons", "5", "--as-of", "2026-11-29T00:00:00Z"]).exit_code == 0
-    conf = tmp_path / "conf"
-    shutil.copytree(CONF, conf)
     text = (conf / "segments.yaml").read_text()
     (conf / "segments.yaml").write_text(
         text.replace('value: homeAddress.countryCode = "US"', 'value: homeAddress.contryCode = "US"', 1)
@@ -135,9 +138,11 @@ def test_validate_rejects_a_segment_on_an_unknown_attribute(spark: SparkSession,
     assert "segments.yaml" in result.output and "us-residents" in result.output and "contryCode" in result.output
 
 
-def test_preview_writes_nothing_then_run_prints_the_summary(spark: SparkSession, tmp_path: Path) -> None:
+def test_preview_writes_nothing_then_run_prints_the_summary(
+    spark: SparkSession, tmp_path: Path, conf: Path, engine: str
+) -> None:
     lake = tmp_path / "lake"
-    args = ["--conf", str(CONF), "--lake-root", str(lake)]
+    args = ["--conf", str(conf), "--lake-root", str(lake)]
     assert runner.invoke(cli, ["demo-data", *args, "--persons", "20", "--as-of", "2026-11-29T00:00:00Z"]).exit_code == 0
     preview = runner.invoke(cli, ["preview", *args, "--evaluation-time", "2026-11-29T00:00:00Z"])
     assert preview.exit_code == 0, preview.output
@@ -154,5 +159,6 @@ def test_preview_writes_nothing_then_run_prints_the_summary(spark: SparkSession,
     run = runner.invoke(cli, ["run", *args, "--evaluation-time", "2026-11-29T00:00:00Z"])
     assert run.exit_code == 0, run.output
     assert "Run batch-20261129T000000Z: completed" in run.output
+    assert f"storage engine {engine}" in run.output
     older = runner.invoke(cli, ["run", *args, "--evaluation-time", "2026-11-28T00:00:00Z"])
     assert older.exit_code == 1 and "older than the newest completed run" in older.output

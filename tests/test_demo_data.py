@@ -136,8 +136,8 @@ def test_ecids_are_38_digits(demo: DemoTables) -> None:
     assert ecids.where(~F.col("src_id").rlike("^[0-9]{38}$")).isEmpty()
 
 
-def test_write_demo_data_to_a_lake(spark: SparkSession, tmp_path: Path) -> None:
-    config = load_config(CONF)
+def test_write_demo_data_to_a_lake(spark: SparkSession, tmp_path: Path, conf: Path, engine: str) -> None:
+    config = load_config(conf)
     config = config.model_copy(update={"job": config.job.with_lake_root(str(tmp_path / "lake"))})
     written = app.write_demo_data(spark, config, persons=10, seed=1, as_of=AS_OF)
     assert [item.name for item in written] == [
@@ -150,6 +150,7 @@ def test_write_demo_data_to_a_lake(spark: SparkSession, tmp_path: Path) -> None:
         assert item.version == 0
         assert DeltaTable(item.location).to_pyarrow_table().num_rows == item.rows
     report = app.validate_inputs(spark, config)
+    assert report.engine == engine
     assert report.versions == {
         name: 0 for name in ("profile_fragments", "experience_events", "identity_graph", "region_information")
     }

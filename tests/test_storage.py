@@ -1,14 +1,17 @@
-"""Storage engines: every behaviour of CONTRACT §2 on tiny hand-made tables.
+"""Storage engines: every behaviour of CONTRACT §2 on tiny hand-made tables, on both engines.
 
-Tables written by the delta-rs engine are also read back by ``deltalake.DeltaTable(...).to_pyarrow_table()``,
-an independent reader, which must see identical rows.
+Each test takes the ``store`` fixture and runs once with the delta-rs engine and once with the delta-spark
+engine. Every table is also read back by ``deltalake.DeltaTable(...).to_pyarrow_table()``, an independent
+reader, which must see identical rows. Tests of one engine's own behaviour say so in their name.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -25,14 +28,14 @@ from pyspark.sql import functions as F
 
 from audience_activation.storage import (
     ConcurrentWriteError,
-    DeltaRsStorage,
+    DeltaStorage,
     SchemaMismatchError,
     StorageError,
     TableNotFoundError,
     UnsupportedTableFeatureError,
-    delta_spark_available,
     open_storage,
 )
+from audience_activation.storage.base import CHANGE_DATA_FEED, uncommitted_data_files
 
 UTC = dt.timezone.utc
 
@@ -63,11 +66,6 @@ RICH_ROWS = [
 ]
 
 
-@pytest.fixture()
-def store(spark: SparkSession) -> DeltaRsStorage:
-    return DeltaRsStorage(spark)
-
-
 def rich_df(spark: SparkSession):  # type: ignore[no-untyped-def]
     return spark.createDataFrame(RICH_ROWS, RICH_DDL)
 
@@ -79,7 +77,7 @@ def arrow_rows(path: Path | str) -> list[dict]:
 
 
 def test_round_trip_is_exact_for_engine_and_independent_reader(
-    spark: SparkSession, store: DeltaRsStorage, lake: Path
+    spark: SparkSession, store: DeltaStorage, lake: Path
 ) -> None:
     location = str(lake / "rich")
     version = store.overwrite(rich_df(spark), location, partition_by=["part"])
@@ -114,7 +112,7 @@ def test_round_trip_is_exact_for_engine_and_independent_reader(
     assert rows[2]["person"] is None and rows[2]["prefs"] == [] and rows[2]["identityMap"] is None
 
 
-def test_timestamps_are_written_as_timestamp_micros(spark: SparkSession, store: DeltaRsStorage, lake: Path) -> None:
+def test_timestamps_are_written_as_timestamp_micros(spark: SparkSession, store: DeltaStorage, lake: Path) -> None:
     location = lake / "ts"
     store.overwrite(rich_df(spark).select("seq", "seen_at"), str(location))
     files = DeltaTable(str(location)).file_uris()
@@ -124,7 +122,7 @@ def test_timestamps_are_written_as_timestamp_micros(spark: SparkSession, store: 
     assert field.type == pa.timestamp("us", tz="UTC")
 
 
-def test_append_versions_history_and_time_travel(spark: SparkSession, store: DeltaRsStorage, lake: Path) -> None:
+def test_append_versions_history_and_time_travel(spark: SparkSession, store: DeltaStorage, lake: Path) -> None:
     location = str(lake / "t")
     assert not store.exists(location)
     df1 = spark.createDataFrame([(1, "a")], "k int, v string")
@@ -143,7 +141,7 @@ def test_append_versions_history_and_time_travel(spark: SparkSession, store: Del
     history = store.history(location)
     assert [entry["version"] for entry in history] == [1, 0]
     assert [entry["run_id"] for entry in history] == ["r2", "r1"]
-    assert all(entry["engine"] == "delta-rs" for entry in history)
+    assert all(entry["engine"] == store.name for entry in history)
     assert sorted(row["k"] for row in arrow_rows_any(location)) == [1, 2]
 
 
@@ -151,7 +149,7 @@ def arrow_rows_any(path: str) -> list[dict]:
     return DeltaTable(path).to_pyarrow_table().to_pylist()
 
 
-def test_overwrite_replaces_everything(spark: SparkSession, store: DeltaRsStorage, lake: Path) -> None:
+def test_overwrite_replaces_everything(spark: SparkSession, store: DeltaStorage, lake: Path) -> None:
     location = str(lake / "t")
     store.append(spark.createDataFrame([(1,), (2,)], "k int"), location)
     assert store.overwrite(spark.createDataFrame([(3,)], "k int"), location) == 1
@@ -160,7 +158,7 @@ def test_overwrite_replaces_everything(spark: SparkSession, store: DeltaRsStorag
 
 
 def test_replace_partitions_touches_only_the_matching_partition(
-    spark: SparkSession, store: DeltaRsStorage, lake: Path
+    spark: SparkSession, store: DeltaStorage, lake: Path
 ) -> None:
     location = str(lake / "runs")
     first = spark.createDataFrame([("r1", 1), ("r1", 2), ("r2", 3)], "run_id string, k int")
@@ -177,7 +175,7 @@ def test_replace_partitions_touches_only_the_matching_partition(
 
 
 def test_replace_partitions_rejects_rows_outside_the_predicate(
-    spark: SparkSession, store: DeltaRsStorage, lake: Path
+    spark: SparkSession, store: DeltaStorage, lake: Path
 ) -> None:
     location = str(lake / "runs")
     store.append(spark.createDataFrame([("r1", 1)], "run_id string, k int"), location, partition_by=["run_id"])
@@ -186,16 +184,14 @@ def test_replace_partitions_rejects_rows_outside_the_predicate(
         store.replace_partitions(bad, location, {"run_id": "r1"})
     assert store.version(location) == 0
     assert store.read(location).df.collect() == [Row(run_id="r1", k=1)]
-    assert not [p for p in os.listdir(location) if p.startswith("write-") and p != _committed_dir(location)]
+    assert arrow_rows_any(location) == [{"run_id": "r1", "k": 1}]
+    store.cleanup(location, older_than=dt.timedelta(0))
+    assert uncommitted_data_files(location) == {}
     with pytest.raises(ValueError, match="not partition columns"):
         store.replace_partitions(bad, location, {"k": 5})
 
 
-def _committed_dir(location: str) -> str:
-    return DeltaTable(location).get_add_actions(flatten=True).column("path")[0].as_py().split("/")[0]
-
-
-def test_create_empty_table_and_schema(spark: SparkSession, store: DeltaRsStorage, lake: Path) -> None:
+def test_create_empty_table_and_schema(spark: SparkSession, store: DeltaStorage, lake: Path) -> None:
     location = str(lake / "empty")
     schema = rich_df(spark).schema
     assert store.create(location, schema, partition_by=["part"]) == 0
@@ -206,7 +202,7 @@ def test_create_empty_table_and_schema(spark: SparkSession, store: DeltaRsStorag
         store.create(location, schema)
 
 
-def test_schema_mismatch_is_refused(spark: SparkSession, store: DeltaRsStorage, lake: Path) -> None:
+def test_schema_mismatch_is_refused(spark: SparkSession, store: DeltaStorage, lake: Path) -> None:
     location = str(lake / "t")
     store.append(spark.createDataFrame([(1, "a")], "k int, v string"), location)
     with pytest.raises(SchemaMismatchError, match=r"column 'k' is string, table has int"):
@@ -218,36 +214,49 @@ def test_schema_mismatch_is_refused(spark: SparkSession, store: DeltaRsStorage, 
     assert sorted(store.read(location).df.collect()) == [Row(k=1, v="a"), Row(k=2, v="b")]
 
 
-def test_missing_table_is_a_clear_error(store: DeltaRsStorage, lake: Path) -> None:
+def test_missing_table_is_a_clear_error(store: DeltaStorage, lake: Path) -> None:
     with pytest.raises(TableNotFoundError, match="no Delta table"):
         store.read(str(lake / "nope"))
 
 
+def concurrent_append_during_write(location: str, marker: Path):  # type: ignore[no-untyped-def]
+    """A column function whose first evaluation (on an executor, while this write's data files are being
+    written, after the write read the table) makes another writer append to the table with delta-rs."""
+
+    def race(k):  # type: ignore[no-untyped-def] # no hints: a plain Python UDF, not a pandas one
+        if not marker.exists():
+            marker.write_text("done")
+            write_deltalake(location, pa.table({"k": pa.array([99], pa.int32())}), mode="append")
+        return k
+
+    return F.udf(race, "int")
+
+
 def test_concurrent_commit_conflict_leaves_table_intact(
-    spark: SparkSession, store: DeltaRsStorage, lake: Path, monkeypatch: pytest.MonkeyPatch
+    spark: SparkSession, store: DeltaStorage, lake: Path, tmp_path: Path
 ) -> None:
     location = str(lake / "t")
     store.append(spark.createDataFrame([(1,)], "k int"), location)
-    original = DeltaRsStorage._write_files
+    race = concurrent_append_during_write(location, tmp_path / "raced")
+    losing_write = spark.createDataFrame([(2,)], "k int").select(race(F.col("k")).alias("k"))
+    with pytest.raises(ConcurrentWriteError, match=r"another writer committed to this table after version 0") as info:
+        store.overwrite(losing_write, location)
+    if store.name == "delta-spark":
+        # Caught as one of Delta's conflict exception classes, not by matching a message.
+        import delta.exceptions
 
-    def write_then_lose_the_race(self, df, staging, partition_columns):  # type: ignore[no-untyped-def]
-        original(self, df, staging, partition_columns)
-        # Another writer commits while our files are staged but not yet committed.
-        write_deltalake(location, pa.table({"k": pa.array([99], pa.int32())}), mode="append")
-
-    monkeypatch.setattr(DeltaRsStorage, "_write_files", write_then_lose_the_race)
-    with pytest.raises(ConcurrentWriteError, match="another writer committed"):
-        store.overwrite(spark.createDataFrame([(2,)], "k int"), location)
-    monkeypatch.undo()
+        assert isinstance(info.value.__cause__, delta.exceptions.ConcurrentAppendException)
 
     assert store.version(location) == 1
     assert sorted(row["k"] for row in arrow_rows_any(location)) == [1, 99]
     assert sorted(r.k for r in store.read(location).df.collect()) == [1, 99]
-    staged = [p for p in os.listdir(location) if p.startswith("write-")]
-    assert len(staged) == 1  # only the first committed write's directory; the loser's files were deleted
+    # The loser's files are not part of the table; cleanup() removes whatever it left behind.
+    store.cleanup(location, older_than=dt.timedelta(0))
+    assert uncommitted_data_files(location) == {}
+    assert sorted(r.k for r in store.read(location).df.collect()) == [1, 99]
 
 
-def test_failed_write_is_invisible_and_removed(spark: SparkSession, store: DeltaRsStorage, lake: Path) -> None:
+def test_failed_write_is_invisible_and_removed(spark: SparkSession, store: DeltaStorage, lake: Path) -> None:
     location = str(lake / "t")
     store.append(spark.createDataFrame([(1,)], "k int"), location)
     boom = spark.range(10).select(
@@ -257,85 +266,128 @@ def test_failed_write_is_invisible_and_removed(spark: SparkSession, store: Delta
         store.append(boom, location)
     assert store.version(location) == 0
     assert store.read(location).df.collect() == [Row(k=1)]
-    assert len([p for p in os.listdir(location) if p.startswith("write-")]) == 1
+    assert arrow_rows_any(location) == [{"k": 1}]
+    store.cleanup(location, older_than=dt.timedelta(0))
+    assert uncommitted_data_files(location) == {}
 
 
 KILLED_WRITER = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
+    from pyspark.sql import functions as F
     from audience_activation.session import build_session
-    from audience_activation.storage import DeltaRsStorage
+    from audience_activation.storage import open_storage
 
-    location, marker = sys.argv[1], Path(sys.argv[2])
+    engine, location, marker = sys.argv[1], sys.argv[2], Path(sys.argv[3])
     spark = build_session("killed-writer", master="local[1]", shuffle_partitions=1,
                           extra_conf={"spark.ui.enabled": "false"})
-    original = DeltaRsStorage._write_files
 
-    def write_then_hang(self, df, staging, partition_columns):
-        original(self, df, staging, partition_columns)
-        marker.write_text(staging)
-        time.sleep(600)  # killed here: files written, commit never made
+    def hang_in_the_second_task(k):
+        if k == 3:  # the first task has written its data file by now; this one never finishes
+            marker.write_text("hanging")
+            time.sleep(600)
+        return k
 
-    DeltaRsStorage._write_files = write_then_hang
-    DeltaRsStorage(spark).append(spark.createDataFrame([(2,)], "k int"), location)
+    hang = F.udf(hang_in_the_second_task, "int")
+    # Two tasks, run one after the other (local[1]): k = 2 in the first, k = 3 in the second.
+    data = spark.range(0, 2, 1, numPartitions=2).select(hang((F.col("id") + 2).cast("int")).alias("k"))
+    open_storage(spark, engine).append(data, location)
     """
 )
 
 
 def test_killed_write_is_ignored_by_readers_and_cleaned_up(
-    spark: SparkSession, store: DeltaRsStorage, lake: Path, tmp_path: Path
+    spark: SparkSession, store: DeltaStorage, lake: Path, tmp_path: Path
 ) -> None:
     location = str(lake / "t")
     store.append(spark.createDataFrame([(1,)], "k int"), location)
-    marker = tmp_path / "staged"
+    marker = tmp_path / "hanging"
     script = tmp_path / "writer.py"
     script.write_text(KILLED_WRITER)
     proc = subprocess.Popen(
-        [sys.executable, str(script), location, str(marker)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        [sys.executable, str(script), store.name, location, str(marker)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its own process group: the Python driver and its Spark JVM die together
     )
     try:
         deadline = time.monotonic() + 180
         while not marker.exists():
-            assert proc.poll() is None, "the writer exited before staging its files"
-            assert time.monotonic() < deadline, "the writer did not stage its files in time"
+            assert proc.poll() is None, "the writer exited before writing its first data file"
+            assert time.monotonic() < deadline, "the writer did not write its data files in time"
+            time.sleep(0.5)
+        deadline = time.monotonic() + 60
+        while not uncommitted_data_files(location):
+            assert time.monotonic() < deadline, "the killed write left no data file"
             time.sleep(0.5)
     finally:
-        proc.kill()
+        os.killpg(proc.pid, signal.SIGKILL)  # kill -9: no shutdown hook of Spark gets to tidy up
         proc.wait()
-    staged_dir = Path(marker.read_text().removeprefix("file://"))
-    assert any(staged_dir.rglob("*.parquet")), "the killed write left its data files"
+    leftovers = uncommitted_data_files(location)
 
     # Readers see only committed data.
     assert store.read(location).df.collect() == [Row(k=1)]
     assert arrow_rows_any(location) == [{"k": 1}]
     # A recent leftover may belong to a write still running: kept by default.
     assert store.cleanup(location) == []
+    assert uncommitted_data_files(location).keys() == leftovers.keys()
     removed = store.cleanup(location, older_than=dt.timedelta(0))
-    assert removed == [f"{os.path.abspath(location)}/{staged_dir.name}"]
-    assert not staged_dir.exists()
+    assert removed and all(path.startswith(f"{os.path.abspath(location)}/") for path in removed)
+    assert uncommitted_data_files(location) == {}
     assert store.read(location).df.collect() == [Row(k=1)]
     assert store.cleanup(location, older_than=dt.timedelta(0)) == []
 
 
-def test_unsupported_reader_feature_names_table_and_feature(store: DeltaRsStorage, lake: Path) -> None:
+def dv_and_column_mapping_table(spark: SparkSession, location: str) -> None:
+    """An input table as Databricks writes them: deletion vectors and column mapping, made with Delta SQL."""
+    table = f"delta.`{location}`"
+    spark.sql(
+        f"CREATE TABLE {table} (k INT, v STRING) USING delta TBLPROPERTIES ("
+        "'delta.enableDeletionVectors' = 'true', 'delta.columnMapping.mode' = 'name')"
+    )
+    spark.sql(f"INSERT INTO {table} VALUES (1, 'a'), (2, 'b'), (3, 'c'), (4, 'd')")
+    spark.sql(f"DELETE FROM {table} WHERE k IN (2, 4)")  # marks rows deleted in a deletion vector
+    spark.sql(f"ALTER TABLE {table} RENAME COLUMN v TO label")  # physical names differ from logical ones
+
+
+def test_deletion_vectors_and_column_mapping_read_correctly_under_delta_spark(
+    spark: SparkSession, lake: Path
+) -> None:
+    location = str(lake / "dv_cm")
+    dv_and_column_mapping_table(spark, location)
+    adds = [
+        json.loads(line)["add"]
+        for commit in sorted(Path(location, "_delta_log").glob("*.json"))
+        for line in commit.read_text().splitlines()
+        if '"add"' in line
+    ]
+    assert any(add.get("deletionVector") for add in adds), "DELETE wrote a deletion vector"
+    snapshot = open_storage(spark, "delta-spark").read(location)
+    assert sorted(snapshot.df.collect()) == [Row(k=1, label="a"), Row(k=3, label="c")]
+
+
+def test_delta_rs_engine_refuses_deletion_vectors_and_column_mapping_by_name(spark: SparkSession, lake: Path) -> None:
+    location = str(lake / "dv_cm")
+    dv_and_column_mapping_table(spark, location)
+    with pytest.raises(UnsupportedTableFeatureError) as info:
+        open_storage(spark, "delta-rs").read(location)
+    message = str(info.value)
+    assert f"table {location} uses the Delta reader feature(s)" in message
+    assert "columnMapping" in message and "deletionVectors" in message
+
+
+def test_delta_rs_engine_refuses_deletion_vectors_written_by_delta_rs(spark: SparkSession, lake: Path) -> None:
     location = str(lake / "dv")
     write_deltalake(location, pa.table({"k": [1, 2]}))
     DeltaTable(location).alter.add_feature(TableFeatures.DeletionVectors, allow_protocol_versions_increase=True)
     with pytest.raises(
         UnsupportedTableFeatureError, match=r"table .*dv uses the Delta reader feature\(s\) deletionVectors"
     ):
-        store.read(location)
+        open_storage(spark, "delta-rs").read(location)
 
 
-def test_column_mapping_is_refused(store: DeltaRsStorage, lake: Path) -> None:
-    location = str(lake / "cm")
-    write_deltalake(location, pa.table({"k": [1]}), configuration={"delta.columnMapping.mode": "name"})
-    with pytest.raises(UnsupportedTableFeatureError, match="columnMapping"):
-        store.read(location)
-
-
-def test_reads_tables_written_by_delta_rs_itself(spark: SparkSession, store: DeltaRsStorage, lake: Path) -> None:
+def test_reads_tables_written_by_delta_rs_itself(spark: SparkSession, store: DeltaStorage, lake: Path) -> None:
     location = str(lake / "foreign")
     data = pa.table({"region": ["VA6", "OR2", "VA6"], "n": [1, 2, 3]})
     write_deltalake(location, data, partition_by=["region"])
@@ -344,47 +396,66 @@ def test_reads_tables_written_by_delta_rs_itself(spark: SparkSession, store: Del
     assert_df_equality(snapshot.df, expected, ignore_row_order=True, ignore_nullable=True)
 
 
-def test_partition_type_must_be_supported(spark: SparkSession, store: DeltaRsStorage, lake: Path) -> None:
+def test_partition_type_must_be_supported(spark: SparkSession, store: DeltaStorage, lake: Path) -> None:
     df = spark.createDataFrame([(1.5, 1)], "d double, k int")
     with pytest.raises(SchemaMismatchError, match="partition column 'd' has type double"):
         store.append(df, str(lake / "t"), partition_by=["d"])
 
 
-def test_auto_engine_logs_its_choice(spark: SparkSession, caplog: pytest.LogCaptureFixture) -> None:
+def test_auto_engine_picks_delta_spark_when_the_jars_are_loaded(
+    spark: SparkSession, caplog: pytest.LogCaptureFixture
+) -> None:
     with caplog.at_level(logging.INFO, logger="audience_activation.storage"):
         store = open_storage(spark, "auto")
-    expected = "delta-spark" if delta_spark_available(spark) else "delta-rs"
-    assert store.name == expected
-    assert f"Storage engine: {expected} (auto: Delta Spark connector" in caplog.text
+    assert store.name == "delta-spark"
+    assert "Storage engine: delta-spark (auto: Delta Spark connector found)" in caplog.text
     with pytest.raises(ValueError, match="unknown storage engine"):
         open_storage(spark, "parquet")
 
 
-def test_delta_spark_engine_contract(spark: SparkSession, lake: Path) -> None:
-    """The same behaviours through the Delta Spark connector; needs its jars on the classpath."""
-    if not delta_spark_available(spark):
-        pytest.skip(
-            "Delta Lake Spark jars are not on the classpath (no Maven access here); "
-            "run with spark.jars.packages=io.delta:delta-spark_4.2_2.13:4.4.1 to include this test"
-        )
-    store = open_storage(spark, "delta-spark")
-    location = str(lake / "ds")
-    store.overwrite(rich_df(spark), location, partition_by=["part"])
-    assert_df_equality(store.read(location).df.orderBy("seq"), rich_df(spark).orderBy("seq"), ignore_nullable=True)
-    assert arrow_rows(location)[0]["part"] == "a b:c/d=e%"
-    store.replace_partitions(rich_df(spark).where("part = 'p2'"), location, {"part": "p2"})
-    assert store.read(location).df.count() == 3
+WITHOUT_JARS = textwrap.dedent(
+    """
+    import logging, sys
+    from audience_activation.session import build_session
+    from audience_activation.storage import StorageError, open_storage
 
-
-def test_delta_spark_engine_unavailable_here_is_clear(spark: SparkSession) -> None:
-    if delta_spark_available(spark):
-        pytest.skip("the Delta Spark connector is on the classpath in this environment")
-    with pytest.raises(StorageError, match="Delta Lake Spark connector is not on the classpath"):
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s", stream=sys.stdout)
+    spark = build_session("no-jars", master="local[1]", shuffle_partitions=1,
+                          extra_conf={"spark.ui.enabled": "false"})
+    print("auto ->", open_storage(spark, "auto").name)
+    try:
         open_storage(spark, "delta-spark")
+    except StorageError as exc:
+        print("delta-spark ->", exc)
+    """
+)
+
+
+def test_without_the_jars_auto_falls_back_to_delta_rs_and_says_why(tmp_path: Path) -> None:
+    script = tmp_path / "no_jars.py"
+    script.write_text(WITHOUT_JARS)
+    missing = tmp_path / "no-such-folder"
+    result = subprocess.run(
+        [sys.executable, str(script)],
+        env={**os.environ, "AUDIENCE_ACTIVATION_JARS": str(missing)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout
+    assert f"Delta Lake Spark connector: not loaded: no fetched Delta Lake Spark jars in {missing}" in out
+    assert (
+        "Storage engine: delta-rs (auto: Delta Spark connector not usable, its jars are not on the classpath; "
+        f"no fetched Delta Lake Spark jars in {missing} (check $AUDIENCE_ACTIVATION_JARS))"
+    ) in out
+    assert "auto -> delta-rs" in out
+    assert "delta-spark -> storage.engine is delta-spark but the Delta Lake Spark connector is not usable" in out
+    assert "--packages io.delta:delta-spark_4.2_2.13:4.4.0" in out
 
 
 def test_partition_types_and_null_partition_values_round_trip(
-    spark: SparkSession, store: DeltaRsStorage, lake: Path
+    spark: SparkSession, store: DeltaStorage, lake: Path
 ) -> None:
     location = str(lake / "parts")
     df = spark.createDataFrame(
@@ -406,18 +477,91 @@ def test_partition_types_and_null_partition_values_round_trip(
 
 
 def test_written_version_is_the_writes_own_commit(
-    spark: SparkSession, store: DeltaRsStorage, lake: Path, monkeypatch: pytest.MonkeyPatch
+    spark: SparkSession, store: DeltaStorage, lake: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The version returned is the commit carrying the write's id, not whatever is latest afterwards."""
     location = str(lake / "t")
     store.append(spark.createDataFrame([(1,)], "k int"), location)
-    original = DeltaRsStorage._committed_version
+    engine_class = type(store)
+    original = engine_class._committed_version  # type: ignore[attr-defined]
 
     def another_writer_commits_right_after(self, loc, write_id):  # type: ignore[no-untyped-def]
         write_deltalake(location, pa.table({"k": pa.array([5], pa.int32())}), mode="append")
-        monkeypatch.setattr(DeltaRsStorage, "_committed_version", original)
+        monkeypatch.setattr(engine_class, "_committed_version", original)
         return original(self, loc, write_id)
 
-    monkeypatch.setattr(DeltaRsStorage, "_committed_version", another_writer_commits_right_after)
+    monkeypatch.setattr(engine_class, "_committed_version", another_writer_commits_right_after)
     assert store.append(spark.createDataFrame([(2,)], "k int"), location) == 1
     assert store.version(location) == 2
+
+
+ENGINE_PAIRS = [("delta-rs", "delta-spark"), ("delta-spark", "delta-rs")]
+
+
+@pytest.mark.parametrize(("writer", "reader"), ENGINE_PAIRS, ids=["delta-rs-to-delta-spark", "delta-spark-to-delta-rs"])
+def test_a_table_written_by_one_engine_reads_identically_with_the_other(
+    spark: SparkSession, lake: Path, writer: str, reader: str
+) -> None:
+    location = str(lake / "rich")
+    write, read = open_storage(spark, writer), open_storage(spark, reader)
+    write.overwrite(rich_df(spark), location, partition_by=["part"])
+    assert_df_equality(read.read(location).df.orderBy("seq"), rich_df(spark).orderBy("seq"), ignore_nullable=True)
+    # The other engine continues the table: appends, replaces a partition; both read the same rows.
+    read.append(rich_df(spark).where("seq = 3").withColumn("seq", F.lit(4).cast("long")), location)
+    write.replace_partitions(rich_df(spark).where("seq = 2"), location, {"part": "p2"})
+    expected = rich_df(spark).where("seq <> 3").orderBy("seq")
+    assert_df_equality(write.read(location).df.orderBy("seq"), expected, ignore_nullable=True)
+    assert_df_equality(read.read(location).df.orderBy("seq"), expected, ignore_nullable=True)
+    assert [row["seq"] for row in arrow_rows(location)] == [1, 2]
+    assert [entry["engine"] for entry in write.history(location)] == [writer, reader, writer]
+
+
+def test_change_data_feed_reads_back_each_writes_inserts_and_deletes(
+    spark: SparkSession, store: DeltaStorage, lake: Path
+) -> None:
+    location = str(lake / "changes")
+    schema = "run_id string, person_id string, status string"
+    store.replace_partitions(
+        spark.createDataFrame([("r1", "p1", "realized"), ("r1", "p2", "realized")], schema),
+        location,
+        {"run_id": "r1"},
+        partition_by=["run_id"],
+        properties=CHANGE_DATA_FEED,
+    )
+    store.replace_partitions(  # a re-run of r1 replaces its rows
+        spark.createDataFrame([("r1", "p1", "realized")], schema), location, {"run_id": "r1"}, properties=CHANGE_DATA_FEED
+    )
+    store.replace_partitions(
+        spark.createDataFrame([("r2", "p2", "exited")], schema), location, {"run_id": "r2"}, properties=CHANGE_DATA_FEED
+    )
+    assert store.properties(location)["delta.enableChangeDataFeed"] == "true"
+    expected = [
+        (0, "insert", "r1", "p1", "realized"),
+        (0, "insert", "r1", "p2", "realized"),
+        (1, "delete", "r1", "p1", "realized"),
+        (1, "delete", "r1", "p2", "realized"),
+        (1, "insert", "r1", "p1", "realized"),
+        (2, "insert", "r2", "p2", "exited"),
+    ]
+    feed = spark.read.format("delta").option("readChangeFeed", "true").option("startingVersion", 0).load(location)
+    assert sorted(
+        (r["_commit_version"], r["_change_type"], r["run_id"], r["person_id"], r["status"]) for r in feed.collect()
+    ) == expected
+    # delta-rs reads the same feed.
+    rs_feed = pa.table(DeltaTable(location).load_cdf(starting_version=0).read_all()).to_pylist()
+    assert sorted(
+        (r["_commit_version"], r["_change_type"], r["run_id"], r["person_id"], r["status"]) for r in rs_feed
+    ) == expected
+
+
+def test_change_data_feed_is_switched_on_for_an_existing_table(
+    spark: SparkSession, store: DeltaStorage, lake: Path
+) -> None:
+    location = str(lake / "older")
+    store.append(spark.createDataFrame([(1,)], "k int"), location)
+    assert "delta.enableChangeDataFeed" not in store.properties(location)
+    version = store.append(spark.createDataFrame([(2,)], "k int"), location, properties=CHANGE_DATA_FEED)
+    assert version == 2  # version 1 switched the feed on
+    assert store.properties(location)["delta.enableChangeDataFeed"] == "true"
+    feed = spark.read.format("delta").option("readChangeFeed", "true").option("startingVersion", 2).load(location)
+    assert [(r["k"], r["_change_type"]) for r in feed.collect()] == [(2, "insert")]

@@ -44,6 +44,7 @@ def session_for(config: AppConfig) -> SparkSession:
         master=spark_settings.master,
         shuffle_partitions=spark_settings.shuffle_partitions,
         extra_conf=spark_settings.conf,
+        delta_connector=config.job.storage.engine.value != "delta-rs",
     )
 
 

@@ -7,6 +7,8 @@ each in its own atomic commit:
 2. ``segment_membership`` (overwrite: the state after this run);
 3. per destination, ``activation/<id>/edge_streaming`` and ``activation/<id>/hub_batch`` (partition
    ``run_id``, replaced on a re-run of the same ``T``), then ``activation_state`` (overwrite);
+   ``segment_membership`` and the activation tables have Delta's Change Data Feed on, so downstream systems
+   can stream each run's changes (``readChangeFeed``);
 4. ``quarantine`` (partition ``run_id``) and, last, the ``activation_runs`` row (partition ``run_id``) with
    ``status = completed`` and the versions this run wrote.
 
@@ -46,7 +48,7 @@ from .schemas import (
 )
 from .segments import compile_segments
 from .storage import DeltaStorage, TableNotFoundError, open_storage
-from .storage.base import ParquetCheckpoint
+from .storage.base import CHANGE_DATA_FEED, ParquetCheckpoint
 
 log = logging.getLogger(__name__)
 
@@ -566,7 +568,9 @@ def run_batch(
         )
         write(
             "segment_membership",
-            store.overwrite(results.membership, location("segment_membership"), commit_info=commit_info),
+            store.overwrite(
+                results.membership, location("segment_membership"), commit_info=commit_info, properties=CHANGE_DATA_FEED
+            ),
         )
 
         t = F.lit(runlog.as_utc(evaluation_time)).cast("timestamp")
@@ -583,6 +587,7 @@ def run_batch(
                     {"run_id": run},
                     partition_by=["run_id"],
                     commit_info=commit_info,
+                    properties=CHANGE_DATA_FEED,
                 )
                 write(f"activation/{destination_id}/{kind}", version)
         write("activation_state", store.overwrite(results.state, location("activation_state"), commit_info=commit_info))

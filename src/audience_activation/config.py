@@ -465,7 +465,9 @@ class StorageConfig(_Model):
     """``storage:``.
 
     Attributes:
-        engine: ``auto`` picks ``delta-spark`` when its classes load, else ``delta-rs``.
+        engine: ``auto`` picks ``delta-spark`` when the Delta Lake Spark connector is usable (its jars on the
+            classpath and Delta's SQL extension configured), else ``delta-rs``; ``delta-rs`` also keeps the
+            session factory from loading the connector.
     """
 
     engine: StorageEngine = StorageEngine.auto

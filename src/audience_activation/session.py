@@ -9,6 +9,10 @@ One place decides how every job, test helper and notebook gets its :class:`Spark
   ``occurs`` are UTC in PQL), parquet timestamps as ``TIMESTAMP_MICROS`` (the Delta standard; Spark's
   default INT96 is deprecated) and adaptive query execution on.
 - **Performance defaults** that ``job.yaml`` (``spark.shuffle_partitions``, ``spark.conf``) can override.
+- **The Delta Lake Spark connector** on local runs: when the jars fetched by ``make setup`` are found
+  (:mod:`audience_activation.storage.connector`), they go on the classpath with Delta's SQL extension and
+  catalog, so ``storage.engine: auto`` picks ``delta-spark``. Under ``spark-submit`` the jars are the
+  submitter's business (``spark-submit.sh`` ships them with ``--jars`` or passes ``--packages``).
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from pyspark.sql import SparkSession
+
+from .storage.connector import connector_conf, find_delta_jars
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +81,10 @@ def session_conf(
         conf["spark.sql.shuffle.partitions"] = str(shuffle_partitions)
     elif local:
         conf["spark.sql.shuffle.partitions"] = str(LOCAL_SHUFFLE_PARTITIONS_PER_CORE * (os.cpu_count() or 1))
+    if "spark.sql.shuffle.partitions" in conf:
+        # Delta rebuilds a table's state after each commit with 50 tasks by default, sized for big clusters;
+        # when the shuffles are sized for this deployment, Delta's state reconstruction follows them.
+        conf["spark.databricks.delta.snapshotPartitions"] = conf["spark.sql.shuffle.partitions"]
     for key, value in (extra_conf or {}).items():
         conf[str(key)] = _conf_value(value)
     overridden = {key for key in REQUIRED_CONF if key in conf and conf[key] != REQUIRED_CONF[key]}
@@ -96,6 +106,7 @@ def build_session(
     master: str | None = None,
     shuffle_partitions: int | None = None,
     extra_conf: Mapping[str, Any] | None = None,
+    delta_connector: bool = True,
 ) -> SparkSession:
     """Create (or return the active) Spark session with the project's settings.
 
@@ -105,6 +116,8 @@ def build_session(
             Ignored under ``spark-submit``, which already fixed the master.
         shuffle_partitions: see :func:`session_conf`.
         extra_conf: see :func:`session_conf`.
+        delta_connector: on local runs, load the Delta Lake Spark connector when its jars are found
+            (``False`` when ``storage.engine`` is ``delta-rs``: nothing would use it).
 
     Returns:
         The session.
@@ -125,6 +138,15 @@ def build_session(
     if effective_master is not None:
         builder = builder.master(effective_master)
     conf = session_conf(shuffle_partitions=shuffle_partitions, extra_conf=extra_conf, local=local)
+    if submitted:
+        connector = "as spark-submit was given it (--jars / --packages)"
+    elif not delta_connector:
+        connector = "not loaded (storage.engine: delta-rs)"
+    else:
+        jars = find_delta_jars()
+        if jars:
+            conf.update(connector_conf(jars, conf))
+        connector = f"loaded, {jars.reason}" if jars else f"not loaded: {jars.reason}"
     for key, value in conf.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
@@ -133,9 +155,10 @@ def build_session(
         if key.startswith("spark.sql.") and spark.conf.isModifiable(key):
             spark.conf.set(key, value)
     log.info(
-        "Spark %s session on %s (%s)",
+        "Spark %s session on %s (%s); Delta Lake Spark connector: %s",
         spark.version,
         spark.conf.get("spark.master", "unknown"),
         "spark-submit" if submitted else "local process",
+        connector,
     )
     return spark

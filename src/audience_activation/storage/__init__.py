@@ -1,7 +1,7 @@
 """Delta Lake storage behind one small interface, with two engines (CONTRACT §2).
 
 - ``delta-spark``: the Delta Lake Spark connector, when its jars are on the classpath (clusters).
-- ``delta-rs``: Spark reads/writes the parquet files, the ``deltalake`` package commits (this machine).
+- ``delta-rs``: Spark reads/writes the parquet files, the ``deltalake`` package commits (no jars needed).
 - ``auto``: ``delta-spark`` when the connector loads, else ``delta-rs``; the choice is logged.
 
 Only this package reads and writes tables; transformations never do I/O.
@@ -30,6 +30,7 @@ from .base import (
     TableSnapshot,
     UnsupportedTableFeatureError,
 )
+from .connector import DELTA_SQL_CONF, delta_spark_coordinate, find_delta_jars
 from .delta_rs import DeltaRsStorage
 
 __all__ = [
@@ -42,6 +43,7 @@ __all__ = [
     "TableSnapshot",
     "UnsupportedTableFeatureError",
     "delta_spark_available",
+    "delta_spark_status",
     "open_storage",
 ]
 
@@ -50,24 +52,37 @@ log = logging.getLogger(__name__)
 ENGINES = ("auto", "delta-spark", "delta-rs")
 
 
-def delta_spark_available(spark: SparkSession) -> bool:
-    """Whether the Delta Lake Spark connector is usable in this session.
+def delta_spark_status(spark: SparkSession) -> tuple[bool, str]:
+    """Whether the Delta Lake Spark connector is usable in this session, and why (or why not).
 
-    Resolving the ``delta`` data source of a path that does not exist fails with ``DATA_SOURCE_NOT_FOUND``
-    when the connector's classes are missing and with a path error when they load, so no JVM internals are
-    needed to tell the two apart.
+    Usable means both: its classes load (resolving the ``delta`` data source of a path that does not exist
+    fails with ``DATA_SOURCE_NOT_FOUND`` when they are missing and with a path error when they load, so no
+    JVM internals are needed), and Delta's SQL extension is configured (``DeltaTable`` needs it).
     """
     if importlib.util.find_spec("delta") is None:
-        return False
+        return False, "the delta-spark Python package is not installed"
     probe = f"/nonexistent-audience-activation-probe-{uuid.uuid4().hex}"
+    loaded = True
     try:
         spark.read.format("delta").load(probe)
     except AnalysisException as exc:
         condition = (exc.getCondition() if hasattr(exc, "getCondition") else None) or ""
-        return "DATA_SOURCE_NOT_FOUND" not in condition and "DATA_SOURCE_NOT_FOUND" not in str(exc)
+        loaded = "DATA_SOURCE_NOT_FOUND" not in condition and "DATA_SOURCE_NOT_FOUND" not in str(exc)
     except Exception as exc:  # noqa: BLE001 - any other failure means the source resolved
-        return "ClassNotFoundException" not in str(exc)
-    return True
+        loaded = "ClassNotFoundException" not in str(exc)
+    if not loaded:
+        jars = find_delta_jars()
+        hint = f"; {jars.reason}" if not jars else " (the session was created before they were added)"
+        return False, f"its jars are not on the classpath{hint}"
+    extensions = spark.conf.get("spark.sql.extensions", "") or ""
+    if DELTA_SQL_CONF["spark.sql.extensions"] not in extensions:
+        return False, "its jars are loaded but spark.sql.extensions lacks io.delta.sql.DeltaSparkSessionExtension"
+    return True, "connector found"
+
+
+def delta_spark_available(spark: SparkSession) -> bool:
+    """Whether the Delta Lake Spark connector is usable in this session (see :func:`delta_spark_status`)."""
+    return delta_spark_status(spark)[0]
 
 
 def open_storage(spark: SparkSession, engine: str = "auto") -> DeltaStorage:
@@ -82,11 +97,12 @@ def open_storage(spark: SparkSession, engine: str = "auto") -> DeltaStorage:
     """
     if engine not in ENGINES:
         raise ValueError(f"unknown storage engine {engine!r}; expected one of {', '.join(ENGINES)}")
-    available = delta_spark_available(spark) if engine != "delta-rs" else False
+    available, why = delta_spark_status(spark) if engine != "delta-rs" else (False, "not asked for")
     if engine == "delta-spark" and not available:
         raise StorageError(
-            "storage.engine is delta-spark but the Delta Lake Spark connector is not on the classpath; "
-            "submit with --packages io.delta:delta-spark_4.2_2.13:4.4.1 or use storage.engine: delta-rs"
+            f"storage.engine is delta-spark but the Delta Lake Spark connector is not usable: {why}. "
+            f"Run `make jars` for local runs, submit with --packages {delta_spark_coordinate()} on a cluster, "
+            f"or use storage.engine: delta-rs"
         )
     chosen = "delta-spark" if (engine == "delta-spark" or (engine == "auto" and available)) else "delta-rs"
     if chosen == "delta-spark":
@@ -95,8 +111,8 @@ def open_storage(spark: SparkSession, engine: str = "auto") -> DeltaStorage:
         store: DeltaStorage = DeltaSparkStorage(spark)
     else:
         store = DeltaRsStorage(spark)
-    reason = (
-        f"auto: Delta Spark connector {'found' if available else 'not found'}" if engine == "auto" else "configured"
-    )
+    reason = f"auto: Delta Spark connector {'found' if available else 'not usable, ' + why}"
+    if engine != "auto":
+        reason = "configured"
     log.info("Storage engine: %s (%s)", chosen, reason)
     return store

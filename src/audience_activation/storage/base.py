@@ -2,26 +2,38 @@
 
 The interface is deliberately small: the jobs only ever read a table (remembering the snapshot version they
 read), create one, append, overwrite all of it or only the partitions matching an equality predicate, ask for
-its version and history, and clean up files a killed write left behind.
+its version, history and table properties, and clean up files a killed write left behind.
+
+Every write may name table ``properties`` the table must have (e.g. :data:`CHANGE_DATA_FEED`): they are part
+of the commit that creates the table, and a write to an existing table lacking them first sets them in a
+commit of their own.
 """
 
 from __future__ import annotations
 
 import abc
+import json
 import logging
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
+from urllib.parse import unquote
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
 from pyspark.sql.types import DataType, StructType
 
 log = logging.getLogger(__name__)
 
 #: Partition values that may appear in an equality predicate.
 PartitionValue = str | int | bool | None
+
+#: Table properties of the outputs downstream systems follow: Delta's Change Data Feed, so that
+#: ``spark.readStream.option("readChangeFeed", "true")`` streams each run's inserted and removed rows.
+CHANGE_DATA_FEED: dict[str, str] = {"delta.enableChangeDataFeed": "true"}
 
 
 class StorageError(RuntimeError):
@@ -94,9 +106,20 @@ class DeltaStorage(abc.ABC):
     def schema(self, location: str) -> StructType:
         """The table's schema (partition columns included) without reading data."""
 
+    @abc.abstractmethod
+    def properties(self, location: str) -> dict[str, str]:
+        """The table's properties (``delta.*`` configuration of its metadata)."""
+
     # -- writing -------------------------------------------------------------------------------------
     @abc.abstractmethod
-    def create(self, location: str, schema: StructType, partition_by: Sequence[str] = ()) -> int:
+    def create(
+        self,
+        location: str,
+        schema: StructType,
+        partition_by: Sequence[str] = (),
+        *,
+        properties: Mapping[str, str] | None = None,
+    ) -> int:
         """Create an empty table; fails with :class:`StorageError` if one exists. Returns its version."""
 
     @abc.abstractmethod
@@ -107,6 +130,7 @@ class DeltaStorage(abc.ABC):
         *,
         partition_by: Sequence[str] = (),
         commit_info: Mapping[str, str] | None = None,
+        properties: Mapping[str, str] | None = None,
     ) -> int:
         """Append ``df`` in one atomic commit (creating the table if needed). Returns the new version."""
 
@@ -118,6 +142,7 @@ class DeltaStorage(abc.ABC):
         *,
         partition_by: Sequence[str] = (),
         commit_info: Mapping[str, str] | None = None,
+        properties: Mapping[str, str] | None = None,
     ) -> int:
         """Replace all rows with ``df`` in one atomic commit (creating the table if needed)."""
 
@@ -130,6 +155,7 @@ class DeltaStorage(abc.ABC):
         *,
         partition_by: Sequence[str] = (),
         commit_info: Mapping[str, str] | None = None,
+        properties: Mapping[str, str] | None = None,
     ) -> int:
         """Replace only the rows whose partition columns equal ``where``, atomically.
 
@@ -166,6 +192,40 @@ def check_partition_columns(schema: StructType, partition_by: Sequence[str], loc
             )
 
 
+def require_partition_values(
+    df: DataFrame, where: Mapping[str, PartitionValue], partition_columns: Sequence[str], location: str
+) -> DataFrame:
+    """``df`` with a check that every row lies in the partitions ``where`` replaces (both engines).
+
+    The check runs while the data files are written, so a row outside the predicate fails the write before
+    its commit, with a message naming the table, the column and the value.
+
+    Raises:
+        ValueError: ``where`` names a column that is not a partition column of the table.
+    """
+    outside = [column for column in where if column not in partition_columns]
+    if outside:
+        raise ValueError(f"{location}: {outside} are not partition columns of the table ({list(partition_columns)})")
+
+    def checked(column: str, value: PartitionValue) -> Column:
+        return F.when(F.col(column) == F.lit(value), F.col(column)).otherwise(
+            F.raise_error(
+                F.concat(
+                    F.lit(f"{location}: a row has {column} = "),
+                    F.coalesce(F.col(column).cast("string"), F.lit("null")),
+                    F.lit(f", outside the partition being replaced ({column} = {value!r})"),
+                )
+            )
+        )
+
+    return df.withColumns({column: checked(column, value) for column, value in where.items()})
+
+
+def missing_properties(current: Mapping[str, str], wanted: Mapping[str, str] | None) -> dict[str, str]:
+    """The ``wanted`` table properties that ``current`` lacks or holds with another value."""
+    return {key: value for key, value in (wanted or {}).items() if current.get(key) != value}
+
+
 def _strip_nullability(data_type: DataType) -> Any:
     """A schema's JSON with every nullability flag removed, to compare shapes and types only."""
     from ..schemas import type_shape  # noqa: PLC0415 - schemas imports nothing from storage
@@ -175,7 +235,17 @@ def _strip_nullability(data_type: DataType) -> Any:
 
 #: commitInfo keys written by the engines themselves; callers' ``commit_info`` may not use them.
 RESERVED_COMMIT_KEYS = frozenset(
-    {"operation", "operationParameters", "timestamp", "version", "engineInfo", "clientVersion", "writeId", "engine"}
+    {
+        "operation",
+        "operationParameters",
+        "timestamp",
+        "version",
+        "engineInfo",
+        "clientVersion",
+        "writeId",
+        "engine",
+        "userMetadata",
+    }
 )
 
 
@@ -185,6 +255,24 @@ def commit_metadata(write_id: str, engine: str, commit_info: Mapping[str, str] |
     if reserved:
         raise ValueError(f"commit_info keys {reserved} are reserved by the storage engines")
     return {"writeId": write_id, "engine": engine, **{str(k): str(v) for k, v in (commit_info or {}).items()}}
+
+
+def with_user_metadata(entry: dict[str, Any]) -> dict[str, Any]:
+    """A history entry with the keys of its ``userMetadata`` JSON merged in.
+
+    Both engines store a write's :func:`commit_metadata` as the commit's ``userMetadata`` (a JSON string, the
+    one custom field every Delta writer and reader knows), so either engine's ``history()`` shows the other's
+    ``writeId``, ``engine`` and ``run_id``.
+    """
+    metadata = entry.get("userMetadata")
+    if isinstance(metadata, str) and metadata.startswith("{"):
+        try:
+            parsed = json.loads(metadata)
+        except ValueError:
+            return entry
+        if isinstance(parsed, dict):
+            return {**entry, **{k: v for k, v in parsed.items() if k not in entry}}
+    return entry
 
 
 def conform_to_table(df: DataFrame, table_schema: StructType, location: str) -> DataFrame:
@@ -263,3 +351,86 @@ def arrow_filesystem(location: str) -> tuple[Any, str]:
         return pafs.FileSystem.from_uri(f"file://{os.path.abspath(location)}")
     scheme, rest = location.split("://", 1)
     return pafs.FileSystem.from_uri(f"{_ARROW_SCHEMES.get(scheme, scheme)}://{rest}")
+
+
+_COMMIT_FILE = re.compile(r"^(\d{20})\.json$")
+
+
+def commit_versions(location: str) -> list[int]:
+    """The versions of the commit files in a table's ``_delta_log`` (ascending; empty when there is none).
+
+    Listing one folder is the cheapest way to know a table's latest version: the newest commit file is
+    never removed by log cleanup (only files older than the last checkpoint are).
+    """
+    import pyarrow.fs as pafs  # noqa: PLC0415
+
+    filesystem, base = arrow_filesystem(location.rstrip("/"))
+    infos = filesystem.get_file_info(pafs.FileSelector(f"{base}/_delta_log", allow_not_found=True))
+    return sorted(int(match.group(1)) for info in infos if (match := _COMMIT_FILE.match(info.base_name)))
+
+
+def commit_info(location: str, version: int) -> dict[str, Any]:
+    """The ``commitInfo`` action of one commit file, with its ``userMetadata`` keys merged in."""
+    filesystem, base = arrow_filesystem(location.rstrip("/"))
+    with filesystem.open_input_stream(f"{base}/_delta_log/{version:020d}.json") as stream:
+        for line in stream.read().decode("utf-8").splitlines():
+            if '"commitInfo"' in line:
+                info = json.loads(line).get("commitInfo") or {}
+                return with_user_metadata({**info, "version": version})
+    return {"version": version}
+
+
+def uncommitted_data_files(location: str) -> dict[str, Any]:
+    """Parquet data files under a table's folder that no add, remove or cdc action of its log names.
+
+    These are files of writes that never committed (killed, failed or conflicting writers) — or of a write
+    still running. Keys are paths relative to the table folder, values pyarrow ``FileInfo`` (with ``mtime_ns``).
+    """
+    import pyarrow.fs as pafs  # noqa: PLC0415 - keeps pyarrow out of the import of the interface
+
+    filesystem, base = arrow_filesystem(location.rstrip("/"))
+    log_dir = f"{base}/_delta_log"
+    referenced = _referenced_files(filesystem, log_dir)
+    found = {}
+    for info in filesystem.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True)):
+        if info.type != pafs.FileType.File or info.path.startswith(log_dir + "/"):
+            continue
+        if not info.base_name.endswith(".parquet") or info.base_name.startswith("."):
+            continue
+        relative = info.path[len(base) + 1 :]
+        if relative not in referenced:
+            found[relative] = info
+    return found
+
+
+def _referenced_files(filesystem: Any, log_dir: str) -> set[str]:
+    """Relative paths of every data and change file named by an add, remove or cdc action of the log
+    (commits, classic and multi-part checkpoints, v2 checkpoints and their sidecars)."""
+    referenced: set[str] = set()
+
+    def remember(path: str | None) -> None:
+        if path and "://" not in path and not path.startswith("/"):
+            referenced.add(unquote(path))
+
+    import pyarrow.fs as pafs  # noqa: PLC0415
+    import pyarrow.parquet as pq  # noqa: PLC0415
+
+    for info in filesystem.get_file_info(pafs.FileSelector(log_dir, recursive=True, allow_not_found=True)):
+        name = info.base_name
+        if info.type != pafs.FileType.File or name.startswith("."):
+            continue
+        if name.endswith(".json") and name[:20].isdigit():
+            with filesystem.open_input_stream(info.path) as stream:
+                for line in stream.read().decode("utf-8").splitlines():
+                    action = json.loads(line) if line.strip() else {}
+                    for kind in ("add", "remove", "cdc"):
+                        if kind in action:
+                            remember(action[kind].get("path"))
+        elif name.endswith(".parquet"):  # checkpoints and v2-checkpoint sidecars
+            with filesystem.open_input_file(info.path) as handle:
+                columns = [c for c in ("add", "remove") if c in pq.ParquetFile(handle).schema_arrow.names]
+                table = pq.read_table(handle, columns=columns)
+            for column in columns:
+                for entry in table.column(column).to_pylist():
+                    remember((entry or {}).get("path"))
+    return referenced

@@ -1,6 +1,6 @@
 """The ``delta-rs`` engine: Spark moves the data, the ``deltalake`` package commits it.
 
-For machines without the Delta Lake Spark jars (no Maven access here). The data path stays distributed:
+For machines without the Delta Lake Spark jars (only PyPI packages). The data path stays distributed:
 
 - **Reads.** delta-rs lists the snapshot's data files and partition values (the log replay is the only
   driver work); Spark executors read those parquet files. Partition values come from the log, never from
@@ -58,6 +58,9 @@ from .base import (
     check_partition_columns,
     commit_metadata,
     conform_to_table,
+    missing_properties,
+    require_partition_values,
+    with_user_metadata,
 )
 
 log = logging.getLogger(__name__)
@@ -122,11 +125,14 @@ class DeltaRsStorage(DeltaStorage):
         return int(self._table(location).version())
 
     def history(self, location: str, limit: int | None = None) -> list[dict[str, Any]]:
-        entries = self._table(location).history(limit)
+        entries = [with_user_metadata(entry) for entry in self._table(location).history(limit)]
         return sorted(entries, key=lambda entry: entry["version"], reverse=True)
 
     def schema(self, location: str) -> StructType:
         return _spark_schema(self._table(location))
+
+    def properties(self, location: str) -> dict[str, str]:
+        return {k: v for k, v in (self._table(location).metadata().configuration or {}).items() if v is not None}
 
     def check_reader_features(self, table: DeltaTable, location: str) -> None:
         """Refuse tables whose correct reading needs a feature this engine does not implement."""
@@ -184,11 +190,20 @@ class DeltaRsStorage(DeltaStorage):
         return reduce(DataFrame.unionByName, scans)
 
     # -- writing -------------------------------------------------------------------------------------
-    def create(self, location: str, schema: StructType, partition_by: Sequence[str] = ()) -> int:
+    def create(
+        self,
+        location: str,
+        schema: StructType,
+        partition_by: Sequence[str] = (),
+        *,
+        properties: Mapping[str, str] | None = None,
+    ) -> int:
         if self.exists(location):
             raise StorageError(f"{location}: a Delta table already exists here")
         check_partition_columns(schema, partition_by, location)
-        return self._write(self.spark.createDataFrame([], schema), location, "create", partition_by, None, None)
+        return self._write(
+            self.spark.createDataFrame([], schema), location, "create", partition_by, None, None, properties
+        )
 
     def append(
         self,
@@ -197,8 +212,9 @@ class DeltaRsStorage(DeltaStorage):
         *,
         partition_by: Sequence[str] = (),
         commit_info: Mapping[str, str] | None = None,
+        properties: Mapping[str, str] | None = None,
     ) -> int:
-        return self._write(df, location, "append", partition_by, None, commit_info)
+        return self._write(df, location, "append", partition_by, None, commit_info, properties)
 
     def overwrite(
         self,
@@ -207,8 +223,9 @@ class DeltaRsStorage(DeltaStorage):
         *,
         partition_by: Sequence[str] = (),
         commit_info: Mapping[str, str] | None = None,
+        properties: Mapping[str, str] | None = None,
     ) -> int:
-        return self._write(df, location, "overwrite", partition_by, None, commit_info)
+        return self._write(df, location, "overwrite", partition_by, None, commit_info, properties)
 
     def replace_partitions(
         self,
@@ -218,12 +235,13 @@ class DeltaRsStorage(DeltaStorage):
         *,
         partition_by: Sequence[str] = (),
         commit_info: Mapping[str, str] | None = None,
+        properties: Mapping[str, str] | None = None,
     ) -> int:
         if not where:
             raise ValueError("replace_partitions needs at least one partition column in `where`")
         if any(value is None for value in where.values()):
             raise ValueError("replace_partitions compares with '='; a null partition value cannot be matched")
-        return self._write(df, location, "overwrite", partition_by, dict(where), commit_info)
+        return self._write(df, location, "overwrite", partition_by, dict(where), commit_info, properties)
 
     def _write(
         self,
@@ -233,12 +251,18 @@ class DeltaRsStorage(DeltaStorage):
         partition_by: Sequence[str],
         where: dict[str, PartitionValue] | None,
         commit_info: Mapping[str, str] | None,
+        properties: Mapping[str, str] | None,
     ) -> int:
         root = table_root(location)
         # The snapshot this write is based on: the commit will fail if the table moved on meanwhile.
         table = self._table(location) if mode != "create" and self.exists(location) else None
         if table is not None:
             self.check_reader_features(table, location)
+            lacking = missing_properties(table.metadata().configuration or {}, properties)
+            if lacking:
+                table.alter.set_table_properties(lacking, commit_properties=CommitProperties(max_commit_retries=0))
+                log.info("%s: set table properties %s", location, lacking)
+                table = self._table(location)
             table_schema = _spark_schema(table)
             partition_columns = list(table.metadata().partition_columns)
             if partition_by and list(partition_by) != partition_columns:
@@ -251,16 +275,16 @@ class DeltaRsStorage(DeltaStorage):
             check_partition_columns(df.schema, partition_columns, location)
             table_schema = df.schema
         if where is not None:
-            outside = [column for column in where if column not in partition_columns]
-            if outside:
-                raise ValueError(f"{location}: {outside} are not partition columns of the table ({partition_columns})")
-            df = df.withColumns({column: _require_equal(column, value, location) for column, value in where.items()})
+            df = require_partition_values(df, where, partition_columns, location)
 
         write_id = uuid.uuid4().hex
         write_dir = f"{WRITE_DIR_PREFIX}{write_id}"
         staging = f"{root}/{write_dir}"
         metadata = commit_metadata(write_id, self.name, commit_info)
-        properties = CommitProperties(custom_metadata=metadata, max_commit_retries=0)
+        # Top-level commitInfo keys for delta-rs readers, and the same as userMetadata for every other reader.
+        commit = CommitProperties(
+            custom_metadata={**metadata, "userMetadata": json.dumps(metadata)}, max_commit_retries=0
+        )
         try:
             self._write_files(df, staging, partition_columns)
             actions = self._added_files(root, write_dir, partition_columns)
@@ -272,8 +296,9 @@ class DeltaRsStorage(DeltaStorage):
                     actions,
                     mode="error",
                     partition_by=partition_columns or None,
+                    configuration=dict(properties or {}) or None,
                     storage_options=self.storage_options or None,
-                    commit_properties=properties,
+                    commit_properties=commit,
                 )
             else:
                 filters = None
@@ -285,7 +310,7 @@ class DeltaRsStorage(DeltaStorage):
                     schema=table.schema(),
                     partition_by=partition_columns or None,
                     partition_filters=filters,
-                    commit_properties=properties,
+                    commit_properties=commit,
                 )
         except CommitFailedError as exc:
             self._delete_tree(staging)  # a failed commit wrote nothing to the log
@@ -404,15 +429,3 @@ def _absolute_path(root: str, path: str) -> str:
     if "://" in path or path.startswith("/"):
         return path
     return f"{root}/{unquote(path)}"
-
-
-def _require_equal(column: str, value: PartitionValue, location: str) -> Column:
-    return F.when(F.col(column) == F.lit(value), F.col(column)).otherwise(
-        F.raise_error(
-            F.concat(
-                F.lit(f"{location}: a row has {column} = "),
-                F.coalesce(F.col(column).cast("string"), F.lit("null")),
-                F.lit(f", outside the partition being replaced ({column} = {value!r})"),
-            )
-        )
-    )

@@ -1,9 +1,26 @@
 """The ``delta-spark`` engine: the Delta Lake Spark connector (``format("delta")``).
 
-This is what clusters use (Databricks, EMR, Dataproc, or ``spark-submit --packages
-io.delta:delta-spark_4.2_2.13:4.4.1``). It implements the same small interface as the delta-rs engine so
-jobs do not know which one runs. Each write records ``{"writeId": ...}`` in the commit's ``userMetadata`` so
-the version a write produced can be found even when other writers commit afterwards.
+This is what clusters use (Databricks, EMR, Dataproc, ``spark-submit --packages io.delta:delta-spark_...``,
+or ``./spark-submit.sh`` shipping the jars that ``make setup`` fetched). It implements the same small
+interface as the delta-rs engine so jobs do not know which one runs:
+
+- **Reads** pin the version: ``read(location)`` resolves the latest version first and reads it with
+  ``versionAsOf``, so the version recorded in the run log is exactly the one read. A table needing a reader
+  feature this Delta release does not know fails with
+  :class:`~audience_activation.storage.base.UnsupportedTableFeatureError` naming table and feature.
+- **Writes** are Delta's own atomic commits; ``replace_partitions`` is ``replaceWhere`` on partition columns.
+  Each write records ``{"writeId": ..., "engine": ..., <commit_info>}`` as the commit's ``userMetadata`` (JSON),
+  and the version returned is the one whose commit carries that id, even when other writers commit afterwards.
+- **Conflicts** are Delta's optimistic concurrency: a commit that conflicts with one made after this write
+  read the table raises one of Delta's exception classes (``delta.exceptions.ConcurrentAppendException``,
+  ``MetadataChangedException``, ...), which becomes
+  :class:`~audience_activation.storage.base.ConcurrentWriteError` with the same message as under delta-rs.
+  Delta decides what conflicts: an overwrite or a ``replaceWhere`` conflicts with files added concurrently
+  to what it replaces, a blind append does not conflict with other appends.
+- **Table properties** (e.g. ``delta.enableChangeDataFeed``) go into the creating commit as writer options,
+  and an existing table lacking them gets them with ``ALTER TABLE ... SET TBLPROPERTIES`` first.
+- **Cleanup** removes data files that no commit of the retained log mentions (a killed writer's files),
+  never files of older versions that time travel may still read (``VACUUM`` would delete those too).
 """
 
 from __future__ import annotations
@@ -11,11 +28,13 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
+from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import StructType
 
@@ -27,12 +46,27 @@ from .base import (
     StorageError,
     TableNotFoundError,
     TableSnapshot,
+    UnsupportedTableFeatureError,
+    arrow_filesystem,
     check_partition_columns,
+    commit_info,
     commit_metadata,
+    commit_versions,
     conform_to_table,
+    missing_properties,
+    require_partition_values,
+    uncommitted_data_files,
+    with_user_metadata,
 )
 
 log = logging.getLogger(__name__)
+
+#: Error conditions of Delta meaning "this release cannot read (or write) this table's protocol".
+_UNSUPPORTED_FEATURE_CONDITIONS = (
+    "DELTA_UNSUPPORTED_FEATURES_FOR_READ",
+    "DELTA_UNSUPPORTED_FEATURES_FOR_WRITE",
+    "DELTA_INVALID_PROTOCOL_VERSION",
+)
 
 
 def _sql_literal(value: PartitionValue) -> str:
@@ -43,6 +77,15 @@ def _sql_literal(value: PartitionValue) -> str:
     return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+def _quoted_path(location: str) -> str:
+    return "delta.`" + location.replace("`", "``") + "`"
+
+
+def _condition(exc: Exception) -> str:
+    getter = getattr(exc, "getCondition", None) or getattr(exc, "getErrorClass", None)
+    return (getter() if getter else None) or ""
+
+
 class DeltaSparkStorage(DeltaStorage):
     """Delta tables through the Delta Lake Spark connector (requires its jars on the classpath)."""
 
@@ -50,51 +93,90 @@ class DeltaSparkStorage(DeltaStorage):
 
     def __init__(self, spark: SparkSession) -> None:
         super().__init__(spark)
-        from delta.tables import DeltaTable  # noqa: PLC0415 - only importable with delta-spark installed
+        # Importing delta.exceptions installs Delta's conversion of its JVM conflict exceptions.
+        from delta import exceptions as delta_exceptions  # noqa: PLC0415 - needs the optional connector
+        from delta.tables import DeltaTable  # noqa: PLC0415
 
         self._delta_table = DeltaTable
+        #: Delta's commit-conflict exceptions (they share no base class in Python).
+        self._conflicts: tuple[type[BaseException], ...] = tuple(
+            getattr(delta_exceptions, name) for name in delta_exceptions.__all__
+        )
 
+    # -- reading -------------------------------------------------------------------------------------
     def exists(self, location: str) -> bool:
         return bool(self._delta_table.isDeltaTable(self.spark, location))
 
     def _require(self, location: str) -> Any:
         if not self.exists(location):
             raise TableNotFoundError(f"{location}: no Delta table at this location")
-        return self._delta_table.forPath(self.spark, location)
+        try:
+            return self._delta_table.forPath(self.spark, location)
+        except AnalysisException as exc:
+            raise self._translate(exc, location) from exc
+
+    def _translate(self, exc: AnalysisException, location: str) -> Exception:
+        condition = _condition(exc)
+        if condition in _UNSUPPORTED_FEATURE_CONDITIONS:
+            return UnsupportedTableFeatureError(
+                f"table {location} uses Delta features this delta-spark release cannot honour: "
+                f"{str(exc).splitlines()[0]}"
+            )
+        return exc
 
     def version(self, location: str) -> int:
-        return int(self._require(location).history(1).select("version").first()[0])
+        # The newest commit file of the log: a folder listing instead of DESCRIBE HISTORY (a Spark job).
+        versions = commit_versions(location)
+        if not versions:
+            return int(self._require(location).history(1).select("version").first()[0])
+        return versions[-1]
 
     def history(self, location: str, limit: int | None = None) -> list[dict[str, Any]]:
         rows = self._require(location).history(limit).orderBy("version", ascending=False).collect()
-        entries = []
-        for row in rows:
-            entry = row.asDict(recursive=True)
-            metadata = entry.get("userMetadata")
-            if metadata:
-                with contextlib.suppress(ValueError):
-                    entry.update(json.loads(metadata))
-            entries.append(entry)
-        return entries
+        return [with_user_metadata(row.asDict(recursive=True)) for row in rows]
 
     def schema(self, location: str) -> StructType:
         self._require(location)
         return self.spark.read.format("delta").load(location).schema
 
+    def properties(self, location: str) -> dict[str, str]:
+        self._require(location)
+        rows = self.spark.sql(f"SHOW TBLPROPERTIES {_quoted_path(location)}").collect()
+        return {row["key"]: row["value"] for row in rows if not row["key"].startswith("delta.feature.")}
+
+    def partition_columns(self, location: str) -> list[str]:
+        """The table's partition columns, from ``DESCRIBE TABLE`` (metadata only; ``DESCRIBE DETAIL`` would
+        also compute the table's size from its full state, a Spark job per call)."""
+        self._require(location)
+        rows = self.spark.sql(f"DESCRIBE TABLE {_quoted_path(location)}").collect()
+        names = [row["col_name"] for row in rows]
+        if "# Partition Information" not in names:
+            return []
+        section = names[names.index("# Partition Information") + 1 :]
+        return [name for name in section if name and not name.startswith("#")]
+
     def read(self, location: str, version: int | None = None) -> TableSnapshot:
         resolved = self.version(location) if version is None else version
-        df = self.spark.read.format("delta").option("versionAsOf", resolved).load(location)
+        try:
+            df = self.spark.read.format("delta").option("versionAsOf", resolved).load(location)
+        except AnalysisException as exc:
+            raise self._translate(exc, location) from exc
         return TableSnapshot(location=location, version=resolved, df=df)
 
-    def create(self, location: str, schema: StructType, partition_by: Sequence[str] = ()) -> int:
+    # -- writing -------------------------------------------------------------------------------------
+    def create(
+        self,
+        location: str,
+        schema: StructType,
+        partition_by: Sequence[str] = (),
+        *,
+        properties: Mapping[str, str] | None = None,
+    ) -> int:
         if self.exists(location):
             raise StorageError(f"{location}: a Delta table already exists here")
         check_partition_columns(schema, partition_by, location)
-        builder = self._delta_table.create(self.spark).location(location).addColumns(schema)
-        if partition_by:
-            builder = builder.partitionedBy(*partition_by)
-        builder.execute()
-        return self.version(location)
+        empty = self.spark.createDataFrame([], schema)
+        return self._write(empty, location, "create", partition_by, None, None, properties)
 
     def append(
         self,
@@ -103,8 +185,9 @@ class DeltaSparkStorage(DeltaStorage):
         *,
         partition_by: Sequence[str] = (),
         commit_info: Mapping[str, str] | None = None,
+        properties: Mapping[str, str] | None = None,
     ) -> int:
-        return self._write(df, location, "append", partition_by, None, commit_info)
+        return self._write(df, location, "append", partition_by, None, commit_info, properties)
 
     def overwrite(
         self,
@@ -113,8 +196,9 @@ class DeltaSparkStorage(DeltaStorage):
         *,
         partition_by: Sequence[str] = (),
         commit_info: Mapping[str, str] | None = None,
+        properties: Mapping[str, str] | None = None,
     ) -> int:
-        return self._write(df, location, "overwrite", partition_by, None, commit_info)
+        return self._write(df, location, "overwrite", partition_by, None, commit_info, properties)
 
     def replace_partitions(
         self,
@@ -124,10 +208,13 @@ class DeltaSparkStorage(DeltaStorage):
         *,
         partition_by: Sequence[str] = (),
         commit_info: Mapping[str, str] | None = None,
+        properties: Mapping[str, str] | None = None,
     ) -> int:
-        if not where or any(value is None for value in where.values()):
-            raise ValueError("replace_partitions needs non-null equality values for at least one column")
-        return self._write(df, location, "overwrite", partition_by, dict(where), commit_info)
+        if not where:
+            raise ValueError("replace_partitions needs at least one partition column in `where`")
+        if any(value is None for value in where.values()):
+            raise ValueError("replace_partitions compares with '='; a null partition value cannot be matched")
+        return self._write(df, location, "overwrite", partition_by, dict(where), commit_info, properties)
 
     def _write(
         self,
@@ -137,47 +224,107 @@ class DeltaSparkStorage(DeltaStorage):
         partition_by: Sequence[str],
         where: dict[str, PartitionValue] | None,
         commit_info: Mapping[str, str] | None,
+        properties: Mapping[str, str] | None,
     ) -> int:
-        if self.exists(location):
-            table_schema = self.schema(location)
-            detail = self._require(location).detail().select("partitionColumns").first()[0]
-            partition_columns = list(detail)
+        read_version: int | None = None
+        new_table_properties: dict[str, str] = {}
+        if mode != "create" and self.exists(location):
+            partition_columns = self.partition_columns(location)
             if partition_by and list(partition_by) != partition_columns:
                 raise SchemaMismatchError(
                     f"{location}: table is partitioned by {partition_columns}, write asked for {list(partition_by)}"
                 )
-            df = conform_to_table(df, table_schema, location)
+            df = conform_to_table(df, self.schema(location), location)
+            lacking = missing_properties(self.properties(location) if properties else {}, properties)
+            if lacking:
+                self._set_properties(location, lacking)
+            read_version = self.version(location)
         else:
             partition_columns = list(partition_by)
             check_partition_columns(df.schema, partition_columns, location)
+            new_table_properties = dict(properties or {})
+        if where is not None:
+            df = require_partition_values(df, where, partition_columns, location)
+
         write_id = uuid.uuid4().hex
         metadata = json.dumps(commit_metadata(write_id, self.name, commit_info))
-        writer = df.write.format("delta").mode(mode).option("userMetadata", metadata)
+        writer = df.write.format("delta").mode("errorifexists" if mode == "create" else mode)
+        writer = writer.option("userMetadata", metadata)
+        for key, value in new_table_properties.items():
+            writer = writer.option(key, value)  # table properties of the creating commit
         if partition_columns:
             writer = writer.partitionBy(*partition_columns)
         if where is not None:
-            outside = [column for column in where if column not in partition_columns]
-            if outside:
-                raise ValueError(f"{location}: {outside} are not partition columns of the table ({partition_columns})")
             predicate = " AND ".join(f"`{column}` = {_sql_literal(value)}" for column, value in where.items())
             writer = writer.option("replaceWhere", predicate)
         try:
             writer.save(location)
-        except Exception as exc:
-            if "ConcurrentModification" in type(exc).__name__ or "Concurrent" in str(exc)[:300]:
-                raise ConcurrentWriteError(f"{location}: another writer committed concurrently: {exc}") from exc
-            raise
-        for entry in self.history(location, 20):
+        except self._conflicts as exc:
+            raise ConcurrentWriteError(
+                f"{location}: another writer committed to this table after version "
+                f"{read_version if read_version is not None else '(new table)'} was read; this write was not "
+                f"committed and the table is unchanged by it ({type(exc).__name__}: {str(exc).splitlines()[0]})"
+            ) from exc
+        except AnalysisException as exc:
+            if read_version is None and _condition(exc) in ("DELTA_PATH_EXISTS", "PATH_ALREADY_EXISTS"):
+                raise ConcurrentWriteError(
+                    f"{location}: another writer created this table while this write was running; "
+                    f"this write was not committed"
+                ) from exc
+            raise self._translate(exc, location) from exc
+        version = self._committed_version(location, write_id)
+        if version is None and read_version is not None:
+            # Delta records no commit for a write that adds and removes nothing (an empty append or an empty
+            # replaceWhere of an empty partition: spark.databricks.delta.skipRecordingEmptyCommits); the table
+            # is then as this write read it.
+            log.info("%s: nothing to commit (empty write); the table stays at version %d", location, read_version)
+            return read_version
+        if version is None:  # pragma: no cover - Delta returned without error but no commit has our id
+            raise StorageError(f"{location}: write {write_id} reported success but is not in the table history")
+        log.info("%s: committed version %d (%s, engine %s)", location, version, mode, self.name)
+        return version
+
+    def _set_properties(self, location: str, properties: Mapping[str, str]) -> None:
+        assignments = ", ".join(f"{_sql_literal(key)} = {_sql_literal(value)}" for key, value in properties.items())
+        self.spark.sql(f"ALTER TABLE {_quoted_path(location)} SET TBLPROPERTIES ({assignments})")
+        log.info("%s: set table properties %s", location, dict(properties))
+
+    def _committed_version(self, location: str, write_id: str) -> int | None:
+        """The version whose commit carries ``write_id``, or None when that write never committed.
+
+        The write is normally among the last commits: their commit files are read directly (no Spark job);
+        else the whole history is searched.
+        """
+        for version in reversed(commit_versions(location)[-20:]):
+            if commit_info(location, version).get("writeId") == write_id:
+                return version
+        for entry in self.history(location):
             if entry.get("writeId") == write_id:
                 return int(entry["version"])
-        return self.version(location)
+        return None
 
+    # -- cleanup -------------------------------------------------------------------------------------
     def cleanup(self, location: str, *, older_than: timedelta = timedelta(hours=1)) -> list[str]:
-        """delta-spark stages no files outside its own protocol; ``VACUUM`` removes orphans of failed jobs.
+        """Delete data files that no commit in the retained log mentions, once older than ``older_than``.
 
-        Runs ``VACUUM`` with the table's configured retention (default 7 days), which also removes files of
-        versions older than that retention. Returns an empty list: the connector does not report paths.
+        A killed writer leaves such files (Delta writes data files in place and commits them afterwards).
+        Files of older versions stay: time travel to the versions recorded in the run log must keep working
+        (``VACUUM`` would remove them after the table's retention).
         """
-        log.info("%s: running VACUUM (table retention; older_than=%s is not used by delta-spark)", location, older_than)
-        self._require(location).vacuum()
-        return []
+        if not self.exists(location):
+            return []  # without a log every file would look uncommitted
+        filesystem, _ = arrow_filesystem(location.rstrip("/"))
+        deadline_ns = time.time_ns() - int(older_than.total_seconds() * 1e9)
+        deleted = []
+        for relative, info in uncommitted_data_files(location).items():
+            if (info.mtime_ns or 0) > deadline_ns:
+                continue  # possibly a write still in flight
+            name = info.base_name
+            filesystem.delete_file(info.path)
+            checksum = f"{info.path[: -len(name)]}.{name}.crc"  # Hadoop's local checksum file, if any
+            with contextlib.suppress(FileNotFoundError, OSError):
+                filesystem.delete_file(checksum)
+            deleted.append(f"{location.rstrip('/')}/{relative}")
+        if deleted:
+            log.info("%s: removed %d uncommitted data file(s)", location, len(deleted))
+        return sorted(deleted)
