@@ -1,7 +1,7 @@
 """Batch job benchmark (run by hand; results under benchmarks/results/).
 
     .venv/bin/python benchmarks/batch.py --persons 100000
-    .venv/bin/python benchmarks/batch.py --persons 1000000 --skip-segment-scaling
+    .venv/bin/python benchmarks/batch.py --persons 1000000 --skip-segment-scaling [--engine delta-rs]
 
 For N demo persons (generated unless the lake already holds them): the time for Spark merely to scan the four
 inputs once, the full batch run with 50 segments and the 7 shipped destinations (wall time per stage, peak
@@ -66,14 +66,18 @@ def segments(count: int) -> list[dict]:
     return out
 
 
-def conf_dir(base: Path, lake: str, segment_count: int, driver_memory: str) -> Path:
+def conf_dir(base: Path, lake: str, segment_count: int, driver_memory: str, engine: str = "auto") -> Path:
     """A configuration folder: the shipped namespaces/regions/destination types, ``segment_count`` segments."""
     conf = base / f"conf-{segment_count}"
     shutil.rmtree(conf, ignore_errors=True)
     conf.mkdir(parents=True)
     for name in ("namespaces.yaml", "regions.yaml"):
         shutil.copy(ROOT / "conf" / name, conf / name)
-    job = {"lake": {"root": lake}, "spark": {"conf": {"spark.driver.memory": driver_memory}}}
+    job = {
+        "lake": {"root": lake},
+        "storage": {"engine": engine},
+        "spark": {"conf": {"spark.driver.memory": driver_memory}},
+    }
     (conf / "job.yaml").write_text(yaml.safe_dump(job))
     defined = segments(segment_count)
     (conf / "segments.yaml").write_text(yaml.safe_dump({"segments": defined}))
@@ -107,10 +111,11 @@ def main() -> None:
     parser.add_argument("--lake", default=None, help="lake root (default /tmp/aa-bench-<persons>)")
     parser.add_argument("--driver-memory", default="8g")
     parser.add_argument("--skip-segment-scaling", action="store_true", help="skip the 10 vs 100 segment previews")
+    parser.add_argument("--engine", default="auto", choices=("auto", "delta-spark", "delta-rs"))
     args = parser.parse_args()
     lake = args.lake or f"/tmp/aa-bench-{args.persons}"
     work = Path(tempfile.mkdtemp(prefix="aa-bench-conf-"))
-    config = load_config(conf_dir(work, lake, 50, args.driver_memory))
+    config = load_config(conf_dir(work, lake, 50, args.driver_memory, args.engine))
     spark = app.session_for(config)
     spark.sparkContext.setLogLevel("ERROR")
     store = app.storage_for(spark, config)
@@ -147,7 +152,7 @@ def main() -> None:
     scaling: dict[int, float] = {}
     if not args.skip_segment_scaling:
         for count in (10, 100):
-            scaled = load_config(conf_dir(work, lake, count, args.driver_memory))
+            scaled = load_config(conf_dir(work, lake, count, args.driver_memory, args.engine))
             start = time.perf_counter()
             batch.preview_batch(spark, scaled, evaluation_time=AS_OF, force=True)
             scaling[count] = round(time.perf_counter() - start, 1)
