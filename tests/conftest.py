@@ -41,6 +41,7 @@ def selected_engines() -> tuple[str, ...]:
         raise pytest.UsageError(f"{ENGINES_ENV}: unknown engine(s) {unknown}; expected {', '.join(ALL_ENGINES)}")
     return engines
 
+
 # Keep the Python workers on the interpreter running the tests (the venv), whatever PATH says.
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)

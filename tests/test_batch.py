@@ -9,7 +9,9 @@ with one engine and continued with the other ends with the tables of a lake that
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import shutil
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -209,6 +211,8 @@ def test_two_runs_produce_every_change_reason(
     assert first.status == "completed" and first.previous_run is None
 
     run1 = "batch-20261101T000000Z"
+    after_t1 = snapshot(lake)
+    assert not (lake / "_scratch").exists()  # the lineage barrier's scratch folder is gone with its parent
     assert rows(lake / "activation/aam/edge_streaming", *ACTIVATION, "region", "dcs_region_id") == [
         (run1, "us", "CRMID:c1", "realized", "backfill", "IRL1", 6),
         (run1, "us", "CRMID:c1", "realized", "backfill", "VA6", 7),
@@ -334,6 +338,24 @@ def test_two_runs_produce_every_change_reason(
         run(spark, conf, T2, on_commit=fail_after_aam_hub_batch)
     runs = {r["run_id"]: r["status"] for r in DeltaTable(str(lake / "activation_runs")).to_pyarrow_table().to_pylist()}
     assert runs == {run1: "completed", "batch-20261108T000000Z": "failed"}
+    # The failed attempt's commits were rolled back: every output is as T1 left it; only the run log tells.
+    rolled_back = snapshot(lake)
+    assert rolled_back.pop("activation_runs") != after_t1.pop("activation_runs")
+    assert rolled_back == after_t1
+    assert not (lake / "_scratch").exists() and not (lake / "_lease").joinpath("_scratch").exists()
+    # Failing after its last commit (the run log row) is rolled back the same way.
+    with pytest.raises(RuntimeError, match="injected failure"):
+        run(
+            spark,
+            conf,
+            T2,
+            on_commit=lambda table: (
+                fail_after_aam_hub_batch("activation/aam/hub_batch") if table == "activation_runs" else None
+            ),
+        )
+    again_rolled_back = snapshot(lake)
+    again_rolled_back.pop("activation_runs")
+    assert again_rolled_back == after_t1
 
     second = run(spark, conf, T2)
     assert second.previous_run == run1
@@ -371,16 +393,27 @@ def test_two_runs_produce_every_change_reason(
         (run2, "us", "CRMID:c6", "exited", "unmapped"),
     ]
     # Downstream systems stream the changes: the activation tables carry Delta's Change Data Feed (read here
-    # with delta-rs; cja's table was not reached by the failed attempt).
+    # with delta-rs). The attempt that failed after its run-log row had reached cja's table: the feed shows its
+    # rows inserted, then deleted by the roll-back's RESTORE, then the completed run's rows.
     feed = pa.table(DeltaTable(str(lake / "activation/cja/hub_batch")).load_cdf(starting_version=0).read_all())
-    assert sorted((r["_change_type"], r["run_id"], r["segment_id"], r["person_id"], r["reason"]) for r in feed.to_pylist()) == [
-        ("insert", run1, "buyers", "CRMID:c1", "backfill"),
-        *[("insert", run1, "us", f"CRMID:c{n}", "backfill") for n in (1, 2, 3, 4, 6)],
-        ("insert", run2, "buyers", "CRMID:c1", "disqualified"),
-        ("insert", run2, "buyers", "CRMID:c2", "qualified"),
-        ("insert", run2, "buyers", "CRMID:c9", "qualified"),
-        *[("insert", run2, "us", f"CRMID:c{n}", "unmapped") for n in (1, 2, 3, 4, 6)],
+    changes = [(r["_change_type"], r["run_id"], r["segment_id"], r["person_id"], r["reason"]) for r in feed.to_pylist()]
+    inserted = Counter(c[1:] for c in changes if c[0] == "insert")
+    deleted = Counter(c[1:] for c in changes if c[0] == "delete")
+    assert {c[0] for c in changes} == {"insert", "delete"}
+    run2_rows = [
+        (run2, "buyers", "CRMID:c1", "disqualified"),
+        (run2, "buyers", "CRMID:c2", "qualified"),
+        (run2, "buyers", "CRMID:c9", "qualified"),
+        *[(run2, "us", f"CRMID:c{n}", "unmapped") for n in (1, 2, 3, 4, 6)],
     ]
+    assert sorted(deleted.elements()) == sorted(run2_rows)  # exactly the rolled-back attempt's rows
+    assert sorted((inserted - deleted).elements()) == sorted(
+        [
+            (run1, "buyers", "CRMID:c1", "backfill"),
+            *[(run1, "us", f"CRMID:c{n}", "backfill") for n in (1, 2, 3, 4, 6)],
+            *run2_rows,
+        ]
+    )
     for table in ("segment_membership", "activation/aam/edge_streaming", "activation/cja/hub_batch"):
         assert store.properties(str(lake / table))["delta.enableChangeDataFeed"] == "true", table
     membership = rows(lake / "segment_membership", "person_id", "segment_id", "status", "last_qualification_time")
@@ -477,7 +510,8 @@ def clean_two_runs(spark: SparkSession, base: Path, first: str, then: str) -> di
     second = run(spark, conf, T2)
     assert second.engine == then and second.previous_run == "batch-20261101T000000Z"
     engines = {
-        r["run_id"]: r["storage_engine"] for r in DeltaTable(str(lake / "activation_runs")).to_pyarrow_table().to_pylist()
+        r["run_id"]: r["storage_engine"]
+        for r in DeltaTable(str(lake / "activation_runs")).to_pyarrow_table().to_pylist()
     }
     assert engines == {"batch-20261101T000000Z": first, "batch-20261108T000000Z": then}
     return snapshot(lake)
@@ -492,3 +526,64 @@ def test_a_lake_continued_with_the_other_engine_gives_the_same_outputs(
     changed_engine = clean_two_runs(spark, tmp_path / "changed", first, then)
     reference = after_t2.get(first) or clean_two_runs(spark, tmp_path / "one-engine", first, first)
     assert changed_engine == reference
+
+
+def test_no_raw_email_or_phone_reaches_a_hashing_destination(spark: SparkSession, tmp_path: Path) -> None:
+    """CONTRACT §5.6: a person whose best identity is an e-mail (or a phone number) gets a hashed person id,
+    and no column of a ``hash_emails`` destination's outputs carries the raw value. (Engine-independent: run on
+    delta-rs only.)"""
+    lake = tmp_path / "lake"
+    conf = write_conf(tmp_path / "conf", lake, "delta-rs")
+    email, phone = " Raw.Only.Email@Leak.Example ", "+1 555 0100"
+    (conf / "destinations.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "destinations": [
+                    {
+                        "id": "aam",
+                        "type": "audience_manager",
+                        "segments": ["us"],
+                        "hash_emails": True,
+                        "namespaces": ["EMAIL_LC_SHA256", "ECID"],
+                    },
+                    {
+                        "id": "campaign",
+                        "type": "campaign",
+                        "segments": ["us"],
+                        "hash_emails": True,
+                        "namespaces": ["EMAIL_LC_SHA256", "Phone"],
+                    },
+                ]
+            }
+        )
+    )
+    store = open_storage(spark, "delta-rs")
+    store.overwrite(
+        spark.createDataFrame(
+            [
+                frag({"Email": email}, N1 - DAY, "US", "y"),
+                frag({"Phone": phone, "ECID": E1}, N1 - DAY, "US", "y"),
+            ],
+            FRAGMENTS,
+        ),
+        f"{lake}/profile_fragments",
+    )
+    store.overwrite(spark.createDataFrame([], EVENTS), f"{lake}/experience_events")
+    run(spark, conf, T1)
+
+    def sha(value: str) -> str:
+        return hashlib.sha256(value.strip().lower().encode()).hexdigest()
+
+    persons = {r["person_id"] for r in DeltaTable(str(lake / "unified_profiles")).to_pyarrow_table().to_pylist()}
+    assert persons == {f"Email:sha256:{sha(email)}", f"Phone:sha256:{sha(phone)}"}
+    raw_email = email.strip().lower()
+    tables = [lake / "activation" / d / k for d in ("aam", "campaign") for k in ("edge_streaming", "hub_batch")]
+    seen = 0
+    for table in [*tables, lake / "activation_state"]:
+        for row in DeltaTable(str(table)).to_pyarrow_table().to_pylist():
+            seen += 1
+            assert raw_email not in repr(row).lower(), (table, row)  # hashed everywhere, identityMap included
+            # A phone number travels only inside the identity map sent to a destination accepting Phone.
+            others = {k: v for k, v in row.items() if k not in ("identityMap", "identities_sent")}
+            assert phone not in repr(others), (table, row)
+    assert seen == 8  # both persons to both destinations: a change row and a state row each

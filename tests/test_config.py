@@ -1,4 +1,5 @@
 """Tests of the configuration layer (no Spark)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -64,7 +65,13 @@ def test_shipped_conf_loads() -> None:
     assert isinstance(config, AppConfig)
     assert config.job == JobConfig()  # job.yaml spells out the defaults
     assert [d.id for d in config.destinations] == [
-        "aam", "target", "campaign", "ajo", "marketo", "commerce", "cja",
+        "aam",
+        "target",
+        "campaign",
+        "ajo",
+        "marketo",
+        "commerce",
+        "cja",
     ]
     assert {d.type for d in config.destinations} == set(DestinationType) - {DestinationType.custom}
     assert [s.id for s in config.segments] == [
@@ -115,15 +122,18 @@ def test_job_defaults() -> None:
 
 
 def test_job_values_and_spark_conf_scalars(tmp_path: Path) -> None:
-    write_conf(tmp_path, {
-        "segments.yaml": SEGMENTS_YAML,
-        "job.yaml": (
-            "storage: {engine: delta-rs}\n"
-            "merge_policy: {type: dataset_precedence, datasets: [crm_profiles, web_profiles]}\n"
-            "spark:\n  conf:\n    spark.sql.adaptive.enabled: true\n    spark.executor.cores: 4\n"
-            "identity:\n  max_links_per_identity:\n"  # empty value: the default
-        ),
-    })
+    write_conf(
+        tmp_path,
+        {
+            "segments.yaml": SEGMENTS_YAML,
+            "job.yaml": (
+                "storage: {engine: delta-rs}\n"
+                "merge_policy: {type: dataset_precedence, datasets: [crm_profiles, web_profiles]}\n"
+                "spark:\n  conf:\n    spark.sql.adaptive.enabled: true\n    spark.executor.cores: 4\n"
+                "identity:\n  max_links_per_identity:\n"  # empty value: the default
+            ),
+        },
+    )
     job = load_config(tmp_path).job
 
     assert job.storage.engine is StorageEngine.delta_rs
@@ -139,12 +149,26 @@ def test_default_namespaces() -> None:
     namespaces = NamespacesConfig()
 
     assert namespaces.priorities() == {
-        "CRMID": 1, "Email": 2, "EMAIL_LC_SHA256": 3, "Phone": 4, "IDFA": 5,
-        "GAID": 6, "ECID": 7, "AdCloud": 8, "TNTID": 9,
+        "CRMID": 1,
+        "Email": 2,
+        "EMAIL_LC_SHA256": 3,
+        "Phone": 4,
+        "IDFA": 5,
+        "GAID": 6,
+        "ECID": 7,
+        "AdCloud": 8,
+        "TNTID": 9,
     }
     assert namespaces.types() == {
-        "CRMID": "cross_device", "Email": "email", "EMAIL_LC_SHA256": "email", "Phone": "phone",
-        "IDFA": "device", "GAID": "device", "ECID": "cookie", "AdCloud": "cookie", "TNTID": "cookie",
+        "CRMID": "cross_device",
+        "Email": "email",
+        "EMAIL_LC_SHA256": "email",
+        "Phone": "phone",
+        "IDFA": "device",
+        "GAID": "device",
+        "ECID": "cookie",
+        "AdCloud": "cookie",
+        "TNTID": "cookie",
     }
     assert namespaces.unique_namespaces() == {"CRMID"}
 
@@ -160,15 +184,18 @@ def test_unknown_namespace_gets_lowest_priority() -> None:
 
 
 def test_namespace_entries_extend_and_override(tmp_path: Path) -> None:
-    write_conf(tmp_path, {
-        "segments.yaml": SEGMENTS_YAML,
-        "namespaces.yaml": (
-            "namespaces:\n"
-            "  ECID: {type: cookie, priority: 20}\n"
-            "  Email_LC_SHA256: {type: email, unique: true, priority: 0}\n"
-            "  STORE: {type: non_people, priority: 15}\n"
-        ),
-    })
+    write_conf(
+        tmp_path,
+        {
+            "segments.yaml": SEGMENTS_YAML,
+            "namespaces.yaml": (
+                "namespaces:\n"
+                "  ECID: {type: cookie, priority: 20}\n"
+                "  Email_LC_SHA256: {type: email, unique: true, priority: 0}\n"
+                "  STORE: {type: non_people, priority: 15}\n"
+            ),
+        },
+    )
     namespaces = load_config(tmp_path).namespaces
 
     assert namespaces.resolve("ECID").priority == 20
@@ -189,7 +216,13 @@ def test_normalize_namespace() -> None:
 
 def test_regions_defaults_and_overrides(tmp_path: Path) -> None:
     assert RegionsConfig().regions == {
-        "VA6": 7, "OR2": 9, "IRL1": 6, "SGP3": 3, "AUS3": 8, "JPN3": 11, "IND1": 12,
+        "VA6": 7,
+        "OR2": 9,
+        "IRL1": 6,
+        "SGP3": 3,
+        "AUS3": 8,
+        "JPN3": 11,
+        "IND1": 12,
     }
     write_conf(tmp_path, {"segments.yaml": SEGMENTS_YAML, "regions.yaml": "regions:\n  VA6: 70\n  CAN2: 13\n"})
     regions = load_config(tmp_path).regions
@@ -226,10 +259,16 @@ def test_destination_defaults_by_type(dest_type: str, namespaces: list[str], rou
 
 
 def test_destination_explicit_values_win_and_are_normalised() -> None:
-    destination = DestinationConfig.model_validate({
-        "id": "x", "type": "custom", "namespaces": ["Email_LC_SHA256", "LOYALTY_ID"], "routing": "regional",
-        "segments": ["s1"], "hash_emails": True,
-    })
+    destination = DestinationConfig.model_validate(
+        {
+            "id": "x",
+            "type": "custom",
+            "namespaces": ["Email_LC_SHA256", "LOYALTY_ID"],
+            "routing": "regional",
+            "segments": ["s1"],
+            "hash_emails": True,
+        }
+    )
 
     assert destination.namespaces == ["EMAIL_LC_SHA256", "LOYALTY_ID"]
     assert destination.routing is Routing.regional
@@ -239,12 +278,19 @@ def test_destination_explicit_values_win_and_are_normalised() -> None:
 
 
 def test_table_location_default_and_overrides() -> None:
-    job = JobConfig.model_validate({"lake": {"root": "s3a://bucket/lake/", "tables": {
-        "profile_fragments": "/data/aep/fragments",
-        "identity_graph": "abfss://c@acct.dfs.core.windows.net/graph",
-        "quarantine": "./errors/quarantine",
-        "activation": "out/activation",
-    }}})
+    job = JobConfig.model_validate(
+        {
+            "lake": {
+                "root": "s3a://bucket/lake/",
+                "tables": {
+                    "profile_fragments": "/data/aep/fragments",
+                    "identity_graph": "abfss://c@acct.dfs.core.windows.net/graph",
+                    "quarantine": "./errors/quarantine",
+                    "activation": "out/activation",
+                },
+            }
+        }
+    )
 
     assert job.table_location("experience_events") == "s3a://bucket/lake/experience_events"
     assert job.table_location(TableName.profile_fragments) == "/data/aep/fragments"
@@ -297,7 +343,9 @@ def test_wrong_type(tmp_path: Path) -> None:
     error = load_error(tmp_path, {"segments.yaml": SEGMENTS_YAML, "job.yaml": "activation:\n  edge_window_days: two\n"})
 
     assert error.item == "activation.edge_window_days"
-    assert str(error).startswith(f"{tmp_path / 'job.yaml'}: activation.edge_window_days: Input should be a valid integer")
+    assert str(error).startswith(
+        f"{tmp_path / 'job.yaml'}: activation.edge_window_days: Input should be a valid integer"
+    )
     assert "'two'" in str(error)
 
 
@@ -345,22 +393,31 @@ def test_missing_top_level_key(tmp_path: Path) -> None:
 
 
 def test_segment_error_names_segment_id(tmp_path: Path) -> None:
-    error = load_error(tmp_path, {"segments.yaml": SEGMENTS_YAML + (
-        "  - id: s3\n    name: S3\n    expression: {type: SQL, format: pql/text, value: 'a = 1'}\n"
-    )})
+    error = load_error(
+        tmp_path,
+        {
+            "segments.yaml": SEGMENTS_YAML
+            + ("  - id: s3\n    name: S3\n    expression: {type: SQL, format: pql/text, value: 'a = 1'}\n")
+        },
+    )
 
     assert error.item == "s3"
-    assert str(error) == f"{tmp_path / 'segments.yaml'}: segment 's3': expression.type: Input should be 'PQL' (got 'SQL')"
+    assert (
+        str(error) == f"{tmp_path / 'segments.yaml'}: segment 's3': expression.type: Input should be 'PQL' (got 'SQL')"
+    )
 
 
 def test_duplicate_segment_ids_across_files(tmp_path: Path) -> None:
     segment = "segments:\n  - id: {id}\n    name: N\n    expression: {{type: PQL, format: pql/text, value: 'a = 1'}}\n"
-    error = load_error(tmp_path, {
-        "segments/b.yaml": segment.format(id="dup"),
-        "segments/a.yml": segment.format(id="dup"),
-        "segments/c.yaml": segment.format(id="other"),
-        "segments/notes.txt": "ignored",
-    })
+    error = load_error(
+        tmp_path,
+        {
+            "segments/b.yaml": segment.format(id="dup"),
+            "segments/a.yml": segment.format(id="dup"),
+            "segments/c.yaml": segment.format(id="other"),
+            "segments/notes.txt": "ignored",
+        },
+    )
 
     assert error.file == tmp_path / "segments" / "b.yaml"  # a.yml is read first (sorted by file name)
     assert error.item == "dup"
@@ -371,30 +428,41 @@ def test_duplicate_segment_ids_across_files(tmp_path: Path) -> None:
 
 
 def test_segments_file_and_folder_are_combined(tmp_path: Path) -> None:
-    config = load_config(write_conf(tmp_path, {
-        "segments.yaml": SEGMENTS_YAML,
-        "segments/z.yaml": "segments:\n  - id: s9\n    name: N\n    expression: {type: PQL, format: pql/text, value: 'a = 1'}\n",
-    }))
+    config = load_config(
+        write_conf(
+            tmp_path,
+            {
+                "segments.yaml": SEGMENTS_YAML,
+                "segments/z.yaml": "segments:\n  - id: s9\n    name: N\n    expression: {type: PQL, format: pql/text, value: 'a = 1'}\n",
+            },
+        )
+    )
 
     assert [s.id for s in config.segments] == ["s1", "s2", "s9"]
     assert config.segment_files["s9"] == tmp_path / "segments" / "z.yaml"
 
 
 def test_duplicate_destination_ids(tmp_path: Path) -> None:
-    error = load_error(tmp_path, {
-        "segments.yaml": SEGMENTS_YAML,
-        "destinations.yaml": "destinations:\n  - {id: t1, type: target}\n  - {id: t1, type: marketo}\n",
-    })
+    error = load_error(
+        tmp_path,
+        {
+            "segments.yaml": SEGMENTS_YAML,
+            "destinations.yaml": "destinations:\n  - {id: t1, type: target}\n  - {id: t1, type: marketo}\n",
+        },
+    )
 
     assert error.item == "t1"
     assert str(error) == f"{tmp_path / 'destinations.yaml'}: destination 't1': duplicate destination id"
 
 
 def test_destination_maps_unknown_segment(tmp_path: Path) -> None:
-    error = load_error(tmp_path, {
-        "segments.yaml": SEGMENTS_YAML,
-        "destinations.yaml": "destinations:\n  - {id: aam, type: audience_manager, segments: [s1, seg-x]}\n",
-    })
+    error = load_error(
+        tmp_path,
+        {
+            "segments.yaml": SEGMENTS_YAML,
+            "destinations.yaml": "destinations:\n  - {id: aam, type: audience_manager, segments: [s1, seg-x]}\n",
+        },
+    )
 
     assert error.file == tmp_path / "destinations.yaml"
     assert error.item == "aam"
@@ -402,10 +470,13 @@ def test_destination_maps_unknown_segment(tmp_path: Path) -> None:
 
 
 def test_custom_destination_requires_namespaces(tmp_path: Path) -> None:
-    error = load_error(tmp_path, {
-        "segments.yaml": SEGMENTS_YAML,
-        "destinations.yaml": "destinations:\n  - {id: crm-sync, type: custom, segments: [s1]}\n",
-    })
+    error = load_error(
+        tmp_path,
+        {
+            "segments.yaml": SEGMENTS_YAML,
+            "destinations.yaml": "destinations:\n  - {id: crm-sync, type: custom, segments: [s1]}\n",
+        },
+    )
 
     assert error.item == "crm-sync"
     assert str(error) == (
@@ -414,20 +485,26 @@ def test_custom_destination_requires_namespaces(tmp_path: Path) -> None:
 
 
 def test_hash_emails_needs_hashed_namespace(tmp_path: Path) -> None:
-    error = load_error(tmp_path, {
-        "segments.yaml": SEGMENTS_YAML,
-        "destinations.yaml": "destinations:\n  - {id: mkto, type: marketo, hash_emails: true}\n",
-    })
+    error = load_error(
+        tmp_path,
+        {
+            "segments.yaml": SEGMENTS_YAML,
+            "destinations.yaml": "destinations:\n  - {id: mkto, type: marketo, hash_emails: true}\n",
+        },
+    )
 
     assert error.item == "mkto"
     assert "destination 'mkto': hash_emails: true needs EMAIL_LC_SHA256 in namespaces" in str(error)
 
 
 def test_dataset_precedence_needs_datasets(tmp_path: Path) -> None:
-    error = load_error(tmp_path, {
-        "segments.yaml": SEGMENTS_YAML,
-        "job.yaml": "merge_policy:\n  type: dataset_precedence\n  datasets: []\n",
-    })
+    error = load_error(
+        tmp_path,
+        {
+            "segments.yaml": SEGMENTS_YAML,
+            "job.yaml": "merge_policy:\n  type: dataset_precedence\n  datasets: []\n",
+        },
+    )
 
     assert error.file == tmp_path / "job.yaml"
     assert error.item == "merge_policy.datasets"
@@ -435,21 +512,27 @@ def test_dataset_precedence_needs_datasets(tmp_path: Path) -> None:
 
 
 def test_dataset_precedence_rejects_duplicates(tmp_path: Path) -> None:
-    error = load_error(tmp_path, {
-        "segments.yaml": SEGMENTS_YAML,
-        "job.yaml": "merge_policy: {type: dataset_precedence, datasets: [crm, web, crm]}\n",
-    })
+    error = load_error(
+        tmp_path,
+        {
+            "segments.yaml": SEGMENTS_YAML,
+            "job.yaml": "merge_policy: {type: dataset_precedence, datasets: [crm, web, crm]}\n",
+        },
+    )
 
     assert str(error) == f"{tmp_path / 'job.yaml'}: merge_policy.datasets: dataset 'crm' listed twice"
 
 
 def test_namespace_alias_defined_twice(tmp_path: Path) -> None:
-    error = load_error(tmp_path, {
-        "segments.yaml": SEGMENTS_YAML,
-        "namespaces.yaml": (
-            "namespaces:\n  Email_LC_SHA256: {type: email, priority: 3}\n  EMAIL_LC_SHA256: {type: email, priority: 3}\n"
-        ),
-    })
+    error = load_error(
+        tmp_path,
+        {
+            "segments.yaml": SEGMENTS_YAML,
+            "namespaces.yaml": (
+                "namespaces:\n  Email_LC_SHA256: {type: email, priority: 3}\n  EMAIL_LC_SHA256: {type: email, priority: 3}\n"
+            ),
+        },
+    )
 
     assert str(error) == (
         f"{tmp_path / 'namespaces.yaml'}: namespaces: 'Email_LC_SHA256' and 'EMAIL_LC_SHA256' are the same "
@@ -458,10 +541,13 @@ def test_namespace_alias_defined_twice(tmp_path: Path) -> None:
 
 
 def test_identity_graph_limit_must_allow_a_link(tmp_path: Path) -> None:
-    error = load_error(tmp_path, {
-        "segments.yaml": SEGMENTS_YAML,
-        "job.yaml": "identity:\n  max_identities_per_graph: 1\n",
-    })
+    error = load_error(
+        tmp_path,
+        {
+            "segments.yaml": SEGMENTS_YAML,
+            "job.yaml": "identity:\n  max_identities_per_graph: 1\n",
+        },
+    )
 
     assert error.item == "identity.max_identities_per_graph"
     assert "greater than or equal to 2" in str(error)

@@ -78,7 +78,9 @@ def test_find_delta_jars_rules(tmp_path: Path) -> None:
     unfinished = find_delta_jars({JARS_ENV: str(tmp_path / "empty")})
     assert not unfinished and unfinished.reason.startswith(f"no fetched Delta Lake Spark jars in {tmp_path / 'empty'}")
 
-    partial = fake_jars(tmp_path / "partial", ["delta-spark_4.2_2.13-4.4.0.jar"], ["delta-spark_4.2_2.13-4.4.0.jar", "x.jar"])
+    partial = fake_jars(
+        tmp_path / "partial", ["delta-spark_4.2_2.13-4.4.0.jar"], ["delta-spark_4.2_2.13-4.4.0.jar", "x.jar"]
+    )
     assert find_delta_jars({JARS_ENV: str(partial)}).reason == (
         f"{partial} is incomplete, missing x.jar; run `make jars` again"
     )

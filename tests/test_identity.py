@@ -4,6 +4,7 @@ a property test against the plain-Python reference model, and the O(log n) conve
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import math
 import random
 from collections.abc import Iterator, Sequence
@@ -13,11 +14,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 from audience_activation import identity_rules as rules
 from audience_activation.config import IdentitySettings, NamespaceConfig, NamespacesConfig, NamespaceType
 from audience_activation.identity import AsOfInputs, as_of, connected_components, resolve_identities
 from audience_activation.storage.base import ParquetCheckpoint
+
+# E-mail and phone person ids carry the SHA-256 of the (trimmed, lower-cased) value, never the value.
+EMAIL_M1 = "Email:sha256:" + hashlib.sha256(b"m1").hexdigest()
+EMAIL_M = "Email:sha256:" + hashlib.sha256(b"m").hexdigest()
 
 T = dt.datetime(2026, 11, 29)
 DAY = dt.timedelta(days=1)
@@ -120,7 +126,7 @@ def test_star_from_fragment_cooccurrence(spark: SparkSession, checkpoint: Parque
         ("ECID", E1): (f"ECID:{E1}", 1),
         ("ECID", E2): (f"ECID:{E2}", 1),
         ("ECID", E3): (f"ECID:{E3}", 1),
-        ("Email", "m1"): ("Email:m1", 1),
+        ("Email", "m1"): (EMAIL_M1, 1),
     }
 
 
@@ -205,7 +211,7 @@ def test_size_limit_then_devices_then_other_types_oldest_first(
         ("Phone", "p"): ("CRMID:c", 2),
         ("ECID", E1): (f"ECID:{E1}", 1),
         ("IDFA", "d"): ("IDFA:d", 1),
-        ("Email", "m"): ("Email:m", 1),
+        ("Email", "m"): (EMAIL_M, 1),
     }
 
 
@@ -224,8 +230,8 @@ def test_eviction_ties_by_namespace_and_id_then_resplit(spark: SparkSession, che
         ],
     )
     assert clusters == {
-        ("Phone", "p"): ("Email:m", 2),
-        ("Email", "m"): ("Email:m", 2),
+        ("Phone", "p"): (EMAIL_M, 2),
+        ("Email", "m"): (EMAIL_M, 2),
         ("CRMID", "c"): ("CRMID:c", 2),
         ("ECID", E2): ("CRMID:c", 2),
         ("ECID", E1): (f"ECID:{E1}", 1),
@@ -243,7 +249,7 @@ def test_hub_guardrail(spark: SparkSession, checkpoint: ParquetCheckpoint) -> No
         ("ECID", E1): (f"ECID:{E1}", 1),
         ("ECID", E2): (f"ECID:{E2}", 1),
         ("ECID", E3): (f"ECID:{E3}", 1),
-        ("Email", "m"): ("Email:m", 1),
+        ("Email", "m"): (EMAIL_M, 1),
     }
     assert quarantine == {("identity_graph", "IDFA", "hub", "hub_identity")}
 
@@ -272,7 +278,8 @@ def test_invalid_identities_are_quarantined_with_each_reason(
     )
     assert clusters == {
         ("CRMID", "c1"): ("CRMID:c1", 1),
-        ("EMAIL_LC_SHA256", "A" * 64): (f"EMAIL_LC_SHA256:{'A' * 64}", 1),
+        # An e-mail-type namespace: even an already hashed value is hashed again in the person id (lower-cased).
+        ("EMAIL_LC_SHA256", "A" * 64): (f"EMAIL_LC_SHA256:sha256:{hashlib.sha256(b'a' * 64).hexdigest()}", 1),
     }
     assert quarantine == {
         ("profile_fragments", "Email", "  ", "empty"),
@@ -493,3 +500,19 @@ def test_inputs_may_be_absent(spark: SparkSession, checkpoint: ParquetCheckpoint
         ("CRMID", "c", "CRMID:c", 2),
         ("ECID", E1, "CRMID:c", 2),
     }
+
+
+def test_person_ids_hash_like_the_reference(spark: SparkSession) -> None:
+    """The Spark column and the plain-Python rule give the same public person id (trim, case, unicode)."""
+    from audience_activation.identity import NamespaceLookup, public_person_id
+
+    raws = ["Email: Ünïcode@Example.COM\t", "Phone:+1 (555) 0100", "CRMID:c:1", "EMAIL_LC_SHA256:" + "A" * 64, "X:y"]
+    lookup = NamespaceLookup(namespaces())
+    got = [
+        r["p"]
+        for r in spark.createDataFrame([(raw,) for raw in raws], "raw string")
+        .select(public_person_id(F.col("raw"), lookup).alias("p"))
+        .collect()
+    ]
+    assert got == [rules.public_person_id(raw, lookup.rules_table()) for raw in raws]
+    assert got[2] == "CRMID:c:1" and got[4] == "X:y"  # other namespaces unchanged

@@ -20,6 +20,7 @@ from audience_activation.identity_rules import (
     normalize_links,
     normalize_namespace,
     person_id,
+    public_person_id,
     resolve_component,
     resolve_identities,
     validate_identity,
@@ -64,9 +65,12 @@ def link(left: str, right: str, last_seen_at: int | datetime) -> Link:
     return Link(src_ns, src_id, dst_ns, dst_id, last_seen_at)
 
 
-def resolve(
-    links: list[Link], limit: int = 50, table: NamespaceTable = DEFAULTS
-) -> dict[str, tuple[str, int]]:
+def public(expected: dict) -> dict:
+    """Expected clusters with e-mail and phone person ids written as outputs carry them (SHA-256)."""
+    return {key: (public_person_id(person, DEFAULTS), size) for key, (person, size) in expected.items()}
+
+
+def resolve(links: list[Link], limit: int = 50, table: NamespaceTable = DEFAULTS) -> dict[str, tuple[str, int]]:
     """``resolve_component`` as ``{"<namespace>:<id>": (person_id, graph_size)}``."""
     assignments, _ = resolve_component(links, table, limit)
     return {f"{row.namespace}:{row.id}": (row.person_id, row.graph_size) for row in assignments}
@@ -448,7 +452,7 @@ def test_invalid_identities_are_quarantined_and_their_links_dropped() -> None:
         as_of=10,
         ns_table=DEFAULTS,
     )
-    assert clusters == {("CRMID", "a"): ("CRMID:a", 1), ("Email", "x"): ("Email:x", 1)}
+    assert clusters == public({("CRMID", "a"): ("CRMID:a", 1), ("Email", "x"): ("Email:x", 1)})
     assert quarantine == {
         ("ECID", "123", "bad_ecid"),
         ("Email", " ", "empty"),
@@ -495,10 +499,12 @@ def test_hub_guardrail_51_neighbours_make_a_hub() -> None:
         as_of=10,
         ns_table=DEFAULTS,
     )
-    assert clusters == {
-        ("ECID", E1): ("ECID:" + E1, 1),
-        **{("Email", name): ("Email:" + name, 1) for name in emails(51)},
-    }
+    assert clusters == public(
+        {
+            ("ECID", E1): ("ECID:" + E1, 1),
+            **{("Email", name): ("Email:" + name, 1) for name in emails(51)},
+        }
+    )
     assert quarantine == {("ECID", E1, "hub_identity")}
 
 
@@ -511,10 +517,12 @@ def test_hub_guardrail_50_neighbours_are_not_a_hub() -> None:
         ns_table=DEFAULTS,
         max_identities_per_graph=51,
     )
-    assert clusters == {
-        ("ECID", E1): ("Email:u00", 51),
-        **{("Email", name): ("Email:u00", 51) for name in emails(50)},
-    }
+    assert clusters == public(
+        {
+            ("ECID", E1): ("Email:u00", 51),
+            **{("Email", name): ("Email:u00", 51) for name in emails(50)},
+        }
+    )
     assert quarantine == set()
 
 
@@ -526,28 +534,28 @@ def test_hub_guardrail_counts_distinct_valid_linking_neighbours() -> None:
         ("ECID", E1, "ECID", "bad", 1),  # invalid: not counted
     ]
     records = [Record([("ECID", E1), ("Email", "y")], 3)]
-    clusters, quarantine = resolve_identities(
-        links, records, [], 10, WITH_STORES, max_links_per_identity=2
+    clusters, quarantine = resolve_identities(links, records, [], 10, WITH_STORES, max_links_per_identity=2)
+    assert clusters == public(
+        {
+            ("ECID", E1): ("Email:x", 3),
+            ("Email", "x"): ("Email:x", 3),
+            ("Email", "y"): ("Email:x", 3),
+            ("StoreId", "s"): ("StoreId:s", 1),
+        }
     )
-    assert clusters == {
-        ("ECID", E1): ("Email:x", 3),
-        ("Email", "x"): ("Email:x", 3),
-        ("Email", "y"): ("Email:x", 3),
-        ("StoreId", "s"): ("StoreId:s", 1),
-    }
     assert quarantine == {("ECID", "bad", "bad_ecid")}
 
     with_third = [*links, ("ECID", E1, "Email", "z", 1)]
-    clusters, quarantine = resolve_identities(
-        with_third, records, [], 10, WITH_STORES, max_links_per_identity=2
+    clusters, quarantine = resolve_identities(with_third, records, [], 10, WITH_STORES, max_links_per_identity=2)
+    assert clusters == public(
+        {
+            ("ECID", E1): ("ECID:" + E1, 1),
+            ("Email", "x"): ("Email:x", 1),
+            ("Email", "y"): ("Email:y", 1),
+            ("Email", "z"): ("Email:z", 1),
+            ("StoreId", "s"): ("StoreId:s", 1),
+        }
     )
-    assert clusters == {
-        ("ECID", E1): ("ECID:" + E1, 1),
-        ("Email", "x"): ("Email:x", 1),
-        ("Email", "y"): ("Email:y", 1),
-        ("Email", "z"): ("Email:z", 1),
-        ("StoreId", "s"): ("StoreId:s", 1),
-    }
     assert quarantine == {("ECID", "bad", "bad_ecid"), ("ECID", E1, "hub_identity")}
 
 
@@ -574,17 +582,21 @@ def test_as_of_ignores_later_rows() -> None:
 def test_cooccurrence_links_all_identities_of_a_record_and_can_be_switched_off() -> None:
     records = [Record([("CRMID", "a"), ("ECID", E1), ("Email", "x")], 5)]
     clusters, _ = resolve_identities([], records, [], 10, DEFAULTS)
-    assert clusters == {
-        ("CRMID", "a"): ("CRMID:a", 3),
-        ("ECID", E1): ("CRMID:a", 3),
-        ("Email", "x"): ("CRMID:a", 3),
-    }
+    assert clusters == public(
+        {
+            ("CRMID", "a"): ("CRMID:a", 3),
+            ("ECID", E1): ("CRMID:a", 3),
+            ("Email", "x"): ("CRMID:a", 3),
+        }
+    )
     clusters, _ = resolve_identities([], records, [], 10, DEFAULTS, cooccurrence=False)
-    assert clusters == {
-        ("CRMID", "a"): ("CRMID:a", 1),
-        ("ECID", E1): ("ECID:" + E1, 1),
-        ("Email", "x"): ("Email:x", 1),
-    }
+    assert clusters == public(
+        {
+            ("CRMID", "a"): ("CRMID:a", 1),
+            ("ECID", E1): ("ECID:" + E1, 1),
+            ("Email", "x"): ("Email:x", 1),
+        }
+    )
 
 
 def test_alias_namespace_is_the_same_identity() -> None:
@@ -664,3 +676,14 @@ def test_graphs_respect_the_rules_whatever_the_link_order(
         assert all(result[member][1] == len(members) for member in members)
         assert len(members) <= limit
         assert len([member for member in members if member.startswith("CRMID:")]) <= 1
+
+
+def test_public_person_id_hashes_email_and_phone_ids() -> None:
+    import hashlib
+
+    def sha(text: str) -> str:
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    assert public_person_id("Email: A@B.example \n", DEFAULTS) == f"Email:sha256:{sha('a@b.example')}"
+    assert public_person_id("Phone:+1 555 0100", DEFAULTS) == f"Phone:sha256:{sha('+1 555 0100')}"
+    assert public_person_id("CRMID:Abc:d", DEFAULTS) == "CRMID:Abc:d"  # not personal: unchanged

@@ -351,9 +351,7 @@ def dv_and_column_mapping_table(spark: SparkSession, location: str) -> None:
     spark.sql(f"ALTER TABLE {table} RENAME COLUMN v TO label")  # physical names differ from logical ones
 
 
-def test_deletion_vectors_and_column_mapping_read_correctly_under_delta_spark(
-    spark: SparkSession, lake: Path
-) -> None:
+def test_deletion_vectors_and_column_mapping_read_correctly_under_delta_spark(spark: SparkSession, lake: Path) -> None:
     location = str(lake / "dv_cm")
     dv_and_column_mapping_table(spark, location)
     adds = [
@@ -529,7 +527,10 @@ def test_change_data_feed_reads_back_each_writes_inserts_and_deletes(
         properties=CHANGE_DATA_FEED,
     )
     store.replace_partitions(  # a re-run of r1 replaces its rows
-        spark.createDataFrame([("r1", "p1", "realized")], schema), location, {"run_id": "r1"}, properties=CHANGE_DATA_FEED
+        spark.createDataFrame([("r1", "p1", "realized")], schema),
+        location,
+        {"run_id": "r1"},
+        properties=CHANGE_DATA_FEED,
     )
     store.replace_partitions(
         spark.createDataFrame([("r2", "p2", "exited")], schema), location, {"run_id": "r2"}, properties=CHANGE_DATA_FEED
@@ -544,14 +545,18 @@ def test_change_data_feed_reads_back_each_writes_inserts_and_deletes(
         (2, "insert", "r2", "p2", "exited"),
     ]
     feed = spark.read.format("delta").option("readChangeFeed", "true").option("startingVersion", 0).load(location)
-    assert sorted(
-        (r["_commit_version"], r["_change_type"], r["run_id"], r["person_id"], r["status"]) for r in feed.collect()
-    ) == expected
+    assert (
+        sorted(
+            (r["_commit_version"], r["_change_type"], r["run_id"], r["person_id"], r["status"]) for r in feed.collect()
+        )
+        == expected
+    )
     # delta-rs reads the same feed.
     rs_feed = pa.table(DeltaTable(location).load_cdf(starting_version=0).read_all()).to_pylist()
-    assert sorted(
-        (r["_commit_version"], r["_change_type"], r["run_id"], r["person_id"], r["status"]) for r in rs_feed
-    ) == expected
+    assert (
+        sorted((r["_commit_version"], r["_change_type"], r["run_id"], r["person_id"], r["status"]) for r in rs_feed)
+        == expected
+    )
 
 
 def test_change_data_feed_is_switched_on_for_an_existing_table(

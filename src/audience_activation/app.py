@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from . import batch, demo_data, identity, runlog, segments
+from . import batch, demo_data, identity, recovery, runlog, segments
 from .config import AppConfig
+from .lease import LakeLease, LeaseLostError
 from .schemas import (
     EXPERIENCE_EVENTS,
     IDENTITY_GRAPH,
@@ -164,33 +165,48 @@ def run_identity_resolution(
     ``quarantine`` (partition ``run_id = identity-<T>``, replaced on a re-run of the same ``T``)."""
     store = storage_for(spark, config)
     run = runlog.run_id("identity", evaluation_time)
-    progress(f"reading input tables (run {run})")
-    frames, versions = batch.read_inputs(store, config)
-    inputs = identity.as_of(
-        frames[PROFILE_FRAGMENTS],
-        frames[EXPERIENCE_EVENTS],
-        frames[IDENTITY_GRAPH],
-        frames[REGION_INFORMATION],
-        evaluation_time,
-    )
-    barrier = batch.scratch_space(spark, config, run)
+    # A writer like the batch job: one per lake, its commits undone if it fails (docs/reliability.md).
+    lease = LakeLease(spark, store, config.job.lake.root, run, config.job.lease.timeout_seconds).acquire()
+    commit_info = {"run_id": run, recovery.ATTEMPT_KEY: lease.attempt}
+    clusters_location = config.job.table_location("identity_clusters")
+    quarantine_location = config.job.table_location("quarantine")
+    barrier = batch.scratch_space(spark, config, lease.attempt)
+    handed_on = False
     try:
+        batch.recover(spark, config, store, lease, progress)
+        progress(f"reading input tables (run {run})")
+        frames, versions = batch.read_inputs(store, config)
+        inputs = identity.as_of(
+            frames[PROFILE_FRAGMENTS],
+            frames[EXPERIENCE_EVENTS],
+            frames[IDENTITY_GRAPH],
+            frames[REGION_INFORMATION],
+            evaluation_time,
+        )
         progress("resolving identities: links, hub guardrail, connected components, unique namespaces, size limit")
         result = identity.resolve_identities(inputs, config.namespaces, config.job.identity, barrier)
         progress(f"connected components converged after {result.rounds} round(s); writing identity_clusters")
-        clusters_location = config.job.table_location("identity_clusters")
-        clusters_version = store.overwrite(result.clusters, clusters_location, commit_info={"run_id": run})
-        quarantine_location = config.job.table_location("quarantine")
+        lease.check()
+        clusters_version = store.overwrite(result.clusters, clusters_location, commit_info=commit_info)
+        lease.check()
         quarantine = result.quarantine.select(F.lit(run).alias("run_id"), "*")
         quarantine_version = store.replace_partitions(
             quarantine,
             quarantine_location,
             {"run_id": run},
             partition_by=QUARANTINE_PARTITIONS,
-            commit_info={"run_id": run},
+            commit_info=commit_info,
         )
+    except LeaseLostError:
+        handed_on = True
+        raise
+    except Exception:
+        handed_on = batch.undo_failed_attempt(store, config, lease, run)
+        raise
     finally:
-        barrier.cleanup()
+        batch.cleanup_scratch(barrier, config)
+        if not handed_on:
+            lease.release()
     written = store.read(clusters_location, clusters_version).df
     stats = written.agg(
         F.count(F.lit(1)).alias("identities"),

@@ -34,8 +34,9 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import LongType, StringType, StructField, StructType
 
-from . import activation, identity, membership, profile, runlog
+from . import activation, identity, membership, profile, recovery, runlog
 from .config import AppConfig, ConfigError, DestinationConfig
+from .lease import LakeLease, LeaseLostError
 from .pql import compiler
 from .pql.validation import SegmentDefinitionError
 from .schemas import (
@@ -482,9 +483,15 @@ def row_accounting(
     return out
 
 
-def scratch_space(spark: SparkSession, config: AppConfig, run: str) -> ParquetCheckpoint:
-    """A lineage barrier writing under ``<lake>/_scratch/<run>-<random>`` (deleted by its ``cleanup``)."""
-    return ParquetCheckpoint(spark, f"{config.job.lake.root.rstrip('/')}/_scratch/{run}-{uuid.uuid4().hex[:8]}")
+def scratch_space(spark: SparkSession, config: AppConfig, name: str) -> ParquetCheckpoint:
+    """A lineage barrier writing under ``<lake>/_scratch/<name>`` (deleted by its ``cleanup``, with
+    ``_scratch`` itself when empty; folders of runs that were killed are swept by the next run)."""
+    return ParquetCheckpoint(spark, recovery.scratch_folder(config.job.lake.root, name))
+
+
+def cleanup_scratch(barrier: ParquetCheckpoint, config: AppConfig) -> None:
+    barrier.cleanup()
+    recovery.remove_if_empty(f"{config.job.lake.root.rstrip('/')}/{recovery.SCRATCH}")
 
 
 def _destination_ids(config: AppConfig, previous: PreviousRun | None) -> list[str]:
@@ -496,19 +503,62 @@ def _destination_ids(config: AppConfig, previous: PreviousRun | None) -> list[st
 
 
 def _start(
-    spark: SparkSession, config: AppConfig, evaluation_time: dt.datetime, force: bool, progress: Progress
-) -> tuple[DeltaStorage, RunSummary, dict[str, DataFrame | None], PreviousRun | None]:
-    """Open the storage, read the inputs and find the previous completed run (refusing an older ``T``)."""
-    store = open_storage(spark, config.job.storage.engine.value)
+    spark: SparkSession,
+    config: AppConfig,
+    store: DeltaStorage,
+    evaluation_time: dt.datetime,
+    force: bool,
+    progress: Progress,
+) -> tuple[RunSummary, dict[str, DataFrame | None], PreviousRun | None]:
+    """Read the inputs and find the previous completed run (refusing an older ``T``)."""
     run = runlog.run_id(KIND, evaluation_time)
     summary = RunSummary(run_id=run, evaluation_time=runlog.as_utc(evaluation_time), engine=store.name)
     summary.started_at = dt.datetime.now(dt.timezone.utc)
-    progress(f"run {run} (storage engine {store.name})")
     frames, summary.input_versions = read_inputs(store, config)
     previous = previous_run(completed_runs(store, config), evaluation_time, force=force)
     summary.previous_run = previous.run_id if previous else None
     progress(f"previous completed run: {summary.previous_run or 'none (first run)'}")
-    return store, summary, frames, previous
+    return summary, frames, previous
+
+
+def output_locations(config: AppConfig) -> list[str]:
+    """Every output table of the lake that a run may have written (the run log first)."""
+    location = config.job.table_location
+    names = ("activation_runs", "identity_clusters", "unified_profiles", "segment_membership", "quarantine")
+    tables = [location(name) for name in names]
+    root = location("activation").rstrip("/")
+    for destination_id in recovery.child_folders(root):
+        tables += [config.job.activation_table(destination_id, kind) for kind in (activation.EDGE, activation.HUB)]
+    return [*tables, location("activation_state")]
+
+
+def recover(spark: SparkSession, config: AppConfig, store: DeltaStorage, lease: LakeLease, progress: Progress) -> None:
+    """Under a fresh lease: undo what earlier attempts that did not complete left, sweep scratch folders."""
+    recovery.sweep_scratch(config.job.lake.root, keep=lease.attempt)
+    if not lease.pending:
+        return
+    dead = lease.previous
+    progress(f"undoing the outputs of {dead.run_id if dead else 'an earlier run'}, which did not complete")
+    tag = {"run_id": lease.run_id, recovery.ATTEMPT_KEY: recovery.recovery_tag(lease.attempt)}
+    restored = recovery.rollback(store, output_locations(config), lease.pending, commit_info_=tag, sweep_files=True)
+    progress(f"restored {len(restored)} table(s) to their versions before that run")
+    if dead is not None and dead.run_id != lease.run_id and dead.run_id.startswith(f"{KIND}-"):
+        # The run log says what happened to it (a re-run of the same T records its own outcome instead).
+        t = dt.datetime.strptime(dead.run_id.removeprefix(f"{KIND}-"), "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.timezone.utc)
+        killed = RunSummary(run_id=dead.run_id, evaluation_time=t, engine=store.name, status=FAILED)
+        killed.started_at, killed.ended_at = dead.acquired_at, dead.renewed_at
+        error = (
+            f"did not complete (its process stopped while holding the lake lease); its commits were rolled back "
+            f"by {lease.run_id}"
+        )
+        store.replace_partitions(
+            _runs_row(spark, killed, {}, error),
+            config.job.table_location("activation_runs"),
+            {"run_id": dead.run_id},
+            partition_by=["run_id"],
+            commit_info=tag,
+        )
+    lease.settle()
 
 
 def _evaluate_run(
@@ -541,23 +591,32 @@ def run_batch(
     """Run the batch job at ``T`` and write every output (see the module docstring for the order).
 
     Raises:
+        LeaseHeldError: another run holds the lake's lease (nothing was read or written).
         RunOrderError: ``T`` older than the newest completed run without ``force``.
         InputSchemaError: malformed input, before anything is written.
         ConfigError: invalid segments or consent conditions, before anything is written.
     """
-    store, summary, frames, previous = _start(spark, config, evaluation_time, force, progress)
-    run = summary.run_id
+    store = open_storage(spark, config.job.storage.engine.value)
+    run = runlog.run_id(KIND, evaluation_time)
+    progress(f"run {run} (storage engine {store.name})")
+    lease = LakeLease(spark, store, config.job.lake.root, run, config.job.lease.timeout_seconds).acquire()
+    summary = RunSummary(run_id=run, evaluation_time=runlog.as_utc(evaluation_time), engine=store.name)
     mappings = {d.id: list(d.segments) for d in config.destinations}
-    barrier = scratch_space(spark, config, run)
-    commit_info = {"run_id": run}
+    barrier = scratch_space(spark, config, lease.attempt)
+    commit_info = {"run_id": run, recovery.ATTEMPT_KEY: lease.attempt}
     location = config.job.table_location
+    handed_on = False
     try:
+        recover(spark, config, store, lease, progress)
+        summary, frames, previous = _start(spark, config, store, evaluation_time, force, progress)
         results = _evaluate_run(spark, config, store, frames, previous, barrier, progress, summary)
 
         def write(name: str, version: int) -> None:
             summary.output_versions[name] = version
             on_commit(name)
+            lease.check()
 
+        lease.check()
         progress("writing identity_clusters, unified_profiles and segment_membership")
         write(
             "identity_clusters",
@@ -603,6 +662,7 @@ def run_batch(
         summary.counts = _counts(row_accounting(frames, results, config, evaluation_time), results)
         summary.ended_at = dt.datetime.now(dt.timezone.utc)
         summary.status = COMPLETED
+        lease.check()
         store.replace_partitions(
             _runs_row(spark, summary, mappings, None),
             location("activation_runs"),
@@ -611,36 +671,73 @@ def run_batch(
             commit_info=commit_info,
         )
         on_commit("activation_runs")
+    except LeaseLostError:
+        handed_on = True  # the lake is another run's now: that run undoes this attempt's commits
+        raise
     except ConfigError:
         raise  # invalid configuration: rejected before any job ran, nothing to record
     except Exception as exc:
         summary.status = FAILED
         summary.ended_at = dt.datetime.now(dt.timezone.utc)
-        _record_failure(store, config, spark, summary, mappings, exc)
+        handed_on = _fail(spark, config, store, lease, summary, mappings, exc, progress)
         raise
     finally:
-        barrier.cleanup()
+        cleanup_scratch(barrier, config)
+        if not handed_on:
+            lease.release()
     return summary
 
 
-def _record_failure(
-    store: DeltaStorage,
-    config: AppConfig,
+def undo_failed_attempt(
+    store: DeltaStorage, config: AppConfig, lease: LakeLease, run: str, progress: Progress = _quiet
+) -> bool:
+    """Restore every output the lease's attempt committed (and the attempts it inherited) to its state before.
+
+    Returns:
+        True when the roll-back itself failed and the lease was handed on (``abandoned``) for the next run to
+        finish it.
+    """
+    tag = {"run_id": run, recovery.ATTEMPT_KEY: recovery.rollback_tag(lease.attempt)}
+    try:
+        restored = recovery.rollback(store, output_locations(config), [lease.attempt, *lease.pending], commit_info_=tag)
+    except Exception:  # noqa: BLE001 - the original error is what the user needs to see
+        log.exception("could not roll back the outputs of the failed run %s; the next run will", run)
+        lease.release(abandoned=True)
+        return True
+    if restored:
+        progress(f"run failed: restored {len(restored)} table(s) to their versions before the run")
+    return False
+
+
+def _fail(
     spark: SparkSession,
+    config: AppConfig,
+    store: DeltaStorage,
+    lease: LakeLease,
     summary: RunSummary,
     mappings: dict[str, list[str]],
     exc: Exception,
-) -> None:
-    """Best effort: a failed run leaves a ``failed`` row in the run log (a later re-run replaces it)."""
+    progress: Progress,
+) -> bool:
+    """A run failed: restore every output it committed (and any it inherited), then record the failure.
+
+    Returns:
+        True when the lease was handed on (``abandoned``) because the roll-back itself failed.
+    """
+    if undo_failed_attempt(store, config, lease, summary.run_id, progress):
+        return True
+    tag = {"run_id": summary.run_id, recovery.ATTEMPT_KEY: recovery.rollback_tag(lease.attempt)}
     try:
         store.replace_partitions(
             _runs_row(spark, summary, mappings, f"{type(exc).__name__}: {exc}"[:2000]),
             config.job.table_location("activation_runs"),
             {"run_id": summary.run_id},
             partition_by=["run_id"],
+            commit_info=tag,
         )
     except Exception:  # noqa: BLE001 - the original error is what the user needs to see
         log.exception("could not record the failed run %s", summary.run_id)
+    return False
 
 
 def preview_batch(
@@ -652,14 +749,16 @@ def preview_batch(
     progress: Progress = _quiet,
 ) -> RunSummary:
     """What :func:`run_batch` would do at ``T``: member counts per segment and change counts per destination,
-    route and reason. Writes nothing (scratch files of the lineage barrier are deleted)."""
-    store, summary, frames, previous = _start(spark, config, evaluation_time, force, progress)
-    barrier = scratch_space(spark, config, f"preview-{summary.run_id}")
+    route and reason. Writes nothing and takes no lease (scratch files of the lineage barrier are deleted)."""
+    store = open_storage(spark, config.job.storage.engine.value)
+    progress(f"preview of {runlog.run_id(KIND, evaluation_time)} (storage engine {store.name})")
+    summary, frames, previous = _start(spark, config, store, evaluation_time, force, progress)
+    barrier = scratch_space(spark, config, f"{recovery.PREVIEW_PREFIX}{uuid.uuid4().hex}")
     try:
         results = _evaluate_run(spark, config, store, frames, previous, barrier, progress, summary)
         summary.counts = _counts(row_accounting(frames, results, config, evaluation_time), results)
     finally:
-        barrier.cleanup()
+        cleanup_scratch(barrier, config)
     return summary
 
 

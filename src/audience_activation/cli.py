@@ -19,6 +19,7 @@ from rich.table import Table
 
 from . import app, batch, runlog
 from .config import AppConfig, ConfigError, load_config
+from .lease import LeaseHeldError, LeaseLostError
 from .runlog import parse_utc_time
 from .schemas import InputSchemaError
 from .storage import StorageError
@@ -36,6 +37,9 @@ ConfOption = Annotated[Path, typer.Option("--conf", help="Configuration folder."
 LakeRootOption = Annotated[
     str | None, typer.Option("--lake-root", help="Overrides lake.root of job.yaml (a folder or URI).")
 ]
+#: Exit code of a run refused because another run holds the lake's lease (or took it over): retry later.
+LAKE_IN_USE = 3
+
 VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="Log debug details.")]
 
 
@@ -114,9 +118,6 @@ def validate_command(
     """Validate the configuration and check the input tables' schemas; writes nothing."""
     _setup_logging(verbose)
     config = _load(conf, lake_root)
-    console.print(
-        f"Configuration OK: {len(config.segments)} segments, {len(config.destinations)} destinations ({conf})"
-    )
     spark = app.session_for(config)
     try:
         report = app.validate_inputs(spark, config)
@@ -139,7 +140,10 @@ def validate_command(
     for segment_id, method in report.classification.items():
         methods.add_row(segment_id, method)
     Console().print(methods)
-    console.print("[green]valid[/]: configuration, segments and input schemas match the contract")
+    console.print(
+        f"[green]valid[/]: configuration ({conf}: {len(config.segments)} segments, {len(config.destinations)} "
+        f"destinations), segment definitions and input schemas"
+    )
 
 
 EvaluationTimeOption = Annotated[
@@ -162,6 +166,9 @@ def identities_command(
     spark = app.session_for(config)
     try:
         summary = app.run_identity_resolution(spark, config, evaluation_time=t, progress=_progress)
+    except (LeaseHeldError, LeaseLostError) as exc:
+        _run_errors(exc)
+        raise typer.Exit(code=LAKE_IN_USE) from exc
     except (InputSchemaError, StorageError) as exc:
         console.print(f"[bold red]error[/]\n{exc}", highlight=False)
         raise typer.Exit(code=1) from exc
@@ -246,6 +253,9 @@ def _batch(
     except ConfigError as exc:
         console.print(f"[bold red]configuration error[/]\n{exc}", highlight=False)
         raise typer.Exit(code=2) from exc
+    except (LeaseHeldError, LeaseLostError) as exc:
+        _run_errors(exc)
+        raise typer.Exit(code=LAKE_IN_USE) from exc
     except (InputSchemaError, StorageError, batch.RunOrderError) as exc:
         _run_errors(exc)
         raise typer.Exit(code=1) from exc

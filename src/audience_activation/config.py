@@ -535,6 +535,18 @@ class IdentitySettings(_Model):
     cooccurrence_links: StrictBool = True
 
 
+class LeaseSettings(_Model):
+    """``lease:``: the lake lease that keeps one run writing at a time.
+
+    Attributes:
+        timeout_seconds: A lease not renewed for this long is free again (its holder is presumed dead). The
+            holder renews it every ``timeout_seconds / 5``. A holder on the same host whose process is gone
+            frees it at once; this timeout is for holders on other machines.
+    """
+
+    timeout_seconds: Annotated[StrictInt, Field(ge=10)] = 300
+
+
 class SparkSettings(_Model):
     """``spark:``.
 
@@ -570,6 +582,7 @@ class JobConfig(_Model):
     activation: ActivationSettings = Field(default_factory=ActivationSettings)
     membership: MembershipSettings = Field(default_factory=MembershipSettings)
     identity: IdentitySettings = Field(default_factory=IdentitySettings)
+    lease: LeaseSettings = Field(default_factory=LeaseSettings)
     spark: SparkSettings = Field(default_factory=SparkSettings)
 
     def table_location(self, name: TableName | str) -> str:

@@ -87,6 +87,10 @@ class NamespaceLookup:
         """Whether identities of this namespace take part in linking (not non_people/partner)."""
         return ~self.type(namespace).isin(sorted(rules.NON_LINKING_TYPES))
 
+    def personal(self, namespace: Column) -> Column:
+        """Whether identities of this namespace are personal data (type ``email`` or ``phone``)."""
+        return self.type(namespace).isin(sorted(rules.HASHED_IN_PERSON_ID))
+
     def rules_table(self) -> rules.NamespaceTable:
         return rules.NamespaceTable(
             {
@@ -629,16 +633,27 @@ def _component_window() -> WindowSpec:
 # -- step 6: outputs ---------------------------------------------------------------------------------------------
 
 
-def identity_clusters(identities: DataFrame, resolved: DataFrame) -> DataFrame:
+def public_person_id(raw: Column, lookup: NamespaceLookup) -> Column:
+    """The person id as written to every output, from ``"<namespace>:<id>"`` of the graph's best identity:
+    unchanged, or ``"<namespace>:sha256:<hex>"`` when the namespace is personal data (e-mail, phone), the hex
+    being the SHA-256 of the trimmed, lower-cased id (CONTRACT §5.6: no raw e-mail or phone number in ids).
+    """
+    namespace = F.substring_index(raw, ":", 1)
+    value = F.substring(raw, F.length(namespace) + 2, F.lit(2**31 - 1))
+    hashed = F.sha2(F.lower(F.regexp_replace(value, r"^\s+|\s+$", "")), 256)
+    return F.when(lookup.personal(namespace), F.concat(namespace, F.lit(":sha256:"), hashed)).otherwise(raw)
+
+
+def identity_clusters(identities: DataFrame, resolved: DataFrame, lookup: NamespaceLookup) -> DataFrame:
     """One row per valid identity: its person, or itself as a single-identity person."""
+    own = F.concat("namespace", F.lit(":"), "id")
+    raw = F.when(F.col("evicted"), own).otherwise(F.coalesce("person_id", own))
     return identities.join(
         resolved.select("namespace", "id", "person_id", "graph_size", "evicted"), on=["namespace", "id"], how="left"
     ).select(
         "namespace",
         "id",
-        F.when(F.col("evicted"), F.concat("namespace", F.lit(":"), "id"))
-        .otherwise(F.coalesce("person_id", F.concat("namespace", F.lit(":"), "id")))
-        .alias("person_id"),
+        public_person_id(raw, lookup).alias("person_id"),
         F.when(F.col("evicted"), F.lit(1))
         .otherwise(F.coalesce("graph_size", F.lit(1)))
         .cast("int")
@@ -693,7 +708,7 @@ def resolve_identities(
         checkpoint,
     )
     resolved = checkpoint(resolve_components(kept, components.labels, lookup, settings.max_identities_per_graph))
-    clusters = identity_clusters(valid_identities(records, explicit), resolved)
+    clusters = identity_clusters(valid_identities(records, explicit), resolved, lookup)
     eviction_sources = _ends(kept).groupBy("namespace", "id").agg(F.min("source_rank").alias("source_rank"))
     evictions = (
         resolved.where("evicted").select("namespace", "id").join(eviction_sources, on=["namespace", "id"], how="inner")

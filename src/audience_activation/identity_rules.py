@@ -14,6 +14,7 @@ use one kind.
 
 from __future__ import annotations
 
+import hashlib
 import string
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -209,6 +210,21 @@ def person_id(graph: Iterable[Identity], ns_table: NamespaceTable) -> str:
     """
     namespace, id_ = min(graph, key=lambda ident: (ns_table.info(ident[0]).priority, ident))
     return f"{namespace}:{id_}"
+
+
+#: Namespace types whose identities are personal data: a person id carries their SHA-256, never the value.
+HASHED_IN_PERSON_ID = frozenset({"email", "phone"})
+#: What "trimmed" means for hashing (Java regex ``\\s``, as Spark's ``regexp_replace`` trims).
+_HASH_TRIM = " \t\n\x0b\f\r"
+
+
+def public_person_id(raw: str, ns_table: NamespaceTable) -> str:
+    """``"<namespace>:<id>"``, or ``"<namespace>:sha256:<hex>"`` when the namespace type is e-mail or phone
+    (the SHA-256 of the trimmed, lower-cased id): the person id as written to every output."""
+    namespace, id_ = raw.split(":", 1)
+    if ns_table.info(namespace).type in HASHED_IN_PERSON_ID:
+        return f"{namespace}:sha256:{hashlib.sha256(id_.strip(_HASH_TRIM).lower().encode('utf-8')).hexdigest()}"
+    return raw
 
 
 def _later(left: LinkTime, right: LinkTime) -> bool:
@@ -485,4 +501,4 @@ def resolve_identities(
         rows, evicted = resolve_component(component, table, max_identities_per_graph)
         clusters.update({(row.namespace, row.id): (row.person_id, row.graph_size) for row in rows})
         quarantine.update((namespace, id_, GRAPH_SIZE_EVICTION) for namespace, id_ in evicted)
-    return clusters, quarantine
+    return {key: (public_person_id(person, table), size) for key, (person, size) in clusters.items()}, quarantine

@@ -164,6 +164,40 @@ class DeltaStorage(abc.ABC):
         """
 
     @abc.abstractmethod
+    def swap(
+        self,
+        df: DataFrame,
+        location: str,
+        *,
+        version: int | None,
+        column: str,
+        expected: PartitionValue,
+    ) -> bool:
+        """Compare-and-swap of a small table: replace all its rows with ``df``'s in one commit, only if the
+        table is unchanged since ``version`` (read by the caller, every row then having ``column ==
+        expected``). ``version=None``: create the table, only if none exists. Every swap must change
+        ``column`` (e.g. a counter), so that "unchanged" can be checked on the data as well as on the log.
+
+        Returns:
+            True when this call's commit landed; False when the table had moved on or a concurrent writer won
+            (the table is then as that writer left it).
+        """
+
+    @abc.abstractmethod
+    def restore(self, location: str, version: int, *, commit_info: Mapping[str, str] | None = None) -> int:
+        """Restore the table to an earlier ``version`` with Delta's ``RESTORE`` (a new commit whose state is
+        that version's). Returns the new version (the current one when the table is already at that state)."""
+
+    def drop(self, location: str) -> None:
+        """Delete a table's folder with its log and data (used only to undo a table that a failed run created)."""
+        filesystem, path = arrow_filesystem(location.rstrip("/"))
+        try:
+            filesystem.delete_dir(path)
+        except FileNotFoundError:
+            return
+        log.info("%s: removed (the table did not exist before the failed run)", location)
+
+    @abc.abstractmethod
     def cleanup(self, location: str, *, older_than: timedelta = timedelta(hours=1)) -> list[str]:
         """Delete data files of writes that never committed and are older than ``older_than``.
 

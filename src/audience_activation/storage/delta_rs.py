@@ -243,6 +243,44 @@ class DeltaRsStorage(DeltaStorage):
             raise ValueError("replace_partitions compares with '='; a null partition value cannot be matched")
         return self._write(df, location, "overwrite", partition_by, dict(where), commit_info, properties)
 
+    def swap(
+        self,
+        df: DataFrame,
+        location: str,
+        *,
+        version: int | None,
+        column: str,
+        expected: PartitionValue,
+    ) -> bool:
+        # delta-rs commits are bound to the version they were based on (no retries): basing the overwrite on
+        # ``version`` makes it fail if anything committed since, which is exactly the condition.
+        try:
+            if version is None:
+                self._write(df, location, "create", (), None, None, None)
+            else:
+                self._write(df, location, "overwrite", (), None, None, None, base_version=version)
+        except ConcurrentWriteError:
+            return False
+        return True
+
+    def restore(self, location: str, version: int, *, commit_info: Mapping[str, str] | None = None) -> int:
+        table = self._table(location)
+        if int(table.version()) == version:
+            return version
+        metadata = commit_metadata(uuid.uuid4().hex, self.name, commit_info)
+        commit = CommitProperties(
+            custom_metadata={**metadata, "userMetadata": json.dumps(metadata)}, max_commit_retries=0
+        )
+        try:
+            table.restore(version, commit_properties=commit)
+        except CommitFailedError as exc:
+            raise ConcurrentWriteError(f"{location}: another writer committed during the restore: {exc}") from exc
+        except DeltaError as exc:
+            raise StorageError(f"{location}: could not restore version {version}: {exc}") from exc
+        restored = int(self._table(location).version())
+        log.info("%s: restored version %d as version %d", location, version, restored)
+        return restored
+
     def _write(
         self,
         df: DataFrame,
@@ -252,10 +290,11 @@ class DeltaRsStorage(DeltaStorage):
         where: dict[str, PartitionValue] | None,
         commit_info: Mapping[str, str] | None,
         properties: Mapping[str, str] | None,
+        base_version: int | None = None,
     ) -> int:
         root = table_root(location)
-        # The snapshot this write is based on: the commit will fail if the table moved on meanwhile.
-        table = self._table(location) if mode != "create" and self.exists(location) else None
+        # The snapshot this write is based on (the latest unless given): the commit fails if the table moved on.
+        table = self._table(location, base_version) if mode != "create" and self.exists(location) else None
         if table is not None:
             self.check_reader_features(table, location)
             lacking = missing_properties(table.metadata().configuration or {}, properties)

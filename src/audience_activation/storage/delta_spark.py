@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -98,6 +99,7 @@ class DeltaSparkStorage(DeltaStorage):
         from delta.tables import DeltaTable  # noqa: PLC0415
 
         self._delta_table = DeltaTable
+        self._session_conf_lock = threading.Lock()
         #: Delta's commit-conflict exceptions (they share no base class in Python).
         self._conflicts: tuple[type[BaseException], ...] = tuple(
             getattr(delta_exceptions, name) for name in delta_exceptions.__all__
@@ -283,6 +285,59 @@ class DeltaSparkStorage(DeltaStorage):
             raise StorageError(f"{location}: write {write_id} reported success but is not in the table history")
         log.info("%s: committed version %d (%s, engine %s)", location, version, mode, self.name)
         return version
+
+    def swap(
+        self,
+        df: DataFrame,
+        location: str,
+        *,
+        version: int | None,
+        column: str,
+        expected: PartitionValue,
+    ) -> bool:
+        if version is None:
+            try:
+                self._write(df, location, "create", (), None, None, None)
+            except ConcurrentWriteError:
+                return False
+            return True
+        # A Delta write is based on the snapshot of its own start, not on ``version``: the condition is
+        # checked on the data instead. MERGE rewrites the rows whose ``column`` still equals ``expected``;
+        # two swaps racing both read and rewrite the same file, so Delta's conflict detection fails one.
+        condition = f"t.`{column}` = {_sql_literal(expected)}"
+        try:
+            result = (
+                self._delta_table.forPath(self.spark, location)
+                .alias("t")
+                .merge(df.alias("s"), condition)
+                .whenMatchedUpdateAll()
+                .execute()
+            )
+        except self._conflicts:
+            return False
+        row = result.first()
+        return bool(row and int(row["num_updated_rows"] or 0) > 0)
+
+    def restore(self, location: str, version: int, *, commit_info: Mapping[str, str] | None = None) -> int:
+        table = self._require(location)
+        if self.version(location) == version:
+            return version
+        write_id = uuid.uuid4().hex
+        metadata = json.dumps(commit_metadata(write_id, self.name, commit_info))
+        # RESTORE has no writer option for userMetadata: the session setting is set around it (under a lock,
+        # as a lease heartbeat may commit from another thread).
+        key = "spark.databricks.delta.commitInfo.userMetadata"
+        with self._session_conf_lock:
+            self.spark.conf.set(key, metadata)
+            try:
+                table.restoreToVersion(version)
+            except self._conflicts as exc:
+                raise ConcurrentWriteError(f"{location}: another writer committed during the restore: {exc}") from exc
+            finally:
+                self.spark.conf.unset(key)
+        restored = self._committed_version(location, write_id)
+        log.info("%s: restored version %d as version %s", location, version, restored)
+        return restored if restored is not None else self.version(location)
 
     def _set_properties(self, location: str, properties: Mapping[str, str]) -> None:
         assignments = ", ".join(f"{_sql_literal(key)} = {_sql_literal(value)}" for key, value in properties.items())
