@@ -26,6 +26,7 @@ from .schemas import (
 )
 from .session import build_session
 from .storage import DeltaStorage, open_storage
+from .storage.base import read_failure
 
 log = logging.getLogger(__name__)
 
@@ -200,8 +201,11 @@ def run_identity_resolution(
     except LeaseLostError:
         handed_on = True
         raise
-    except Exception:
+    except Exception as exc:
         handed_on = batch.undo_failed_attempt(store, config, lease, run)
+        clean = read_failure(exc, batch.input_locations(config))
+        if clean is not None:
+            raise clean from exc
         raise
     finally:
         batch.cleanup_scratch(barrier, config)

@@ -45,11 +45,12 @@ from .schemas import (
     INPUT_TABLES,
     PROFILE_FRAGMENTS,
     REGION_INFORMATION,
+    InputSchemaError,
     check_input_schemas,
 )
 from .segments import compile_segments
 from .storage import DeltaStorage, TableNotFoundError, open_storage
-from .storage.base import CHANGE_DATA_FEED, ParquetCheckpoint
+from .storage.base import CHANGE_DATA_FEED, DamagedTableError, ParquetCheckpoint, read_failure
 
 log = logging.getLogger(__name__)
 
@@ -521,6 +522,11 @@ def _start(
     return summary, frames, previous
 
 
+def input_locations(config: AppConfig) -> list[str]:
+    """The input tables' locations."""
+    return [config.job.table_location(name) for name in INPUT_TABLES]
+
+
 def output_locations(config: AppConfig) -> list[str]:
     """Every output table of the lake that a run may have written (the run log first)."""
     location = config.job.table_location
@@ -674,12 +680,17 @@ def run_batch(
     except LeaseLostError:
         handed_on = True  # the lake is another run's now: that run undoes this attempt's commits
         raise
-    except ConfigError:
-        raise  # invalid configuration: rejected before any job ran, nothing to record
+    except (ConfigError, InputSchemaError, RunOrderError):
+        raise  # rejected before anything was written: nothing to record
     except Exception as exc:
-        summary.status = FAILED
-        summary.ended_at = dt.datetime.now(dt.timezone.utc)
-        handed_on = _fail(spark, config, store, lease, summary, mappings, exc, progress)
+        # A damaged input, named (the Spark error reading it is the cause).
+        clean = exc if isinstance(exc, DamagedTableError) else read_failure(exc, input_locations(config))
+        if clean is None or summary.output_versions:
+            summary.status = FAILED
+            summary.ended_at = dt.datetime.now(dt.timezone.utc)
+            handed_on = _fail(spark, config, store, lease, summary, mappings, clean or exc, progress)
+        if clean is not None and clean is not exc:
+            raise clean from exc
         raise
     finally:
         cleanup_scratch(barrier, config)
@@ -757,6 +768,11 @@ def preview_batch(
     try:
         results = _evaluate_run(spark, config, store, frames, previous, barrier, progress, summary)
         summary.counts = _counts(row_accounting(frames, results, config, evaluation_time), results)
+    except Exception as exc:
+        clean = read_failure(exc, input_locations(config))
+        if clean is not None:
+            raise clean from exc
+        raise
     finally:
         cleanup_scratch(barrier, config)
     return summary

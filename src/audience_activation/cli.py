@@ -22,6 +22,7 @@ from .config import AppConfig, ConfigError, load_config
 from .lease import LeaseHeldError, LeaseLostError
 from .runlog import parse_utc_time
 from .schemas import InputSchemaError
+from .session import quiet_task_errors
 from .storage import StorageError
 
 cli = typer.Typer(
@@ -96,6 +97,8 @@ def demo_data_command(
     anchor = _time_option(as_of) or dt.datetime.now(dt.timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
     console.print(f"Generating demo data: {persons:,} persons, seed {seed}, as of {anchor.isoformat()}")
     spark = app.session_for(config)
+    if not verbose:
+        quiet_task_errors(spark)
     try:
         written = app.write_demo_data(spark, config, persons=persons, seed=seed, as_of=anchor, progress=_progress)
     except StorageError as exc:
@@ -119,6 +122,8 @@ def validate_command(
     _setup_logging(verbose)
     config = _load(conf, lake_root)
     spark = app.session_for(config)
+    if not verbose:
+        quiet_task_errors(spark)
     try:
         report = app.validate_inputs(spark, config)
     except ConfigError as exc:
@@ -164,6 +169,8 @@ def identities_command(
     config = _load(conf, lake_root)
     t = _time_option(evaluation_time) or runlog.default_evaluation_time()
     spark = app.session_for(config)
+    if not verbose:
+        quiet_task_errors(spark)
     try:
         summary = app.run_identity_resolution(spark, config, evaluation_time=t, progress=_progress)
     except (LeaseHeldError, LeaseLostError) as exc:
@@ -248,6 +255,8 @@ def _batch(
     config = _load(conf, lake_root)
     t = _time_option(evaluation_time) or runlog.default_evaluation_time()
     spark = app.session_for(config)
+    if not verbose:
+        quiet_task_errors(spark)
     try:
         return job(spark, config, evaluation_time=t, force=force, progress=_progress)
     except ConfigError as exc:

@@ -162,3 +162,26 @@ def build_session(
         connector,
     )
     return spark
+
+
+#: Spark loggers that print a Java stack trace for every failed task (the error also reaches the driver).
+TASK_ERROR_LOGGERS = (
+    "org.apache.spark.executor.Executor",
+    "org.apache.spark.scheduler.TaskSetManager",
+    "org.apache.spark.scheduler.TaskSchedulerImpl",
+)
+
+
+def quiet_task_errors(spark: SparkSession) -> None:
+    """Silence the per-task stack traces Spark logs when a task fails: the command line reports the error once,
+    as a one-paragraph message (``--verbose`` keeps them). Best effort: a session without a JVM gateway (Spark
+    Connect) is left as it is."""
+    try:
+        jvm = spark.sparkContext._jvm  # noqa: SLF001 - log4j is configured through the JVM gateway
+        if jvm is None:
+            return
+        level = jvm.org.apache.logging.log4j.Level.OFF
+        for name in TASK_ERROR_LOGGERS:
+            jvm.org.apache.logging.log4j.core.config.Configurator.setLevel(name, level)
+    except Exception as exc:  # noqa: BLE001 - logging settings never fail a run
+        log.debug("could not quiet Spark's task error logs: %s", exc)

@@ -23,6 +23,7 @@ from pyspark.sql import SparkSession
 
 from .base import (
     ConcurrentWriteError,
+    DamagedTableError,
     DeltaStorage,
     SchemaMismatchError,
     StorageError,
@@ -35,6 +36,7 @@ from .delta_rs import DeltaRsStorage
 
 __all__ = [
     "ConcurrentWriteError",
+    "DamagedTableError",
     "DeltaRsStorage",
     "DeltaStorage",
     "SchemaMismatchError",

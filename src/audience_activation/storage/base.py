@@ -16,7 +16,7 @@ import json
 import logging
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -50,6 +50,18 @@ class UnsupportedTableFeatureError(StorageError):
 
 class ConcurrentWriteError(StorageError):
     """Another writer committed to the table between this write's read and its commit."""
+
+
+class DamagedTableError(StorageError):
+    """A table's log or data files are missing or unreadable; the message names the table and the file."""
+
+
+def damaged(location: str, path: str, what: str) -> DamagedTableError:
+    """The one-paragraph error for a damaged table."""
+    return DamagedTableError(
+        f"table {location} is damaged: {what}: {path}. Nothing was written. Restore the file from a backup or "
+        f"the table to an earlier version (RESTORE TABLE ... TO VERSION AS OF n), or re-create the table."
+    )
 
 
 class SchemaMismatchError(StorageError):
@@ -468,3 +480,105 @@ def _referenced_files(filesystem: Any, log_dir: str) -> set[str]:
                 for entry in table.column(column).to_pylist():
                     remember((entry or {}).get("path"))
     return referenced
+
+
+_CHECKPOINT_FILE = re.compile(r"^(\d{20})\.checkpoint(\.\d+\.\d+)?(\.[0-9a-f-]+)?\.(parquet|json)$")
+
+
+def damaged_log_entry(location: str) -> str | None:
+    """The first commit file of a table's log (from its newest checkpoint on) that is not valid JSON lines, or
+    None. Used to name the file when an engine fails to load a table."""
+    import pyarrow.fs as pafs  # noqa: PLC0415
+
+    filesystem, base = arrow_filesystem(location.rstrip("/"))
+    log_dir = f"{base}/_delta_log"
+    infos = filesystem.get_file_info(pafs.FileSelector(log_dir, allow_not_found=True))
+    checkpoints = [int(m.group(1)) for info in infos if (m := _CHECKPOINT_FILE.match(info.base_name))]
+    start = max(checkpoints, default=-1)
+    for info in sorted(infos, key=lambda i: i.base_name):
+        match = _COMMIT_FILE.match(info.base_name)
+        if match is None or int(match.group(1)) <= start:
+            continue
+        try:
+            with filesystem.open_input_stream(info.path) as stream:
+                lines = stream.read().decode("utf-8").splitlines()
+            actions = [json.loads(line) for line in lines if line.strip()]
+            if not actions or not all(isinstance(action, dict) for action in actions):
+                return f"{location.rstrip('/')}/_delta_log/{info.base_name}"
+        except (OSError, ValueError):
+            return f"{location.rstrip('/')}/_delta_log/{info.base_name}"
+    return None
+
+
+def require_files(location: str, files: Iterable[str]) -> None:
+    """Fail with :class:`DamagedTableError` naming the first of a snapshot's data files that does not exist.
+
+    Args:
+        location: the table.
+        files: the snapshot's data files, absolute (URIs or paths) or relative to the table folder.
+    """
+    import pyarrow.fs as pafs  # noqa: PLC0415
+
+    filesystem, base = arrow_filesystem(location.rstrip("/"))
+    present = {
+        info.path
+        for info in filesystem.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
+        if info.type == pafs.FileType.File
+    }
+    missing = []
+    for file in files:
+        if file.startswith("file:"):  # Hadoop's local URIs: file:/path or file:///path
+            file = "/" + unquote(file.removeprefix("file:")).lstrip("/")
+        if "://" in file:
+            path = arrow_filesystem(file)[1]
+        elif file.startswith("/"):
+            path = file
+        else:
+            path = f"{base}/{unquote(file)}"
+        if path not in present:
+            missing.append(path)
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise damaged(location, sorted(missing)[0] + more, "a data file of its current version is missing")
+
+
+def _spark_errors(exc: BaseException) -> Iterator[tuple[str, dict[str, Any]]]:
+    """``(condition, message parameters)`` of every Spark error in ``exc``'s chain — Python exceptions converted
+    by PySpark, and the Java exception chain of a ``Py4JJavaError`` (e.g. a task failure inside a write)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        getter = getattr(current, "getCondition", None) or getattr(current, "getErrorClass", None)
+        if getter is not None:
+            parameters: dict[str, Any] = getattr(current, "getMessageParameters", dict)() or {}
+            yield (getter() or ""), dict(parameters)
+        throwable = getattr(current, "java_exception", None)
+        for _ in range(20):  # the Java cause chain
+            if throwable is None:
+                break
+            try:
+                condition = throwable.getCondition() if hasattr(throwable, "getCondition") else None
+                if condition:
+                    java_map = throwable.getMessageParameters()
+                    yield condition, {str(k): str(java_map.get(k)) for k in java_map.keySet().toArray()}
+                throwable = throwable.getCause()
+            except Exception:  # noqa: BLE001 - not a SparkThrowable, or the gateway is gone
+                break
+        current = current.__cause__ or current.__context__
+
+
+def read_failure(exc: BaseException, locations: Iterable[str]) -> DamagedTableError | None:
+    """A clean :class:`DamagedTableError` for a Spark error reading a file of one of ``locations`` (a file
+    missing or not readable as parquet), or None when ``exc`` is another error."""
+    roots = [(location, arrow_filesystem(location.rstrip("/"))[1]) for location in locations]
+    for condition, parameters in _spark_errors(exc):
+        if not (condition.startswith("FAILED_READ_FILE") or condition == "PATH_NOT_FOUND"):
+            continue
+        path = str(parameters.get("path") or parameters.get("file") or "")
+        for location, root in roots:
+            if path and root in path:
+                missing = "NOT_EXIST" in condition or condition == "PATH_NOT_FOUND"
+                what = "a data file is missing" if missing else "a data file cannot be read"
+                return damaged(location, path.removeprefix("file:").replace("///", "/"), what)
+    return None

@@ -58,7 +58,10 @@ from .base import (
     check_partition_columns,
     commit_metadata,
     conform_to_table,
+    damaged,
+    damaged_log_entry,
     missing_properties,
+    require_files,
     require_partition_values,
     with_user_metadata,
 )
@@ -116,7 +119,11 @@ class DeltaRsStorage(DeltaStorage):
         except DeltaTableNotFoundError as exc:
             raise TableNotFoundError(f"{location}: no Delta table at this location") from exc
         except (DeltaError, OSError) as exc:
-            raise StorageError(f"{location}: cannot open the Delta table: {exc}") from exc
+            entry = damaged_log_entry(location)
+            if entry is not None:
+                raise damaged(location, entry, "an entry of its Delta log cannot be read") from exc
+            # delta-rs appends a Rust backtrace to some messages: the first line says what went wrong.
+            raise StorageError(f"{location}: cannot open the Delta table: {str(exc).splitlines()[0]}") from exc
 
     def exists(self, location: str) -> bool:
         return DeltaTable.is_deltatable(table_root(location), storage_options=self.storage_options or None)
@@ -159,6 +166,7 @@ class DeltaRsStorage(DeltaStorage):
         partition_columns = list(table.metadata().partition_columns)
         root = table_root(location)
         actions = pa.table(table.get_add_actions(flatten=True)).to_pylist()
+        require_files(location, [action["path"] for action in actions])
         groups: dict[tuple[Any, ...], list[str]] = {}
         for action in actions:
             key = tuple(action.get(f"partition.{column}") for column in partition_columns)

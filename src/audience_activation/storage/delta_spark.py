@@ -54,7 +54,10 @@ from .base import (
     commit_metadata,
     commit_versions,
     conform_to_table,
+    damaged,
+    damaged_log_entry,
     missing_properties,
+    require_files,
     require_partition_values,
     uncommitted_data_files,
     with_user_metadata,
@@ -161,8 +164,18 @@ class DeltaSparkStorage(DeltaStorage):
         resolved = self.version(location) if version is None else version
         try:
             df = self.spark.read.format("delta").option("versionAsOf", resolved).load(location)
+            # The snapshot's files (metadata only): a missing one is named now, not by a failed task later.
+            files = df.inputFiles()
         except AnalysisException as exc:
+            if _condition(exc) not in _UNSUPPORTED_FEATURE_CONDITIONS and (entry := damaged_log_entry(location)):
+                raise damaged(location, entry, "an entry of its Delta log cannot be read") from exc
             raise self._translate(exc, location) from exc
+        except Exception as exc:
+            entry = damaged_log_entry(location)
+            if entry is not None:
+                raise damaged(location, entry, "an entry of its Delta log cannot be read") from exc
+            raise
+        require_files(location, files)
         return TableSnapshot(location=location, version=resolved, df=df)
 
     # -- writing -------------------------------------------------------------------------------------
