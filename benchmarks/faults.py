@@ -7,8 +7,10 @@ once without interruption. Each trial (seeded):
 
 1. copies the lake as it was after T1;
 2. starts ``audience-activation run --evaluation-time T2`` in a process of its own and kills it (SIGKILL, the
-   whole process group, JVM included) after a random delay drawn uniformly over the duration of an
-   uninterrupted run — before it took the lease, while it computes, between its commits, or after it finished;
+   whole process group, JVM included) at a random moment: a number ``k`` of its commits is drawn uniformly
+   from 0 to the number an uninterrupted run makes; for ``k = 0`` the kill comes after a delay drawn uniformly
+   over the time before the first commit (starting, taking the lease, computing), else at a random moment
+   within 2 s after the ``k``-th commit landed (between commits, or during the next write);
 3. runs T2 again (in this process), which must undo whatever the killed run left and complete;
 4. checks the lake equals the reference (every output table's rows; the run log's run ids, statuses and counts),
    that no uncommitted data file and no scratch folder is left, and that the lease is released.
@@ -62,7 +64,7 @@ def outputs(config: Any) -> dict[str, list[str]]:
     for location in batch.output_locations(config):
         rows = DeltaTable(location).to_pyarrow_table().to_pylist()
         if location.endswith("activation_runs"):
-            out["activation_runs"] = sorted(repr((r["run_id"], r["status"], sorted(r["counts"].items()))) for r in rows)
+            out["activation_runs"] = sorted(repr((r["run_id"], r["status"], sorted(r["counts"]))) for r in rows)
         else:
             out[location.removeprefix(root)] = sorted(repr(sorted(r.items())) for r in rows)
     return out
@@ -73,6 +75,46 @@ def commits_of(config: Any, run_id: str) -> int:
     for location in batch.output_locations(config):
         total += sum(1 for v in commit_versions(location) if commit_info(location, v).get("run_id") == run_id)
     return total
+
+
+def write_results(
+    args: argparse.Namespace, duration: float, total_commits: int, first_commit: float, trials: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Write the results so far (after every trial: an interrupted campaign keeps its trials)."""
+    failures = [t for t in trials if t["outcome"] != "ok"]
+    result = {
+        "date": dt.date.today().isoformat(),
+        "engine": args.engine,
+        "persons": args.persons,
+        "seed": args.seed,
+        "reference_run_s": round(duration, 1),
+        "trials": trials,
+        "failures": len(failures),
+    }
+    out = ROOT / "benchmarks" / "results" / f"faults-{args.engine}"
+    out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    lines = [
+        f"# Fault injection, {args.engine} ({result['date']})",
+        "",
+        f"{len(trials)} of {args.trials} trials done, seed {args.seed}, {args.persons:,} demo persons; an "
+        f"uninterrupted T2 run took {duration:.1f} s (process wall time, 2 cores) and made {total_commits} commits, "
+        f"the first after {first_commit:.1f} s. Each trial killed a T2 run (SIGKILL to its process group) after the "
+        "k-th commit (k drawn from 0 to all; k = 0: before any), ran T2 again and compared the lake with the "
+        "reference.",
+        "",
+        "| trial | k | killed after | killed? | commits of the killed run landed | rerun | outcome |",
+        "|---:|---:|---:|---|---:|---:|---|",
+        *(
+            f"| {t['trial']} | {t['kill_after_commit']} | {t['kill_after_s']} s | "
+            f"{'yes' if t['killed'] else 'no (finished)'} | "
+            f"{t['commits_landed']} | {t['rerun_s']} s | {t['outcome']} |"
+            for t in trials
+        ),
+        "",
+        f"**{len(trials) - len(failures)} of {len(trials)} trials ended with the lake equal to the reference.**",
+    ]
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    return failures
 
 
 def main() -> int:
@@ -101,15 +143,27 @@ def main() -> int:
     reference = work / "reference"
     shutil.copytree(after_t1, reference)
     started = time.monotonic()
-    clean = subprocess.run(
+    clean = subprocess.Popen(
         [CLI, "run", "--conf", str(conf), "--lake-root", str(reference), "--evaluation-time", T2.isoformat()],
-        capture_output=True,
-        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
+    first_commit = None
+    while clean.poll() is None:
+        if first_commit is None and commits_of(at(reference), RUN2) > 0:
+            first_commit = time.monotonic() - started
+        time.sleep(0.3)
+    if clean.returncode != 0:
+        raise SystemExit("the reference run failed")
     duration = time.monotonic() - started
-    del clean
+    total_commits = commits_of(at(reference), RUN2)
+    first_commit = first_commit or duration
     expected = outputs(at(reference))
-    print(f"reference run of T2: {duration:.1f} s (process wall time)", flush=True)
+    print(
+        f"reference run of T2: {duration:.1f} s (process wall time), {total_commits} commits, the first after "
+        f"{first_commit:.1f} s",
+        flush=True,
+    )
 
     rng = random.Random(args.seed)
     trials = []
@@ -117,7 +171,9 @@ def main() -> int:
         lake = work / f"trial-{trial:02d}"
         shutil.rmtree(lake, ignore_errors=True)
         shutil.copytree(after_t1, lake)
-        delay = rng.uniform(0, duration)
+        target = rng.randint(0, total_commits)
+        jitter = rng.uniform(0, first_commit) if target == 0 else rng.uniform(0, 2)
+        start = time.monotonic()
         with (work / f"trial-{trial:02d}.log").open("wb") as log:
             process = subprocess.Popen(
                 [CLI, "run", "--conf", str(conf), "--lake-root", str(lake), "--evaluation-time", T2.isoformat()],
@@ -125,13 +181,14 @@ def main() -> int:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        try:
-            process.wait(timeout=delay)
-            finished = True
-        except subprocess.TimeoutExpired:
+        while target and process.poll() is None and commits_of(at(lake), RUN2) < target:
+            time.sleep(0.2)
+        time.sleep(jitter)
+        finished = process.poll() is not None
+        if not finished:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
-            finished = False
+        delay = time.monotonic() - start
         landed = commits_of(at(lake), RUN2)
         rerun_start = time.monotonic()
         summary = batch.run_batch(spark, at(lake), evaluation_time=T2)
@@ -153,6 +210,7 @@ def main() -> int:
         trials.append(
             {
                 "trial": trial,
+                "kill_after_commit": target,
                 "kill_after_s": round(delay, 1),
                 "killed": not finished,
                 "commits_landed": landed,
@@ -160,6 +218,7 @@ def main() -> int:
                 "outcome": outcome,
             }
         )
+        write_results(args, duration, total_commits, first_commit, trials)
         print(
             f"trial {trial:2d}: kill after {delay:5.1f} s ({'killed' if not finished else 'had finished'}), "
             f"{landed:2d} commit(s) of the killed run landed, rerun {rerun:.1f} s: {outcome}",
@@ -167,37 +226,7 @@ def main() -> int:
         )
         shutil.rmtree(lake, ignore_errors=True)
 
-    failures = [t for t in trials if t["outcome"] != "ok"]
-    result = {
-        "date": dt.date.today().isoformat(),
-        "engine": args.engine,
-        "persons": args.persons,
-        "seed": args.seed,
-        "reference_run_s": round(duration, 1),
-        "trials": trials,
-        "failures": len(failures),
-    }
-    out = ROOT / "benchmarks" / "results" / f"faults-{args.engine}"
-    out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-    lines = [
-        f"# Fault injection, {args.engine} ({result['date']})",
-        "",
-        f"{args.trials} trials, seed {args.seed}, {args.persons:,} demo persons; an uninterrupted T2 run took "
-        f"{duration:.1f} s (process wall time, 2 cores). Each trial killed a T2 run (SIGKILL to its process group) "
-        "after the delay shown, ran T2 again and compared the lake with the reference.",
-        "",
-        "| trial | killed after | killed? | commits of the killed run landed | rerun | outcome |",
-        "|---:|---:|---|---:|---:|---|",
-        *(
-            f"| {t['trial']} | {t['kill_after_s']} s | {'yes' if t['killed'] else 'no (finished)'} | "
-            f"{t['commits_landed']} | {t['rerun_s']} s | {t['outcome']} |"
-            for t in trials
-        ),
-        "",
-        f"**{len(trials) - len(failures)} of {len(trials)} trials ended with the lake equal to the reference.**",
-    ]
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print(f"results written to {out}.{{json,md}}")
+    failures = write_results(args, duration, total_commits, first_commit, trials)
     return 1 if failures else 0
 
 

@@ -516,3 +516,30 @@ def test_person_ids_hash_like_the_reference(spark: SparkSession) -> None:
     ]
     assert got == [rules.public_person_id(raw, lookup.rules_table()) for raw in raws]
     assert got[2] == "CRMID:c:1" and got[4] == "X:y"  # other namespaces unchanged
+
+
+@pytest.mark.parametrize("size", [5_000, 100_000])
+def test_a_record_with_thousands_of_identities_makes_hubs_without_its_pairs(
+    spark: SparkSession, checkpoint: ParquetCheckpoint, size: int
+) -> None:
+    """A shared kiosk's fragment with ``size`` identities: each has ``size - 1`` co-occurrence neighbours, so all
+    are hubs (quarantined, single persons), decided without building the record's pairs (12.5 million for 5,000,
+    5 billion for 100,000: the session's 2 GB driver would not survive them). Other records are unaffected,
+    and a crowd member's other links are dropped with it."""
+    crowd = [f"{i:07d}" for i in range(size)]
+    clusters, quarantine = run(
+        spark,
+        checkpoint,
+        fragments=[
+            ({"TNTID": crowd, "CRMID": ["c1"]}, T - 2 * DAY),
+            ({"CRMID": ["c2"], "ECID": [E2]}, T - DAY),
+        ],
+        links=[("CRMID", "c1", "ECID", E1, T - DAY)],
+    )
+    assert len(clusters) == size + 4
+    assert clusters[("CRMID", "c2")] == clusters[("ECID", E2)] == ("CRMID:c2", 2)
+    assert clusters[("CRMID", "c1")] == ("CRMID:c1", 1) and clusters[("ECID", E1)] == (f"ECID:{E1}", 1)
+    assert all(clusters[("TNTID", member)] == (f"TNTID:{member}", 1) for member in crowd)
+    expected = {("profile_fragments", "TNTID", member, "hub_identity") for member in crowd}
+    # c1 is a hub too; its first source is the identity graph (the explicit link) before profile fragments.
+    assert quarantine == expected | {("identity_graph", "CRMID", "c1", "hub_identity")}

@@ -526,11 +526,13 @@ class IdentitySettings(_Model):
 
     Attributes:
         max_links_per_identity: An identity with more distinct neighbours is a hub (its links are dropped).
+            At most 1,000: co-occurrence builds up to ``m (m + 1) / 2`` links per record (records with more
+            identities make hubs of all of them without building links).
         max_identities_per_graph: Graph size limit (>= 2: a limit of 1 would evict every link).
         cooccurrence_links: Link all identities found in one ``identityMap`` of a fragment or event.
     """
 
-    max_links_per_identity: PositiveInt = 50
+    max_links_per_identity: Annotated[PositiveInt, Field(le=1000)] = 50
     max_identities_per_graph: Annotated[StrictInt, Field(ge=2)] = 50
     cooccurrence_links: StrictBool = True
 

@@ -349,17 +349,69 @@ def _source_rank(table: str) -> int:
     return RESOLUTION_SOURCE_ORDER.index(table)
 
 
+def _record_identities(records: DataFrame, lookup: NamespaceLookup) -> DataFrame:
+    """Per fragment or event with a time: ``time, source_rank`` and ``ids``, its distinct valid identities of
+    linking namespaces as sorted :func:`node_key` strings.
+
+    Strings, not ``(namespace, id)`` structs: Spark de-duplicates an array of strings with a hash set, an array
+    of structs by comparing every pair of elements (hours for a record of 100,000 identities).
+    """
+    return records.where((F.col("source_table") != REGION_INFORMATION) & F.col("time").isNotNull()).select(
+        F.col("time"),
+        F.when(F.col("source_table") == PROFILE_FRAGMENTS, F.lit(_source_rank(PROFILE_FRAGMENTS)))
+        .otherwise(F.lit(_source_rank(EXPERIENCE_EVENTS)))
+        .alias("source_rank"),
+        F.array_sort(
+            F.array_distinct(
+                F.transform(
+                    F.filter("entries", lambda e: e["reason"].isNull() & lookup.links(e["namespace"])),
+                    lambda e: node_key(e["namespace"], e["id"]),
+                )
+            )
+        ).alias("ids"),
+    )
+
+
+def _identity_of(key: Column) -> Column:
+    """``struct(namespace, id)`` of a :func:`node_key`."""
+    parts = F.split(key, _KEY_SEPARATOR, 2)
+    return F.struct(parts.getItem(0).alias("namespace"), parts.getItem(1).alias("id"))
+
+
+def crowded_record_identities(records: DataFrame, lookup: NamespaceLookup, max_links_per_identity: int) -> DataFrame:
+    """Identities of records with more than ``max_links_per_identity + 1`` linking identities:
+    ``namespace, id, source_rank``.
+
+    Co-occurrence links every identity of such a record to the ``k - 1 > max_links_per_identity`` others, so each
+    of them is a hub whatever its other links: the guardrail is decided without building the record's
+    ``k (k - 1) / 2`` pairs (12.5 million for a record of 5,000 identities), and the record contributes no link
+    (all its identities' links are dropped as hub links).
+    """
+    return (
+        _record_identities(records, lookup)
+        .where(F.size("ids") > max_links_per_identity + 1)
+        .select(F.explode("ids").alias("key"), "source_rank")
+        .select(_identity_of(F.col("key")).alias("e"), "source_rank")
+        .groupBy(F.col("e.namespace").alias("namespace"), F.col("e.id").alias("id"))
+        .agg(F.min("source_rank").alias("source_rank"))
+    )
+
+
 def collect_links(
     records: DataFrame,
     links: DataFrame | None,
     lookup: NamespaceLookup,
     *,
     cooccurrence: bool = True,
+    max_links_per_identity: int | None = None,
 ) -> DataFrame:
     """Links between valid, linking identities: ``src_ns, src_id, dst_ns, dst_id, last_seen_at, source_rank``.
 
     ``src`` is the smaller ``(namespace, id)``; self-links are dropped; each pair appears once with its newest
     ``last_seen_at`` and the first source (identity_graph, profile_fragments, experience_events) it came from.
+    With ``max_links_per_identity``, records with more linking identities than ``max_links_per_identity + 1``
+    give no pairs: their identities are hubs (:func:`crowded_record_identities`), so at most
+    ``(m + 1) m / 2`` pairs are built per record.
     """
     parts = []
     if links is not None:
@@ -372,27 +424,16 @@ def collect_links(
             )
         )
     if cooccurrence:
-        linking = records.where(F.col("source_table") != REGION_INFORMATION).select(
-            F.col("time"),
-            F.when(F.col("source_table") == PROFILE_FRAGMENTS, F.lit(_source_rank(PROFILE_FRAGMENTS)))
-            .otherwise(F.lit(_source_rank(EXPERIENCE_EVENTS)))
-            .alias("source_rank"),
-            F.array_sort(
-                F.array_distinct(
-                    F.transform(
-                        F.filter("entries", lambda e: e["reason"].isNull()),
-                        lambda e: F.struct(e["namespace"].alias("namespace"), e["id"].alias("id")),
-                    )
-                )
-            ).alias("ids"),
-        )
-        # All pairs of one record's identities (records carry at most a few dozen identities).
+        linking = _record_identities(records, lookup)
+        if max_links_per_identity is not None:
+            linking = linking.where(F.size("ids") <= max_links_per_identity + 1)
+        # All pairs of one record's identities (bounded by the hub guardrail, see above).
         pairs = F.flatten(
             F.transform(
                 "ids",
                 lambda x, i: F.transform(
                     F.slice("ids", i + 2, F.greatest(F.size("ids"), F.lit(1))),
-                    lambda y: F.struct(x.alias("a"), y.alias("b")),
+                    lambda y: F.struct(_identity_of(x).alias("a"), _identity_of(y).alias("b")),
                 ),
             )
         )
@@ -435,16 +476,26 @@ def _ends(links: DataFrame) -> DataFrame:
     )
 
 
-def find_hubs(links: DataFrame, max_links_per_identity: int) -> DataFrame:
+def find_hubs(links: DataFrame, max_links_per_identity: int, crowded: DataFrame | None = None) -> DataFrame:
     """Identities with more than ``max_links_per_identity`` distinct neighbours: ``namespace, id, source_rank``.
 
     ``links`` holds each pair once, so an identity's link count is its number of distinct neighbours.
+    ``crowded`` identities (:func:`crowded_record_identities`) are hubs whatever their count; their
+    ``source_rank`` is the first source among their links and their crowded records.
     """
+    ends = _ends(links).select("namespace", "id", "source_rank", F.lit(1).alias("link"), F.lit(False).alias("crowded"))
+    if crowded is not None:
+        ends = ends.unionByName(
+            crowded.select("namespace", "id", "source_rank", F.lit(0).alias("link"), F.lit(True).alias("crowded"))
+        )
     return (
-        _ends(links)
-        .groupBy("namespace", "id")
-        .agg(F.count(F.lit(1)).alias("neighbours"), F.min("source_rank").alias("source_rank"))
-        .where(F.col("neighbours") > max_links_per_identity)
+        ends.groupBy("namespace", "id")
+        .agg(
+            F.sum("link").alias("neighbours"),
+            F.max("crowded").alias("crowded"),
+            F.min("source_rank").alias("source_rank"),
+        )
+        .where((F.col("neighbours") > max_links_per_identity) | F.col("crowded"))
         .select("namespace", "id", "source_rank")
     )
 
@@ -698,8 +749,12 @@ def resolve_identities(
     lookup = NamespaceLookup(namespaces)
     records = checkpoint(record_entries(inputs))
     explicit = None if inputs.links is None else link_entries(inputs.links)
-    links = checkpoint(collect_links(records, explicit, lookup, cooccurrence=settings.cooccurrence_links))
-    hubs = checkpoint(find_hubs(links, settings.max_links_per_identity))
+    limit = settings.max_links_per_identity
+    links = checkpoint(
+        collect_links(records, explicit, lookup, cooccurrence=settings.cooccurrence_links, max_links_per_identity=limit)
+    )
+    crowded = crowded_record_identities(records, lookup, limit) if settings.cooccurrence_links else None
+    hubs = checkpoint(find_hubs(links, limit, crowded))
     kept = drop_hub_links(links, hubs)
     components = connected_components(
         kept.select(
