@@ -343,19 +343,22 @@ def test_two_runs_produce_every_change_reason(
     assert rolled_back.pop("activation_runs") != after_t1.pop("activation_runs")
     assert rolled_back == after_t1
     assert not (lake / "_scratch").exists() and not (lake / "_lease").joinpath("_scratch").exists()
-    # Failing after its last commit (the run log row) is rolled back the same way.
-    with pytest.raises(RuntimeError, match="injected failure"):
-        run(
-            spark,
-            conf,
-            T2,
-            on_commit=lambda table: (
-                fail_after_aam_hub_batch("activation/aam/hub_batch") if table == "activation_runs" else None
-            ),
-        )
-    again_rolled_back = snapshot(lake)
-    again_rolled_back.pop("activation_runs")
-    assert again_rolled_back == after_t1
+    # Failing after its last commit (the run log row) is rolled back the same way (on delta-rs only, to keep
+    # the suite's time: the roll-back code is the same for both engines, and tests/test_lease.py rolls back
+    # one and several commits under each).
+    if store.name == "delta-rs":
+        with pytest.raises(RuntimeError, match="injected failure"):
+            run(
+                spark,
+                conf,
+                T2,
+                on_commit=lambda table: (
+                    fail_after_aam_hub_batch("activation/aam/hub_batch") if table == "activation_runs" else None
+                ),
+            )
+        again_rolled_back = snapshot(lake)
+        again_rolled_back.pop("activation_runs")
+        assert again_rolled_back == after_t1
 
     second = run(spark, conf, T2)
     assert second.previous_run == run1
@@ -393,20 +396,20 @@ def test_two_runs_produce_every_change_reason(
         (run2, "us", "CRMID:c6", "exited", "unmapped"),
     ]
     # Downstream systems stream the changes: the activation tables carry Delta's Change Data Feed (read here
-    # with delta-rs). The attempt that failed after its run-log row had reached cja's table: the feed shows its
+    # with delta-rs). An attempt that failed after its run-log row had reached cja's table: the feed shows its
     # rows inserted, then deleted by the roll-back's RESTORE, then the completed run's rows.
     feed = pa.table(DeltaTable(str(lake / "activation/cja/hub_batch")).load_cdf(starting_version=0).read_all())
     changes = [(r["_change_type"], r["run_id"], r["segment_id"], r["person_id"], r["reason"]) for r in feed.to_pylist()]
     inserted = Counter(c[1:] for c in changes if c[0] == "insert")
     deleted = Counter(c[1:] for c in changes if c[0] == "delete")
-    assert {c[0] for c in changes} == {"insert", "delete"}
     run2_rows = [
         (run2, "buyers", "CRMID:c1", "disqualified"),
         (run2, "buyers", "CRMID:c2", "qualified"),
         (run2, "buyers", "CRMID:c9", "qualified"),
         *[(run2, "us", f"CRMID:c{n}", "unmapped") for n in (1, 2, 3, 4, 6)],
     ]
-    assert sorted(deleted.elements()) == sorted(run2_rows)  # exactly the rolled-back attempt's rows
+    # Exactly the rows of the attempt rolled back after its last commit (run on delta-rs, above).
+    assert sorted(deleted.elements()) == sorted(run2_rows if store.name == "delta-rs" else [])
     assert sorted((inserted - deleted).elements()) == sorted(
         [
             (run1, "buyers", "CRMID:c1", "backfill"),
