@@ -78,8 +78,10 @@ def measure_engine(lake: str, engine: str, driver_memory: str) -> dict[str, obje
             rows = snapshot.df.count()
             tables[table] = {"rows": rows, "scan_s": round(scan, 1), "write_s": round(write, 1)}
             tables[table].update(read_s=round(read, 1), read_again_s=round(read_again, 1))
-            print(f"{engine} {table}: {rows:,} rows, scan {scan:.1f} s, write {write:.1f} s, read {read:.1f} s, "
-                  f"again {read_again:.1f} s")
+            print(
+                f"{engine} {table}: {rows:,} rows, scan {scan:.1f} s, write {write:.1f} s, read {read:.1f} s, "
+                f"again {read_again:.1f} s"
+            )
     return {
         "engine": engine,
         "spark": spark_info(spark, driver_memory),
