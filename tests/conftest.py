@@ -170,8 +170,16 @@ def lake(tmp_path):  # type: ignore[no-untyped-def]
 def restore_spark_conf(spark: SparkSession) -> Iterator[None]:
     """For tests that build sessions through the factory (which re-applies job.yaml settings): put the
     test session's runtime SQL settings back afterwards."""
-    keys = ["spark.sql.shuffle.partitions", "spark.sql.session.timeZone", "spark.sql.adaptive.enabled"]
-    saved = {key: spark.conf.get(key) for key in keys}
+    keys = [
+        "spark.sql.shuffle.partitions",
+        "spark.sql.session.timeZone",
+        "spark.sql.adaptive.enabled",
+        "spark.databricks.delta.snapshotPartitions",
+    ]
+    saved = {key: spark.conf.get(key, None) for key in keys}
     yield
     for key, value in saved.items():
-        spark.conf.set(key, value)
+        if value is None:
+            spark.conf.unset(key)
+        else:
+            spark.conf.set(key, value)

@@ -13,6 +13,10 @@ from typer.testing import CliRunner
 from audience_activation.cli import cli
 from audience_activation.storage import DamagedTableError, DeltaStorage
 
+# The CLI builds its session through the factory, which re-applies job.yaml settings to the shared test
+# session: put the test settings back afterwards.
+pytestmark = pytest.mark.usefixtures("restore_spark_conf")
+
 
 def data_files(table: Path) -> list[Path]:
     """The data files of the table's current version (not files no commit mentions)."""

@@ -27,6 +27,10 @@ from audience_activation.cli import cli
 from audience_activation.config import load_config
 from audience_activation.storage.base import commit_info, commit_versions, uncommitted_data_files
 
+# The CLI builds its session through the factory, which re-applies job.yaml settings to the shared test
+# session: put the test settings back afterwards.
+pytestmark = pytest.mark.usefixtures("restore_spark_conf")
+
 CLI = str(Path(sys.executable).parent / "audience-activation")
 T1, T2, T3 = "2026-11-29T00:00:00Z", "2026-11-30T00:00:00Z", "2026-12-01T00:00:00Z"
 RUN2 = "batch-20261130T000000Z"
