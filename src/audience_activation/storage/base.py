@@ -528,15 +528,16 @@ def require_files(location: str, files: Iterable[str]) -> None:
     missing = []
     for file in files:
         if file.startswith("file:"):  # Hadoop's local URIs: file:/path or file:///path
-            file = "/" + unquote(file.removeprefix("file:")).lstrip("/")
+            file = "/" + file.removeprefix("file:").lstrip("/")
         if "://" in file:
             path = arrow_filesystem(file)[1]
         elif file.startswith("/"):
             path = file
         else:
-            path = f"{base}/{unquote(file)}"
-        if path not in present:
-            missing.append(path)
+            path = f"{base}/{file}"
+        # Log paths and URIs are percent-encoded, partition folders Hive-escaped: accept any decoding depth.
+        if not {path, unquote(path), unquote(unquote(path))} & present:
+            missing.append(unquote(path))
     if missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
         raise damaged(location, sorted(missing)[0] + more, "a data file of its current version is missing")
