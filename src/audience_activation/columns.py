@@ -1,0 +1,125 @@
+"""Column helpers shared by every stage: XDM types, identityMap entries, namespace codes, literals, type shapes.
+
+This module imports nothing from the project, so any stage (identities, profiles, activation, the PQL
+compiler, storage) can use it without pulling in another stage.
+
+Example:
+    >>> from pyspark.sql import functions as F
+    >>> df.select(F.inline(identity_map_entries(F.col("identityMap"))))  # doctest: +SKIP
+    +---------------+---+-------+
+    |      namespace| id|primary|
+    +---------------+---+-------+
+    |EMAIL_LC_SHA256|9a…|  false|
+    +---------------+---+-------+
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+
+from pyspark.sql import Column
+from pyspark.sql import functions as F
+from pyspark.sql.types import (
+    ArrayType,
+    BooleanType,
+    DataType,
+    MapType,
+    StringType,
+    StructField,
+    StructType,
+    TimestampType,
+)
+
+#: XDM identity map: namespace code -> identities of that namespace.
+IDENTITY_MAP_TYPE = MapType(
+    StringType(),
+    ArrayType(StructType([StructField("id", StringType()), StructField("primary", BooleanType())])),
+)
+
+#: XDM "data capture region" field: region code -> last capture time.
+USER_ACTIVITY_REGIONS_TYPE = MapType(StringType(), StructType([StructField("captureTimestamp", TimestampType())]))
+
+#: Namespace codes written in another case that mean a standard namespace.
+NAMESPACE_ALIASES = {"Email_LC_SHA256": "EMAIL_LC_SHA256"}
+
+
+def as_utc(value: dt.datetime) -> dt.datetime:
+    """An aware UTC datetime; a naive one is taken as UTC (never as the machine's local time)."""
+    return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value.astimezone(dt.timezone.utc)
+
+
+def timestamp_literal(value: dt.datetime) -> Column:
+    """``value`` as a Spark ``timestamp`` literal (naive values are UTC).
+
+    Example:
+        >>> df.where(F.col("ingested_at") <= timestamp_literal(T))  # doctest: +SKIP
+    """
+    return F.lit(as_utc(value)).cast("timestamp")
+
+
+def literal_map(values: Mapping[str, object]) -> Column:
+    """A map literal with the entries of ``values`` in key order (deterministic plans)."""
+    return F.create_map(*[item for key, value in sorted(values.items()) for item in (F.lit(key), F.lit(value))])
+
+
+def normalize_namespace(namespace: Column) -> Column:
+    """The namespace code the rules use: ``Email_LC_SHA256`` is read as ``EMAIL_LC_SHA256``; others as written."""
+    column = namespace
+    for alias, canonical in NAMESPACE_ALIASES.items():
+        column = F.when(namespace == alias, F.lit(canonical)).otherwise(column)
+    return column
+
+
+def empty_identity_map() -> Column:
+    """An empty ``identityMap`` literal."""
+    return F.create_map().cast(IDENTITY_MAP_TYPE)
+
+
+def identity_map_entries(identity_map: Column) -> Column:
+    """``identityMap`` as an array of ``struct(namespace, id, primary)``: namespaces normalised, ``primary``
+    false when missing, a null map or a null list read as empty. Order: map order, then list order."""
+    return F.flatten(
+        F.transform(
+            F.map_entries(F.coalesce(identity_map, empty_identity_map())),
+            lambda entry: F.transform(
+                F.coalesce(entry["value"], F.array()),
+                lambda item: F.struct(
+                    normalize_namespace(entry["key"]).alias("namespace"),
+                    item["id"].alias("id"),
+                    F.coalesce(item["primary"], F.lit(False)).alias("primary"),
+                ),
+            ),
+        )
+    )
+
+
+def type_shape(data_type: DataType) -> object:
+    """A type's JSON without nullability and metadata, so only names and types are compared."""
+
+    def strip(node: object) -> object:
+        if isinstance(node, dict):
+            return {
+                key: strip(value)
+                for key, value in node.items()
+                if key not in ("nullable", "containsNull", "valueContainsNull", "metadata")
+            }
+        if isinstance(node, list):
+            return [strip(value) for value in node]
+        return node
+
+    return strip(data_type.jsonValue())
+
+
+__all__ = [
+    "IDENTITY_MAP_TYPE",
+    "NAMESPACE_ALIASES",
+    "USER_ACTIVITY_REGIONS_TYPE",
+    "as_utc",
+    "empty_identity_map",
+    "identity_map_entries",
+    "literal_map",
+    "normalize_namespace",
+    "timestamp_literal",
+    "type_shape",
+]
