@@ -36,7 +36,7 @@ from pydantic import (
 
 # Adobe spells the hashed-email namespace symbol both ways; the upper-case code is canonical (contract §10).
 # One definition of the alias, shared with the identity rules (which stay stdlib-only).
-from .identity_rules import NAMESPACE_ALIASES, normalize_namespace  # noqa: F401 - re-exported
+from ..identity_rules import NAMESPACE_ALIASES, normalize_namespace  # noqa: F401 - re-exported
 
 logger = logging.getLogger(__name__)
 
