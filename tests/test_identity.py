@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from audience_activation import identity_rules as rules
+import identity_reference as rules  # the reference model (NsInfo comes with it)
 from audience_activation.config import IdentitySettings, NamespaceConfig, NamespacesConfig, NamespaceType
 from audience_activation.identity import AsOfInputs, as_of, connected_components, resolve_identities
 from audience_activation.storage.base import ParquetCheckpoint

@@ -1,4 +1,5 @@
-"""Hand-made cases for the identity rules of CONTRACT §5 and §10 (plain Python, no Spark).
+"""Hand-made cases for the identity rules (docs/identity.md) in plain Python, no Spark: the per-component rules of
+``audience_activation.identity_rules`` and the reference model of the whole job in ``identity_reference``.
 
 Identities are written ``"<namespace>:<id>"``, like person ids; expected results are written out.
 """
@@ -16,17 +17,14 @@ from audience_activation.identity_rules import (
     Link,
     NamespaceTable,
     NsInfo,
-    Record,
     normalize_links,
     normalize_namespace,
     person_id,
-    public_person_id,
     resolve_component,
-    resolve_identities,
-    validate_identity,
 )
+from identity_reference import Record, public_person_id, resolve_identities, validate_identity
 
-# The contract's default namespaces (CONTRACT §4).
+# The built-in namespaces (docs/configuration.md, "namespaces.yaml").
 DEFAULTS = NamespaceTable(
     {
         "CRMID": NsInfo("cross_device", unique=True, priority=1),
@@ -80,7 +78,7 @@ def evictions(links: list[Link], limit: int, table: NamespaceTable = DEFAULTS) -
     return [f"{ns}:{id_}" for ns, id_ in resolve_component(links, table, limit)[1]]
 
 
-# --- Validation (§5.1, §10) -------------------------------------------------------------------
+# --- Validation -------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -123,7 +121,7 @@ def test_normalize_namespace_reads_only_the_documented_alias() -> None:
     assert normalize_namespace("ECID") == "ECID"
 
 
-# --- Namespace table (§4) ---------------------------------------------------------------------
+# --- Namespace table --------------------------------------------------------------------------------
 
 
 def test_unknown_namespace_is_cross_device_not_unique_lowest_priority() -> None:
@@ -149,7 +147,7 @@ def test_namespace_table_rejects_conflicting_entries_and_unknown_types() -> None
         NsInfo("household", unique=False, priority=1)
 
 
-# --- Links --------------------------------------------------------------------------------------
+# --- Links ------------------------------------------------------------------------------------------
 
 
 def test_normalize_links_orients_drops_self_links_and_keeps_newest() -> None:
@@ -162,7 +160,7 @@ def test_normalize_links_orients_drops_self_links_and_keeps_newest() -> None:
     assert normalize_links(links) == [Link("CRMID", "a", "ECID", E1, 7)]
 
 
-# --- Graphs (§5.3, §5.4) ------------------------------------------------------------------------
+# --- Graphs -----------------------------------------------------------------------------------------
 
 
 def test_chain_is_one_person() -> None:
@@ -285,7 +283,7 @@ def test_two_identities_of_a_unique_namespace_never_link() -> None:
     }
 
 
-# --- Graph size limit (§5.5) ------------------------------------------------------------------
+# --- Graph size limit -------------------------------------------------------------------------------
 
 STAR = [
     link("CRMID:a", "ECID:" + E1, 5),
@@ -406,7 +404,7 @@ def test_size_limit_below_one_is_rejected() -> None:
         resolve_component([link("CRMID:a", "Email:x", 1)], DEFAULTS, 0)
 
 
-# --- Person id (§5.6) ---------------------------------------------------------------------------
+# --- Person id --------------------------------------------------------------------------------------
 
 
 def test_person_id_is_the_lowest_priority_number() -> None:
@@ -434,7 +432,7 @@ def test_person_id_unknown_namespace_has_the_lowest_priority() -> None:
     }
 
 
-# --- The whole job (§5, §10) --------------------------------------------------------------------
+# --- The whole job ----------------------------------------------------------------------------------
 
 
 def test_invalid_identities_are_quarantined_and_their_links_dropped() -> None:
@@ -648,7 +646,7 @@ def test_datetime_times_work_like_integers() -> None:
     }
 
 
-# --- Invariants on random small graphs ---------------------------------------------------------
+# --- Invariants on random small graphs --------------------------------------------------------------
 
 IDENTITIES = st.sampled_from(
     ["CRMID:a", "CRMID:b", "Email:x", "Email:y", "Phone:p", "GAID:g"]

@@ -1,27 +1,26 @@
-"""Identity-resolution rules of CONTRACT §5 and §10 in plain Python (no Spark).
+"""The identity rules applied per connected component, in plain Python (standard library only, no Spark).
 
-The single written-out statement of the identity rules, used two ways:
+- :func:`resolve_component` runs once per connected component inside Spark (``applyInPandas``), after the
+  distributed steps (validation, hub guardrail, connected components): unique namespaces, the graph-size
+  limit, the person id. ``docs/identity.md`` ("Steps", step 6) describes the rules.
+- The constants (invalid-identity reasons and limits, namespace types, :data:`HASHED_IN_PERSON_ID`) are shared
+  with those Spark steps.
 
-- inside Spark, :func:`resolve_component` runs once per connected component (``applyInPandas``)
-  after the distributed steps (validation, hub guardrail, connected components);
-- in tests, :func:`resolve_identities` is the reference model of the whole identity job.
+The plain-Python reference model of the whole identity job, which the tests compare the Spark job with, is
+``tests/identity_reference.py``.
 
 Identities are ``(namespace, id)`` tuples compared exactly as written. Python string order is
-code-point order, the same as Spark's binary order of UTF-8 bytes. Times (``last_seen_at``, the
-as-of time) are ``datetime`` or integer microseconds; the rules only compare them, so one call must
-use one kind.
+code-point order, the same as Spark's binary order of UTF-8 bytes. Times (``last_seen_at``) are
+``datetime`` or integer microseconds; the rules only compare them, so one call must use one kind.
 """
 
 from __future__ import annotations
 
-import hashlib
-import string
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from itertools import combinations
-from typing import NamedTuple, TypeAlias, cast
+from typing import NamedTuple, TypeAlias
 
 Identity: TypeAlias = tuple[str, str]
 """A valid identity: ``(namespace, id)``."""
@@ -29,13 +28,7 @@ Identity: TypeAlias = tuple[str, str]
 LinkTime: TypeAlias = datetime | int
 """A time: ``datetime`` or integer microseconds (one kind per call)."""
 
-RawLink: TypeAlias = tuple[str, "str | None", str, "str | None", LinkTime]
-"""An ``identity_graph`` row as read: ``(src_ns, src_id, dst_ns, dst_id, last_seen_at)``."""
-
-QuarantineRow: TypeAlias = tuple[str, "str | None", str]
-"""``(namespace, id, reason)``; ``id`` is None for a null id."""
-
-# Invalid-identity reasons in the order CONTRACT §10 checks them, then the resolution reasons.
+# Invalid-identity reasons in the order they are checked (docs/identity.md, step 2), then the resolution reasons.
 EMPTY = "empty"
 RESERVED_VALUE = "reserved_value"
 TOO_LONG = "too_long"
@@ -53,10 +46,6 @@ MAX_ID_LENGTH = 1024
 ECID_LENGTH = 38
 EMAIL_SHA256_LENGTH = 64
 RESERVED_VALUES = frozenset({"null", "anonymous", "invalid"})
-# ASCII whitespace: the set Java's regex ``\s`` matches, so Spark's ``rlike`` can agree.
-_WHITESPACE = frozenset(string.whitespace)
-_ASCII_DIGITS = frozenset(string.digits)
-_HEX_DIGITS = frozenset(string.hexdigits)
 
 NAMESPACE_TYPES = frozenset({"cookie", "device", "cross_device", "email", "phone", "non_people", "partner"})
 NON_LINKING_TYPES = frozenset({"non_people", "partner"})
@@ -64,7 +53,6 @@ NON_LINKING_TYPES = frozenset({"non_people", "partner"})
 _EVICTION_RANK = {"cookie": 0, "device": 1}
 _OTHER_EVICTION_RANK = 2
 
-DEFAULT_MAX_LINKS_PER_IDENTITY = 50
 DEFAULT_MAX_IDENTITIES_PER_GRAPH = 50
 
 
@@ -86,17 +74,6 @@ class Link(NamedTuple):
     def dst(self) -> Identity:
         """The ``(namespace, id)`` of the destination end."""
         return (self.dst_ns, self.dst_id)
-
-
-class Record(NamedTuple):
-    """The ``identityMap`` entries ``(namespace, id)`` of one input row and the row's time.
-
-    The time is ``ingested_at`` for a fragment, ``timestamp`` for an event and, for a region row,
-    its earliest ``captureTimestamp`` (the row exists from its first capture on).
-    """
-
-    identities: Sequence[tuple[str, str | None]]
-    time: LinkTime
 
 
 class Assignment(NamedTuple):
@@ -128,7 +105,7 @@ class NsInfo:
 
 
 class NamespaceTable:
-    """Namespace information, with the contract's fallback for namespaces not configured.
+    """Namespace information, with the fallback for namespaces not configured (docs/identity.md, "Decisions").
 
     A namespace not in the table is ``cross_device``, not unique, with the lowest priority (the
     highest configured priority number + 1).
@@ -166,43 +143,6 @@ def normalize_namespace(namespace: str) -> str:
     return NAMESPACE_ALIASES.get(namespace, namespace)
 
 
-def validate_identity(namespace: str | None, id: str | None) -> str | None:
-    """Return why an identity is invalid, or None when it is valid.
-
-    Reasons are checked in the contract's order, on the value exactly as written.
-
-    Args:
-        namespace: Namespace code (``Email_LC_SHA256`` is read as ``EMAIL_LC_SHA256``).
-        id: Identity value; None for a null id.
-
-    Returns:
-        ``empty`` (empty or ASCII whitespace only); ``reserved_value`` (a null id, or ``null``,
-        ``anonymous``, ``invalid`` in any case); ``too_long`` (over 1024 characters); ``bad_ecid``
-        (an ECID that is not exactly 38 ASCII digits); ``bad_email_sha256`` (an
-        ``EMAIL_LC_SHA256`` that is not exactly 64 hex characters of either case); or None.
-        A null, empty or blank namespace code is ``missing_namespace`` (checked first; the contract lists
-        reasons for ids only, and such a row cannot be attributed to any namespace).
-    """
-    if namespace is None or all(char in _WHITESPACE for char in namespace):
-        return MISSING_NAMESPACE
-    namespace = normalize_namespace(namespace)
-    if id is not None and all(char in _WHITESPACE for char in id):
-        return EMPTY
-    if id is None or id.lower() in RESERVED_VALUES:
-        return RESERVED_VALUE
-    if len(id) > MAX_ID_LENGTH:
-        return TOO_LONG
-    if namespace == ECID and not _is_made_of(id, _ASCII_DIGITS, ECID_LENGTH):
-        return BAD_ECID
-    if namespace == EMAIL_LC_SHA256 and not _is_made_of(id, _HEX_DIGITS, EMAIL_SHA256_LENGTH):
-        return BAD_EMAIL_SHA256
-    return None
-
-
-def _is_made_of(value: str, alphabet: frozenset[str], length: int) -> bool:
-    return len(value) == length and all(char in alphabet for char in value)
-
-
 def person_id(graph: Iterable[Identity], ns_table: NamespaceTable) -> str:
     """Return ``"<namespace>:<id>"`` of the graph's highest-priority identity.
 
@@ -214,17 +154,6 @@ def person_id(graph: Iterable[Identity], ns_table: NamespaceTable) -> str:
 
 #: Namespace types whose identities are personal data: a person id carries their SHA-256, never the value.
 HASHED_IN_PERSON_ID = frozenset({"email", "phone"})
-#: What "trimmed" means for hashing (Java regex ``\\s``, as Spark's ``regexp_replace`` trims).
-_HASH_TRIM = " \t\n\x0b\f\r"
-
-
-def public_person_id(raw: str, ns_table: NamespaceTable) -> str:
-    """``"<namespace>:<id>"``, or ``"<namespace>:sha256:<hex>"`` when the namespace type is e-mail or phone
-    (the SHA-256 of the trimmed, lower-cased id): the person id as written to every output."""
-    namespace, id_ = raw.split(":", 1)
-    if ns_table.info(namespace).type in HASHED_IN_PERSON_ID:
-        return f"{namespace}:sha256:{hashlib.sha256(id_.strip(_HASH_TRIM).lower().encode('utf-8')).hexdigest()}"
-    return raw
 
 
 def _later(left: LinkTime, right: LinkTime) -> bool:
@@ -295,24 +224,6 @@ def _components(identities: Iterable[Identity], links: Iterable[Link]) -> list[l
     return sets.groups()
 
 
-def split_by_component(links: Iterable[Link]) -> list[list[Link]]:
-    """Group links by connected component (plain union-find).
-
-    Args:
-        links: Links; their order within each returned group is kept.
-
-    Returns:
-        One list of links per component, in order of the component's smallest identity.
-    """
-    links = list(links)
-    components = _components(_endpoints(links), links)
-    index_of = {identity: index for index, part in enumerate(components) for identity in part}
-    groups: list[list[Link]] = [[] for _ in components]
-    for link in links:
-        groups[index_of[link.src]].append(link)
-    return groups
-
-
 def _priority_sum(link: Link, ns_table: NamespaceTable) -> int:
     return ns_table.info(link.src_ns).priority + ns_table.info(link.dst_ns).priority
 
@@ -323,7 +234,7 @@ def _unique_ids(identity: Identity, ns_table: NamespaceTable) -> dict[str, str]:
 
 
 def _replay_unique(links: Sequence[Link], ns_table: NamespaceTable) -> list[Link]:
-    """Replay links in the §5.4 order and return the kept ones.
+    """Replay links (newest first, then by priority sum, then by identities) and return the kept ones.
 
     A link between two identities already in one graph is kept: it is part of that graph.
     """
@@ -364,7 +275,7 @@ def _limit_size(
     ns_table: NamespaceTable,
     limit: int,
 ) -> tuple[list[list[Identity]], list[Identity]]:
-    """Apply §5.5 to one graph; return its final graphs and the evicted identities."""
+    """Apply the graph-size limit to one graph; return its final graphs and the evicted identities."""
     surplus = len(graph) - limit
     if surplus <= 0:
         return [graph], []
@@ -384,7 +295,7 @@ def resolve_component(
     ns_table: NamespaceTable | Mapping[str, NsInfo],
     max_identities_per_graph: int = DEFAULT_MAX_IDENTITIES_PER_GRAPH,
 ) -> tuple[list[Assignment], list[Identity]]:
-    """Resolve the persons of one connected component (CONTRACT §5.4 to §5.6).
+    """Resolve the persons of one connected component (docs/identity.md, step 6).
 
     Replays the links for unique namespaces, applies the graph-size limit to each resulting graph,
     then names each final graph's person. Links of several components give the same result as one
@@ -418,87 +329,3 @@ def resolve_component(
             person = person_id(part, table)
             assignments.extend(Assignment(ns, id_, person, len(part)) for ns, id_ in part)
     return sorted(assignments), sorted(evictions)
-
-
-def _find_hubs(links: Iterable[Link], max_links_per_identity: int) -> set[Identity]:
-    """Identities with more than ``max_links_per_identity`` neighbours in de-duplicated links."""
-    neighbours = Counter(end for link in links for end in (link.src, link.dst))
-    return {identity for identity, count in neighbours.items() if count > max_links_per_identity}
-
-
-def resolve_identities(
-    links: Iterable[RawLink],
-    records: Iterable[Record],
-    regions: Iterable[Record],
-    as_of: LinkTime,
-    ns_table: NamespaceTable | Mapping[str, NsInfo],
-    *,
-    max_links_per_identity: int = DEFAULT_MAX_LINKS_PER_IDENTITY,
-    max_identities_per_graph: int = DEFAULT_MAX_IDENTITIES_PER_GRAPH,
-    cooccurrence: bool = True,
-) -> tuple[dict[Identity, tuple[str, int]], set[QuarantineRow]]:
-    """Run the whole identity job of CONTRACT §5 as of ``as_of`` (the reference model).
-
-    Args:
-        links: ``identity_graph`` rows.
-        records: Identity maps of profile fragments and events with their times. With
-            ``cooccurrence`` on, the valid identities of one record are all linked at its time.
-        regions: Identity maps of ``region_information`` rows; they create no links.
-        as_of: The evaluation time ``T``: rows with a later time are ignored.
-        ns_table: Namespace information.
-        max_links_per_identity: The hub guardrail: more distinct neighbours make a hub.
-        max_identities_per_graph: The graph-size limit (at least 1).
-        cooccurrence: Whether records create links.
-
-    Returns:
-        ``(clusters, quarantine)``: ``(namespace, id) -> (person_id, graph_size)`` for every valid
-        identity seen at ``as_of``; and the ``(namespace, id, reason)`` quarantine rows (invalid
-        identities, ``hub_identity``, ``graph_size_eviction``).
-    """
-    table = _as_table(ns_table)
-    seen: set[Identity] = set()
-    quarantine: set[QuarantineRow] = set()
-
-    def admit(namespace: str, id_: str | None) -> Identity | None:
-        namespace = normalize_namespace(namespace)
-        reason = validate_identity(namespace, id_)
-        if reason is not None:
-            quarantine.add((namespace, id_, reason))
-            return None
-        identity = (namespace, cast(str, id_))
-        seen.add(identity)
-        return identity
-
-    candidates: list[Link] = []
-    for src_ns, src_id, dst_ns, dst_id, last_seen_at in links:
-        if not _later(last_seen_at, as_of):
-            src, dst = admit(src_ns, src_id), admit(dst_ns, dst_id)
-            if src is not None and dst is not None:
-                candidates.append(Link(*src, *dst, last_seen_at))
-    for record in records:
-        if not _later(record.time, as_of):
-            valid = [identity for entry in record.identities if (identity := admit(*entry))]
-            if cooccurrence:
-                pairs = combinations(valid, 2)
-                candidates.extend(Link(*left, *right, record.time) for left, right in pairs)
-    for region in regions:
-        if not _later(region.time, as_of):
-            for entry in region.identities:
-                admit(*entry)
-
-    linking = [
-        link
-        for link in normalize_links(candidates)
-        if table.info(link.src_ns).type not in NON_LINKING_TYPES
-        and table.info(link.dst_ns).type not in NON_LINKING_TYPES
-    ]
-    hubs = _find_hubs(linking, max_links_per_identity)
-    quarantine.update((namespace, id_, HUB_IDENTITY) for namespace, id_ in hubs)
-    linking = [link for link in linking if link.src not in hubs and link.dst not in hubs]
-
-    clusters = {identity: (person_id([identity], table), 1) for identity in seen}
-    for component in split_by_component(linking):
-        rows, evicted = resolve_component(component, table, max_identities_per_graph)
-        clusters.update({(row.namespace, row.id): (row.person_id, row.graph_size) for row in rows})
-        quarantine.update((namespace, id_, GRAPH_SIZE_EVICTION) for namespace, id_ in evicted)
-    return {key: (public_person_id(person, table), size) for key, (person, size) in clusters.items()}, quarantine
