@@ -64,6 +64,7 @@ from pyspark.sql.types import (
     VarcharType,
 )
 
+from audience_activation.columns import type_shape
 from audience_activation.pql import ast as a
 from audience_activation.pql import timeops
 from audience_activation.pql.analysis import canonical, free_refs
@@ -80,7 +81,6 @@ from audience_activation.pql.validation import (
     parse_segments,
     reference_problems,
 )
-from audience_activation.schemas import type_shape
 
 #: Column of the joined profile row holding the collected event list (only when needed).
 XEVENTS_COLUMN = "__pql_xevents"
