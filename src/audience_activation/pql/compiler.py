@@ -37,39 +37,46 @@ import datetime as dt
 import difflib
 import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from typing import NoReturn
 
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import Column
 from pyspark.sql import functions as F
 from pyspark.sql.types import (
     ArrayType,
     BooleanType,
-    CharType,
     DataType,
     DateType,
     DecimalType,
     DoubleType,
-    FloatType,
-    IntegralType,
     LongType,
     MapType,
     NullType,
-    NumericType,
     StringType,
     StructField,
     StructType,
-    TimestampNTZType,
     TimestampType,
-    VarcharType,
 )
 
 from audience_activation.columns import type_shape
 from audience_activation.pql import ast as a
 from audience_activation.pql import timeops
 from audience_activation.pql.analysis import canonical, free_refs
-from audience_activation.pql.classify import Classification, classify_segments
+from audience_activation.pql.classify import classify_segments
+from audience_activation.pql.compiled import AGGREGATE_PREFIX, XEVENTS_COLUMN, CompiledSegments, EventAggregate
 from audience_activation.pql.errors import PqlError, PqlUnsupportedError
+from audience_activation.pql.logic import all_of, any_of, false_if_null, nonnull_array, quote
+from audience_activation.pql.scope import Anchor, Env, EventSet, LetRef, Table, Value
+from audience_activation.pql.types import (
+    accumulator_type,
+    category_of,
+    describe,
+    is_numeric,
+    is_string,
+    is_temporal,
+    numeric_result,
+    sum_type,
+    unify,
+)
 from audience_activation.pql.validation import (
     ParsedSegment,
     PqlValidationError,
@@ -82,244 +89,7 @@ from audience_activation.pql.validation import (
     reference_problems,
 )
 
-#: Column of the joined profile row holding the collected event list (only when needed).
-XEVENTS_COLUMN = "__pql_xevents"
-#: Prefix of the event aggregate columns.
-AGGREGATE_PREFIX = "__pql_agg_"
-PERSON_ID = "person_id"
-
-
-# --- types ------------------------------------------------------------------------------------
-
-
-def _is_numeric(data_type: DataType) -> bool:
-    return isinstance(data_type, NumericType)
-
-
-def _is_string(data_type: DataType) -> bool:
-    return isinstance(data_type, (StringType, CharType, VarcharType))
-
-
-def _is_temporal(data_type: DataType) -> bool:
-    return isinstance(data_type, (TimestampType, TimestampNTZType, DateType))
-
-
-def _category(data_type: DataType) -> str:
-    if _is_numeric(data_type):
-        return "number"
-    if _is_string(data_type):
-        return "string"
-    if _is_temporal(data_type):
-        return "time"
-    if isinstance(data_type, BooleanType):
-        return "boolean"
-    if isinstance(data_type, NullType):
-        return "null"
-    if isinstance(data_type, ArrayType):
-        return "array"
-    if isinstance(data_type, StructType):
-        return "object"
-    if isinstance(data_type, MapType):
-        return "map"
-    return data_type.simpleString()
-
-
-_ARTICLES = {"array": "an array", "object": "an object", "null": "an empty list"}
-
-
-def _describe(data_type: DataType) -> str:
-    category = _category(data_type)
-    article = _ARTICLES.get(category, f"a {category}")
-    if category in ("number", "time", "array", "map"):
-        return f"{article} ({data_type.simpleString()})"
-    return article
-
-
-def _numeric_result(left: DataType, right: DataType, op: a.ArithOp) -> DataType:
-    if isinstance(left, (DoubleType, FloatType)) or isinstance(right, (DoubleType, FloatType)):
-        return DoubleType()
-    if isinstance(left, DecimalType) or isinstance(right, DecimalType):
-        return DecimalType(38, 18)
-    if op is a.ArithOp.DIV:
-        return DoubleType()
-    return LongType()
-
-
-def _accumulator(data_type: DataType) -> DataType:
-    """The type array sums are accumulated in: integers stay exact, the rest becomes double."""
-    return LongType() if isinstance(data_type, IntegralType) else DoubleType()
-
-
-def _sum_type(data_type: DataType) -> DataType:
-    """The result type of Spark's ``sum`` over a column of ``data_type``."""
-    if isinstance(data_type, IntegralType):
-        return LongType()
-    if isinstance(data_type, DecimalType):
-        return DecimalType(min(38, data_type.precision + 10), data_type.scale)
-    return DoubleType()
-
-
-def _unify(types: Sequence[DataType]) -> DataType | None:
-    """The common type of list items or ``if`` branches, or None when they do not mix."""
-    known = [t for t in types if not isinstance(t, NullType)]
-    if not known:
-        return NullType()
-    categories = {_category(t) for t in known}
-    if len(categories) > 1:
-        return None
-    category = categories.pop()
-    if category == "number":
-        if any(isinstance(t, (DoubleType, FloatType)) for t in known):
-            return DoubleType()
-        decimals = [t for t in known if isinstance(t, DecimalType)]
-        if decimals:
-            return decimals[0] if len(decimals) == len(known) else DoubleType()
-        return LongType()
-    if category == "time":
-        return TimestampType() if len({type(t) for t in known}) > 1 else known[0]
-    if category in ("array", "object", "map") and len({str(type_shape(t)) for t in known}) > 1:
-        return None
-    return known[0]
-
-
-def _quote(name: str) -> str:
-    return "`" + name.replace("`", "``") + "`"
-
-
-def _all(columns: Sequence[Column]) -> Column:
-    if not columns:
-        return F.lit(True)
-    result = columns[0]
-    for column in columns[1:]:
-        result = result & column
-    return result
-
-
-def _any(columns: Sequence[Column]) -> Column:
-    if not columns:
-        return F.lit(False)
-    result = columns[0]
-    for column in columns[1:]:
-        result = result | column
-    return result
-
-
-def _false_if_null(column: Column) -> Column:
-    return F.coalesce(column, F.lit(False))
-
-
-def _nonnull_array(column: Column) -> Column:
-    """A missing array behaves as an empty one inside higher-order functions and aggregates."""
-    return F.when(column.isNull(), F.array()).otherwise(column)
-
-
-# --- compile-time values and scopes -----------------------------------------------------------
-
-
-@dataclass(frozen=True, eq=False)
-class _Value:
-    """A compiled expression: its Column and its Spark type."""
-
-    col: Column
-    type: DataType
-
-
-@dataclass(frozen=True, eq=False)
-class _Table:
-    """A table row as a value: its top-level fields are columns (the profile, or one event row)."""
-
-    schema: StructType
-    label: str
-
-
-@dataclass(frozen=True, eq=False)
-class _LetRef:
-    """A ``let`` variable: its expression, compiled where used (so event patterns still match)."""
-
-    node: a.Node
-    env: _Env
-
-
-_Bound = _Value | _Table | _LetRef
-
-
-@dataclass(frozen=True, eq=False)
-class _Env:
-    """What names mean while compiling.
-
-    Attributes:
-        event_level: Compiling a per-event expression inside the aggregation over the events
-            table (profile attributes, ``xEvent`` and ``inSegment`` are not available there).
-        variables: Bound variables, innermost last.
-        items: Items of enclosing item scopes (bracket filters, ``.sum(e)``, chain steps),
-            innermost last.
-    """
-
-    event_level: bool = False
-    variables: tuple[tuple[str, _Bound], ...] = ()
-    items: tuple[_Value | _Table, ...] = ()
-
-    def lookup(self, name: str) -> _Bound | None:
-        for bound_name, bound in reversed(self.variables):
-            if bound_name == name:
-                return bound
-        return None
-
-    def bind(self, name: str, bound: _Bound) -> _Env:
-        return dataclasses.replace(self, variables=(*self.variables, (name, bound)))
-
-    def push_item(self, item: _Value | _Table) -> _Env:
-        return dataclasses.replace(self, items=(*self.items, item))
-
-
-@dataclass(frozen=True)
-class _EventSet:
-    """A set of the person's events defined by per-event conditions (pushed into the aggregation).
-
-    Attributes:
-        node: The expression (``xEvent``, ``xEvent[c]``, ``select X from xEvent where c, ...``).
-        predicates: Per-event conditions: ``(variable, condition)`` for a select clause, or
-            ``(None, condition)`` for a bracket filter (item scope).
-        variable: The select variable bound to the event, if any.
-        rest: Further select clauses over arrays inside the same event (``I from X.items``).
-    """
-
-    node: a.Node
-    predicates: tuple[tuple[str | None, a.Node], ...] = ()
-    variable: str | None = None
-    rest: tuple[a.Binding, ...] = ()
-
-
-@dataclass(frozen=True)
-class _Anchor:
-    """The time an ``occurs`` is relative to: an instant (``now``) or a period (``today``).
-
-    ``[start, end]`` (``end`` inclusive for an instant, exclusive for a period); ``before`` and
-    ``after`` are the points ``occurs <n> <unit> before|after`` measure from.
-    """
-
-    start: timeops.TimeExpr
-    end: timeops.TimeExpr
-    inclusive_end: bool
-    before: timeops.TimeExpr
-    after: timeops.TimeExpr
-
-
-@dataclass(frozen=True, eq=False)
-class EventAggregate:
-    """One column of the aggregation over the events.
-
-    Attributes:
-        name: The column name (``__pql_agg_<n>`` or :data:`XEVENTS_COLUMN`).
-        expression: The aggregate expression over the events table.
-        default: The value for persons without events (None: stays missing).
-        type: The Spark type of the column.
-    """
-
-    name: str
-    expression: Column
-    default: Column | None
-    type: DataType
+__all__ = ["AGGREGATE_PREFIX", "XEVENTS_COLUMN", "CompiledSegments", "EventAggregate", "compile_segments"]
 
 
 # --- the compiler -----------------------------------------------------------------------------
@@ -337,9 +107,9 @@ class _Compiler:
         pushdown: bool = True,
     ) -> None:
         self._pushdown = pushdown
-        self._profile = _Table(profile_schema, "profile")
+        self._profile = Table(profile_schema, "profile")
         self._event_schema = event_schema
-        self._event_row = _Table(event_schema, "event") if event_schema is not None else None
+        self._event_row = Table(event_schema, "event") if event_schema is not None else None
         # Identity, not equality, marks values that are elements of the collected event list.
         self._event_struct: StructType | None = event_schema
         self.now = timeops.as_utc(evaluation_time)
@@ -350,7 +120,7 @@ class _Compiler:
         self._xevents_used = False
         self.segment_columns: dict[str, Column] = {}
         self._text = ""
-        self._conditions: dict[type[a.Node], Callable[[a.Node, _Env], Column]] = {
+        self._conditions: dict[type[a.Node], Callable[[a.Node, Env], Column]] = {
             a.BoolLit: self._c_bool,
             a.And: self._c_and,
             a.Or: self._c_or,
@@ -368,7 +138,7 @@ class _Compiler:
             a.Chain: self._c_chain,
             a.InSegment: self._c_in_segment,
         }
-        self._values: dict[type[a.Node], Callable[[a.Node, _Env], _Value]] = {
+        self._values: dict[type[a.Node], Callable[[a.Node, Env], Value]] = {
             a.StringLit: self._v_string,
             a.IntLit: self._v_int,
             a.DoubleLit: self._v_double,
@@ -409,7 +179,7 @@ class _Compiler:
             PqlValidationError: Unknown attribute, type mismatch, ``xEvent`` without events...
         """
         self._text = segment.text
-        column = self.cond(segment.tree, _Env())
+        column = self.cond(segment.tree, Env())
         self.segment_columns[segment.id] = column
         return column
 
@@ -425,7 +195,7 @@ class _Compiler:
             out.append(
                 EventAggregate(
                     XEVENTS_COLUMN,
-                    F.collect_list(F.struct(*[F.col(_quote(f.name)) for f in fields])),
+                    F.collect_list(F.struct(*[F.col(quote(f.name)) for f in fields])),
                     F.array().cast(ArrayType(struct_type)),
                     ArrayType(struct_type),
                 )
@@ -463,7 +233,7 @@ class _Compiler:
 
     # --- dispatch --------------------------------------------------------------------------------
 
-    def cond(self, node: a.Node, env: _Env) -> Column:
+    def cond(self, node: a.Node, env: Env) -> Column:
         """Compile a condition to a boolean Column that is never null."""
         if not env.event_level:
             pushed = self._pushdown_condition(node, env)
@@ -477,76 +247,76 @@ class _Compiler:
                 self.cond(node.otherwise, env)
             )
         if isinstance(node, a.Let):
-            return self.cond(node.body, env.bind(node.name, _LetRef(node.value, env)))
+            return self.cond(node.body, env.bind(node.name, LetRef(node.value, env)))
         return self._truthy(self.value(node, env))
 
-    def value(self, node: a.Node, env: _Env) -> _Value:
+    def value(self, node: a.Node, env: Env) -> Value:
         """Compile an expression to a Column and its type."""
         if not env.event_level:
             pushed = self._pushdown_value(node, env)
             if pushed is not None:
                 return pushed
         if type(node) in self._conditions:
-            return _Value(self.cond(node, env), BooleanType())
+            return Value(self.cond(node, env), BooleanType())
         handler = self._values.get(type(node))
         if handler is None:  # pragma: no cover - every parser node has a handler
             self._unsupported(node, type(node).__name__, f"`{self._pql(node)}` cannot be compiled")
         return handler(node, env)
 
-    def _truthy(self, value: _Value) -> Column:
+    def _truthy(self, value: Value) -> Column:
         """Adobe's coercion to Boolean: defined, and non-empty for arrays and maps."""
         if isinstance(value.type, (ArrayType, MapType)):
-            return _false_if_null(F.size(value.col) > 0)
+            return false_if_null(F.size(value.col) > 0)
         if isinstance(value.type, BooleanType):
-            return _false_if_null(value.col)
+            return false_if_null(value.col)
         return value.col.isNotNull()
 
-    def _array(self, node: a.Node, env: _Env, what: str = "") -> _Value:
+    def _array(self, node: a.Node, env: Env, what: str = "") -> Value:
         value = self.value(node, env)
         if not isinstance(value.type, ArrayType):
             usage = f" {what}" if what else ""
-            self._error(node, f"`{self._pql(node)}` is {_describe(value.type)}, not an array{usage}")
+            self._error(node, f"`{self._pql(node)}` is {describe(value.type)}, not an array{usage}")
         return value
 
-    def _deref(self, node: a.Node, env: _Env) -> tuple[a.Node, _Env]:
+    def _deref(self, node: a.Node, env: Env) -> tuple[a.Node, Env]:
         """Follow ``let`` variables to their expressions."""
         while isinstance(node, a.FieldRef) and isinstance(node.root, a.VariableRoot) and not node.parts:
             bound = env.lookup(node.root.name)
-            if not isinstance(bound, _LetRef):
+            if not isinstance(bound, LetRef):
                 break
             node, env = bound.node, bound.env
         return node, env
 
     # --- literals and time values ------------------------------------------------------------------
 
-    def _c_bool(self, node: a.Node, env: _Env) -> Column:
+    def _c_bool(self, node: a.Node, env: Env) -> Column:
         assert isinstance(node, a.BoolLit)
         return F.lit(node.value)
 
-    def _v_string(self, node: a.Node, env: _Env) -> _Value:
+    def _v_string(self, node: a.Node, env: Env) -> Value:
         assert isinstance(node, a.StringLit)
-        return _Value(F.lit(node.value), StringType())
+        return Value(F.lit(node.value), StringType())
 
-    def _v_int(self, node: a.Node, env: _Env) -> _Value:
+    def _v_int(self, node: a.Node, env: Env) -> Value:
         assert isinstance(node, a.IntLit)
-        return _Value(F.lit(node.value).cast(LongType()), LongType())
+        return Value(F.lit(node.value).cast(LongType()), LongType())
 
-    def _v_double(self, node: a.Node, env: _Env) -> _Value:
+    def _v_double(self, node: a.Node, env: Env) -> Value:
         assert isinstance(node, a.DoubleLit)
-        return _Value(F.lit(node.value), DoubleType())
+        return Value(F.lit(node.value), DoubleType())
 
-    def _v_list(self, node: a.Node, env: _Env) -> _Value:
+    def _v_list(self, node: a.Node, env: Env) -> Value:
         assert isinstance(node, a.ListLit)
         items = [self.value(item, env) for item in node.items]
-        element = _unify([item.type for item in items])
+        element = unify([item.type for item in items])
         if element is None:
-            kinds = ", ".join(sorted({_category(item.type) for item in items}))
+            kinds = ", ".join(sorted({category_of(item.type) for item in items}))
             self._error(node, f"list items must all be of one kind (got {kinds})")
         if not items:
-            return _Value(F.array(), ArrayType(NullType()))
-        return _Value(F.array(*[self._cast_to(item, element) for item in items]), ArrayType(element))
+            return Value(F.array(), ArrayType(NullType()))
+        return Value(F.array(*[self._cast_to(item, element) for item in items]), ArrayType(element))
 
-    def _cast_to(self, value: _Value, target: DataType) -> Column:
+    def _cast_to(self, value: Value, target: DataType) -> Column:
         if isinstance(target, TimestampType) and not isinstance(value.type, TimestampType):
             return value.col.cast(TimestampType())
         return value.col
@@ -579,7 +349,7 @@ class _Compiler:
             return value.month
         return value.day
 
-    def _date(self, node: a.DateLit, env: _Env) -> timeops.TimeExpr:
+    def _date(self, node: a.DateLit, env: Env) -> timeops.TimeExpr:
         """``date(y, m, d)``: midnight UTC, a constant when the parts fold to integers."""
         parts = [self._const_int(part) for part in (node.year, node.month, node.day)]
         if all(part is not None for part in parts):
@@ -591,16 +361,16 @@ class _Compiler:
         columns = []
         for part in (node.year, node.month, node.day):
             value = self.value(part, env)
-            if not _is_numeric(value.type):
-                self._error(part, f"`date(...)` needs numbers, but `{self._pql(part)}` is {_describe(value.type)}")
+            if not is_numeric(value.type):
+                self._error(part, f"`date(...)` needs numbers, but `{self._pql(part)}` is {describe(value.type)}")
             columns.append(value.col.try_cast("int"))
         # An impossible date (February 30th) is missing, not an error.
         year_column, month_column, day_column = columns
         return F.try_make_timestamp(year_column, month_column, day_column, F.lit(0), F.lit(0), F.lit(0), F.lit("UTC"))
 
-    def _v_date(self, node: a.Node, env: _Env) -> _Value:
+    def _v_date(self, node: a.Node, env: Env) -> Value:
         assert isinstance(node, a.DateLit)
-        return _Value(timeops.to_column(self._date(node, env)), TimestampType())
+        return Value(timeops.to_column(self._date(node, env)), TimestampType())
 
     def _time_const(self, kind: a.TimeConstKind) -> dt.datetime:
         if kind is a.TimeConstKind.NOW:
@@ -608,31 +378,31 @@ class _Compiler:
         offset = {a.TimeConstKind.TODAY: 0, a.TimeConstKind.YESTERDAY: -1, a.TimeConstKind.TOMORROW: 1}[kind]
         return self.today + dt.timedelta(days=offset)
 
-    def _v_time_const(self, node: a.Node, env: _Env) -> _Value:
+    def _v_time_const(self, node: a.Node, env: Env) -> Value:
         assert isinstance(node, a.TimeConst)
-        return _Value(F.lit(self._time_const(node.kind)), TimestampType())
+        return Value(F.lit(self._time_const(node.kind)), TimestampType())
 
-    def _v_current_date_part(self, node: a.Node, env: _Env) -> _Value:
+    def _v_current_date_part(self, node: a.Node, env: Env) -> Value:
         assert isinstance(node, a.CurrentDatePart)
-        return _Value(F.lit(self._date_part(self.now, node.part)).cast(LongType()), LongType())
+        return Value(F.lit(self._date_part(self.now, node.part)).cast(LongType()), LongType())
 
-    def _timestamp(self, value: _Value, node: a.Node, usage: str) -> Column:
-        if not _is_temporal(value.type):
-            self._error(node, f"{usage} needs a timestamp or date, but `{self._pql(node)}` is {_describe(value.type)}")
+    def _timestamp(self, value: Value, node: a.Node, usage: str) -> Column:
+        if not is_temporal(value.type):
+            self._error(node, f"{usage} needs a timestamp or date, but `{self._pql(node)}` is {describe(value.type)}")
         if isinstance(value.type, TimestampType):
             return value.col
         # Dates are midnight UTC; the session time zone is UTC (session.REQUIRED_CONF).
         return value.col.cast(TimestampType())
 
-    def _v_get_date_part(self, node: a.Node, env: _Env) -> _Value:
+    def _v_get_date_part(self, node: a.Node, env: Env) -> Value:
         assert isinstance(node, a.GetDatePart)
         operand = self.value(node.operand, env)
         method = f"get{node.part.value}()"
         ts = self._timestamp(operand, node.operand, f"`{method}`")
         function = {a.DatePart.YEAR: F.year, a.DatePart.MONTH: F.month, a.DatePart.DAY_OF_MONTH: F.dayofmonth}
-        return _Value(function[node.part](ts).cast(LongType()), LongType())
+        return Value(function[node.part](ts).cast(LongType()), LongType())
 
-    def _v_calendar_period(self, node: a.Node, env: _Env) -> _Value:
+    def _v_calendar_period(self, node: a.Node, env: Env) -> Value:
         assert isinstance(node, a.CalendarPeriod)
         self._error(
             node,
@@ -641,10 +411,10 @@ class _Compiler:
 
     # --- references ------------------------------------------------------------------------------
 
-    def _v_field_ref(self, node: a.Node, env: _Env) -> _Value:
+    def _v_field_ref(self, node: a.Node, env: Env) -> Value:
         assert isinstance(node, a.FieldRef)
         root = node.root
-        base: _Value | _Table
+        base: Value | Table
         if isinstance(root, a.ProfileRoot):
             assert not env.event_level, "profile reference inside a pushed-down event condition"
             if not node.parts:
@@ -656,27 +426,27 @@ class _Compiler:
         elif isinstance(root, a.VariableRoot):
             bound = env.lookup(root.name)
             assert bound is not None, f"unbound variable {root.name}"
-            base = self.value(bound.node, bound.env) if isinstance(bound, _LetRef) else bound
+            base = self.value(bound.node, bound.env) if isinstance(bound, LetRef) else bound
         else:
             assert root.up < len(env.items), "item reference outside an item scope"
             base = env.items[-1 - root.up]
         return self._path(base, node.parts, node)
 
-    def _xevents(self, node: a.Node) -> _Value:
+    def _xevents(self, node: a.Node) -> Value:
         if self._event_struct is None:
             self._error(node, "`xEvent` is used but there is no events table (experience_events)")
         self._xevents_used = True
-        return _Value(F.col(XEVENTS_COLUMN), ArrayType(self._event_struct))
+        return Value(F.col(XEVENTS_COLUMN), ArrayType(self._event_struct))
 
-    def _path(self, base: _Value | _Table, parts: tuple[str, ...], node: a.Node) -> _Value:
+    def _path(self, base: Value | Table, parts: tuple[str, ...], node: a.Node) -> Value:
         label = "attribute"
-        if isinstance(base, _Table):
+        if isinstance(base, Table):
             if not parts:
                 # A whole event as a value (object comparison of select variables).
-                return _Value(F.struct(*[F.col(_quote(f.name)) for f in base.schema.fields]), base.schema)
+                return Value(F.struct(*[F.col(quote(f.name)) for f in base.schema.fields]), base.schema)
             label = f"{base.label} attribute"
             field = self._lookup(base.schema, parts, node, 0, label)
-            current = _Value(F.col(_quote(parts[0])), field.dataType)
+            current = Value(F.col(quote(parts[0])), field.dataType)
             start = 1
         else:
             current, start = base, 0
@@ -702,15 +472,15 @@ class _Compiler:
         self._error(where, f"unknown {label} `{'.'.join(parts[: index + 1])}`{hint}")
 
     def _field(
-        self, current: _Value, parts: tuple[str, ...], index: int, node: a.Node, label: str = "attribute"
-    ) -> _Value:
+        self, current: Value, parts: tuple[str, ...], index: int, node: a.Node, label: str = "attribute"
+    ) -> Value:
         name = parts[index]
         data_type = current.type
         if isinstance(data_type, StructType):
             if data_type is self._event_struct:
                 self._xevent_fields.add(name)
             field = self._lookup(data_type, parts, node, index, label)
-            return _Value(current.col.getField(name), field.dataType)
+            return Value(current.col.getField(name), field.dataType)
         if isinstance(data_type, ArrayType) and isinstance(data_type.elementType, StructType):
             element = data_type.elementType
             if element is self._event_struct:
@@ -721,17 +491,17 @@ class _Compiler:
             if isinstance(field.dataType, ArrayType):
                 # flatten() is null as soon as one inner array is: skip the missing ones.
                 present = F.filter(column, lambda inner: inner.isNotNull())
-                return _Value(F.flatten(present), field.dataType)
+                return Value(F.flatten(present), field.dataType)
             # The list holds the defined values only: `xEvent.commerce.order` is non-empty when
             # some event has an order, not whenever there are events.
-            return _Value(F.filter(column, lambda item: item.isNotNull()), ArrayType(field.dataType))
+            return Value(F.filter(column, lambda item: item.isNotNull()), ArrayType(field.dataType))
         where = self._part_position(node, index) if isinstance(node, a.FieldRef) else node.pos
         prefix = ".".join(parts[:index]) or self._pql(node)
         if isinstance(data_type, MapType):
             self._error(where, f'`{prefix}` is a map: read its entries with `.get("{name}")`')
-        self._error(where, f"`{prefix}` is {_describe(data_type)}; it has no field `{name}`")
+        self._error(where, f"`{prefix}` is {describe(data_type)}; it has no field `{name}`")
 
-    def _v_member(self, node: a.Node, env: _Env) -> _Value:
+    def _v_member(self, node: a.Node, env: Env) -> Value:
         assert isinstance(node, a.Member)
         current = self.value(node.target, env)
         for index in range(len(node.parts)):
@@ -740,28 +510,27 @@ class _Compiler:
 
     # --- operators -------------------------------------------------------------------------------
 
-    def _c_and(self, node: a.Node, env: _Env) -> Column:
+    def _c_and(self, node: a.Node, env: Env) -> Column:
         assert isinstance(node, a.And)
-        return _all([self.cond(operand, env) for operand in node.operands])
+        return all_of([self.cond(operand, env) for operand in node.operands])
 
-    def _c_or(self, node: a.Node, env: _Env) -> Column:
+    def _c_or(self, node: a.Node, env: Env) -> Column:
         assert isinstance(node, a.Or)
-        return _any([self.cond(operand, env) for operand in node.operands])
+        return any_of([self.cond(operand, env) for operand in node.operands])
 
-    def _c_not(self, node: a.Node, env: _Env) -> Column:
+    def _c_not(self, node: a.Node, env: Env) -> Column:
         assert isinstance(node, a.Not)
         # Two-valued logic: the operand is never null, so `not` is a plain negation.
         return ~self.cond(node.operand, env)
 
-    def _v_arith(self, node: a.Node, env: _Env) -> _Value:
+    def _v_arith(self, node: a.Node, env: Env) -> Value:
         assert isinstance(node, a.Arith)
         left, right = self.value(node.left, env), self.value(node.right, env)
         for operand, value in ((node.left, left), (node.right, right)):
-            if not _is_numeric(value.type):
+            if not is_numeric(value.type):
                 self._error(
                     operand,
-                    f"arithmetic `{node.op.value}` needs numbers, but `{self._pql(operand)}` is "
-                    f"{_describe(value.type)}",
+                    f"arithmetic `{node.op.value}` needs numbers, but `{self._pql(operand)}` is {describe(value.type)}",
                 )
         # try_* functions: division by zero (and overflow) give a missing value, as in PQL,
         # whatever spark.sql.ansi.enabled says.
@@ -772,79 +541,79 @@ class _Compiler:
             a.ArithOp.DIV: F.try_divide,
             a.ArithOp.MOD: F.try_mod,
         }[node.op]
-        return _Value(function(left.col, right.col), _numeric_result(left.type, right.type, node.op))
+        return Value(function(left.col, right.col), numeric_result(left.type, right.type, node.op))
 
-    def _v_negate(self, node: a.Node, env: _Env) -> _Value:
+    def _v_negate(self, node: a.Node, env: Env) -> Value:
         assert isinstance(node, a.Negate)
         operand = self.value(node.operand, env)
-        if not _is_numeric(operand.type):
-            self._error(node, f"`-` needs a number, but `{self._pql(node.operand)}` is {_describe(operand.type)}")
-        return _Value(F.try_subtract(F.lit(0), operand.col), operand.type)
+        if not is_numeric(operand.type):
+            self._error(node, f"`-` needs a number, but `{self._pql(node.operand)}` is {describe(operand.type)}")
+        return Value(F.try_subtract(F.lit(0), operand.col), operand.type)
 
-    def _v_if(self, node: a.Node, env: _Env) -> _Value:
+    def _v_if(self, node: a.Node, env: Env) -> Value:
         assert isinstance(node, a.If)
         test = self.cond(node.test, env)
         then, otherwise = self.value(node.then, env), self.value(node.otherwise, env)
-        common = _unify([then.type, otherwise.type])
+        common = unify([then.type, otherwise.type])
         if common is None:
             self._error(
                 node,
-                f"the branches of `if` must be of one kind, got {_describe(then.type)} and {_describe(otherwise.type)}",
+                f"the branches of `if` must be of one kind, got {describe(then.type)} and {describe(otherwise.type)}",
             )
-        return _Value(
+        return Value(
             F.when(test, self._cast_to(then, common)).otherwise(self._cast_to(otherwise, common)),
             common,
         )
 
-    def _v_let(self, node: a.Node, env: _Env) -> _Value:
+    def _v_let(self, node: a.Node, env: Env) -> Value:
         assert isinstance(node, a.Let)
-        return self.value(node.body, env.bind(node.name, _LetRef(node.value, env)))
+        return self.value(node.body, env.bind(node.name, LetRef(node.value, env)))
 
-    def _v_map_get(self, node: a.Node, env: _Env) -> _Value:
+    def _v_map_get(self, node: a.Node, env: Env) -> Value:
         assert isinstance(node, a.MapGet)
         target = self.value(node.map, env)
         if not isinstance(target.type, MapType):
-            self._error(node, f"`.get(...)` reads a map, but `{self._pql(node.map)}` is {_describe(target.type)}")
+            self._error(node, f"`.get(...)` reads a map, but `{self._pql(node.map)}` is {describe(target.type)}")
         key = self.value(node.key, env)
-        if _category(key.type) != _category(target.type.keyType):
+        if category_of(key.type) != category_of(target.type.keyType):
             self._error(
                 node.key,
-                f"the map's keys are {_describe(target.type.keyType)}, but `{self._pql(node.key)}` is "
-                f"{_describe(key.type)}",
+                f"the map's keys are {describe(target.type.keyType)}, but `{self._pql(node.key)}` is "
+                f"{describe(key.type)}",
             )
         # try_element_at: a missing key is a missing value, never an error under ANSI mode.
-        return _Value(F.try_element_at(target.col, key.col), target.type.valueType)
+        return Value(F.try_element_at(target.col, key.col), target.type.valueType)
 
-    def _v_map_keys(self, node: a.Node, env: _Env) -> _Value:
+    def _v_map_keys(self, node: a.Node, env: Env) -> Value:
         assert isinstance(node, a.MapKeys)
         target = self.value(node.map, env)
         if not isinstance(target.type, MapType):
-            self._error(node, f"`.keys()` reads a map, but `{self._pql(node.map)}` is {_describe(target.type)}")
-        return _Value(F.map_keys(target.col), ArrayType(target.type.keyType))
+            self._error(node, f"`.keys()` reads a map, but `{self._pql(node.map)}` is {describe(target.type)}")
+        return Value(F.map_keys(target.col), ArrayType(target.type.keyType))
 
-    def _v_map_values(self, node: a.Node, env: _Env) -> _Value:
+    def _v_map_values(self, node: a.Node, env: Env) -> Value:
         assert isinstance(node, a.MapValues)
         target = self.value(node.map, env)
         if not isinstance(target.type, MapType):
-            self._error(node, f"`.values()` reads a map, but `{self._pql(node.map)}` is {_describe(target.type)}")
-        return _Value(F.map_values(target.col), ArrayType(target.type.valueType))
+            self._error(node, f"`.values()` reads a map, but `{self._pql(node.map)}` is {describe(target.type)}")
+        return Value(F.map_values(target.col), ArrayType(target.type.valueType))
 
-    def _v_distinct(self, node: a.Node, env: _Env) -> _Value:
+    def _v_distinct(self, node: a.Node, env: Env) -> Value:
         assert isinstance(node, a.Distinct)
         source = self._array(node.operand, env, "(`.distinct()` needs an array)")
-        return _Value(F.array_distinct(source.col), source.type)
+        return Value(F.array_distinct(source.col), source.type)
 
     # --- comparisons -----------------------------------------------------------------------------
 
     def _check_comparable(self, node: a.Node, op: str, left: DataType, right: DataType, ordered: bool) -> None:
-        lc, rc = _category(left), _category(right)
+        lc, rc = category_of(left), category_of(right)
         if lc == "null" or rc == "null":
             return
         if lc != rc:
-            self._error(node, f"type mismatch: `{op}` compares {_describe(left)} with {_describe(right)}")
+            self._error(node, f"type mismatch: `{op}` compares {describe(left)} with {describe(right)}")
         if lc in ("array", "object", "map"):
             if lc == "map" or ordered:
-                self._error(node, f"`{op}` cannot compare {_describe(left)} values")
+                self._error(node, f"`{op}` cannot compare {describe(left)} values")
             if type_shape(left) != type_shape(right):
                 self._error(node, f"type mismatch: `{op}` compares values of different shapes")
             if "map<" in left.simpleString():
@@ -853,9 +622,9 @@ class _Compiler:
         if lc == "boolean" and ordered:
             self._error(node, f"`{op}` cannot order booleans")
 
-    def _comparison(self, op: a.CompareOp, left: _Value, right: _Value) -> Column:
+    def _comparison(self, op: a.CompareOp, left: Value, right: Value) -> Column:
         lcol, rcol = left.col, right.col
-        if _is_temporal(left.type) and type(left.type) is not type(right.type):
+        if is_temporal(left.type) and type(left.type) is not type(right.type):
             lcol, rcol = lcol.cast(TimestampType()), rcol.cast(TimestampType())
         return {
             a.CompareOp.EQ: lambda: lcol == rcol,
@@ -866,7 +635,7 @@ class _Compiler:
             a.CompareOp.GE: lambda: lcol >= rcol,
         }[op]()
 
-    def _c_compare(self, node: a.Node, env: _Env) -> Column:
+    def _c_compare(self, node: a.Node, env: Env) -> Column:
         assert isinstance(node, a.Compare)
         left, right = self.value(node.left, env), self.value(node.right, env)
         op = node.op
@@ -879,8 +648,8 @@ class _Compiler:
         ):
             # Two events are the same event when their `_id`s are (events are de-duplicated by `_id`).
             self._xevent_fields.add("_id")
-            left = _Value(left.col.getField("_id"), StringType())
-            right = _Value(right.col.getField("_id"), StringType())
+            left = Value(left.col.getField("_id"), StringType())
+            right = Value(right.col.getField("_id"), StringType())
         ordered = op not in (a.CompareOp.EQ, a.CompareOp.NE)
         left_array, right_array = isinstance(left.type, ArrayType), isinstance(right.type, ArrayType)
         if left_array != right_array:
@@ -892,15 +661,15 @@ class _Compiler:
             self._check_comparable(node, op.value, lt, rt, ordered)
 
             def some(item: Column) -> Column:
-                element = _Value(item, element_type)
+                element = Value(item, element_type)
                 pair = (element, single) if left_array else (single, element)
                 return self._comparison(op, *pair)
 
-            return _false_if_null(F.exists(array.col, some))
+            return false_if_null(F.exists(array.col, some))
         self._check_comparable(node, op.value, left.type, right.type, ordered)
-        return _false_if_null(self._comparison(op, left, right))
+        return false_if_null(self._comparison(op, left, right))
 
-    def _c_in(self, node: a.Node, env: _Env) -> Column:
+    def _c_in(self, node: a.Node, env: Env) -> Column:
         assert isinstance(node, a.In)
         keyword = "notIn" if node.negated else "in"
         value = self.value(node.value, env)
@@ -917,7 +686,7 @@ class _Compiler:
                 return F.lit(False)
             for item_node, item in zip(collection_node.items, items, strict=True):
                 self._check_comparable(item_node, keyword, value.type, item.type, False)
-            temporal = _is_temporal(value.type)
+            temporal = is_temporal(value.type)
             column = value.col.cast(TimestampType()) if temporal else value.col
             cast = (lambda v: v.col.cast(TimestampType())) if temporal else (lambda v: v.col)
             contains = column.isin(*[cast(item) for item in items])
@@ -930,10 +699,10 @@ class _Compiler:
             present = value.col.isNotNull() & collection.col.isNotNull()
         if node.negated:
             # notIn is not `not in`: false when either side is missing.
-            return _false_if_null(present & ~contains)
-        return _false_if_null(contains)
+            return false_if_null(present & ~contains)
+        return false_if_null(contains)
 
-    def _c_intersects(self, node: a.Node, env: _Env) -> Column:
+    def _c_intersects(self, node: a.Node, env: Env) -> Column:
         assert isinstance(node, a.Intersects)
         left = self._array(node.left, env, "(`.intersects(...)` compares two lists)")
         right = self._array(node.right, env, "(`.intersects(...)` compares two lists)")
@@ -941,15 +710,15 @@ class _Compiler:
         if isinstance(left.type.elementType, NullType) or isinstance(right.type.elementType, NullType):
             return F.lit(False)
         self._check_comparable(node, "intersects", left.type.elementType, right.type.elementType, False)
-        return _false_if_null(F.arrays_overlap(left.col, right.col))
+        return false_if_null(F.arrays_overlap(left.col, right.col))
 
-    def _string(self, node: a.Node, env: _Env, usage: str) -> Column:
+    def _string(self, node: a.Node, env: Env, usage: str) -> Column:
         value = self.value(node, env)
-        if not _is_string(value.type):
-            self._error(node, f"{usage} needs a string, but `{self._pql(node)}` is {_describe(value.type)}")
+        if not is_string(value.type):
+            self._error(node, f"{usage} needs a string, but `{self._pql(node)}` is {describe(value.type)}")
         return value.col
 
-    def _c_string_test(self, node: a.Node, env: _Env) -> Column:
+    def _c_string_test(self, node: a.Node, env: Env) -> Column:
         assert isinstance(node, a.StringTest)
         names = {
             a.StringOp.EQUALS: ("equals", "notEqualTo"),
@@ -968,31 +737,31 @@ class _Compiler:
             a.StringOp.CONTAINS: lambda: left.contains(right),
         }[node.op]()
         if node.negated:
-            return _false_if_null(subject.isNotNull() & argument.isNotNull() & ~positive)
-        return _false_if_null(positive)
+            return false_if_null(subject.isNotNull() & argument.isNotNull() & ~positive)
+        return false_if_null(positive)
 
-    def _c_like(self, node: a.Node, env: _Env) -> Column:
+    def _c_like(self, node: a.Node, env: Env) -> Column:
         assert isinstance(node, a.Like)
         subject = self._string(node.subject, env, "`like`")
         pattern = self._string(node.pattern, env, "`like`")
         # PQL patterns only know % and _; a backslash is an ordinary character, so escape it
         # for Spark's LIKE (whose escape character is the backslash).
         escaped = F.replace(pattern, F.lit("\\"), F.lit("\\\\"))
-        return _false_if_null(F.like(subject, escaped))
+        return false_if_null(F.like(subject, escaped))
 
-    def _c_matches(self, node: a.Node, env: _Env) -> Column:
+    def _c_matches(self, node: a.Node, env: Env) -> Column:
         assert isinstance(node, a.Matches)
         subject = self._string(node.subject, env, "`matches`")
         pattern = self._string(node.pattern, env, "`matches`")
         # Spark's regexp is java.util.regex find(): a match anywhere, as PQL's matches.
-        return _false_if_null(F.regexp(subject, pattern))
+        return false_if_null(F.regexp(subject, pattern))
 
-    def _c_null_check(self, node: a.Node, env: _Env) -> Column:
+    def _c_null_check(self, node: a.Node, env: Env) -> Column:
         assert isinstance(node, a.NullCheck)
         value = self.value(node.operand, env)
         return value.col.isNotNull() if node.negated else value.col.isNull()
 
-    def _c_in_segment(self, node: a.Node, env: _Env) -> Column:
+    def _c_in_segment(self, node: a.Node, env: Env) -> Column:
         assert isinstance(node, a.InSegment)
         assert not env.event_level, "inSegment inside a pushed-down event condition"
         column = self.segment_columns.get(node.segment_id)
@@ -1001,7 +770,7 @@ class _Compiler:
 
     # --- occurs ----------------------------------------------------------------------------------
 
-    def _c_occurs(self, node: a.Node, env: _Env) -> Column:
+    def _c_occurs(self, node: a.Node, env: Env) -> Column:
         assert isinstance(node, a.Occurs)
         subject = self.value(node.subject, env)
         if isinstance(subject.type, ArrayType):
@@ -1013,26 +782,26 @@ class _Compiler:
         ts = self._timestamp(subject, node.subject, "`occurs`")
         return self._occurs_test(ts, node.test, env)
 
-    def _anchor(self, node: a.Node, env: _Env) -> _Anchor:
+    def _anchor(self, node: a.Node, env: Env) -> Anchor:
         if isinstance(node, a.TimeConst):
             instant = self._time_const(node.kind)
             if node.kind is a.TimeConstKind.NOW:
-                return _Anchor(instant, instant, True, instant, instant)
-            return _Anchor(instant, instant + dt.timedelta(days=1), False, instant, instant)
+                return Anchor(instant, instant, True, instant, instant)
+            return Anchor(instant, instant + dt.timedelta(days=1), False, instant, instant)
         if isinstance(node, a.CalendarPeriod):
             offset = {a.PeriodRelation.THIS: 0, a.PeriodRelation.LAST: -1, a.PeriodRelation.NEXT: 1}[node.relation]
             start, end = timeops.calendar_period(self.now, node.unit, offset)
-            return _Anchor(start, end, False, start, end)
+            return Anchor(start, end, False, start, end)
         if isinstance(node, a.DateLit):
             day = self._date(node, env)
-            return _Anchor(day, timeops.add(day, 1, a.TimeUnit.DAY), False, day, day)
+            return Anchor(day, timeops.add(day, 1, a.TimeUnit.DAY), False, day, day)
         value = self.value(node, env)
         ts = self._timestamp(value, node, "an `occurs` time")
         if isinstance(value.type, DateType):
-            return _Anchor(ts, timeops.add(ts, 1, a.TimeUnit.DAY), False, ts, ts)
-        return _Anchor(ts, ts, True, ts, ts)
+            return Anchor(ts, timeops.add(ts, 1, a.TimeUnit.DAY), False, ts, ts)
+        return Anchor(ts, ts, True, ts, ts)
 
-    def _occurs_test(self, ts: Column, test: a.Node, env: _Env) -> Column:
+    def _occurs_test(self, ts: Column, test: a.Node, env: Env) -> Column:
         """``ts occurs <test>`` as a never-null condition."""
 
         def lit(value: timeops.TimeExpr) -> Column:
@@ -1041,18 +810,18 @@ class _Compiler:
         if isinstance(test, a.OccursOn):
             anchor = self._anchor(test.anchor, env)
             upper = ts <= lit(anchor.end) if anchor.inclusive_end else ts < lit(anchor.end)
-            return _false_if_null((ts >= lit(anchor.start)) & upper)
+            return false_if_null((ts >= lit(anchor.start)) & upper)
         if isinstance(test, a.OccursBetween):
             first, last = self._anchor(test.start, env), self._anchor(test.end, env)
             upper = ts <= lit(last.end) if last.inclusive_end else ts < lit(last.end)
-            return _false_if_null((ts >= lit(first.start)) & upper)
+            return false_if_null((ts >= lit(first.start)) & upper)
         if isinstance(test, a.OccursRelative):
             if test.direction is a.Direction.FROM:
                 self._unsupported(test, "occurs from", "`occurs from <time>` is not supported: use `before` or `after`")
             anchor = self._anchor(test.anchor, env)
             if test.direction is a.Direction.BEFORE:
-                return _false_if_null(ts < lit(anchor.start))
-            return _false_if_null(ts > lit(anchor.end) if anchor.inclusive_end else ts >= lit(anchor.end))
+                return false_if_null(ts < lit(anchor.start))
+            return false_if_null(ts > lit(anchor.end) if anchor.inclusive_end else ts >= lit(anchor.end))
         assert isinstance(test, a.OccursWithin)
         if test.direction is a.Direction.FROM:
             self._unsupported(
@@ -1074,7 +843,7 @@ class _Compiler:
             start = timeops.trunc(bound, test.unit)
             end = timeops.add(start, 1, test.unit)
             bucket = (ts >= lit(start)) & (ts < lit(end))
-            return _false_if_null(bucket if op is a.CompareOp.EQ else side & ~bucket)
+            return false_if_null(bucket if op is a.CompareOp.EQ else side & ~bucket)
         # The distance |anchor - ts| compared with N units: closer means nearer the anchor.
         closer = {
             a.CompareOp.LT: lambda: ts > b if before else ts < b,
@@ -1083,23 +852,23 @@ class _Compiler:
             a.CompareOp.GE: lambda: ts <= b if before else ts >= b,
         }[op]()
         if op in (a.CompareOp.LT, a.CompareOp.LE):
-            return _false_if_null(side & closer)
-        return _false_if_null(closer)
+            return false_if_null(side & closer)
+        return false_if_null(closer)
 
     # --- arrays and selects (generic: higher-order functions) ----------------------------------
 
-    def _v_filter(self, node: a.Node, env: _Env) -> _Value:
+    def _v_filter(self, node: a.Node, env: Env) -> Value:
         assert isinstance(node, a.Filter)
         source = self._array(node.source, env, "(`[...]` filters an array)")
         assert isinstance(source.type, ArrayType)
         element = source.type.elementType
         column = F.filter(
-            _nonnull_array(source.col),
-            lambda item: self.cond(node.condition, env.push_item(_Value(item, element))),
+            nonnull_array(source.col),
+            lambda item: self.cond(node.condition, env.push_item(Value(item, element))),
         )
-        return _Value(column, source.type)
+        return Value(column, source.type)
 
-    def _v_select(self, node: a.Node, env: _Env) -> _Value:
+    def _v_select(self, node: a.Node, env: Env) -> Value:
         assert isinstance(node, a.Select)
         if len(node.bindings) > 1:
             self._error(
@@ -1115,45 +884,45 @@ class _Compiler:
         element = source.type.elementType
         condition = binding.condition
         column = F.filter(
-            _nonnull_array(source.col),
-            lambda item: self.cond(condition, env.bind(binding.variable, _Value(item, element))),
+            nonnull_array(source.col),
+            lambda item: self.cond(condition, env.bind(binding.variable, Value(item, element))),
         )
-        return _Value(column, source.type)
+        return Value(column, source.type)
 
     def _tuples(
         self,
         bindings: tuple[a.Binding, ...],
-        env: _Env,
-        leaf: Callable[[_Env], _Value],
+        env: Env,
+        leaf: Callable[[Env], Value],
         index: int = 0,
-    ) -> _Value:
+    ) -> Value:
         """The list of ``leaf`` values of every tuple of ``V1 from s1 where c1, V2 from ...``."""
         binding = bindings[index]
         source = self._array(binding.source, env, "(`from` needs an array)")
         assert isinstance(source.type, ArrayType)
         element = source.type.elementType
-        column = _nonnull_array(source.col)
+        column = nonnull_array(source.col)
         if binding.condition is not None:
             condition = binding.condition
             column = F.filter(
-                column, lambda item: self.cond(condition, env.bind(binding.variable, _Value(item, element)))
+                column, lambda item: self.cond(condition, env.bind(binding.variable, Value(item, element)))
             )
         result_type: list[DataType] = []
 
         def each(item: Column) -> Column:
-            inner = env.bind(binding.variable, _Value(item, element))
+            inner = env.bind(binding.variable, Value(item, element))
             value = leaf(inner) if index + 1 == len(bindings) else self._tuples(bindings, inner, leaf, index + 1)
             result_type.append(value.type)
             return value.col
 
         mapped = F.transform(column, each)
         if index + 1 == len(bindings):
-            return _Value(mapped, ArrayType(result_type[0]))
+            return Value(mapped, ArrayType(result_type[0]))
         inner_type = result_type[0]
         assert isinstance(inner_type, ArrayType)
-        return _Value(F.flatten(mapped), inner_type)
+        return Value(F.flatten(mapped), inner_type)
 
-    def _tuple_test(self, bindings: tuple[a.Binding, ...], env: _Env, forall: bool, index: int = 0) -> Column:
+    def _tuple_test(self, bindings: tuple[a.Binding, ...], env: Env, forall: bool, index: int = 0) -> Column:
         """``exists``/``forall V1 from s1 where c1, ...`` with nested higher-order functions."""
         binding = bindings[index]
         source = self._array(binding.source, env, "(`from` needs an array)")
@@ -1161,18 +930,18 @@ class _Compiler:
         element = source.type.elementType
 
         def body(item: Column) -> Column:
-            inner = env.bind(binding.variable, _Value(item, element))
+            inner = env.bind(binding.variable, Value(item, element))
             parts = []
             if binding.condition is not None:
                 parts.append(self.cond(binding.condition, inner))
             if index + 1 < len(bindings):
                 parts.append(self._tuple_test(bindings, inner, forall, index + 1))
-            return _all(parts)
+            return all_of(parts)
 
         function = F.forall if forall else F.exists
-        return _false_if_null(function(source.col, body))
+        return false_if_null(function(source.col, body))
 
-    def _c_is_defined(self, node: a.Node, env: _Env) -> Column:
+    def _c_is_defined(self, node: a.Node, env: Env) -> Column:
         assert isinstance(node, a.IsDefined)
         operand, operand_env = self._deref(node.operand, env)
         if isinstance(operand, a.Select):
@@ -1182,45 +951,45 @@ class _Compiler:
             assert isinstance(source.type, ArrayType)
             element = source.type.elementType
             condition = operand.condition
-            return _false_if_null(
-                F.exists(source.col, lambda item: self.cond(condition, operand_env.push_item(_Value(item, element))))
+            return false_if_null(
+                F.exists(source.col, lambda item: self.cond(condition, operand_env.push_item(Value(item, element))))
             )
         return self._truthy(self.value(operand, operand_env))
 
-    def _c_quantifier(self, node: a.Node, env: _Env) -> Column:
+    def _c_quantifier(self, node: a.Node, env: Env) -> Column:
         assert isinstance(node, a.Quantifier)
         return self._tuple_test(node.bindings, env, forall=node.kind is a.QuantifierKind.FORALL)
 
-    def _reduce(self, function: a.AggregateFunction, values: _Value, node: a.Node) -> _Value:
+    def _reduce(self, function: a.AggregateFunction, values: Value, node: a.Node) -> Value:
         """``sum``/``average``/``min``/``max`` of a list of values (missing items are skipped)."""
         assert isinstance(values.type, ArrayType)
         element = values.type.elementType
         self._check_aggregable(function, element, node)
-        present = F.filter(_nonnull_array(values.col), lambda item: item.isNotNull())
+        present = F.filter(nonnull_array(values.col), lambda item: item.isNotNull())
         if function is a.AggregateFunction.MIN:
-            return _Value(F.array_min(present), element)
+            return Value(F.array_min(present), element)
         if function is a.AggregateFunction.MAX:
-            return _Value(F.array_max(present), element)
-        accumulator = _accumulator(element)
+            return Value(F.array_max(present), element)
+        accumulator = accumulator_type(element)
         total = F.aggregate(
             present,
             F.lit(0).cast(accumulator),
             lambda acc, item: (acc + item.cast(accumulator)).cast(accumulator),
         )
         if function is a.AggregateFunction.SUM:
-            return _Value(total, accumulator)
-        return _Value(F.try_divide(total, F.size(present)), DoubleType())
+            return Value(total, accumulator)
+        return Value(F.try_divide(total, F.size(present)), DoubleType())
 
     def _check_aggregable(self, function: a.AggregateFunction, element: DataType, node: a.Node) -> None:
-        if _is_numeric(element) or isinstance(element, NullType):
+        if is_numeric(element) or isinstance(element, NullType):
             return
-        if function in (a.AggregateFunction.MIN, a.AggregateFunction.MAX) and _is_temporal(element):
+        if function in (a.AggregateFunction.MIN, a.AggregateFunction.MAX) and is_temporal(element):
             return
         extremes = function in (a.AggregateFunction.MIN, a.AggregateFunction.MAX)
         wanted = "numbers or timestamps" if extremes else "numbers"
-        self._error(node, f"`{function.value}` aggregates {wanted}, but the values are {_describe(element)}")
+        self._error(node, f"`{function.value}` aggregates {wanted}, but the values are {describe(element)}")
 
-    def _v_aggregate(self, node: a.Node, env: _Env) -> _Value:
+    def _v_aggregate(self, node: a.Node, env: Env) -> Value:
         assert isinstance(node, a.Aggregate)
         source_node, source_env = self._deref(node.source, env)
         if isinstance(source_node, a.Select) and len(source_node.bindings) > 1:
@@ -1230,12 +999,12 @@ class _Compiler:
                     f"`.{node.function.value}(...)` of a select of several variables is ambiguous; "
                     f"write `{node.function.value} <value> over V1 from ..., V2 from ...`",
                 )
-            tuples = self._tuples(source_node.bindings, source_env, lambda _: _Value(F.lit(1), LongType()))
-            return _Value(F.size(tuples.col).cast(LongType()), LongType())
+            tuples = self._tuples(source_node.bindings, source_env, lambda _: Value(F.lit(1), LongType()))
+            return Value(F.size(tuples.col).cast(LongType()), LongType())
         source = self._array(node.source, env, f"(`.{node.function.value}()` aggregates an array)")
         assert isinstance(source.type, ArrayType)
         if node.function is a.AggregateFunction.COUNT:
-            return _Value(F.size(_nonnull_array(source.col)).cast(LongType()), LongType())
+            return Value(F.size(nonnull_array(source.col)).cast(LongType()), LongType())
         if node.value is None:
             return self._reduce(node.function, source, node)
         element = source.type.elementType
@@ -1243,33 +1012,33 @@ class _Compiler:
         result_type: list[DataType] = []
 
         def each(item: Column) -> Column:
-            value = self.value(value_node, env.push_item(_Value(item, element)))
+            value = self.value(value_node, env.push_item(Value(item, element)))
             result_type.append(value.type)
             return value.col
 
-        values = F.transform(_nonnull_array(source.col), each)
-        return self._reduce(node.function, _Value(values, ArrayType(result_type[0])), node)
+        values = F.transform(nonnull_array(source.col), each)
+        return self._reduce(node.function, Value(values, ArrayType(result_type[0])), node)
 
-    def _v_aggregate_over(self, node: a.Node, env: _Env) -> _Value:
+    def _v_aggregate_over(self, node: a.Node, env: Env) -> Value:
         assert isinstance(node, a.AggregateOver)
         values = self._tuples(node.bindings, env, lambda inner: self.value(node.value, inner))
         return self._reduce(node.function, values, node)
 
     # --- chain -----------------------------------------------------------------------------------
 
-    def _chain_flags(self, node: a.Chain, element: _Value | _Table, env: _Env) -> tuple[Column, list[Column], DataType]:
+    def _chain_flags(self, node: a.Chain, element: Value | Table, env: Env) -> tuple[Column, list[Column], DataType]:
         """The ordering value and the per-step flags of one event (item scope of the steps)."""
         order = self._path(element, node.order_by, node)
         order_type: DataType
-        if _is_temporal(order.type):
+        if is_temporal(order.type):
             ts, order_type = self._timestamp(order, node, "the ordering field of `chain`"), TimestampType()
-        elif _is_numeric(order.type) and not any(step.when is not None for step in node.steps):
+        elif is_numeric(order.type) and not any(step.when is not None for step in node.steps):
             ts, order_type = order.col.cast(DoubleType()), DoubleType()
         else:
             self._error(
                 node,
                 f"the ordering field `{'.'.join(node.order_by)}` of `chain` must be a timestamp, "
-                f"but it is {_describe(order.type)}",
+                f"but it is {describe(order.type)}",
             )
         inner = env.push_item(element)
         flags = []
@@ -1305,7 +1074,7 @@ class _Compiler:
 
         def merge(acc: Column, event: Column) -> Column:
             step, count, last = acc["k"], acc["c"], acc["t"]
-            flagged = _any([(step == index) & event[f"f{index}"] for index in range(len(steps))])
+            flagged = any_of([(step == index) & event[f"f{index}"] for index in range(len(steps))])
             need = F.lit(steps[-1].count)
             for index in range(len(steps) - 2, -1, -1):
                 need = F.when(step == index, F.lit(steps[index].count)).otherwise(need)
@@ -1318,9 +1087,9 @@ class _Compiler:
             )
 
         matched = F.aggregate(F.array_sort(events), initial, merge, lambda acc: acc["k"] >= len(steps))
-        return _false_if_null(matched)
+        return false_if_null(matched)
 
-    def _c_chain(self, node: a.Node, env: _Env) -> Column:
+    def _c_chain(self, node: a.Node, env: Env) -> Column:
         assert isinstance(node, a.Chain)
         source = self._array(node.source, env, "(`chain` reads a list of events)")
         assert isinstance(source.type, ArrayType)
@@ -1330,27 +1099,27 @@ class _Compiler:
         order_type: list[DataType] = []
 
         def to_struct(item: Column) -> Column:
-            ts, flags, kind = self._chain_flags(node, _Value(item, element_type), env)
+            ts, flags, kind = self._chain_flags(node, Value(item, element_type), env)
             order_type.append(kind)
             return self._chain_struct(ts, flags)
 
-        structs = F.transform(_nonnull_array(source.col), to_struct)
+        structs = F.transform(nonnull_array(source.col), to_struct)
         relevant = F.filter(
             structs,
-            lambda s: s["t"].isNotNull() & _any([s[f"f{index}"] for index in range(len(node.steps))]),
+            lambda s: s["t"].isNotNull() & any_of([s[f"f{index}"] for index in range(len(node.steps))]),
         )
         return self._chain_match(relevant, node.steps, order_type[0])
 
     # --- push-down of event conditions into the aggregation ------------------------------------
 
-    def _event_set(self, node: a.Node, env: _Env) -> _EventSet | None:
+    def _event_set(self, node: a.Node, env: Env) -> EventSet | None:
         """Recognise a set of events defined by conditions on each event alone."""
         if self._event_row is None or not self._pushdown:
             return None
         node, env = self._deref(node, env)
         if isinstance(node, a.FieldRef):
             if isinstance(node.root, a.EventsRoot) and not node.parts:
-                return _EventSet(node)
+                return EventSet(node)
             return None
         if isinstance(node, a.Filter):
             inner = self._event_set(node.source, env)
@@ -1368,34 +1137,34 @@ class _Compiler:
             predicates = inner.predicates
             if first.condition is not None:
                 predicates = (*predicates, (first.variable, first.condition))
-            return _EventSet(node, predicates, first.variable, rest)
+            return EventSet(node, predicates, first.variable, rest)
         return None
 
-    def _row_env(self, variable: str | None) -> _Env:
+    def _row_env(self, variable: str | None) -> Env:
         assert self._event_row is not None
         if variable is None:
-            return _Env(event_level=True, items=(self._event_row,))
-        return _Env(event_level=True, variables=((variable, self._event_row),))
+            return Env(event_level=True, items=(self._event_row,))
+        return Env(event_level=True, variables=((variable, self._event_row),))
 
-    def _row_predicate(self, events: _EventSet) -> Column:
-        return _all([self.cond(condition, self._row_env(variable)) for variable, condition in events.predicates])
+    def _row_predicate(self, events: EventSet) -> Column:
+        return all_of([self.cond(condition, self._row_env(variable)) for variable, condition in events.predicates])
 
-    def _aggregate(self, key: object, build: Callable[[], tuple[Column, Column | None, DataType]]) -> _Value:
+    def _aggregate(self, key: object, build: Callable[[], tuple[Column, Column | None, DataType]]) -> Value:
         spec = self._aggregates.get(key)
         if spec is None:
             expression, default, data_type = build()
             spec = EventAggregate(f"{AGGREGATE_PREFIX}{len(self._aggregates)}", expression, default, data_type)
             self._aggregates[key] = spec
-        return _Value(F.col(spec.name), spec.type)
+        return Value(F.col(spec.name), spec.type)
 
-    def _event_count(self, events: _EventSet) -> Column:
+    def _event_count(self, events: EventSet) -> Column:
         """The number of matching events (tuples for selects over arrays inside each event)."""
 
         def build() -> tuple[Column, Column | None, DataType]:
             predicate = self._row_predicate(events)
             if not events.rest:
                 return F.count_if(predicate), F.lit(0).cast(LongType()), LongType()
-            one = _Value(F.lit(1), LongType())
+            one = Value(F.lit(1), LongType())
             per_event = self._tuples(events.rest, self._row_env(events.variable), lambda _: one)
             count = F.when(predicate, F.size(per_event.col)).otherwise(F.lit(0)).cast(LongType())
             return F.sum(count), F.lit(0).cast(LongType()), LongType()
@@ -1405,12 +1174,12 @@ class _Compiler:
     def _event_values(
         self,
         function: a.AggregateFunction,
-        events: _EventSet,
-        value: Callable[[_Env], _Value],
-        value_env: _Env,
+        events: EventSet,
+        value: Callable[[Env], Value],
+        value_env: Env,
         key: object,
         node: a.Node,
-    ) -> _Value:
+    ) -> Value:
         """``sum``/``average``/``min``/``max`` of a value over the matching events."""
         if not events.rest:
 
@@ -1420,7 +1189,7 @@ class _Compiler:
                 self._check_aggregable(function, item.type, node)
                 selected = F.when(predicate, item.col)
                 if function is a.AggregateFunction.SUM:
-                    return F.sum(selected), F.lit(0), _sum_type(item.type)
+                    return F.sum(selected), F.lit(0), sum_type(item.type)
                 if function is a.AggregateFunction.AVERAGE:
                     average_type = item.type if isinstance(item.type, DecimalType) else DoubleType()
                     return F.avg(selected), None, average_type
@@ -1448,7 +1217,7 @@ class _Compiler:
                 if inner is a.AggregateFunction.COUNT:
                     count = F.when(predicate, F.size(present)).otherwise(F.lit(0)).cast(LongType())
                     return F.sum(count), F.lit(0).cast(LongType()), LongType()
-                accumulator = _accumulator(element)
+                accumulator = accumulator_type(element)
                 total = F.aggregate(
                     present,
                     F.lit(0).cast(accumulator),
@@ -1461,10 +1230,10 @@ class _Compiler:
         if function is a.AggregateFunction.AVERAGE:
             total = self._aggregate(("sum", key), reduced(a.AggregateFunction.SUM))
             count = self._aggregate(("count-values", key), reduced(a.AggregateFunction.COUNT))
-            return _Value(F.try_divide(total.col, count.col), DoubleType())
+            return Value(F.try_divide(total.col, count.col), DoubleType())
         return self._aggregate((function.value, key), reduced(function))
 
-    def _pushdown_condition(self, node: a.Node, env: _Env) -> Column | None:
+    def _pushdown_condition(self, node: a.Node, env: Env) -> Column | None:
         if isinstance(node, a.IsDefined):
             events = self._event_set(node.operand, env)
             return None if events is None else self._event_count(events) > 0
@@ -1477,7 +1246,7 @@ class _Compiler:
             return self._pushdown_chain(node, env)
         return None
 
-    def _pushdown_forall(self, node: a.Quantifier, env: _Env) -> Column | None:
+    def _pushdown_forall(self, node: a.Quantifier, env: Env) -> Column | None:
         if len(node.bindings) != 1:
             return None
         binding = node.bindings[0]
@@ -1490,14 +1259,14 @@ class _Compiler:
             return None
         # forall X from S where c  <=>  no event of S violates c.
         violation = a.Not(binding.condition, pos=binding.condition.pos)
-        violations = _EventSet(
+        violations = EventSet(
             a.Select((a.Binding(binding.variable, binding.source, violation),)),
             (*source.predicates, (binding.variable, violation)),
             binding.variable,
         )
         return self._event_count(violations) == 0
 
-    def _pushdown_chain(self, node: a.Chain, env: _Env) -> Column | None:
+    def _pushdown_chain(self, node: a.Chain, env: Env) -> Column | None:
         events = self._event_set(node.source, env)
         if events is None or events.rest:
             return None
@@ -1510,8 +1279,8 @@ class _Compiler:
 
         def build() -> tuple[Column, Column | None, DataType]:
             predicate = self._row_predicate(events)
-            ts, flags, order_type = self._chain_flags(node, row, _Env(event_level=True))
-            keep = predicate & ts.isNotNull() & _any(flags)
+            ts, flags, order_type = self._chain_flags(node, row, Env(event_level=True))
+            keep = predicate & ts.isNotNull() & any_of(flags)
             # Only the events that can match a step are collected, with their step flags.
             collected = F.collect_list(F.when(keep, self._chain_struct(ts, flags)))
             list_type = self._chain_type(order_type, len(node.steps))
@@ -1522,13 +1291,13 @@ class _Compiler:
         order_type = collected.type.elementType.fields[0].dataType
         return self._chain_match(collected.col, node.steps, order_type)
 
-    def _pushdown_value(self, node: a.Node, env: _Env) -> _Value | None:
+    def _pushdown_value(self, node: a.Node, env: Env) -> Value | None:
         if isinstance(node, a.Aggregate):
             events = self._event_set(node.source, env)
             if events is None:
                 return None
             if node.function is a.AggregateFunction.COUNT:
-                return _Value(self._event_count(events), LongType())
+                return Value(self._event_count(events), LongType())
             if node.value is None:
                 self._error(
                     node,
@@ -1566,133 +1335,6 @@ class _Compiler:
                 node,
             )
         return None
-
-
-# --- the public API ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, eq=False)
-class CompiledSegments:
-    """Segments compiled for one evaluation time.
-
-    Attributes:
-        segment_ids: The segment ids, in the order given.
-        columns: Segment id -> boolean Column over a profile row joined with the event
-            aggregates (see :meth:`with_event_aggregates`); never null.
-        aggregates: The columns of the one aggregation over the events.
-        classification: Segment id -> evaluation method (edge, streaming, batch) and reason.
-        evaluation_time: T (aware, UTC).
-    """
-
-    segment_ids: tuple[str, ...]
-    columns: dict[str, Column]
-    aggregates: tuple[EventAggregate, ...]
-    classification: dict[str, Classification]
-    evaluation_time: dt.datetime
-
-    @property
-    def needs_events(self) -> bool:
-        """Whether any segment reads ``xEvent`` (then :meth:`evaluate` needs the events)."""
-        return bool(self.aggregates)
-
-    def event_aggregates(self, events: DataFrame) -> DataFrame:
-        """Compute every event condition of every segment in one aggregation over the events.
-
-        Args:
-            events: One row per event: ``person_id`` and the event columns, de-duplicated by
-                ``_id`` and filtered to ``timestamp <= T``.
-
-        Returns:
-            One row per person with events: ``person_id`` and one column per aggregate.
-        """
-        return events.groupBy(PERSON_ID).agg(*[spec.expression.alias(spec.name) for spec in self.aggregates])
-
-    def with_event_aggregates(self, profiles: DataFrame, events: DataFrame | None) -> DataFrame:
-        """Join the event aggregates to the profiles (persons without events get the defaults).
-
-        Args:
-            profiles: One row per person: ``person_id`` and the profile attributes.
-            events: The events (see :meth:`event_aggregates`); may be None when no segment
-                reads ``xEvent``.
-
-        Returns:
-            The profiles with the aggregate columns added (unchanged when none is needed).
-
-        Raises:
-            ValueError: ``events`` is None but a segment reads ``xEvent``, or a profile column
-                clashes with an aggregate column name.
-        """
-        if not self.aggregates:
-            return profiles
-        if events is None:
-            raise ValueError("the segments read xEvent but no events DataFrame was given")
-        names = [spec.name for spec in self.aggregates]
-        clash = sorted(set(names) & set(profiles.columns))
-        if clash:
-            raise ValueError(f"profile columns clash with the event aggregate columns: {', '.join(clash)}")
-        # groupBy makes person_id unique on the right: the join cannot multiply profile rows.
-        joined = profiles.join(self.event_aggregates(events), on=PERSON_ID, how="left")
-        defaults = {
-            spec.name: F.coalesce(F.col(spec.name), spec.default)
-            for spec in self.aggregates
-            if spec.default is not None
-        }
-        return joined.withColumns(defaults) if defaults else joined
-
-    def evaluate(self, profiles: DataFrame, events: DataFrame | None = None) -> DataFrame:
-        """Evaluate every segment for every person.
-
-        Args:
-            profiles: One row per person: ``person_id`` and the profile attributes.
-            events: One row per event with ``person_id`` (None when no segment reads ``xEvent``).
-
-        Returns:
-            ``person_id`` and one non-null boolean column per segment id.
-        """
-        joined = self.with_event_aggregates(profiles, events)
-        return joined.select(
-            F.col(PERSON_ID),
-            *[F.coalesce(self.columns[segment_id], F.lit(False)).alias(segment_id) for segment_id in self.segment_ids],
-        )
-
-    def analysis_problems(
-        self,
-        spark: SparkSession,
-        profile_schema: StructType,
-        event_schema: StructType | None,
-        texts: dict[str, str],
-    ) -> list[SegmentProblem]:
-        """Let Spark analyse each segment's plan over empty inputs (no job runs).
-
-        A safety net behind the compiler's own type checks: any expression Spark would reject
-        at run time is reported now, per segment.
-
-        Args:
-            spark: The session (only used to build empty DataFrames).
-            profile_schema: The profile schema.
-            event_schema: The event schema, or None.
-            texts: Segment id -> PQL text (for the error excerpt).
-
-        Returns:
-            One problem per segment Spark rejects.
-        """
-        profiles = spark.createDataFrame([], profile_schema)
-        events = spark.createDataFrame([], event_schema) if event_schema is not None else None
-        try:
-            _ = self.evaluate(profiles, events).schema
-            return []
-        except Exception:  # noqa: BLE001 - Spark raises several analysis error types; bisect below
-            pass
-        problems = []
-        joined = self.with_event_aggregates(profiles, events) if self.needs_events else profiles
-        for segment_id in self.segment_ids:
-            try:
-                _ = joined.select(self.columns[segment_id].alias("x")).schema
-            except Exception as error:  # noqa: BLE001 - reported to the user with Spark's message
-                message = str(error).split("\n")[0]
-                rejected = PqlValidationError(f"Spark rejects this segment: {message}", texts[segment_id], 1, 1)
-                problems.append(SegmentProblem(segment_id, rejected))
-        return problems
 
 
 def compile_segments(
