@@ -7,8 +7,9 @@ Rules owned here (see ``docs/segments.md``, "Semantics decisions"):
   and mix only within one category.
 - Arithmetic on integers stays a long (``/`` gives a double); a double anywhere gives a double, a
   decimal a ``decimal(38, 18)``.
-- List items and ``if`` branches unify to one type: numbers widen (long, decimal, double), dates
-  and timestamps mix as timestamps, arrays/objects/maps only with the same shape.
+- List items and ``if`` branches unify to one type: numbers to a double when one is, to a decimal
+  when all are, else to a long; dates and timestamps mix as timestamps; arrays, objects and maps
+  only with the same shape.
 - Array sums accumulate integers as longs and everything else as doubles; ``sum`` over the events
   has Spark's own result type.
 """
