@@ -1,0 +1,279 @@
+"""The files of a Delta table as the engines see them on the driver: the log, data files, damage.
+
+Listing and reading the ``_delta_log`` folder directly (the latest version, one commit's ``commitInfo``), finding
+data files no commit names (a killed writer's), naming the file that makes a table unreadable, and the parquet
+lineage barrier of iterative jobs. Everything here uses pyarrow's filesystem layer, so it works the same under
+both engines. :mod:`audience_activation.storage.base` re-exports every public name.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from collections.abc import Iterable, Iterator
+from typing import Any
+from urllib.parse import unquote
+
+from pyspark.sql import DataFrame, SparkSession
+
+from .errors import DamagedTableError, damaged
+
+log = logging.getLogger(__name__)
+
+
+def with_user_metadata(entry: dict[str, Any]) -> dict[str, Any]:
+    """A history entry with the keys of its ``userMetadata`` JSON merged in.
+
+    Both engines store a write's :func:`~audience_activation.storage.base.commit_metadata` as the commit's
+    ``userMetadata`` (a JSON string, the one custom field every Delta writer and reader knows), so either
+    engine's ``history()`` shows the other's ``writeId``, ``engine`` and ``run_id``.
+    """
+    metadata = entry.get("userMetadata")
+    if isinstance(metadata, str) and metadata.startswith("{"):
+        try:
+            parsed = json.loads(metadata)
+        except ValueError:
+            return entry
+        if isinstance(parsed, dict):
+            return {**entry, **{k: v for k, v in parsed.items() if k not in entry}}
+    return entry
+
+
+class ParquetCheckpoint:
+    """A lineage barrier for iterative jobs: write a DataFrame as parquet under a scratch folder, read it back.
+
+    Portable (no checkpoint directory or ``sparkContext`` needed, so it works on Spark Connect and
+    serverless), and the write is an ordinary Spark job: a failed write raises instead of leaving a silently
+    partial checkpoint. Call :meth:`cleanup` when the iteration is done.
+
+    Args:
+        spark: the session.
+        folder: a scratch folder (local path or URI) that nothing else uses.
+    """
+
+    def __init__(self, spark: SparkSession, folder: str) -> None:
+        self.spark = spark
+        self.folder = folder.rstrip("/")
+        self.writes = 0
+
+    def __call__(self, df: DataFrame) -> DataFrame:
+        self.writes += 1
+        path = f"{self.folder}/{self.writes:05d}"
+        df.write.mode("overwrite").parquet(path)
+        return self.spark.read.schema(df.schema).parquet(path)
+
+    def cleanup(self) -> None:
+        """Delete the scratch folder (best effort: a leftover scratch folder never fails a run)."""
+        try:
+            filesystem, path = arrow_filesystem(self.folder)
+            filesystem.delete_dir(path)
+        except FileNotFoundError:
+            log.debug("scratch folder %s already gone", self.folder)
+        except (OSError, ValueError) as exc:
+            log.warning("could not delete the scratch folder %s: %s", self.folder, exc)
+
+
+#: Hadoop scheme -> pyarrow scheme, for the driver-side file operations (listing, deleting).
+_ARROW_SCHEMES = {"s3a": "s3", "s3n": "s3", "gs": "gs", "gcs": "gs", "abfs": "abfs", "abfss": "abfs", "hdfs": "hdfs"}
+
+
+def arrow_filesystem(location: str) -> tuple[Any, str]:
+    """The pyarrow filesystem and path of a local path or URI (``s3a://`` is read as ``s3://``).
+
+    Raises:
+        ValueError: pyarrow has no filesystem for the URI's scheme.
+    """
+    import pyarrow.fs as pafs  # noqa: PLC0415 - keeps pyarrow out of the import of the interface
+
+    if "://" not in location:
+        return pafs.FileSystem.from_uri(f"file://{os.path.abspath(location)}")
+    scheme, rest = location.split("://", 1)
+    return pafs.FileSystem.from_uri(f"{_ARROW_SCHEMES.get(scheme, scheme)}://{rest}")
+
+
+_COMMIT_FILE = re.compile(r"^(\d{20})\.json$")
+
+
+def commit_versions(location: str) -> list[int]:
+    """The versions of the commit files in a table's ``_delta_log`` (ascending; empty when there is none).
+
+    Listing one folder is the cheapest way to know a table's latest version: the newest commit file is
+    never removed by log cleanup (only files older than the last checkpoint are).
+    """
+    import pyarrow.fs as pafs  # noqa: PLC0415
+
+    filesystem, base = arrow_filesystem(location.rstrip("/"))
+    infos = filesystem.get_file_info(pafs.FileSelector(f"{base}/_delta_log", allow_not_found=True))
+    return sorted(int(match.group(1)) for info in infos if (match := _COMMIT_FILE.match(info.base_name)))
+
+
+def commit_info(location: str, version: int) -> dict[str, Any]:
+    """The ``commitInfo`` action of one commit file, with its ``userMetadata`` keys merged in."""
+    filesystem, base = arrow_filesystem(location.rstrip("/"))
+    with filesystem.open_input_stream(f"{base}/_delta_log/{version:020d}.json") as stream:
+        for line in stream.read().decode("utf-8").splitlines():
+            if '"commitInfo"' in line:
+                info = json.loads(line).get("commitInfo") or {}
+                return with_user_metadata({**info, "version": version})
+    return {"version": version}
+
+
+def uncommitted_data_files(location: str) -> dict[str, Any]:
+    """Parquet data files under a table's folder that no add, remove or cdc action of its log names.
+
+    These are files of writes that never committed (killed, failed or conflicting writers) — or of a write
+    still running. Keys are paths relative to the table folder, values pyarrow ``FileInfo`` (with ``mtime_ns``).
+    """
+    import pyarrow.fs as pafs  # noqa: PLC0415 - keeps pyarrow out of the import of the interface
+
+    filesystem, base = arrow_filesystem(location.rstrip("/"))
+    log_dir = f"{base}/_delta_log"
+    referenced = _referenced_files(filesystem, log_dir)
+    found = {}
+    for info in filesystem.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True)):
+        if info.type != pafs.FileType.File or info.path.startswith(log_dir + "/"):
+            continue
+        if not info.base_name.endswith(".parquet") or info.base_name.startswith("."):
+            continue
+        relative = info.path[len(base) + 1 :]
+        if relative not in referenced:
+            found[relative] = info
+    return found
+
+
+def _referenced_files(filesystem: Any, log_dir: str) -> set[str]:
+    """Relative paths of every data and change file named by an add, remove or cdc action of the log
+    (commits, classic and multi-part checkpoints, v2 checkpoints and their sidecars)."""
+    referenced: set[str] = set()
+
+    def remember(path: str | None) -> None:
+        if path and "://" not in path and not path.startswith("/"):
+            referenced.add(unquote(path))
+
+    import pyarrow.fs as pafs  # noqa: PLC0415
+    import pyarrow.parquet as pq  # noqa: PLC0415
+
+    for info in filesystem.get_file_info(pafs.FileSelector(log_dir, recursive=True, allow_not_found=True)):
+        name = info.base_name
+        if info.type != pafs.FileType.File or name.startswith("."):
+            continue
+        if name.endswith(".json") and name[:20].isdigit():
+            with filesystem.open_input_stream(info.path) as stream:
+                for line in stream.read().decode("utf-8").splitlines():
+                    action = json.loads(line) if line.strip() else {}
+                    for kind in ("add", "remove", "cdc"):
+                        if kind in action:
+                            remember(action[kind].get("path"))
+        elif name.endswith(".parquet"):  # checkpoints and v2-checkpoint sidecars
+            with filesystem.open_input_file(info.path) as handle:
+                columns = [c for c in ("add", "remove") if c in pq.ParquetFile(handle).schema_arrow.names]
+                table = pq.read_table(handle, columns=columns)
+            for column in columns:
+                for entry in table.column(column).to_pylist():
+                    remember((entry or {}).get("path"))
+    return referenced
+
+
+_CHECKPOINT_FILE = re.compile(r"^(\d{20})\.checkpoint(\.\d+\.\d+)?(\.[0-9a-f-]+)?\.(parquet|json)$")
+
+
+def damaged_log_entry(location: str) -> str | None:
+    """The first commit file of a table's log (from its newest checkpoint on) that is not valid JSON lines, or
+    None. Used to name the file when an engine fails to load a table."""
+    import pyarrow.fs as pafs  # noqa: PLC0415
+
+    filesystem, base = arrow_filesystem(location.rstrip("/"))
+    log_dir = f"{base}/_delta_log"
+    infos = filesystem.get_file_info(pafs.FileSelector(log_dir, allow_not_found=True))
+    checkpoints = [int(m.group(1)) for info in infos if (m := _CHECKPOINT_FILE.match(info.base_name))]
+    start = max(checkpoints, default=-1)
+    for info in sorted(infos, key=lambda i: i.base_name):
+        match = _COMMIT_FILE.match(info.base_name)
+        if match is None or int(match.group(1)) <= start:
+            continue
+        try:
+            with filesystem.open_input_stream(info.path) as stream:
+                lines = stream.read().decode("utf-8").splitlines()
+            actions = [json.loads(line) for line in lines if line.strip()]
+            if not actions or not all(isinstance(action, dict) for action in actions):
+                return f"{location.rstrip('/')}/_delta_log/{info.base_name}"
+        except (OSError, ValueError):
+            return f"{location.rstrip('/')}/_delta_log/{info.base_name}"
+    return None
+
+
+def require_files(location: str, files: Iterable[str]) -> None:
+    """Fail with :class:`DamagedTableError` naming the first of a snapshot's data files that does not exist.
+
+    Args:
+        location: the table.
+        files: the snapshot's data files, absolute (URIs or paths) or relative to the table folder.
+    """
+    import pyarrow.fs as pafs  # noqa: PLC0415
+
+    filesystem, base = arrow_filesystem(location.rstrip("/"))
+    present = {
+        info.path
+        for info in filesystem.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
+        if info.type == pafs.FileType.File
+    }
+    missing = []
+    for file in files:
+        if file.startswith("file:"):  # Hadoop's local URIs: file:/path or file:///path
+            file = "/" + file.removeprefix("file:").lstrip("/")
+        if "://" in file:
+            path = arrow_filesystem(file)[1]
+        elif file.startswith("/"):
+            path = file
+        else:
+            path = f"{base}/{file}"
+        # Log paths and URIs are percent-encoded, partition folders Hive-escaped: accept any decoding depth.
+        if not {path, unquote(path), unquote(unquote(path))} & present:
+            missing.append(unquote(path))
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise damaged(location, sorted(missing)[0] + more, "a data file of its current version is missing")
+
+
+def _spark_errors(exc: BaseException) -> Iterator[tuple[str, dict[str, Any]]]:
+    """``(condition, message parameters)`` of every Spark error in ``exc``'s chain — Python exceptions converted
+    by PySpark, and the Java exception chain of a ``Py4JJavaError`` (e.g. a task failure inside a write)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        getter = getattr(current, "getCondition", None) or getattr(current, "getErrorClass", None)
+        if getter is not None:
+            parameters: dict[str, Any] = getattr(current, "getMessageParameters", dict)() or {}
+            yield (getter() or ""), dict(parameters)
+        throwable = getattr(current, "java_exception", None)
+        for _ in range(20):  # the Java cause chain
+            if throwable is None:
+                break
+            try:
+                condition = throwable.getCondition() if hasattr(throwable, "getCondition") else None
+                if condition:
+                    java_map = throwable.getMessageParameters()
+                    yield condition, {str(k): str(java_map.get(k)) for k in java_map.keySet().toArray()}
+                throwable = throwable.getCause()
+            except Exception:  # noqa: BLE001 - not a SparkThrowable, or the gateway is gone
+                break
+        current = current.__cause__ or current.__context__
+
+
+def read_failure(exc: BaseException, locations: Iterable[str]) -> DamagedTableError | None:
+    """A clean :class:`DamagedTableError` for a Spark error reading a file of one of ``locations`` (a file
+    missing or not readable as parquet), or None when ``exc`` is another error."""
+    roots = [(location, arrow_filesystem(location.rstrip("/"))[1]) for location in locations]
+    for condition, parameters in _spark_errors(exc):
+        if not (condition.startswith("FAILED_READ_FILE") or condition == "PATH_NOT_FOUND"):
+            continue
+        path = str(parameters.get("path") or parameters.get("file") or "")
+        for location, root in roots:
+            if path and root in path:
+                missing = "NOT_EXIST" in condition or condition == "PATH_NOT_FOUND"
+                what = "a data file is missing" if missing else "a data file cannot be read"
+                return damaged(location, path.removeprefix("file:").replace("///", "/"), what)
+    return None
