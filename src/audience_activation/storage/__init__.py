@@ -1,4 +1,4 @@
-"""Delta Lake storage behind one small interface, with two engines (CONTRACT §2).
+"""Delta Lake storage behind one small interface, with two engines (docs/storage.md).
 
 - ``delta-spark``: the Delta Lake Spark connector, when its jars are on the classpath (clusters).
 - ``delta-rs``: Spark reads/writes the parquet files, the ``deltalake`` package commits (no jars needed).

@@ -26,7 +26,6 @@ import logging
 import os
 import re
 import time
-import uuid
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from functools import reduce
@@ -49,20 +48,18 @@ from .base import (
     ConcurrentWriteError,
     DeltaStorage,
     PartitionValue,
-    SchemaMismatchError,
     StorageError,
     TableNotFoundError,
     TableSnapshot,
+    TableState,
     UnsupportedTableFeatureError,
+    WriteMode,
     arrow_filesystem,
-    check_partition_columns,
-    commit_metadata,
-    conform_to_table,
+    created_meanwhile,
     damaged,
     damaged_log_entry,
-    missing_properties,
+    lost_race,
     require_files,
-    require_partition_values,
     with_user_metadata,
 )
 
@@ -159,7 +156,7 @@ class DeltaRsStorage(DeltaStorage):
                 f"(storage.engine: delta-spark with the Delta jars on the classpath) to read it"
             )
 
-    def read(self, location: str, version: int | None = None) -> TableSnapshot:
+    def _snapshot(self, location: str, version: int | None) -> TableSnapshot:
         table = self._table(location, version)
         self.check_reader_features(table, location)
         schema = _spark_schema(table)
@@ -197,85 +194,37 @@ class DeltaRsStorage(DeltaStorage):
             scans.append(scan.select(*columns))
         return reduce(DataFrame.unionByName, scans)
 
-    # -- writing -------------------------------------------------------------------------------------
-    def create(
-        self,
-        location: str,
-        schema: StructType,
-        partition_by: Sequence[str] = (),
-        *,
-        properties: Mapping[str, str] | None = None,
-    ) -> int:
-        if self.exists(location):
-            raise StorageError(f"{location}: a Delta table already exists here")
-        check_partition_columns(schema, partition_by, location)
-        return self._write(
-            self.spark.createDataFrame([], schema), location, "create", partition_by, None, None, properties
+    # -- committing ----------------------------------------------------------------------------------
+    def _table_state(self, location: str, version: int | None) -> TableState | None:
+        # The snapshot the write is based on (the latest unless given): the commit fails if the table moved on.
+        if not self.exists(location):
+            return None
+        table = self._table(location, version)
+        self.check_reader_features(table, location)
+        configuration = table.metadata().configuration or {}
+        return TableState(
+            version=int(table.version()),
+            schema=_spark_schema(table),
+            partition_columns=list(table.metadata().partition_columns),
+            properties={k: v for k, v in configuration.items() if v is not None},
+            handle=table,
         )
 
-    def append(
-        self,
-        df: DataFrame,
-        location: str,
-        *,
-        partition_by: Sequence[str] = (),
-        commit_info: Mapping[str, str] | None = None,
-        properties: Mapping[str, str] | None = None,
-    ) -> int:
-        return self._write(df, location, "append", partition_by, None, commit_info, properties)
+    def _set_properties(self, location: str, properties: Mapping[str, str], base: TableState) -> None:
+        table: DeltaTable = base.handle
+        table.alter.set_table_properties(dict(properties), commit_properties=CommitProperties(max_commit_retries=0))
 
-    def overwrite(
-        self,
-        df: DataFrame,
-        location: str,
-        *,
-        partition_by: Sequence[str] = (),
-        commit_info: Mapping[str, str] | None = None,
-        properties: Mapping[str, str] | None = None,
-    ) -> int:
-        return self._write(df, location, "overwrite", partition_by, None, commit_info, properties)
-
-    def replace_partitions(
-        self,
-        df: DataFrame,
-        location: str,
-        where: Mapping[str, PartitionValue],
-        *,
-        partition_by: Sequence[str] = (),
-        commit_info: Mapping[str, str] | None = None,
-        properties: Mapping[str, str] | None = None,
-    ) -> int:
-        if not where:
-            raise ValueError("replace_partitions needs at least one partition column in `where`")
-        if any(value is None for value in where.values()):
-            raise ValueError("replace_partitions compares with '='; a null partition value cannot be matched")
-        return self._write(df, location, "overwrite", partition_by, dict(where), commit_info, properties)
-
-    def swap(
-        self,
-        df: DataFrame,
-        location: str,
-        *,
-        version: int | None,
-        column: str,
-        expected: PartitionValue,
-    ) -> bool:
+    def _swap(self, df: DataFrame, location: str, *, version: int, column: str, expected: PartitionValue) -> bool:
         # delta-rs commits are bound to the version they were based on (no retries): basing the overwrite on
         # ``version`` makes it fail if anything committed since, which is exactly the condition.
         try:
-            if version is None:
-                self._write(df, location, "create", (), None, None, None)
-            else:
-                self._write(df, location, "overwrite", (), None, None, None, base_version=version)
+            self._write(df, location, mode="overwrite", base_version=version)
         except ConcurrentWriteError:
             return False
         return True
 
-    def restore(self, location: str, version: int, *, commit_info: Mapping[str, str] | None = None) -> int:
+    def _restore(self, location: str, version: int, *, write_id: str, metadata: Mapping[str, str]) -> int:
         table = self._table(location)
-        if int(table.version()) == version:
-            return version
-        metadata = commit_metadata(uuid.uuid4().hex, self.name, commit_info)
         commit = CommitProperties(
             custom_metadata={**metadata, "userMetadata": json.dumps(metadata)}, max_commit_retries=0
         )
@@ -289,45 +238,25 @@ class DeltaRsStorage(DeltaStorage):
         log.info("%s: restored version %d as version %d", location, version, restored)
         return restored
 
-    def _write(
+    def _commit(
         self,
         df: DataFrame,
         location: str,
-        mode: str,
-        partition_by: Sequence[str],
-        where: dict[str, PartitionValue] | None,
-        commit_info: Mapping[str, str] | None,
-        properties: Mapping[str, str] | None,
-        base_version: int | None = None,
+        *,
+        mode: WriteMode,
+        base: TableState | None,
+        schema: StructType,
+        partition_columns: Sequence[str],
+        where: Mapping[str, PartitionValue] | None,
+        properties: Mapping[str, str],
+        write_id: str,
+        metadata: Mapping[str, str],
     ) -> int:
         root = table_root(location)
-        # The snapshot this write is based on (the latest unless given): the commit fails if the table moved on.
-        table = self._table(location, base_version) if mode != "create" and self.exists(location) else None
-        if table is not None:
-            self.check_reader_features(table, location)
-            lacking = missing_properties(table.metadata().configuration or {}, properties)
-            if lacking:
-                table.alter.set_table_properties(lacking, commit_properties=CommitProperties(max_commit_retries=0))
-                log.info("%s: set table properties %s", location, lacking)
-                table = self._table(location)
-            table_schema = _spark_schema(table)
-            partition_columns = list(table.metadata().partition_columns)
-            if partition_by and list(partition_by) != partition_columns:
-                raise SchemaMismatchError(
-                    f"{location}: table is partitioned by {partition_columns}, write asked for {list(partition_by)}"
-                )
-            df = conform_to_table(df, table_schema, location)
-        else:
-            partition_columns = list(partition_by)
-            check_partition_columns(df.schema, partition_columns, location)
-            table_schema = df.schema
-        if where is not None:
-            df = require_partition_values(df, where, partition_columns, location)
-
-        write_id = uuid.uuid4().hex
+        table: DeltaTable | None = base.handle if base is not None else None
+        partition_columns = list(partition_columns)
         write_dir = f"{WRITE_DIR_PREFIX}{write_id}"
         staging = f"{root}/{write_dir}"
-        metadata = commit_metadata(write_id, self.name, commit_info)
         # Top-level commitInfo keys for delta-rs readers, and the same as userMetadata for every other reader.
         commit = CommitProperties(
             custom_metadata={**metadata, "userMetadata": json.dumps(metadata)}, max_commit_retries=0
@@ -335,15 +264,14 @@ class DeltaRsStorage(DeltaStorage):
         try:
             self._write_files(df, staging, partition_columns)
             actions = self._added_files(root, write_dir, partition_columns)
-            delta_schema = DeltaSchema.from_json(table_schema.json())
             if table is None:
                 create_table_with_add_actions(
                     root,
-                    delta_schema,
+                    DeltaSchema.from_json(schema.json()),
                     actions,
                     mode="error",
                     partition_by=partition_columns or None,
-                    configuration=dict(properties or {}) or None,
+                    configuration=dict(properties) or None,
                     storage_options=self.storage_options or None,
                     commit_properties=commit,
                 )
@@ -361,20 +289,13 @@ class DeltaRsStorage(DeltaStorage):
                 )
         except CommitFailedError as exc:
             self._delete_tree(staging)  # a failed commit wrote nothing to the log
-            raise ConcurrentWriteError(
-                f"{location}: another writer committed to this table after version "
-                f"{table.version() if table is not None else '(new table)'} was read; this write was not "
-                f"committed and the table is unchanged by it ({exc})"
-            ) from exc
+            raise lost_race(location, base.version if base is not None else None, str(exc)) from exc
         except DeltaError as exc:
             if self.exists(location) and self._committed_version(location, write_id) is not None:
                 raise StorageError(f"{location}: committed, but a post-commit step failed: {exc}") from exc
             self._delete_tree(staging)
             if table is None and self.exists(location):
-                raise ConcurrentWriteError(
-                    f"{location}: another writer created this table while this write was running; "
-                    f"this write was not committed"
-                ) from exc
+                raise created_meanwhile(location) from exc
             raise StorageError(f"{location}: the Delta commit failed: {exc}") from exc
         except BaseException:
             # Keep the files if the commit landed after all (e.g. interrupted during a post-commit step).

@@ -30,7 +30,6 @@ import json
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
@@ -43,22 +42,20 @@ from .base import (
     ConcurrentWriteError,
     DeltaStorage,
     PartitionValue,
-    SchemaMismatchError,
     StorageError,
     TableNotFoundError,
     TableSnapshot,
+    TableState,
     UnsupportedTableFeatureError,
+    WriteMode,
     arrow_filesystem,
-    check_partition_columns,
     commit_info,
-    commit_metadata,
     commit_versions,
-    conform_to_table,
+    created_meanwhile,
     damaged,
     damaged_log_entry,
-    missing_properties,
+    lost_race,
     require_files,
-    require_partition_values,
     uncommitted_data_files,
     with_user_metadata,
 )
@@ -160,7 +157,7 @@ class DeltaSparkStorage(DeltaStorage):
         section = names[names.index("# Partition Information") + 1 :]
         return [name for name in section if name and not name.startswith("#")]
 
-    def read(self, location: str, version: int | None = None) -> TableSnapshot:
+    def _snapshot(self, location: str, version: int | None) -> TableSnapshot:
         resolved = self.version(location) if version is None else version
         try:
             df = self.spark.read.format("delta").option("versionAsOf", resolved).load(location)
@@ -178,94 +175,45 @@ class DeltaSparkStorage(DeltaStorage):
         require_files(location, files)
         return TableSnapshot(location=location, version=resolved, df=df)
 
-    # -- writing -------------------------------------------------------------------------------------
-    def create(
+    # -- committing ----------------------------------------------------------------------------------
+    def _table_state(self, location: str, version: int | None) -> TableState | None:
+        # Delta bases its commit on the snapshot it reads itself; ``version`` only pins the schema checked.
+        if not self.exists(location):
+            return None
+        partition_columns = self.partition_columns(location)
+        reader = self.spark.read.format("delta")
+        if version is not None:
+            reader = reader.option("versionAsOf", version)
+        schema = reader.load(location).schema
+        # Properties are read on demand (SHOW TBLPROPERTIES), only by writes that ask for some.
+        return TableState(
+            version=self.version(location) if version is None else version,
+            schema=schema,
+            partition_columns=partition_columns,
+        )
+
+    def _set_properties(self, location: str, properties: Mapping[str, str], base: TableState) -> None:
+        assignments = ", ".join(f"{_sql_literal(key)} = {_sql_literal(value)}" for key, value in properties.items())
+        self.spark.sql(f"ALTER TABLE {_quoted_path(location)} SET TBLPROPERTIES ({assignments})")
+
+    def _commit(
         self,
+        df: DataFrame,
         location: str,
+        *,
+        mode: WriteMode,
+        base: TableState | None,
         schema: StructType,
-        partition_by: Sequence[str] = (),
-        *,
-        properties: Mapping[str, str] | None = None,
+        partition_columns: Sequence[str],
+        where: Mapping[str, PartitionValue] | None,
+        properties: Mapping[str, str],
+        write_id: str,
+        metadata: Mapping[str, str],
     ) -> int:
-        if self.exists(location):
-            raise StorageError(f"{location}: a Delta table already exists here")
-        check_partition_columns(schema, partition_by, location)
-        empty = self.spark.createDataFrame([], schema)
-        return self._write(empty, location, "create", partition_by, None, None, properties)
-
-    def append(
-        self,
-        df: DataFrame,
-        location: str,
-        *,
-        partition_by: Sequence[str] = (),
-        commit_info: Mapping[str, str] | None = None,
-        properties: Mapping[str, str] | None = None,
-    ) -> int:
-        return self._write(df, location, "append", partition_by, None, commit_info, properties)
-
-    def overwrite(
-        self,
-        df: DataFrame,
-        location: str,
-        *,
-        partition_by: Sequence[str] = (),
-        commit_info: Mapping[str, str] | None = None,
-        properties: Mapping[str, str] | None = None,
-    ) -> int:
-        return self._write(df, location, "overwrite", partition_by, None, commit_info, properties)
-
-    def replace_partitions(
-        self,
-        df: DataFrame,
-        location: str,
-        where: Mapping[str, PartitionValue],
-        *,
-        partition_by: Sequence[str] = (),
-        commit_info: Mapping[str, str] | None = None,
-        properties: Mapping[str, str] | None = None,
-    ) -> int:
-        if not where:
-            raise ValueError("replace_partitions needs at least one partition column in `where`")
-        if any(value is None for value in where.values()):
-            raise ValueError("replace_partitions compares with '='; a null partition value cannot be matched")
-        return self._write(df, location, "overwrite", partition_by, dict(where), commit_info, properties)
-
-    def _write(
-        self,
-        df: DataFrame,
-        location: str,
-        mode: str,
-        partition_by: Sequence[str],
-        where: dict[str, PartitionValue] | None,
-        commit_info: Mapping[str, str] | None,
-        properties: Mapping[str, str] | None,
-    ) -> int:
-        read_version: int | None = None
-        new_table_properties: dict[str, str] = {}
-        if mode != "create" and self.exists(location):
-            partition_columns = self.partition_columns(location)
-            if partition_by and list(partition_by) != partition_columns:
-                raise SchemaMismatchError(
-                    f"{location}: table is partitioned by {partition_columns}, write asked for {list(partition_by)}"
-                )
-            df = conform_to_table(df, self.schema(location), location)
-            lacking = missing_properties(self.properties(location) if properties else {}, properties)
-            if lacking:
-                self._set_properties(location, lacking)
-            read_version = self.version(location)
-        else:
-            partition_columns = list(partition_by)
-            check_partition_columns(df.schema, partition_columns, location)
-            new_table_properties = dict(properties or {})
-        if where is not None:
-            df = require_partition_values(df, where, partition_columns, location)
-
-        write_id = uuid.uuid4().hex
-        metadata = json.dumps(commit_metadata(write_id, self.name, commit_info))
+        read_version = base.version if base is not None else None
         writer = df.write.format("delta").mode("errorifexists" if mode == "create" else mode)
-        writer = writer.option("userMetadata", metadata)
-        for key, value in new_table_properties.items():
+        writer = writer.option("userMetadata", json.dumps(metadata))
+        for key, value in properties.items():
             writer = writer.option(key, value)  # table properties of the creating commit
         if partition_columns:
             writer = writer.partitionBy(*partition_columns)
@@ -275,17 +223,10 @@ class DeltaSparkStorage(DeltaStorage):
         try:
             writer.save(location)
         except self._conflicts as exc:
-            raise ConcurrentWriteError(
-                f"{location}: another writer committed to this table after version "
-                f"{read_version if read_version is not None else '(new table)'} was read; this write was not "
-                f"committed and the table is unchanged by it ({type(exc).__name__}: {str(exc).splitlines()[0]})"
-            ) from exc
+            raise lost_race(location, read_version, f"{type(exc).__name__}: {str(exc).splitlines()[0]}") from exc
         except AnalysisException as exc:
             if read_version is None and _condition(exc) in ("DELTA_PATH_EXISTS", "PATH_ALREADY_EXISTS"):
-                raise ConcurrentWriteError(
-                    f"{location}: another writer created this table while this write was running; "
-                    f"this write was not committed"
-                ) from exc
+                raise created_meanwhile(location) from exc
             raise self._translate(exc, location) from exc
         version = self._committed_version(location, write_id)
         if version is None and read_version is not None:
@@ -299,21 +240,7 @@ class DeltaSparkStorage(DeltaStorage):
         log.info("%s: committed version %d (%s, engine %s)", location, version, mode, self.name)
         return version
 
-    def swap(
-        self,
-        df: DataFrame,
-        location: str,
-        *,
-        version: int | None,
-        column: str,
-        expected: PartitionValue,
-    ) -> bool:
-        if version is None:
-            try:
-                self._write(df, location, "create", (), None, None, None)
-            except ConcurrentWriteError:
-                return False
-            return True
+    def _swap(self, df: DataFrame, location: str, *, version: int, column: str, expected: PartitionValue) -> bool:
         # A Delta write is based on the snapshot of its own start, not on ``version``: the condition is
         # checked on the data instead. MERGE rewrites the rows whose ``column`` still equals ``expected``;
         # two swaps racing both read and rewrite the same file, so Delta's conflict detection fails one.
@@ -331,17 +258,13 @@ class DeltaSparkStorage(DeltaStorage):
         row = result.first()
         return bool(row and int(row["num_updated_rows"] or 0) > 0)
 
-    def restore(self, location: str, version: int, *, commit_info: Mapping[str, str] | None = None) -> int:
+    def _restore(self, location: str, version: int, *, write_id: str, metadata: Mapping[str, str]) -> int:
         table = self._require(location)
-        if self.version(location) == version:
-            return version
-        write_id = uuid.uuid4().hex
-        metadata = json.dumps(commit_metadata(write_id, self.name, commit_info))
         # RESTORE has no writer option for userMetadata: the session setting is set around it (under a lock,
         # as a lease heartbeat may commit from another thread).
         key = "spark.databricks.delta.commitInfo.userMetadata"
         with self._session_conf_lock:
-            self.spark.conf.set(key, metadata)
+            self.spark.conf.set(key, json.dumps(metadata))
             try:
                 table.restoreToVersion(version)
             except self._conflicts as exc:
@@ -351,11 +274,6 @@ class DeltaSparkStorage(DeltaStorage):
         restored = self._committed_version(location, write_id)
         log.info("%s: restored version %d as version %s", location, version, restored)
         return restored if restored is not None else self.version(location)
-
-    def _set_properties(self, location: str, properties: Mapping[str, str]) -> None:
-        assignments = ", ".join(f"{_sql_literal(key)} = {_sql_literal(value)}" for key, value in properties.items())
-        self.spark.sql(f"ALTER TABLE {_quoted_path(location)} SET TBLPROPERTIES ({assignments})")
-        log.info("%s: set table properties %s", location, dict(properties))
 
     def _committed_version(self, location: str, write_id: str) -> int | None:
         """The version whose commit carries ``write_id``, or None when that write never committed.
