@@ -1,4 +1,4 @@
-"""Storage engines: every behaviour of CONTRACT §2 on tiny hand-made tables, on both engines.
+"""Storage engines: every behaviour of docs/storage.md on tiny hand-made tables, on both engines.
 
 Each test takes the ``store`` fixture and runs once with the delta-rs engine and once with the delta-spark
 engine. Every table is also read back by ``deltalake.DeltaTable(...).to_pyarrow_table()``, an independent
@@ -570,3 +570,60 @@ def test_change_data_feed_is_switched_on_for_an_existing_table(
     assert store.properties(location)["delta.enableChangeDataFeed"] == "true"
     feed = spark.read.format("delta").option("readChangeFeed", "true").option("startingVersion", 2).load(location)
     assert [(r["k"], r["_change_type"]) for r in feed.collect()] == [(2, "insert")]
+
+
+def test_both_engines_refuse_the_same_bad_writes_with_the_same_message_and_commit_nothing(
+    spark: SparkSession, lake: Path
+) -> None:
+    """The checks of every write, ``swap`` and ``restore`` live once on ``DeltaStorage``: both engines refuse
+    the same calls with the same error, before any commit (not even the table properties a write asked for)."""
+    location = str(lake / "runs")
+    engines = [open_storage(spark, name) for name in ("delta-rs", "delta-spark")]
+    engines[0].append(spark.createDataFrame([("r1", 1)], "run_id string, k int"), location, partition_by=["run_id"])
+    rows = spark.createDataFrame([("r1", 5)], "run_id string, k int")
+    cdf = CHANGE_DATA_FEED
+    bad_calls = {
+        "a predicate on a data column": lambda store: store.replace_partitions(
+            rows, location, {"k": 5}, properties=cdf
+        ),
+        "a predicate on a column a new table is not partitioned by": lambda store: store.replace_partitions(
+            rows, str(lake / "new"), {"run_id": "r1"}, properties=cdf
+        ),
+        "an empty predicate": lambda store: store.replace_partitions(rows, location, {}, properties=cdf),
+        "a null partition value": lambda store: store.replace_partitions(rows, location, {"run_id": None}),
+        "partition columns other than the table's": lambda store: store.replace_partitions(
+            rows, location, {"run_id": "r1"}, partition_by=["k"], properties=cdf
+        ),
+        "data of another schema": lambda store: store.replace_partitions(
+            rows.withColumn("k", F.col("k").cast("string")), location, {"run_id": "r1"}, properties=cdf
+        ),
+        "a reserved commit_info key": lambda store: store.append(
+            rows, location, commit_info={"writeId": "mine"}, properties=cdf
+        ),
+        "a swap column missing from the data": lambda store: store.swap(
+            rows, location, version=0, column="epoch", expected=1
+        ),
+        "a swap expecting null": lambda store: store.swap(rows, location, version=0, column="k", expected=None),
+        "a restore to a version not yet written": lambda store: store.restore(location, 3),
+        "a restore with a reserved commit_info key": lambda store: store.restore(
+            location, 0, commit_info={"engine": "x"}
+        ),
+    }
+    for what, call in bad_calls.items():
+        refusals = []
+        for store in engines:
+            with pytest.raises((ValueError, StorageError)) as info:
+                call(store)
+            refusals.append((type(info.value), str(info.value)))
+        assert refusals[0] == refusals[1], what
+    assert refusals[0] == (ValueError, "commit_info keys ['engine'] are reserved by the storage engines")
+    with pytest.raises(ValueError, match=r"runs: \['k'\] are not partition columns of the table \(\['run_id'\]\)"):
+        bad_calls["a predicate on a data column"](engines[1])
+    with pytest.raises(ValueError, match=r"new: \['run_id'\] are not partition columns of the table \(\[\]\)"):
+        bad_calls["a predicate on a column a new table is not partitioned by"](engines[1])
+
+    for store in engines:
+        assert store.version(location) == 0
+        assert "delta.enableChangeDataFeed" not in store.properties(location)
+        assert not store.exists(str(lake / "new"))
+    assert arrow_rows_any(location) == [{"run_id": "r1", "k": 1}]
