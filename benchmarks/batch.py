@@ -21,7 +21,7 @@ from pathlib import Path
 import yaml
 from _measure import demo_data_present, machine, peak_memory, spark_info, write_results
 
-from audience_activation import app, batch
+from audience_activation import app
 from audience_activation.config import load_config
 from audience_activation.schemas import INPUT_TABLES
 
@@ -144,7 +144,7 @@ def main() -> None:
     clock = StageClock()
     with peak_memory() as memory:
         start = time.perf_counter()
-        summary = batch.run_batch(spark, config, evaluation_time=AS_OF, progress=clock)
+        summary = app.run_batch(spark, config, evaluation_time=AS_OF, progress=clock)
         end = time.perf_counter()
     run_seconds = round(end - start, 1)
     stages = clock.stages(end)
@@ -154,10 +154,10 @@ def main() -> None:
         for count in (10, 100):
             scaled = load_config(conf_dir(work, lake, count, args.driver_memory, args.engine))
             start = time.perf_counter()
-            batch.preview_batch(spark, scaled, evaluation_time=AS_OF, force=True)
+            app.preview_batch(spark, scaled, evaluation_time=AS_OF, force=True)
             scaling[count] = round(time.perf_counter() - start, 1)
 
-    changes = sum(v for k, v in summary.counts.items() if k.startswith("changes."))
+    changes = sum(summary.counts.changes.values())
     results = {
         "benchmark": "batch",
         "date": dt.date.today().isoformat(),
@@ -172,7 +172,7 @@ def main() -> None:
         "run_seconds": run_seconds,
         "stages_seconds": stages,
         "peak_memory_gib": memory.peak_gib,
-        "resolved_persons": summary.counts.get("persons"),
+        "resolved_persons": summary.counts.persons,
         "change_rows": changes,
         "preview_seconds_by_segment_count": scaling,
     }
@@ -191,7 +191,7 @@ def main() -> None:
         f"Inputs: {', '.join(f'{k} {v:,}' for k, v in rows.items())}.\n\n"
         f"- Scanning the four inputs once: **{scan_seconds} s**\n"
         f"- Full batch run: **{run_seconds} s**, peak memory {memory.peak_gib} GiB (driver + JVM); "
-        f"{summary.counts.get('persons', 0):,} persons, {changes:,} change rows\n\n"
+        f"{summary.counts.persons:,} persons, {changes:,} change rows\n\n"
         f"| stage (from the progress output) | wall time |\n|---|---:|\n{stage_lines}\n\n{scaling_line}"
     )
     path = write_results(f"batch-{args.persons}", results, markdown)

@@ -37,7 +37,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from audience_activation import app, batch  # noqa: E402
+from audience_activation import app  # noqa: E402
 from audience_activation.config import load_config  # noqa: E402
 from audience_activation.storage.base import commit_info, commit_versions, uncommitted_data_files  # noqa: E402
 
@@ -61,7 +61,7 @@ def outputs(config: Any) -> dict[str, list[str]]:
 
     root = config.job.lake.root
     out = {}
-    for location in batch.output_locations(config):
+    for location in app.output_locations(config):
         rows = DeltaTable(location).to_pyarrow_table().to_pylist()
         if location.endswith("activation_runs"):
             out["activation_runs"] = sorted(repr((r["run_id"], r["status"], sorted(r["counts"]))) for r in rows)
@@ -72,7 +72,7 @@ def outputs(config: Any) -> dict[str, list[str]]:
 
 def commits_of(config: Any, run_id: str) -> int:
     total = 0
-    for location in batch.output_locations(config):
+    for location in app.output_locations(config):
         total += sum(1 for v in commit_versions(location) if commit_info(location, v).get("run_id") == run_id)
     return total
 
@@ -139,7 +139,7 @@ def main() -> int:
     spark.sparkContext.setLogLevel("ERROR")
     after_t1 = work / "after-t1"
     app.write_demo_data(spark, at(after_t1), persons=args.persons, seed=1, as_of=T1)
-    batch.run_batch(spark, at(after_t1), evaluation_time=T1)
+    app.run_batch(spark, at(after_t1), evaluation_time=T1)
     reference = work / "reference"
     shutil.copytree(after_t1, reference)
     started = time.monotonic()
@@ -191,11 +191,11 @@ def main() -> int:
         delay = time.monotonic() - start
         landed = commits_of(at(lake), RUN2)
         rerun_start = time.monotonic()
-        summary = batch.run_batch(spark, at(lake), evaluation_time=T2)
+        summary = app.run_batch(spark, at(lake), evaluation_time=T2)
         rerun = time.monotonic() - rerun_start
         got = outputs(at(lake))
         leftovers = {
-            loc: sorted(files) for loc in batch.output_locations(at(lake)) if (files := uncommitted_data_files(loc))
+            loc: sorted(files) for loc in app.output_locations(at(lake)) if (files := uncommitted_data_files(loc))
         }
         problems = []
         if got != expected:

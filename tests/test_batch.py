@@ -21,7 +21,7 @@ import yaml
 from deltalake import DeltaTable
 from pyspark.sql import SparkSession
 
-from audience_activation import batch
+from audience_activation import app, runlog
 from audience_activation.config import AppConfig, load_config
 from audience_activation.storage import DeltaStorage, open_storage
 
@@ -173,9 +173,9 @@ def rows(path: Path, *columns: str) -> list[tuple]:
 ACTIVATION = ("run_id", "segment_id", "person_id", "status", "reason")
 
 
-def run(spark: SparkSession, conf: Path, at: dt.datetime, **kwargs) -> batch.RunSummary:  # type: ignore[no-untyped-def]
+def run(spark: SparkSession, conf: Path, at: dt.datetime, **kwargs) -> runlog.RunSummary:  # type: ignore[no-untyped-def]
     config: AppConfig = load_config(conf)
-    return batch.run_batch(spark, config, evaluation_time=at, **kwargs)
+    return app.run_batch(spark, config, evaluation_time=at, **kwargs)
 
 
 def snapshot(lake: Path) -> dict[str, list]:
@@ -233,9 +233,9 @@ def test_two_runs_produce_every_change_reason(
         for r in DeltaTable(str(lake / "activation/aam/hub_batch")).to_pyarrow_table().to_pylist()
     }
     assert aam_identities == {"CRMID:c4": [("ECID", [{"id": E4, "primary": True}])]}  # CRMID is not an AAM namespace
-    assert first.counts["exclusions.aam.consent"] == 1  # c2
-    assert first.counts["exclusions.aam.no_matching_identity"] == 1  # c3 has no ECID
-    assert first.counts["members.us"] == 5 and first.counts["members.buyers"] == 1
+    assert first.counts.exclusions["aam", "consent"] == 1  # c2
+    assert first.counts.exclusions["aam", "no_matching_identity"] == 1  # c3 has no ECID
+    assert first.counts.members["us"] == 5 and first.counts.members["buyers"] == 1
     assert rows(lake / "identity_clusters", "namespace", "id", "person_id", "graph_size") == [
         ("CRMID", "c1", "CRMID:c1", 2),
         ("CRMID", "c2", "CRMID:c2", 2),
@@ -433,11 +433,10 @@ def test_two_runs_produce_every_change_reason(
     ]
 
     # Every input row is accounted for: each table's parts add up to its total.
-    tables = {key.split(".")[1] for key in second.counts if key.startswith("rows.")}
-    for table in tables:
-        parts = {k.split(".")[2]: v for k, v in second.counts.items() if k.startswith(f"rows.{table}.")}
+    for table, categories in second.counts.rows.items():
+        parts = dict(categories)
         assert parts.pop("total") == sum(parts.values()), (table, parts)
-    assert {k: v for k, v in second.counts.items() if k.startswith("rows.experience_events.")} == {
+    assert {f"rows.experience_events.{k}": v for k, v in second.counts.rows["experience_events"].items()} == {
         "rows.experience_events.after_t": 1,
         "rows.experience_events.duplicate_id": 1,
         "rows.experience_events.missing_timestamp": 0,
@@ -459,7 +458,7 @@ def test_two_runs_produce_every_change_reason(
     assert snapshot(lake) == before
 
     # T1 is older than the newest completed run: refused unless forced.
-    with pytest.raises(batch.RunOrderError, match="older than the newest completed run"):
+    with pytest.raises(app.RunOrderError, match="older than the newest completed run"):
         run(spark, conf, T1)
 
 

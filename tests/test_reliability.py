@@ -22,7 +22,7 @@ from deltalake import DeltaTable
 from pyspark.sql import SparkSession
 from typer.testing import CliRunner
 
-from audience_activation import batch
+from audience_activation import app
 from audience_activation.cli import cli
 from audience_activation.config import load_config
 from audience_activation.storage.base import commit_info, commit_versions, uncommitted_data_files
@@ -52,7 +52,7 @@ def outputs(conf: Path, lake: Path) -> dict[str, list[str]]:
     config = load_config(conf)
     config = config.model_copy(update={"job": config.job.with_lake_root(str(lake))})
     out = {}
-    for location in batch.output_locations(config):
+    for location in app.output_locations(config):
         rows = DeltaTable(location).to_pyarrow_table().to_pylist()
         if location.endswith("activation_runs"):
             out["activation_runs"] = sorted(repr((r["run_id"], r["status"], sorted(r["counts"]))) for r in rows)
@@ -104,7 +104,7 @@ def test_one_writer_per_lake_and_a_killed_run_leaves_nothing(
     lake = tmp_path / "lake"
     demo_lake(conf, lake)
     at = config.model_copy(update={"job": config.job.with_lake_root(str(lake))})
-    assert batch.run_batch(spark, at, evaluation_time=utc(T1)).status == "completed"
+    assert app.run_batch(spark, at, evaluation_time=utc(T1)).status == "completed"
 
     # The holder: a run of T2 in its own process.
     holder = cli_process(conf, lake, T2, tmp_path / "holder.log")
@@ -127,11 +127,11 @@ def test_one_writer_per_lake_and_a_killed_run_leaves_nothing(
     assert lease_holder(lake) == (RUN2, "running")  # ... and it still "holds" the lease
 
     # The next run (another T) finds the holder's process gone, undoes its commits, sweeps its files.
-    summary = batch.run_batch(spark, at, evaluation_time=utc(T3))
+    summary = app.run_batch(spark, at, evaluation_time=utc(T3))
     assert summary.status == "completed" and summary.previous_run == "batch-20261129T000000Z"
     assert lease_holder(lake) == ("batch-20261201T000000Z", "released")
     assert not (lake / "_scratch").exists()
-    for location in batch.output_locations(at):
+    for location in app.output_locations(at):
         assert uncommitted_data_files(location) == {}, location
     runs = {r["run_id"]: r for r in DeltaTable(str(lake / "activation_runs")).to_pyarrow_table().to_pylist()}
     assert runs[RUN2]["status"] == "failed" and "did not complete" in runs[RUN2]["error"]
@@ -144,6 +144,6 @@ def test_one_writer_per_lake_and_a_killed_run_leaves_nothing(
         demo_lake(conf, reference)
         clean = config.model_copy(update={"job": config.job.with_lake_root(str(reference))})
         for t in (T1, T3):
-            batch.run_batch(spark, clean, evaluation_time=utc(t))
+            app.run_batch(spark, clean, evaluation_time=utc(t))
         serial["lake"] = outputs(conf, reference)
     assert got == serial["lake"]

@@ -1,5 +1,4 @@
-"""Activation: per destination, who is activated, what changed since the previous run and where it goes
-(CONTRACT §7 and §10 "Membership and activation").
+"""Activation: per destination, who is activated, what changed since the previous run and where it goes (docs/batch.md).
 
 A person is *activated* for ``(destination, segment)`` when realized in the mapped segment, passing the
 destination's consent condition, and holding at least one identity of the destination's namespaces (after
@@ -19,11 +18,10 @@ from dataclasses import dataclass
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from .columns import IDENTITY_MAP_TYPE, as_utc, empty_identity_map, normalize_namespace, timestamp_literal
 from .config import DestinationConfig, NamespacesConfig, RegionsConfig, Routing
-from .identity import NamespaceLookup, normalize_namespace
 from .membership import REALIZED
-from .runlog import as_utc
-from .schemas import IDENTITY_MAP_TYPE
+from .namespaces import NamespaceLookup
 
 EMAIL = "Email"
 EMAIL_LC_SHA256 = "EMAIL_LC_SHA256"
@@ -83,7 +81,7 @@ def accepted_identities(identity_map: Column, destination: DestinationConfig, lo
     """
     entries = F.flatten(
         F.transform(
-            F.map_entries(F.coalesce(identity_map, F.create_map().cast(IDENTITY_MAP_TYPE))),
+            F.map_entries(F.coalesce(identity_map, empty_identity_map())),
             lambda e: F.transform(
                 e["value"], lambda v: F.struct(normalize_namespace(e["key"]).alias("ns"), v["id"].alias("id"))
             ),
@@ -192,6 +190,14 @@ def current_members(
     ).withColumn("activated", F.col("consent_ok") & (F.size("identities") > 0))
 
 
+REGIONS_SCHEMA = "person_id string, region string, captured_at timestamp"
+
+
+def empty_regions(spark: SparkSession) -> DataFrame:
+    """No person regions (``person_id, region, captured_at``)."""
+    return spark.createDataFrame([], REGIONS_SCHEMA)
+
+
 def person_regions(
     clusters: DataFrame,
     regions: DataFrame | None,
@@ -200,9 +206,8 @@ def person_regions(
 ) -> DataFrame:
     """``person_id, region, captured_at``: the regions where any identity of the person's graph was captured
     within ``[T - window, T]``, each with its latest capture."""
-    spark = clusters.sparkSession
     if regions is None:
-        return spark.createDataFrame([], "person_id string, region string, captured_at timestamp")
+        return empty_regions(clusters.sparkSession)
     t = as_utc(evaluation_time)
     since = F.lit(t - dt.timedelta(days=edge_window_days)).cast("timestamp")
     until = F.lit(t).cast("timestamp")
@@ -246,7 +251,7 @@ def diff_activations(
     Added rows carry the accepted identities at ``T``, removed rows the identities sent when the person was added.
     """
     spark = current.sparkSession
-    t = F.lit(as_utc(evaluation_time)).cast("timestamp")
+    t = timestamp_literal(evaluation_time)
     if previous_state is None:
         previous_state = spark.createDataFrame([], STATE_SCHEMA)
     if previous_mappings is None:

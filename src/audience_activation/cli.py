@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from . import app, batch, runlog
+from . import app, runlog
 from .config import AppConfig, ConfigError, load_config
 from .lease import LeaseHeldError, LeaseLostError
 from .runlog import parse_utc_time
@@ -198,7 +198,7 @@ def identities_command(
 ForceOption = Annotated[bool, typer.Option("--force", help="Run a T older than the newest completed run.")]
 
 
-def _print_summary(summary: batch.RunSummary, title: str) -> None:
+def _print_summary(summary: runlog.RunSummary, title: str) -> None:
     out = Console()
     head = Table(title=title, show_header=False)
     head.add_column("what")
@@ -219,22 +219,25 @@ def _print_summary(summary: batch.RunSummary, title: str) -> None:
     for column in ("segment", "method", "members"):
         segments.add_column(column, justify="right" if column == "members" else "left")
     for segment_id, method in summary.classification.items():
-        segments.add_row(segment_id, method, f"{counts.get(f'members.{segment_id}', 0):,}")
+        segments.add_row(segment_id, method, f"{counts.members.get(segment_id, 0):,}")
     out.print(segments)
     changes = Table(title="Changes per destination (route, reason)")
     for column in ("destination", "route", "reason", "rows"):
         changes.add_column(column, justify="right" if column == "rows" else "left")
-    for key, value in counts.items():
-        if key.startswith("changes."):
-            destination, route, reason = key.split(".")[1:4]
-            changes.add_row(destination, route, reason, f"{value:,}")
+    for key, rows in counts.changes.items():
+        changes.add_row(key.destination_id, key.route, key.reason, f"{rows:,}")
     out.print(changes)
     other = Table(title="Inputs, quarantine and exclusions")
     other.add_column("count")
     other.add_column("value", justify="right")
-    for key, value in counts.items():
-        if key.split(".")[0] in ("rows", "quarantine", "exclusions", "persons"):
-            other.add_row(key, f"{value:,}")
+    for table, categories in counts.rows.items():
+        for category, rows in categories.items():
+            other.add_row(f"rows of {table}: {category}", f"{rows:,}")
+    for reason, identities in counts.quarantine.items():
+        other.add_row(f"quarantined identities: {reason}", f"{identities:,}")
+    for (destination, reason), persons in counts.exclusions.items():
+        other.add_row(f"not activated on {destination}: {reason}", f"{persons:,}")
+    other.add_row("persons", f"{counts.persons:,}")
     out.print(other)
 
 
@@ -243,13 +246,13 @@ def _run_errors(exc: Exception) -> None:
 
 
 def _batch(
-    job: Callable[..., batch.RunSummary],
+    job: Callable[..., runlog.RunSummary],
     conf: Path,
     lake_root: str | None,
     evaluation_time: str | None,
     force: bool,
     verbose: bool,
-) -> batch.RunSummary:
+) -> runlog.RunSummary:
     """Shared by ``run`` and ``preview``: load, build the session, call ``job``, map errors to exit codes."""
     _setup_logging(verbose)
     config = _load(conf, lake_root)
@@ -265,7 +268,7 @@ def _batch(
     except (LeaseHeldError, LeaseLostError) as exc:
         _run_errors(exc)
         raise typer.Exit(code=LAKE_IN_USE) from exc
-    except (InputSchemaError, StorageError, batch.RunOrderError) as exc:
+    except (InputSchemaError, StorageError, app.RunOrderError) as exc:
         _run_errors(exc)
         raise typer.Exit(code=1) from exc
 
@@ -279,7 +282,7 @@ def run_command(
     verbose: VerboseOption = False,
 ) -> None:
     """Run the batch job at T: identities, profiles, segments, membership and every destination's outputs."""
-    summary = _batch(batch.run_batch, conf, lake_root, evaluation_time, force, verbose)
+    summary = _batch(app.run_batch, conf, lake_root, evaluation_time, force, verbose)
     _print_summary(summary, f"Run {summary.run_id}: {summary.status}")
 
 
@@ -292,7 +295,7 @@ def preview_command(
     verbose: VerboseOption = False,
 ) -> None:
     """Per-segment member counts and per-destination change counts at T; writes nothing."""
-    summary = _batch(batch.preview_batch, conf, lake_root, evaluation_time, force, verbose)
+    summary = _batch(app.preview_batch, conf, lake_root, evaluation_time, force, verbose)
     _print_summary(summary, f"Preview of {summary.run_id} (nothing written)")
 
 

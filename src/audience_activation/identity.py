@@ -1,4 +1,4 @@
-"""Identity resolution (CONTRACT §5 and §10): from identity maps and links to ``identity_clusters``.
+"""Identity resolution (docs/identity.md): from identity maps and links to ``identity_clusters``.
 
 The steps, all DataFrame → DataFrame:
 
@@ -23,7 +23,7 @@ The steps, all DataFrame → DataFrame:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import reduce
@@ -34,9 +34,10 @@ from pyspark.sql import functions as F
 from pyspark.sql.window import WindowSpec
 
 from . import identity_rules as rules
+from .columns import identity_map_entries, normalize_namespace, timestamp_literal
 from .config import IdentitySettings, NamespacesConfig
-from .runlog import as_utc
-from .schemas import EXPERIENCE_EVENTS, IDENTITY_GRAPH, IDENTITY_MAP_TYPE, PROFILE_FRAGMENTS, REGION_INFORMATION
+from .namespaces import NamespaceLookup, invalid_reason, public_person_id
+from .schemas import EXPERIENCE_EVENTS, IDENTITY_GRAPH, PROFILE_FRAGMENTS, REGION_INFORMATION
 
 log = logging.getLogger(__name__)
 
@@ -59,102 +60,12 @@ _RESOLVED_SCHEMA = "namespace string, id string, person_id string, graph_size in
 _KEY_SEPARATOR = "\u0000"
 
 
-# -- namespace lookups ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class NamespaceLookup:
-    """Namespace settings as Column lookups (a literal map; unknown namespaces get the defaults)."""
-
-    namespaces: NamespacesConfig
-
-    def _map(self, values: Mapping[str, object]) -> Column:
-        return F.create_map(*[item for key, value in sorted(values.items()) for item in (F.lit(key), F.lit(value))])
-
-    def priority(self, namespace: Column) -> Column:
-        return F.coalesce(
-            F.element_at(self._map(self.namespaces.priorities()), namespace), F.lit(self.namespaces.unknown_priority)
-        )
-
-    def type(self, namespace: Column) -> Column:
-        return F.coalesce(F.element_at(self._map(self.namespaces.types()), namespace), F.lit("cross_device"))
-
-    def unique(self, namespace: Column) -> Column:
-        unique = sorted(self.namespaces.unique_namespaces())
-        return namespace.isin(unique) if unique else F.lit(False)
-
-    def links(self, namespace: Column) -> Column:
-        """Whether identities of this namespace take part in linking (not non_people/partner)."""
-        return ~self.type(namespace).isin(sorted(rules.NON_LINKING_TYPES))
-
-    def personal(self, namespace: Column) -> Column:
-        """Whether identities of this namespace are personal data (type ``email`` or ``phone``)."""
-        return self.type(namespace).isin(sorted(rules.HASHED_IN_PERSON_ID))
-
-    def rules_table(self) -> rules.NamespaceTable:
-        return rules.NamespaceTable(
-            {
-                code: rules.NsInfo(config.type.value, config.unique, config.priority)
-                for code, config in self.namespaces.namespaces.items()
-            }
-        )
-
-
-# -- step 1: identities and their validation ---------------------------------------------------------------
-
-
-def normalize_namespace(namespace: Column) -> Column:
-    """``Email_LC_SHA256`` is read as ``EMAIL_LC_SHA256``; other codes are kept as written."""
-    column = namespace
-    for alias, canonical in rules.NAMESPACE_ALIASES.items():
-        column = F.when(namespace == alias, F.lit(canonical)).otherwise(column)
-    return column
-
-
-def invalid_reason(namespace: Column, identity: Column) -> Column:
-    """The CONTRACT §10 reason an identity is invalid, in the contract's order, or null when valid.
-
-    Example:
-        >>> df.select(invalid_reason(F.lit("ECID"), F.lit("123")))  # doctest: +SKIP  -> "bad_ecid"
-    """
-    blank = r"^[ \t\n\x0B\f\r]*\z"  # ASCII whitespace only, as Python's str.isspace on ASCII
-    return (
-        F.when(namespace.isNull() | namespace.rlike(blank), F.lit(rules.MISSING_NAMESPACE))
-        # \z, not $: Java's $ also matches before a final line terminator ("<38 digits>\n" is not an ECID).
-        .when(identity.rlike(blank), F.lit(rules.EMPTY))
-        .when(identity.isNull() | F.lower(identity).isin(sorted(rules.RESERVED_VALUES)), F.lit(rules.RESERVED_VALUE))
-        .when(F.length(identity) > rules.MAX_ID_LENGTH, F.lit(rules.TOO_LONG))
-        .when(
-            (namespace == rules.ECID) & ~identity.rlike(rf"^[0-9]{{{rules.ECID_LENGTH}}}\z"),
-            F.lit(rules.BAD_ECID),
-        )
-        .when(
-            (namespace == rules.EMAIL_LC_SHA256) & ~identity.rlike(rf"^[0-9a-fA-F]{{{rules.EMAIL_SHA256_LENGTH}}}\z"),
-            F.lit(rules.BAD_EMAIL_SHA256),
-        )
-    )
-
-
-def _entries(identity_map: Column) -> Column:
-    """``identityMap`` as an array of ``struct(namespace, id, primary)`` with namespaces normalised."""
-    return F.flatten(
-        F.transform(
-            F.map_entries(F.coalesce(identity_map, F.create_map().cast(IDENTITY_MAP_TYPE))),
-            lambda entry: F.transform(
-                F.coalesce(entry["value"], F.array()),
-                lambda item: F.struct(
-                    normalize_namespace(entry["key"]).alias("namespace"),
-                    item["id"].alias("id"),
-                    F.coalesce(item["primary"], F.lit(False)).alias("primary"),
-                ),
-            ),
-        )
-    )
+# -- step 1: identities and their validation (rules in :mod:`audience_activation.namespaces`) ----------------
 
 
 @dataclass(frozen=True)
 class AsOfInputs:
-    """The input tables filtered to what existed at ``T`` (CONTRACT §1), and the rows without a time.
+    """The input tables filtered to what existed at ``T``, and the rows without a time.
 
     ``undated`` holds quarantine rows (``source_table, namespace, id, row_key, reason``) for input rows whose
     time column is null: they cannot be placed before or after ``T`` and take no part in the run.
@@ -169,9 +80,30 @@ class AsOfInputs:
 
 MISSING_TIMESTAMP = "missing_timestamp"
 
+#: The column that says when a row of an input table came to exist (region rows: each capture's time).
+TIME_COLUMNS = {PROFILE_FRAGMENTS: "ingested_at", EXPERIENCE_EVENTS: "timestamp", IDENTITY_GRAPH: "last_seen_at"}
+
+
+def existed_at(table: str, t: Column) -> Column:
+    """True for rows of ``table`` that existed at ``t`` (their time at or before it; null when undated)."""
+    return F.col(TIME_COLUMNS[table]) <= t
+
+
+def captured_by(t: Column) -> Column:
+    """True for ``region_information`` rows with at least one capture at or before ``t``."""
+    return F.exists(F.map_values("userActivityRegions"), lambda capture: capture["captureTimestamp"] <= t)
+
+
+def valid_link_ends() -> Column:
+    """True for ``identity_graph`` rows whose two ends are valid identities."""
+    return (
+        invalid_reason(normalize_namespace(F.col("src_namespace")), F.col("src_id")).isNull()
+        & invalid_reason(normalize_namespace(F.col("dst_namespace")), F.col("dst_id")).isNull()
+    )
+
 
 def _undated(records: DataFrame, table: str, time: Column, row_key: Column) -> DataFrame:
-    first = F.array_min(_entries(F.col("identityMap")))
+    first = F.array_min(identity_map_entries(F.col("identityMap")))
     return records.where(time.isNull()).select(
         F.lit(table).alias("source_table"),
         first["namespace"].alias("namespace"),
@@ -191,12 +123,12 @@ def as_of(
     """Keep the rows that existed at ``T``: ``ingested_at``/``timestamp``/``last_seen_at`` at or before it;
     region rows with at least one capture at or before it (later captures of such a row are dropped).
     Rows whose time is null are set aside as ``missing_timestamp`` quarantine rows."""
-    t = F.lit(as_utc(evaluation_time)).cast("timestamp")
+    t = timestamp_literal(evaluation_time)
     undated = []
     regions_at_t = None
     if regions is not None:
         captures = F.map_filter("userActivityRegions", lambda _code, capture: capture["captureTimestamp"] <= t)
-        regions_at_t = regions.withColumn("userActivityRegions", captures).where(F.size("userActivityRegions") > 0)
+        regions_at_t = regions.where(captured_by(t)).withColumn("userActivityRegions", captures)
     if fragments is not None:
         undated.append(_undated(fragments, PROFILE_FRAGMENTS, F.col("ingested_at"), F.lit(None)))
     if events is not None:
@@ -212,9 +144,9 @@ def as_of(
             )
         )
     return AsOfInputs(
-        fragments=None if fragments is None else fragments.where(F.col("ingested_at") <= t),
-        events=None if events is None else events.where(F.col("timestamp") <= t),
-        links=None if links is None else links.where(F.col("last_seen_at") <= t),
+        fragments=None if fragments is None else fragments.where(existed_at(PROFILE_FRAGMENTS, t)),
+        events=None if events is None else events.where(existed_at(EXPERIENCE_EVENTS, t)),
+        links=None if links is None else links.where(existed_at(IDENTITY_GRAPH, t)),
         regions=regions_at_t,
         undated=reduce(DataFrame.unionByName, undated) if undated else None,
     )
@@ -238,7 +170,7 @@ def identity_entries(records: DataFrame, source_table: str, time: Column, row_ke
         row_key.cast("string").alias("row_key"),
         time.cast("timestamp").alias("time"),
         F.transform(
-            _entries(F.col("identityMap")),
+            identity_map_entries(F.col("identityMap")),
             lambda e: F.struct(
                 e["namespace"].alias("namespace"),
                 e["id"].alias("id"),
@@ -684,17 +616,6 @@ def _component_window() -> WindowSpec:
 # -- step 6: outputs ---------------------------------------------------------------------------------------------
 
 
-def public_person_id(raw: Column, lookup: NamespaceLookup) -> Column:
-    """The person id as written to every output, from ``"<namespace>:<id>"`` of the graph's best identity:
-    unchanged, or ``"<namespace>:sha256:<hex>"`` when the namespace is personal data (e-mail, phone), the hex
-    being the SHA-256 of the trimmed, lower-cased id (CONTRACT §5.6: no raw e-mail or phone number in ids).
-    """
-    namespace = F.substring_index(raw, ":", 1)
-    value = F.substring(raw, F.length(namespace) + 2, F.lit(2**31 - 1))
-    hashed = F.sha2(F.lower(F.regexp_replace(value, r"^\s+|\s+$", "")), 256)
-    return F.when(lookup.personal(namespace), F.concat(namespace, F.lit(":sha256:"), hashed)).otherwise(raw)
-
-
 def identity_clusters(identities: DataFrame, resolved: DataFrame, lookup: NamespaceLookup) -> DataFrame:
     """One row per valid identity: its person, or itself as a single-identity person."""
     own = F.concat("namespace", F.lit(":"), "id")
@@ -734,7 +655,7 @@ def resolve_identities(
     settings: IdentitySettings,
     checkpoint: Checkpoint,
 ) -> IdentityResult:
-    """CONTRACT §5 end to end: ``identity_clusters`` and the identity ``quarantine`` rows.
+    """Identity resolution end to end: ``identity_clusters`` and the identity ``quarantine`` rows.
 
     Args:
         inputs: the input tables as of ``T`` (see :func:`as_of`); absent tables are ``None``.

@@ -1,4 +1,4 @@
-"""Segment membership state (CONTRACT §7, §10 "Membership and activation").
+"""Segment membership state (docs/batch.md).
 
 ``segment_membership`` holds one row per ``(person_id, segment_id)`` with ``status`` (``realized`` or
 ``exited``), ``last_qualification_time`` (when the status last changed), ``evaluated_at`` (``T`` of the last
@@ -12,7 +12,7 @@ import datetime as dt
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from .runlog import as_utc
+from .columns import as_utc, timestamp_literal
 
 REALIZED = "realized"
 EXITED = "exited"
@@ -57,7 +57,7 @@ def update_membership(
         retention_days: exited-row retention.
         method: this job's kind (``batch`` or ``streaming``).
     """
-    t = F.lit(as_utc(evaluation_time)).cast("timestamp")
+    t = timestamp_literal(evaluation_time)
     if previous is None:
         previous = qualifying.sparkSession.createDataFrame([], MEMBERSHIP_SCHEMA)
     now = qualifying.select("person_id", "segment_id", F.lit(True).alias("qualifies"))

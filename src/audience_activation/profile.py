@@ -1,4 +1,4 @@
-"""Unified profiles and person events (CONTRACT §6, §10 "Profiles and PQL").
+"""Unified profiles and person events (docs/batch.md, "Stages").
 
 - :func:`primary_identity` picks a record's primary identity among its valid identities.
 - :func:`attach_persons` gives fragments and events the ``person_id`` of their primary identity.
@@ -17,11 +17,12 @@ from functools import reduce
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql.types import DataType, StructType
+from pyspark.sql.types import DataType, LongType, StringType, StructField, StructType
 
+from .columns import IDENTITY_MAP_TYPE, identity_map_entries
 from .config import DatasetPrecedencePolicy, MergePolicy, NamespacesConfig
-from .identity import NamespaceLookup, invalid_reason, normalize_namespace
-from .schemas import FRAGMENT_SYSTEM_COLUMNS, IDENTITY_MAP_TYPE
+from .namespaces import NamespaceLookup, invalid_reason
+from .schemas import FRAGMENT_SYSTEM_COLUMNS
 
 #: Columns a unified profile has besides the merged attributes.
 PROFILE_SYSTEM_COLUMNS = ("person_id", "identityMap", "fragment_count")
@@ -33,18 +34,11 @@ def primary_identity(identity_map: Column) -> Column:
     ``primary = true`` first; when several or none are flagged, the first by namespace code then id (binary
     order). ``Email_LC_SHA256`` counts as ``EMAIL_LC_SHA256``.
     """
-    entries = F.flatten(
-        F.transform(
-            F.map_entries(identity_map),
-            lambda entry: F.transform(
-                F.coalesce(entry["value"], F.array()),
-                lambda item: F.struct(
-                    (~F.coalesce(item["primary"], F.lit(False))).alias("not_primary"),
-                    normalize_namespace(entry["key"]).alias("namespace"),
-                    item["id"].alias("id"),
-                ),
-            ),
-        )
+    entries = F.transform(
+        identity_map_entries(identity_map),
+        lambda e: F.struct(
+            (~e["primary"]).alias("not_primary"), e["namespace"].alias("namespace"), e["id"].alias("id")
+        ),
     )
     valid = F.filter(entries, lambda e: invalid_reason(e["namespace"], e["id"]).isNull())
     best = F.array_min(valid)
@@ -114,8 +108,27 @@ def attribute_schema(fragment_schema: StructType) -> StructType:
     return StructType([f for f in fragment_schema.fields if f.name not in FRAGMENT_SYSTEM_COLUMNS])
 
 
+def profile_schema(fragment_schema: StructType) -> StructType:
+    """The schema of ``unified_profiles`` for fragments of this schema (to compile segments before any job)."""
+    return StructType(
+        [
+            StructField("person_id", StringType()),
+            StructField("identityMap", fragment_schema["identityMap"].dataType),
+            *attribute_schema(fragment_schema).fields,
+            StructField("fragment_count", LongType()),
+        ]
+    )
+
+
+def event_schema(events_schema: StructType | None) -> StructType | None:
+    """The schema of the person events (``person_id`` + event columns), or None without events."""
+    if events_schema is None:
+        return None
+    return StructType([StructField("person_id", StringType()), *events_schema.fields])
+
+
 def merge_key(policy: MergePolicy, columns: Sequence[str]) -> Column:
-    """A key whose minimum is the winning fragment (see CONTRACT §6 and §10).
+    """A key whose minimum is the winning fragment (docs/configuration.md, merge policies).
 
     ``timestamp_ordered``: latest ``ingested_at``, then ``dataset`` ascending, then the fragment's primary
     ``(namespace, id)``. ``dataset_precedence``: earliest listed dataset, then latest ``ingested_at``, then the
@@ -217,7 +230,7 @@ def unified_profiles(
     policy: MergePolicy,
     namespaces: NamespacesConfig,
 ) -> DataFrame:
-    """CONTRACT §6 unified profiles: ``person_id, identityMap, <merged attributes>, fragment_count``.
+    """Unified profiles (docs/batch.md): ``person_id, identityMap, <merged attributes>, fragment_count``.
 
     A row for every person with at least one fragment used by the merge policy or at least one event.
 

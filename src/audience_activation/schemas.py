@@ -1,4 +1,5 @@
-"""The input tables of CONTRACT §3: their required columns, and the check that stops a run on bad input.
+"""The input tables' required columns (from :mod:`audience_activation.tables`) and the check that stops a run
+on bad input.
 
 Only the columns the system itself interprets are required; every other column of ``profile_fragments``
 and ``experience_events`` is a profile or event attribute and may have any Spark type.
@@ -8,56 +9,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pyspark.sql.types import (
-    ArrayType,
-    BooleanType,
-    DataType,
-    MapType,
-    StringType,
-    StructField,
-    StructType,
-    TimestampType,
-)
+from pyspark.sql.types import DataType, StructType
 
-#: XDM identity map: namespace code -> identities of that namespace.
-IDENTITY_MAP_TYPE = MapType(
-    StringType(),
-    ArrayType(StructType([StructField("id", StringType()), StructField("primary", BooleanType())])),
-)
+from . import tables
+from .columns import type_shape
 
-#: XDM "data capture region" field: region code -> last capture time.
-USER_ACTIVITY_REGIONS_TYPE = MapType(StringType(), StructType([StructField("captureTimestamp", TimestampType())]))
+PROFILE_FRAGMENTS = tables.FRAGMENTS.name
+EXPERIENCE_EVENTS = tables.EVENTS.name
+IDENTITY_GRAPH = tables.GRAPH.name
+REGION_INFORMATION = tables.REGIONS.name
 
-PROFILE_FRAGMENTS = "profile_fragments"
-EXPERIENCE_EVENTS = "experience_events"
-IDENTITY_GRAPH = "identity_graph"
-REGION_INFORMATION = "region_information"
-
-#: Input table -> required column -> type.
-REQUIRED_COLUMNS: dict[str, dict[str, DataType]] = {
-    PROFILE_FRAGMENTS: {
-        "identityMap": IDENTITY_MAP_TYPE,
-        "dataset": StringType(),
-        "ingested_at": TimestampType(),
-    },
-    EXPERIENCE_EVENTS: {
-        "_id": StringType(),
-        "timestamp": TimestampType(),
-        "eventType": StringType(),
-        "identityMap": IDENTITY_MAP_TYPE,
-    },
-    IDENTITY_GRAPH: {
-        "src_namespace": StringType(),
-        "src_id": StringType(),
-        "dst_namespace": StringType(),
-        "dst_id": StringType(),
-        "last_seen_at": TimestampType(),
-    },
-    REGION_INFORMATION: {
-        "identityMap": IDENTITY_MAP_TYPE,
-        "userActivityRegions": USER_ACTIVITY_REGIONS_TYPE,
-    },
-}
+#: Input table -> required column -> type (from the table registry).
+REQUIRED_COLUMNS: dict[str, dict[str, DataType]] = {spec.name: dict(spec.required) for spec in tables.INPUTS}
 
 #: Tables a run cannot do without; the others are optional (events only when a segment uses xEvent).
 REQUIRED_TABLES = frozenset({PROFILE_FRAGMENTS})
@@ -69,7 +32,7 @@ FRAGMENT_SYSTEM_COLUMNS = frozenset(REQUIRED_COLUMNS[PROFILE_FRAGMENTS])
 
 @dataclass(frozen=True)
 class SchemaProblem:
-    """One way an input table's schema differs from CONTRACT §3."""
+    """One way an input table's schema differs from what the jobs require."""
 
     table: str
     column: str
@@ -91,25 +54,8 @@ class InputSchemaError(ValueError):
         super().__init__("malformed input:\n" + "\n".join(f"  - {problem}" for problem in problems))
 
 
-def type_shape(data_type: DataType) -> object:
-    """A type's JSON without nullability, so only names and types are compared."""
-
-    def strip(node: object) -> object:
-        if isinstance(node, dict):
-            return {
-                key: strip(value)
-                for key, value in node.items()
-                if key not in ("nullable", "containsNull", "valueContainsNull", "metadata")
-            }
-        if isinstance(node, list):
-            return [strip(value) for value in node]
-        return node
-
-    return strip(data_type.jsonValue())
-
-
 def schema_problems(table: str, schema: StructType) -> list[SchemaProblem]:
-    """Compare an input table's schema with the required columns of CONTRACT §3.
+    """Compare an input table's schema with its required columns.
 
     Args:
         table: the logical input table name (e.g. ``profile_fragments``).

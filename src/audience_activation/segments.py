@@ -24,6 +24,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import StructType
@@ -189,6 +190,23 @@ def compile_segments(
         return compiler.compile_segments(segment_sources(configured), profile_schema, event_schema, evaluation_time)
     except SegmentDefinitionError as error:
         raise SegmentConfigError(error.problems, paths) from error
+
+
+def compile_consents(config: AppConfig, profile_schema: StructType, evaluation_time: dt.datetime) -> dict[str, Any]:
+    """Each destination's consent condition compiled to a Column over the unified profile (None without one).
+
+    Raises:
+        ConfigError: naming destinations.yaml and the destination, with the PQL position.
+    """
+    sources = [(f"consent:{d.id}", d.consent) for d in config.destinations if d.consent]
+    if not sources:
+        return {}
+    try:
+        compiled = compiler.compile_segments(sources, profile_schema, None, evaluation_time)
+    except SegmentDefinitionError as error:
+        lines = [f"destination '{p.segment_id.removeprefix('consent:')}': consent: {p.error}" for p in error.problems]
+        raise ConfigError(config.destinations_file, "\n".join(lines), item=error.problems[0].segment_id) from error
+    return {d.id: compiled.columns.get(f"consent:{d.id}") for d in config.destinations}
 
 
 def segment_problems(

@@ -1,0 +1,154 @@
+"""The run log's counts as one small DataFrame, computed from the inputs and a run's results.
+
+Every input row is accounted for: ``rows.<table>.total`` equals the sum of that table's other categories, each
+counted by its own predicate (or from the results), so a row counted twice or not at all shows up as a
+difference. Categories: ``after_t`` (not yet existing at ``T``), ``missing_timestamp``, ``no_valid_identity``,
+``invalid_link`` (an end invalid), ``ignored_by_merge_policy``, ``duplicate_id`` (an event ``_id`` seen
+before) and ``used``. The "existed at ``T``" predicates are those of :func:`audience_activation.identity.as_of`.
+
+The result has one row per count — ``measure, subject, detail, reason, count`` — that
+:meth:`audience_activation.runlog.RunCounts.from_rows` turns into the typed counts; the job layer collects it
+(a few hundred rows at most: one per category, reason, segment and destination route).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from functools import reduce
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from .. import identity, profile
+from ..columns import timestamp_literal
+from ..config import AppConfig
+from ..membership import REALIZED
+from ..schemas import EXPERIENCE_EVENTS, IDENTITY_GRAPH, PROFILE_FRAGMENTS, REGION_INFORMATION
+from .model import Inputs, Results
+
+COUNT_COLUMNS = ("measure", "subject", "detail", "reason", "count")
+
+
+def _count_if(condition: Column) -> Column:
+    return F.sum(F.when(condition, F.lit(1)).otherwise(F.lit(0)))
+
+
+def _measure(df: DataFrame, measure: str, subject: Column, detail: Column, reason: Column, count: Column) -> DataFrame:
+    return df.select(
+        F.lit(measure).alias("measure"),
+        subject.cast("string").alias("subject"),
+        detail.cast("string").alias("detail"),
+        reason.cast("string").alias("reason"),
+        count.cast("long").alias("count"),
+    )
+
+
+def _categories(df: DataFrame, table: str, **categories: Column) -> DataFrame:
+    """One aggregation over ``df`` turned into one row per category."""
+    row = df.agg(*[value.alias(name) for name, value in categories.items()])
+    pairs = F.array(*[F.struct(F.lit(name).alias("k"), F.col(name).alias("v")) for name in categories])
+    exploded = row.select(F.inline(pairs))
+    return _measure(exploded, "rows", F.lit(table), F.lit(None), F.col("k"), F.coalesce(F.col("v"), F.lit(0)))
+
+
+def row_accounting(
+    inputs: Inputs, results: Results, config: AppConfig, evaluation_time: dt.datetime
+) -> list[DataFrame]:
+    """Where every input row went (see the module docstring), one DataFrame of count rows per input table."""
+    t = timestamp_literal(evaluation_time)
+    parts: list[DataFrame] = []
+    valid = profile.primary_identity(F.col("identityMap")).isNotNull()
+
+    fragments = inputs.fragments
+    at_t = identity.existed_at(PROFILE_FRAGMENTS, t)
+    policy = config.job.merge_policy
+    listed = F.col("dataset").isin(list(policy.datasets)) if hasattr(policy, "datasets") else F.lit(True)
+    parts.append(
+        _categories(
+            fragments,
+            PROFILE_FRAGMENTS,
+            total=F.count(F.lit(1)),
+            missing_timestamp=_count_if(F.col("ingested_at").isNull()),
+            after_t=_count_if(F.col("ingested_at") > t),
+            no_valid_identity=_count_if(at_t & ~valid),
+            ignored_by_merge_policy=_count_if(at_t & valid & ~listed),
+        )
+    )
+    used = results.profiles.agg(F.sum("fragment_count").alias("n"))
+    parts.append(
+        _measure(used, "rows", F.lit(PROFILE_FRAGMENTS), F.lit(None), F.lit("used"), F.coalesce("n", F.lit(0)))
+    )
+
+    events = inputs.events
+    if events is not None:
+        at_t = identity.existed_at(EXPERIENCE_EVENTS, t)
+        distinct = F.countDistinct(F.when(at_t & valid, profile.event_key(events)))
+        parts.append(
+            _categories(
+                events,
+                EXPERIENCE_EVENTS,
+                total=F.count(F.lit(1)),
+                missing_timestamp=_count_if(F.col("timestamp").isNull()),
+                after_t=_count_if(F.col("timestamp") > t),
+                no_valid_identity=_count_if(at_t & ~valid),
+                duplicate_id=_count_if(at_t & valid) - distinct,
+            )
+        )
+        person_events = results.events.agg(F.count(F.lit(1)).alias("n")) if results.events is not None else None
+        if person_events is not None:
+            parts.append(
+                _measure(person_events, "rows", F.lit(EXPERIENCE_EVENTS), F.lit(None), F.lit("used"), F.col("n"))
+            )
+
+    links = inputs.links
+    if links is not None:
+        at_t = identity.existed_at(IDENTITY_GRAPH, t)
+        ends_valid = identity.valid_link_ends()
+        parts.append(
+            _categories(
+                links,
+                IDENTITY_GRAPH,
+                total=F.count(F.lit(1)),
+                missing_timestamp=_count_if(F.col("last_seen_at").isNull()),
+                after_t=_count_if(F.col("last_seen_at") > t),
+                invalid_link=_count_if(at_t & ~ends_valid),
+                used=_count_if(at_t & ends_valid),
+            )
+        )
+
+    regions = inputs.regions
+    if regions is not None:
+        captured = F.coalesce(identity.captured_by(t), F.lit(False))
+        parts.append(
+            _categories(
+                regions,
+                REGION_INFORMATION,
+                total=F.count(F.lit(1)),
+                after_t=_count_if(~captured),
+                no_valid_identity=_count_if(captured & ~valid),
+                used=_count_if(captured & valid),
+            )
+        )
+    return parts
+
+
+def run_counts(inputs: Inputs, results: Results, config: AppConfig, evaluation_time: dt.datetime) -> DataFrame:
+    """Every count of the run log as rows ``measure, subject, detail, reason, count`` (see the module docstring).
+
+    Measures: ``rows`` (subject table, reason category), ``quarantine`` (reason), ``persons``, ``members``
+    (subject segment; segments without members have no row), ``changes`` (subject destination, detail route,
+    reason) and ``exclusions`` (subject destination, reason).
+    """
+    none = F.lit(None)
+    quarantine = results.quarantine.groupBy("reason").count()
+    realized = results.membership.where(F.col("status") == REALIZED).groupBy("segment_id").count()
+    changes = results.changes.groupBy("destination_id", "route", "reason").count()
+    parts = [
+        *row_accounting(inputs, results, config, evaluation_time),
+        _measure(quarantine, "quarantine", none, none, F.col("reason"), F.col("count")),
+        _measure(results.profiles.agg(F.count(F.lit(1)).alias("n")), "persons", none, none, none, F.col("n")),
+        _measure(realized, "members", F.col("segment_id"), none, none, F.col("count")),
+        _measure(changes, "changes", F.col("destination_id"), F.col("route"), F.col("reason"), F.col("count")),
+        _measure(results.exclusions, "exclusions", F.col("destination_id"), none, F.col("reason"), F.col("persons")),
+    ]
+    return reduce(DataFrame.unionByName, parts)
