@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/identity.py --persons 1000000
 
 Generates the demo inputs for N persons (unless the lake already holds them for that size and seed), then
-runs the identity job (CONTRACT §5) at the demo anchor time and reports wall time per stage, connected-components
+runs the identity job at the demo anchor time and reports wall time per stage, connected-components
 rounds and peak memory of the driver process plus the Spark JVM.
 """
 

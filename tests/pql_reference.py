@@ -1,6 +1,6 @@
 """A plain-Python reference evaluator of a PQL subset, and Hypothesis strategies for random ASTs.
 
-The evaluator states the semantics of CONTRACT §10 directly, one person at a time: two-valued
+The evaluator states the semantics of docs/segments.md directly, one person at a time: two-valued
 logic (a comparison, ``in``/``notIn`` or string function with a missing operand is false, ``not``
 negates that), arithmetic with a missing operand is missing, division (and ``%``) by zero is
 missing, ``sum`` over nothing is 0 and ``average``/``min``/``max`` over nothing are missing.

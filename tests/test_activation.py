@@ -1,4 +1,4 @@
-"""Activation: accepted identities, change reasons, state, routing (CONTRACT §7, §10)."""
+"""Activation: accepted identities, change reasons, state, routing."""
 
 from __future__ import annotations
 

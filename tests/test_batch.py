@@ -531,7 +531,7 @@ def test_a_lake_continued_with_the_other_engine_gives_the_same_outputs(
 
 
 def test_no_raw_email_or_phone_reaches_a_hashing_destination(spark: SparkSession, tmp_path: Path) -> None:
-    """CONTRACT §5.6: a person whose best identity is an e-mail (or a phone number) gets a hashed person id,
+    """A person whose best identity is an e-mail (or a phone number) gets a hashed person id,
     and no column of a ``hash_emails`` destination's outputs carries the raw value. (Engine-independent: run on
     delta-rs only.)"""
     lake = tmp_path / "lake"

@@ -1,4 +1,4 @@
-"""The demo data generator: CONTRACT §3 schemas, determinism, scaling and the planted bad rows."""
+"""The demo data generator: input schemas, determinism, scaling and the planted bad rows."""
 
 from __future__ import annotations
 

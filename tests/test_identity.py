@@ -1,4 +1,4 @@
-"""Identity resolution on Spark (CONTRACT §5, §10): hand-made graphs with written-out clusters per rule,
+"""Identity resolution on Spark: hand-made graphs with written-out clusters per rule,
 a property test against the plain-Python reference model, and the O(log n) convergence on a long chain."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Membership state transitions and retention (CONTRACT §7, §10)."""
+"""Membership state transitions and retention."""
 
 from __future__ import annotations
 

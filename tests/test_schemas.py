@@ -1,4 +1,4 @@
-"""Malformed input stops a run before anything is written, naming table and column (CONTRACT §8)."""
+"""Malformed input stops a run before anything is written, naming table and column."""
 
 from __future__ import annotations
 

@@ -199,7 +199,7 @@ CLASSIFICATION_CASES = [
     ("select X from xEvent where X.timestamp occurs this hour", "edge"),
     ('xEvent[timestamp occurs < 1 day before now][eventType = "a"]', "edge"),
     ('chain(xEvent, timestamp, [A: WHAT(eventType = "a") WHEN(today)])', "edge"),
-    # several events within 24 hours, not a sequence: still edge (CONTRACT §6)
+    # several events within 24 hours, not a sequence: still edge (docs/segments.md)
     (
         'xEvent[eventType = "a" and timestamp occurs <= 24 hours before now] and '
         'xEvent[eventType = "b" and timestamp occurs <= 2 hours before now]',

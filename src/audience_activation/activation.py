@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from . import tables
 from .columns import IDENTITY_MAP_TYPE, as_utc, empty_identity_map, normalize_namespace, timestamp_literal
 from .config import DestinationConfig, NamespacesConfig, RegionsConfig, Routing
 from .membership import REALIZED
@@ -51,22 +52,8 @@ HUB = "hub_batch"
 EXCLUDED_CONSENT = "consent"
 EXCLUDED_NO_IDENTITY = "no_matching_identity"
 
-STATE_SCHEMA = (
-    "destination_id string, segment_id string, person_id string, consent_ok boolean, activated boolean, "
-    f"identities_sent {IDENTITY_MAP_TYPE.simpleString()}"
-)
+STATE_SCHEMA = tables.ACTIVATION_STATE.schema
 MAPPING_SCHEMA = "destination_id string, segment_id string"
-OUTPUT_COLUMNS = (
-    "run_id",
-    "evaluated_at",
-    "destination_id",
-    "segment_id",
-    "person_id",
-    "status",
-    "reason",
-    "last_qualification_time",
-    "identityMap",
-)
 
 
 def hash_email(value: Column) -> Column:

@@ -51,8 +51,6 @@ MAX_CC_ROUNDS = 200
 NO_VALID_IDENTITY = "no_valid_identity"
 RESOLUTION_SOURCE_ORDER = (IDENTITY_GRAPH, PROFILE_FRAGMENTS, EXPERIENCE_EVENTS)
 
-CLUSTERS_SCHEMA = "namespace string, id string, person_id string, graph_size int"
-QUARANTINE_SCHEMA = "source_table string, namespace string, id string, row_key string, reason string"
 _RESOLVED_SCHEMA = "namespace string, id string, person_id string, graph_size int, evicted boolean"
 
 #: Separates namespace and id in a node key; sorts below every other character, so the keys sort as

@@ -12,14 +12,12 @@ import datetime as dt
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from . import tables
 from .columns import as_utc, timestamp_literal
 
 REALIZED = "realized"
 EXITED = "exited"
-MEMBERSHIP_SCHEMA = (
-    "person_id string, segment_id string, status string, last_qualification_time timestamp, "
-    "evaluated_at timestamp, evaluation_method string"
-)
+MEMBERSHIP_SCHEMA = tables.MEMBERSHIP.schema
 
 
 def qualifying_pairs(evaluated: DataFrame, segment_ids: list[str]) -> DataFrame:

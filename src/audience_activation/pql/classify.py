@@ -1,8 +1,8 @@
 """Classify segments as ``edge``, ``streaming`` or ``batch`` with Adobe's eligibility rules.
 
-CONTRACT §6: "profile-only, or a single event / several events within a window under 24 hours, or
-``inSegment`` of such: streaming; the same and no multi-event sequences: edge; everything else:
-batch", refined with Adobe's published rules (``reference/adobe-rtcdp-facts.md`` §3.1):
+The rule (docs/segments.md, "Classification"): profile-only, or a single event / several events within a
+window under 24 hours, or ``inSegment`` of such: streaming; the same without multi-event sequences: edge;
+everything else: batch. Refined with Adobe's published eligibility rules (May 2025):
 
 1. ``evaluation: batch`` in the configuration forces batch.
 2. Every *event query* (a ``select``/``exists``/``forall`` over ``xEvent``, a bracket filter,

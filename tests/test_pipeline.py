@@ -1,0 +1,144 @@
+"""The pure pipeline, the table registry and the typed run counts.
+
+- :func:`pipeline.evaluate` reads and writes nothing: it runs on DataFrames built in memory and leaves the
+  configured lake untouched;
+- a stage called on a subset of persons gives exactly those persons' rows of the full run (the streaming job
+  relies on it);
+- the run counts DataFrame and :class:`RunCounts` agree with the results and render the run log's map;
+- every output is conformed to its table's spec: columns in order, a missing or mistyped column refused.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+from chispa import assert_df_equality
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from audience_activation import demo_data, pipeline, tables
+from audience_activation.config import AppConfig, TableName, load_config
+from audience_activation.pipeline import Inputs, PreviousState
+from audience_activation.runlog import ChangeKey, RunCounts
+
+T = dt.datetime(2026, 11, 29, tzinfo=dt.timezone.utc)
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory: pytest.TempPathFactory) -> AppConfig:
+    lake = tmp_path_factory.mktemp("pipeline") / "lake"
+    config = load_config(CONF)
+    return config.model_copy(update={"job": config.job.with_lake_root(str(lake))})
+
+
+@pytest.fixture(scope="module")
+def inputs(spark: SparkSession) -> Inputs:
+    generated = demo_data.generate(spark, 40, seed=7, as_of=T)
+    return Inputs(
+        fragments=generated.profile_fragments.cache(),
+        events=generated.experience_events.cache(),
+        links=generated.identity_graph.cache(),
+        regions=generated.region_information.cache(),
+    )
+
+
+@pytest.fixture(scope="module")
+def results(inputs: Inputs, config: AppConfig) -> pipeline.Results:
+    return pipeline.evaluate(inputs, PreviousState(), config, T)
+
+
+def test_evaluate_reads_and_writes_no_table(results: pipeline.Results, config: AppConfig) -> None:
+    assert results.profiles.count() > 0
+    assert results.membership.where("status = 'realized'").count() > 0
+    assert results.changes.count() > 0
+    assert not Path(config.job.lake.root).exists()
+
+
+def test_stages_on_a_subset_of_persons_give_exactly_their_rows(results: pipeline.Results, config: AppConfig) -> None:
+    chosen = [r["person_id"] for r in results.profiles.select("person_id").orderBy("person_id").limit(7).collect()]
+    clusters = results.clusters.where(F.col("person_id").isin(chosen))
+    events = pipeline.person_events(results.as_of, clusters)
+    profiles = pipeline.profiles(results.as_of, events, clusters, config)
+    full = results.profiles.where(F.col("person_id").isin(chosen))
+    assert_df_equality(profiles, full, ignore_row_order=True, ignore_nullable=True)
+
+    compiled = pipeline.compile_run(config, Inputs(results.as_of.fragments, results.as_of.events), T)  # type: ignore[arg-type]
+    evaluated = pipeline.segments(compiled, profiles, events)
+    membership = pipeline.membership(evaluated, results.segment_ids, None, T, config)
+    expected = results.membership.where(F.col("person_id").isin(chosen))
+    assert_df_equality(membership, expected, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_run_counts_agree_with_the_results(inputs: Inputs, results: pipeline.Results, config: AppConfig) -> None:
+    rows = [row.asDict() for row in pipeline.run_counts(inputs, results, config, T).collect()]
+    counts = RunCounts.from_rows(rows, results.segment_ids)
+    assert counts.persons == results.profiles.count()
+    realized = {
+        r["segment_id"]: r["count"]
+        for r in results.membership.where("status = 'realized'").groupBy("segment_id").count().collect()
+    }
+    assert counts.members == {s: realized.get(s, 0) for s in results.segment_ids}
+    assert sum(counts.changes.values()) == results.changes.count()
+    for table, categories in counts.rows.items():
+        parts = dict(categories)
+        assert parts.pop("total") == sum(parts.values()), table
+    assert counts.rows["profile_fragments"]["total"] == inputs.fragments.count()
+
+
+def test_run_counts_render_the_run_log_map() -> None:
+    rows = [
+        {"measure": "persons", "subject": None, "detail": None, "reason": None, "count": 3},
+        {"measure": "rows", "subject": "identity_graph", "detail": None, "reason": "used", "count": 2},
+        {"measure": "rows", "subject": "identity_graph", "detail": None, "reason": "total", "count": 2},
+        {"measure": "quarantine", "subject": None, "detail": None, "reason": "hub_identity", "count": 1},
+        {"measure": "members", "subject": "us", "detail": None, "reason": None, "count": 2},
+        {"measure": "changes", "subject": "aam", "detail": "hub_batch", "reason": "qualified", "count": 4},
+        {"measure": "exclusions", "subject": "aam", "detail": None, "reason": "consent", "count": 1},
+    ]
+    counts = RunCounts.from_rows(rows, ["us", "buyers"])
+    assert counts.members == {"us": 2, "buyers": 0}
+    assert counts.changes == {ChangeKey("aam", "hub_batch", "qualified"): 4}
+    assert counts.as_map() == {
+        "changes.aam.hub_batch.qualified": 4,
+        "exclusions.aam.consent": 1,
+        "members.buyers": 0,
+        "members.us": 2,
+        "persons": 3,
+        "quarantine.hub_identity": 1,
+        "rows.identity_graph.total": 2,
+        "rows.identity_graph.used": 2,
+    }
+    with pytest.raises(ValueError, match="unknown count measure"):
+        RunCounts.from_rows([{**rows[0], "measure": "bogus"}], [])
+
+
+def test_outputs_are_conformed_to_their_table(spark: SparkSession) -> None:
+    df = spark.createDataFrame(
+        [("p1", 2, "ECID", "x", "extra")], "person_id string, graph_size int, namespace string, id string, z string"
+    )
+    conformed = tables.CLUSTERS.conform(df)
+    assert conformed.columns == ["namespace", "id", "person_id", "graph_size"]
+    with pytest.raises(tables.TableSchemaError, match="identity_clusters: column graph_size has type bigint"):
+        tables.CLUSTERS.conform(df.withColumn("graph_size", F.col("graph_size").cast("long")))
+    with pytest.raises(tables.TableSchemaError, match="column namespace is missing"):
+        tables.CLUSTERS.conform(df.drop("namespace"))
+    assert tables.PROFILES.conform(df) is df  # no fixed schema: the attributes follow the inputs
+
+
+def test_every_table_has_one_spec_and_a_configurable_location(config: AppConfig) -> None:
+    names = [spec.name for spec in (*tables.INPUTS, *tables.OUTPUTS) if not spec.per_destination]
+    assert len(names) == len(set(names))
+    assert set(names) | {"activation"} == {name.value for name in TableName}
+    assert tables.by_name("segment_membership") is tables.MEMBERSHIP
+    with pytest.raises(KeyError):
+        tables.by_name("nope")
+    assert tables.ACTIVATION_EDGE.location(config.job, "aam").endswith("/activation/aam/edge_streaming")
+    with pytest.raises(ValueError, match="per-destination"):
+        tables.ACTIVATION_HUB.location(config.job)
+    assert tables.activation_key("aam", tables.ACTIVATION_HUB) == "activation/aam/hub_batch"
+    for spec in tables.OUTPUTS:
+        assert spec.role is tables.Role.OUTPUT and spec.mode is not tables.WriteMode.READ_ONLY
+        assert (tables.RUN_ID in spec.partition_by) == (spec.mode is tables.WriteMode.RUN_PARTITION)
