@@ -17,8 +17,9 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 import identity_reference as rules  # the reference model (NsInfo comes with it)
+from audience_activation.components import connected_components
 from audience_activation.config import IdentitySettings, NamespaceConfig, NamespacesConfig, NamespaceType
-from audience_activation.identity import AsOfInputs, as_of, connected_components, resolve_identities
+from audience_activation.identity import AsOfInputs, as_of, resolve_identities
 from audience_activation.storage.base import ParquetCheckpoint
 
 # E-mail and phone person ids carry the SHA-256 of the (trimmed, lower-cased) value, never the value.

@@ -35,6 +35,7 @@ from pyspark.sql.window import WindowSpec
 
 from . import identity_rules as rules
 from .columns import identity_map_entries, normalize_namespace, timestamp_literal
+from .components import connected_components
 from .config import IdentitySettings, NamespacesConfig
 from .namespaces import NamespaceLookup, invalid_reason, public_person_id
 from .schemas import EXPERIENCE_EVENTS, IDENTITY_GRAPH, PROFILE_FRAGMENTS, REGION_INFORMATION
@@ -46,7 +47,6 @@ Checkpoint = Callable[[DataFrame], DataFrame]
 
 #: Give up if connected components has not converged after this many rounds (a chain of 2^40 nodes needs
 #: about 80); reaching it means a bug, not a big graph.
-MAX_CC_ROUNDS = 200
 
 NO_VALID_IDENTITY = "no_valid_identity"
 RESOLUTION_SOURCE_ORDER = (IDENTITY_GRAPH, PROFILE_FRAGMENTS, EXPERIENCE_EVENTS)
@@ -448,86 +448,6 @@ def drop_hub_links(links: DataFrame, hubs: DataFrame) -> DataFrame:
 def node_key(namespace: Column, identity: Column) -> Column:
     """A string key per identity whose binary order is the ``(namespace, id)`` order."""
     return F.concat(namespace, F.lit(_KEY_SEPARATOR), identity)
-
-
-def _large_star(edges: DataFrame) -> DataFrame:
-    """Connect every neighbour larger than a node to the node's smallest neighbour (itself included)."""
-    both = edges.select(F.col("u"), F.col("v")).unionByName(edges.select(F.col("v").alias("u"), F.col("u").alias("v")))
-    smallest = both.groupBy("u").agg(F.least(F.min("v"), F.col("u")).alias("m"))
-    return (
-        both.where(F.col("v") > F.col("u"))
-        .join(smallest, on="u", how="inner")
-        .select(F.col("v").alias("u"), F.col("m").alias("v"))
-        .where(F.col("u") != F.col("v"))
-        .distinct()
-    )
-
-
-def _small_star(edges: DataFrame) -> DataFrame:
-    """Connect every node's smaller neighbours (and the node) to the smallest of them."""
-    oriented = edges.select(F.greatest("u", "v").alias("u"), F.least("u", "v").alias("v"))
-    smallest = oriented.groupBy("u").agg(F.min("v").alias("m"))
-    members = oriented.select("u", "v").unionByName(smallest.select("u", F.col("u").alias("v")))
-    return (
-        members.join(smallest, on="u", how="inner")
-        .select(F.col("v").alias("u"), F.col("m").alias("v"))
-        .where(F.col("u") != F.col("v"))
-        .distinct()
-    )
-
-
-def _converged(edges: DataFrame) -> bool:
-    """Whether the edges form one star per component, each centred on the component's smallest node.
-
-    Both must hold: every node hangs off exactly one smaller node (its centre), and no centre hangs off a
-    smaller node. (The second alone is not enough: a node can hang off two centres that still belong to one
-    component.)
-    """
-    oriented = edges.select(F.greatest("u", "v").alias("big"), F.least("u", "v").alias("small"))
-    two_centres = (
-        oriented.groupBy("big").agg(F.countDistinct("small").alias("centres")).where(F.col("centres") > 1).select("big")
-    )
-    centres_not_roots = oriented.join(
-        oriented.select(F.col("big").alias("small")).distinct(), on="small", how="left_semi"
-    ).select(F.col("small").alias("big"))
-    return two_centres.unionByName(centres_not_roots).isEmpty()
-
-
-@dataclass(frozen=True)
-class Components:
-    """Result of :func:`connected_components`: ``node, component`` per linked node, and the rounds used."""
-
-    labels: DataFrame
-    rounds: int
-
-
-def connected_components(edges: DataFrame, checkpoint: Checkpoint) -> Components:
-    """Label each node of an undirected graph with the smallest node of its component.
-
-    Alternating large-star and small-star (Kiveris et al., SoCC 2014): logarithmic rounds in practice, also on
-    long chains. Each round's edges go through ``checkpoint`` (a parquet write and re-read in the jobs) so the
-    plan stays one round deep; every operation is deterministic, so AQE re-planning cannot change a result.
-
-    Args:
-        edges: ``u, v`` string node keys; self-loops and duplicates allowed.
-        checkpoint: the lineage barrier.
-
-    Returns:
-        The labels of every node that has at least one edge, and the number of rounds.
-    """
-    current = checkpoint(edges.select("u", "v").where(F.col("u") != F.col("v")).distinct())
-    rounds = 0
-    while True:
-        rounds += 1
-        if rounds > MAX_CC_ROUNDS:
-            raise RuntimeError(f"connected components did not converge in {MAX_CC_ROUNDS} rounds")
-        current = checkpoint(_small_star(_large_star(current)))
-        if _converged(current):
-            break
-    log.info("connected components converged after %d round(s)", rounds)
-    oriented = current.select(F.greatest("u", "v").alias("node"), F.least("u", "v").alias("component"))
-    roots = oriented.select(F.col("component").alias("node"), "component").distinct()
-    return Components(labels=oriented.unionByName(roots).distinct(), rounds=rounds)
 
 
 # -- step 5: persons per component ------------------------------------------------------------------------------
