@@ -19,7 +19,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from . import tables
-from .columns import IDENTITY_MAP_TYPE, as_utc, empty_identity_map, normalize_namespace, timestamp_literal
+from .columns import IDENTITY_MAP_TYPE, as_utc, identity_map_entries, timestamp_literal
 from .config import DestinationConfig, NamespacesConfig, RegionsConfig, Routing
 from .membership import REALIZED
 from .namespaces import NamespaceLookup
@@ -66,13 +66,8 @@ def accepted_identities(identity_map: Column, destination: DestinationConfig, lo
 
     With ``hash_emails``, ``Email`` identities become ``EMAIL_LC_SHA256`` (de-duplicated against existing ones).
     """
-    entries = F.flatten(
-        F.transform(
-            F.map_entries(F.coalesce(identity_map, empty_identity_map())),
-            lambda e: F.transform(
-                e["value"], lambda v: F.struct(normalize_namespace(e["key"]).alias("ns"), v["id"].alias("id"))
-            ),
-        )
+    entries = F.transform(
+        identity_map_entries(identity_map), lambda e: F.struct(e["namespace"].alias("ns"), e["id"].alias("id"))
     )
     if destination.hash_emails:
         # Hashes are lower-case hex; existing EMAIL_LC_SHA256 ids are lower-cased so the same hash sent in upper
@@ -195,13 +190,15 @@ def person_regions(
     within ``[T - window, T]``, each with its latest capture."""
     if regions is None:
         return empty_regions(clusters.sparkSession)
-    t = as_utc(evaluation_time)
-    since = F.lit(t - dt.timedelta(days=edge_window_days)).cast("timestamp")
-    until = F.lit(t).cast("timestamp")
+    since = timestamp_literal(as_utc(evaluation_time) - dt.timedelta(days=edge_window_days))
+    until = timestamp_literal(evaluation_time)
     captures = (
-        regions.select(F.explode("identityMap").alias("ns", "ids"), "userActivityRegions")
-        .select(normalize_namespace(F.col("ns")).alias("namespace"), F.explode("ids").alias("i"), "userActivityRegions")
-        .select("namespace", F.col("i.id").alias("id"), F.explode("userActivityRegions").alias("region", "c"))
+        regions.select(F.explode(identity_map_entries(F.col("identityMap"))).alias("i"), "userActivityRegions")
+        .select(
+            F.col("i.namespace").alias("namespace"),
+            F.col("i.id").alias("id"),
+            F.explode("userActivityRegions").alias("region", "c"),
+        )
         .select("namespace", "id", "region", F.col("c.captureTimestamp").alias("captured_at"))
         .where((F.col("captured_at") >= since) & (F.col("captured_at") <= until))
     )
