@@ -218,6 +218,50 @@ class ActivationResult:
     exclusions: DataFrame  # destination_id, reason, persons
 
 
+def _with_previous_flags(
+    joined: DataFrame,
+    current_mappings: DataFrame,
+    previous_mappings: DataFrame,
+    previous_membership: DataFrame | None,
+) -> DataFrame:
+    """Add ``newly_mapped``, ``mapped`` (mapped at ``T``) and ``was_realized`` (at the previous run) flags."""
+    newly_mapped = current_mappings.join(
+        previous_mappings, on=["destination_id", "segment_id"], how="left_anti"
+    ).select("destination_id", "segment_id", F.lit(True).alias("newly_mapped"))
+    still_mapped = current_mappings.select("destination_id", "segment_id", F.lit(True).alias("mapped"))
+    was_realized = (
+        (
+            previous_membership
+            if previous_membership is not None
+            else joined.sparkSession.createDataFrame([], "person_id string, segment_id string, status string")
+        )
+        .where(F.col("status") == REALIZED)
+        .select("person_id", "segment_id", F.lit(True).alias("was_realized"))
+    )
+    return (
+        joined.join(F.broadcast(newly_mapped), on=["destination_id", "segment_id"], how="left")
+        .join(F.broadcast(still_mapped), on=["destination_id", "segment_id"], how="left")
+        .join(was_realized, on=["person_id", "segment_id"], how="left")
+    )
+
+
+def _change_reasons() -> tuple[Column, Column]:
+    """The reason of an added and of a removed row: the first that applies, in the documented order."""
+    added = (
+        F.when(F.coalesce(F.col("newly_mapped"), F.lit(False)), F.lit(BACKFILL))
+        .when(~F.coalesce(F.col("was_realized"), F.lit(False)), F.lit(QUALIFIED))
+        .when(F.col("p.consent_ok") == F.lit(False), F.lit(CONSENT_GRANTED))
+        .otherwise(F.lit(IDENTITY_ADDED))
+    )
+    removed = (
+        F.when(~F.coalesce(F.col("mapped"), F.lit(False)), F.lit(UNMAPPED))
+        .when(F.col("c.activated").isNull(), F.lit(DISQUALIFIED))
+        .when(~F.col("c.consent_ok"), F.lit(CONSENT_REVOKED))
+        .otherwise(F.lit(IDENTITY_REMOVED))
+    )
+    return added, removed
+
+
 def diff_activations(
     current: DataFrame,
     previous_state: DataFrame | None,
@@ -245,36 +289,8 @@ def diff_activations(
     now_on = F.coalesce(F.col("c.activated"), F.lit(False))
     was_on = F.coalesce(F.col("p.activated"), F.lit(False))
 
-    newly_mapped = current_mappings.join(
-        previous_mappings, on=["destination_id", "segment_id"], how="left_anti"
-    ).select("destination_id", "segment_id", F.lit(True).alias("newly_mapped"))
-    still_mapped = current_mappings.select("destination_id", "segment_id", F.lit(True).alias("mapped"))
-    was_realized = (
-        (
-            previous_membership
-            if previous_membership is not None
-            else spark.createDataFrame([], "person_id string, segment_id string, status string")
-        )
-        .where(F.col("status") == REALIZED)
-        .select("person_id", "segment_id", F.lit(True).alias("was_realized"))
-    )
-    flagged = (
-        joined.join(F.broadcast(newly_mapped), on=["destination_id", "segment_id"], how="left")
-        .join(F.broadcast(still_mapped), on=["destination_id", "segment_id"], how="left")
-        .join(was_realized, on=["person_id", "segment_id"], how="left")
-    )
-    added_reason = (
-        F.when(F.coalesce(F.col("newly_mapped"), F.lit(False)), F.lit(BACKFILL))
-        .when(~F.coalesce(F.col("was_realized"), F.lit(False)), F.lit(QUALIFIED))
-        .when(F.col("p.consent_ok") == F.lit(False), F.lit(CONSENT_GRANTED))
-        .otherwise(F.lit(IDENTITY_ADDED))
-    )
-    removed_reason = (
-        F.when(~F.coalesce(F.col("mapped"), F.lit(False)), F.lit(UNMAPPED))
-        .when(F.col("c.activated").isNull(), F.lit(DISQUALIFIED))
-        .when(~F.col("c.consent_ok"), F.lit(CONSENT_REVOKED))
-        .otherwise(F.lit(IDENTITY_REMOVED))
-    )
+    flagged = _with_previous_flags(joined, current_mappings, previous_mappings, previous_membership)
+    added_reason, removed_reason = _change_reasons()
     changes = flagged.where(now_on != was_on).select(
         *keys,
         F.when(now_on, F.lit(REALIZED)).otherwise(F.lit("exited")).alias("status"),

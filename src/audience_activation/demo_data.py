@@ -29,6 +29,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from pyspark.sql import Column, DataFrame, SparkSession
@@ -229,13 +230,13 @@ def _persons(spark: SparkSession, persons: int, rnd: _Random) -> DataFrame:
     )
 
 
-def _fragments(people: DataFrame, rnd: _Random, anchor: dt.datetime) -> DataFrame:
-    pid = F.col("pid")
-    no = F.lit(None)
-    birth = F.date_add(F.lit(dt.date(1950, 1, 1)), rnd.below("birth", 50 * 365, pid))
+FragmentBuilder = Callable[..., DataFrame]
 
-    def consent(tag: str) -> Column:
-        return F.when(rnd.uniform(tag, pid) < 0.7, "y").otherwise("n")
+
+def _fragment_builder(people: DataFrame, rnd: _Random, anchor: dt.datetime) -> FragmentBuilder:
+    """``fragment(dataset, identity_map, **attributes)``: one fragment per person in the fragment schema
+    (attributes not given are null)."""
+    pid = F.col("pid")
 
     def fragment(dataset: str, identity_map: Column, **attributes: Column) -> DataFrame:
         columns = {
@@ -244,10 +245,20 @@ def _fragments(people: DataFrame, rnd: _Random, anchor: dt.datetime) -> DataFram
             "ingested_at": _days_before(anchor, rnd.uniform(f"ingest-{dataset}", pid), FRAGMENT_LOOKBACK_DAYS),
         }
         for field in _schema(FRAGMENT_DDL).fields[3:]:
-            columns[field.name] = attributes.get(field.name, no).cast(field.dataType)
+            columns[field.name] = attributes.get(field.name, F.lit(None)).cast(field.dataType)
         return people.select(*[column.alias(name) for name, column in columns.items()])
 
-    crm = fragment(
+    return fragment
+
+
+def _consent(rnd: _Random, tag: str) -> Column:
+    return F.when(rnd.uniform(tag, F.col("pid")) < 0.7, "y").otherwise("n")
+
+
+def _crm_fragments(fragment: FragmentBuilder, rnd: _Random) -> DataFrame:
+    pid = F.col("pid")
+    birth = F.date_add(F.lit(dt.date(1950, 1, 1)), rnd.below("birth", 50 * 365, pid))
+    return fragment(
         "crm_profiles",
         _ids(("CRMID", F.col("crmid"), True), ("Email", F.col("email"), False)),
         person=F.struct(
@@ -258,12 +269,15 @@ def _fragments(people: DataFrame, rnd: _Random, anchor: dt.datetime) -> DataFram
         homeAddress=F.struct(F.col("country").alias("countryCode"), F.col("city").alias("city")),
         personalEmail=F.struct(F.col("email").alias("address")),
         consents=F.struct(
-            F.struct(F.struct(consent("consent-email").alias("val")).alias("email")).alias("marketing"),
-            F.struct(consent("consent-share").alias("val")).alias("share"),
+            F.struct(F.struct(_consent(rnd, "consent-email").alias("val")).alias("email")).alias("marketing"),
+            F.struct(_consent(rnd, "consent-share").alias("val")).alias("share"),
         ),
     ).where(F.col("identityMap")["CRMID"].isNotNull())
 
-    loyalty = fragment(
+
+def _loyalty_fragments(fragment: FragmentBuilder, rnd: _Random) -> DataFrame:
+    pid, no = F.col("pid"), F.lit(None)
+    return fragment(
         "loyalty_profiles",
         _ids(("LOYALTY_ID", F.col("loyalty_id"), True), ("CRMID", F.col("crmid"), False)),
         homeAddress=F.struct(no.alias("countryCode"), rnd.choice("city2", CITIES, pid).alias("city")),
@@ -273,12 +287,15 @@ def _fragments(people: DataFrame, rnd: _Random, anchor: dt.datetime) -> DataFram
             (rnd.below("ltv", 1_000_000, pid) / F.lit(100)).cast("decimal(12,2)").alias("lifetimeValue"),
         ),
         consents=F.struct(
-            F.struct(F.struct(consent("consent-email-2").alias("val")).alias("email")).alias("marketing"),
+            F.struct(F.struct(_consent(rnd, "consent-email-2").alias("val")).alias("email")).alias("marketing"),
             F.struct(no.cast("string").alias("val")).alias("share"),
         ),
     ).where(F.col("identityMap")["LOYALTY_ID"].isNotNull())
 
-    web = fragment(
+
+def _web_fragments(fragment: FragmentBuilder, rnd: _Random) -> DataFrame:
+    pid, no = F.col("pid"), F.lit(None)
+    return fragment(
         "web_profiles",
         _ids(
             ("ECID", F.col("ecid"), True),
@@ -300,7 +317,38 @@ def _fragments(people: DataFrame, rnd: _Random, anchor: dt.datetime) -> DataFram
             rnd.choice("theme", ("light", "dark"), pid),
         ),
     )
-    return crm.unionByName(loyalty).unionByName(web)
+
+
+def _fragments(people: DataFrame, rnd: _Random, anchor: dt.datetime) -> DataFrame:
+    fragment = _fragment_builder(people, rnd, anchor)
+    return (
+        _crm_fragments(fragment, rnd)
+        .unionByName(_loyalty_fragments(fragment, rnd))
+        .unionByName(_web_fragments(fragment, rnd))
+    )
+
+
+def _product_list_items(rnd: _Random, pid: Column, n: Column) -> Column:
+    """1 to 3 products of the catalogue, each with a quantity of 1 to 3 and its price total."""
+    product = F.array(
+        *[F.struct(F.lit(s).alias("SKU"), F.lit(nm).alias("name"), F.lit(p).alias("price")) for s, nm, p in PRODUCTS]
+    )
+    items = F.transform(
+        F.sequence(F.lit(1), rnd.below("nitems", 3, pid, n) + 1),
+        lambda i: F.struct(
+            F.element_at(product, F.pmod(rnd.hash("item", pid, n, i), F.lit(len(PRODUCTS))).cast("int") + 1).alias("p"),
+            (F.pmod(rnd.hash("qty", pid, n, i), F.lit(3)) + 1).alias("q"),
+        ),
+    )
+    return F.transform(
+        items,
+        lambda it: F.struct(
+            it["p"]["SKU"].alias("SKU"),
+            it["p"]["name"].alias("name"),
+            it["q"].cast("bigint").alias("quantity"),
+            F.round(it["p"]["price"] * it["q"], 2).alias("priceTotal"),
+        ),
+    )
 
 
 def _events(people: DataFrame, rnd: _Random, anchor: dt.datetime) -> DataFrame:
@@ -313,25 +361,7 @@ def _events(people: DataFrame, rnd: _Random, anchor: dt.datetime) -> DataFrame:
     from_app = (event_type == "application.launch") | (rnd.uniform("channel", pid, n) < 0.25)
     device_id = F.coalesce(F.col("idfa"), F.col("gaid"))
     logged_in = rnd.uniform("login", pid, n) < 0.4
-    product = F.array(
-        *[F.struct(F.lit(s).alias("SKU"), F.lit(nm).alias("name"), F.lit(p).alias("price")) for s, nm, p in PRODUCTS]
-    )
-    items = F.transform(
-        F.sequence(F.lit(1), rnd.below("nitems", 3, pid, n) + 1),
-        lambda i: F.struct(
-            F.element_at(product, F.pmod(rnd.hash("item", pid, n, i), F.lit(len(PRODUCTS))).cast("int") + 1).alias("p"),
-            (F.pmod(rnd.hash("qty", pid, n, i), F.lit(3)) + 1).alias("q"),
-        ),
-    )
-    list_items = F.transform(
-        items,
-        lambda it: F.struct(
-            it["p"]["SKU"].alias("SKU"),
-            it["p"]["name"].alias("name"),
-            it["q"].cast("bigint").alias("quantity"),
-            F.round(it["p"]["price"] * it["q"], 2).alias("priceTotal"),
-        ),
-    )
+    list_items = _product_list_items(rnd, pid, n)
     is_commerce = event_type.startswith("commerce.")
     is_purchase = event_type == "commerce.purchases"
     events = exploded.select(

@@ -51,84 +51,87 @@ def _categories(df: DataFrame, table: str, **categories: Column) -> DataFrame:
     return _measure(exploded, "rows", F.lit(table), F.lit(None), F.col("k"), F.coalesce(F.col("v"), F.lit(0)))
 
 
-def row_accounting(
-    inputs: Inputs, results: Results, config: AppConfig, evaluation_time: dt.datetime
-) -> list[DataFrame]:
-    """Where every input row went (see the module docstring), one DataFrame of count rows per input table."""
-    t = timestamp_literal(evaluation_time)
-    parts: list[DataFrame] = []
+def _fragment_rows(fragments: DataFrame, profiles: DataFrame, config: AppConfig, t: Column) -> list[DataFrame]:
     valid = profile.primary_identity(F.col("identityMap")).isNotNull()
-
-    fragments = inputs.fragments
     at_t = identity.existed_at(PROFILE_FRAGMENTS, t)
     policy = config.job.merge_policy
     listed = F.col("dataset").isin(list(policy.datasets)) if hasattr(policy, "datasets") else F.lit(True)
-    parts.append(
+    categories = _categories(
+        fragments,
+        PROFILE_FRAGMENTS,
+        total=F.count(F.lit(1)),
+        missing_timestamp=_count_if(F.col("ingested_at").isNull()),
+        after_t=_count_if(F.col("ingested_at") > t),
+        no_valid_identity=_count_if(at_t & ~valid),
+        ignored_by_merge_policy=_count_if(at_t & valid & ~listed),
+    )
+    used = profiles.agg(F.sum("fragment_count").alias("n"))
+    return [
+        categories,
+        _measure(used, "rows", F.lit(PROFILE_FRAGMENTS), F.lit(None), F.lit("used"), F.coalesce("n", F.lit(0))),
+    ]
+
+
+def _event_rows(events: DataFrame, person_events: DataFrame | None, t: Column) -> list[DataFrame]:
+    valid = profile.primary_identity(F.col("identityMap")).isNotNull()
+    at_t = identity.existed_at(EXPERIENCE_EVENTS, t)
+    distinct = F.countDistinct(F.when(at_t & valid, profile.event_key(events)))
+    parts = [
         _categories(
-            fragments,
-            PROFILE_FRAGMENTS,
+            events,
+            EXPERIENCE_EVENTS,
             total=F.count(F.lit(1)),
-            missing_timestamp=_count_if(F.col("ingested_at").isNull()),
-            after_t=_count_if(F.col("ingested_at") > t),
+            missing_timestamp=_count_if(F.col("timestamp").isNull()),
+            after_t=_count_if(F.col("timestamp") > t),
             no_valid_identity=_count_if(at_t & ~valid),
-            ignored_by_merge_policy=_count_if(at_t & valid & ~listed),
+            duplicate_id=_count_if(at_t & valid) - distinct,
         )
+    ]
+    if person_events is not None:
+        used = person_events.agg(F.count(F.lit(1)).alias("n"))
+        parts.append(_measure(used, "rows", F.lit(EXPERIENCE_EVENTS), F.lit(None), F.lit("used"), F.col("n")))
+    return parts
+
+
+def _link_rows(links: DataFrame, t: Column) -> DataFrame:
+    at_t = identity.existed_at(IDENTITY_GRAPH, t)
+    ends_valid = identity.valid_link_ends()
+    return _categories(
+        links,
+        IDENTITY_GRAPH,
+        total=F.count(F.lit(1)),
+        missing_timestamp=_count_if(F.col("last_seen_at").isNull()),
+        after_t=_count_if(F.col("last_seen_at") > t),
+        invalid_link=_count_if(at_t & ~ends_valid),
+        used=_count_if(at_t & ends_valid),
     )
-    used = results.profiles.agg(F.sum("fragment_count").alias("n"))
-    parts.append(
-        _measure(used, "rows", F.lit(PROFILE_FRAGMENTS), F.lit(None), F.lit("used"), F.coalesce("n", F.lit(0)))
+
+
+def _region_rows(regions: DataFrame, t: Column) -> DataFrame:
+    valid = profile.primary_identity(F.col("identityMap")).isNotNull()
+    captured = F.coalesce(identity.captured_by(t), F.lit(False))
+    return _categories(
+        regions,
+        REGION_INFORMATION,
+        total=F.count(F.lit(1)),
+        after_t=_count_if(~captured),
+        no_valid_identity=_count_if(captured & ~valid),
+        used=_count_if(captured & valid),
     )
 
-    events = inputs.events
-    if events is not None:
-        at_t = identity.existed_at(EXPERIENCE_EVENTS, t)
-        distinct = F.countDistinct(F.when(at_t & valid, profile.event_key(events)))
-        parts.append(
-            _categories(
-                events,
-                EXPERIENCE_EVENTS,
-                total=F.count(F.lit(1)),
-                missing_timestamp=_count_if(F.col("timestamp").isNull()),
-                after_t=_count_if(F.col("timestamp") > t),
-                no_valid_identity=_count_if(at_t & ~valid),
-                duplicate_id=_count_if(at_t & valid) - distinct,
-            )
-        )
-        person_events = results.events.agg(F.count(F.lit(1)).alias("n")) if results.events is not None else None
-        if person_events is not None:
-            parts.append(
-                _measure(person_events, "rows", F.lit(EXPERIENCE_EVENTS), F.lit(None), F.lit("used"), F.col("n"))
-            )
 
-    links = inputs.links
-    if links is not None:
-        at_t = identity.existed_at(IDENTITY_GRAPH, t)
-        ends_valid = identity.valid_link_ends()
-        parts.append(
-            _categories(
-                links,
-                IDENTITY_GRAPH,
-                total=F.count(F.lit(1)),
-                missing_timestamp=_count_if(F.col("last_seen_at").isNull()),
-                after_t=_count_if(F.col("last_seen_at") > t),
-                invalid_link=_count_if(at_t & ~ends_valid),
-                used=_count_if(at_t & ends_valid),
-            )
-        )
-
-    regions = inputs.regions
-    if regions is not None:
-        captured = F.coalesce(identity.captured_by(t), F.lit(False))
-        parts.append(
-            _categories(
-                regions,
-                REGION_INFORMATION,
-                total=F.count(F.lit(1)),
-                after_t=_count_if(~captured),
-                no_valid_identity=_count_if(captured & ~valid),
-                used=_count_if(captured & valid),
-            )
-        )
+def row_accounting(
+    inputs: Inputs, results: Results, config: AppConfig, evaluation_time: dt.datetime
+) -> list[DataFrame]:
+    """Where every input row went (see the module docstring), as count rows per input table present."""
+    t = timestamp_literal(evaluation_time)
+    parts = _fragment_rows(inputs.fragments, results.profiles, config, t)
+    if inputs.events is not None:
+        parts += _event_rows(inputs.events, results.events, t)
+    if inputs.links is not None:
+        parts.append(_link_rows(inputs.links, t))
+    if inputs.regions is not None:
+        parts.append(_region_rows(inputs.regions, t))
     return parts
 
 

@@ -140,6 +140,31 @@ class TableState:
     handle: Any = None
 
 
+@dataclass(frozen=True)
+class CommitPlan:
+    """What an engine's commit writes, decided (and checked) by the write template.
+
+    Attributes:
+        mode: see :data:`WriteMode`; ``where`` restricts an overwrite to the matching partitions.
+        base: the existing table the commit is based on; None when this commit creates the table.
+        schema: the table's schema (the one to create when ``base`` is None).
+        partition_columns: the table's partition columns.
+        where: the partition values an overwrite replaces, or None.
+        properties: the table properties of a creating commit (empty when the table exists).
+        write_id: the write's id (also in ``metadata``).
+        metadata: the commit's custom metadata (:func:`commit_metadata`), stored as its ``userMetadata``.
+    """
+
+    mode: WriteMode
+    base: TableState | None
+    schema: StructType
+    partition_columns: Sequence[str]
+    where: Mapping[str, PartitionValue] | None
+    properties: Mapping[str, str]
+    write_id: str
+    metadata: Mapping[str, str]
+
+
 class DeltaStorage(abc.ABC):
     """Reads and writes Delta tables. Implementations: ``delta-spark`` and ``delta-rs``."""
 
@@ -369,9 +394,7 @@ class DeltaStorage(abc.ABC):
                 self._set_properties(location, lacking, base)
                 log.info("%s: set table properties %s", location, lacking)
                 base = self._table_state(location, None) or base
-        return self._commit(
-            df,
-            location,
+        plan = CommitPlan(
             mode=mode,
             base=base,
             schema=schema,
@@ -381,6 +404,7 @@ class DeltaStorage(abc.ABC):
             write_id=write_id,
             metadata=metadata,
         )
+        return self._commit(df, location, plan)
 
     # -- what each engine implements -----------------------------------------------------------------
     @abc.abstractmethod
@@ -400,31 +424,9 @@ class DeltaStorage(abc.ABC):
         """Set table properties of an existing table in a commit of their own."""
 
     @abc.abstractmethod
-    def _commit(
-        self,
-        df: DataFrame,
-        location: str,
-        *,
-        mode: WriteMode,
-        base: TableState | None,
-        schema: StructType,
-        partition_columns: Sequence[str],
-        where: Mapping[str, PartitionValue] | None,
-        properties: Mapping[str, str],
-        write_id: str,
-        metadata: Mapping[str, str],
-    ) -> int:
-        """Write ``df`` (already checked and conformed) and commit it atomically; return the commit's version.
-
-        Args:
-            df: the rows, with the table's columns in its order (and the ``where`` row check applied).
-            mode: see :data:`WriteMode`; ``where`` restricts an overwrite to the matching partitions.
-            base: the existing table the commit is based on; None when this commit creates the table.
-            schema: the table's schema (the one to create when ``base`` is None).
-            partition_columns: the table's partition columns.
-            properties: the table properties of a creating commit (empty when the table exists).
-            write_id: the write's id (also in ``metadata``).
-            metadata: the commit's custom metadata (:func:`commit_metadata`), stored as its ``userMetadata``.
+    def _commit(self, df: DataFrame, location: str, plan: CommitPlan) -> int:
+        """Write ``df`` (already checked and conformed) and commit it atomically as ``plan`` says; return the
+        commit's version. ``df`` has the table's columns in its order (and the ``where`` row check applied).
 
         Raises:
             ConcurrentWriteError: another writer committed first (:func:`lost_race`) or created the table

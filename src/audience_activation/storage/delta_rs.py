@@ -26,7 +26,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from datetime import timedelta
 from functools import reduce
 from typing import Any, cast
@@ -44,24 +44,10 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
-from .base import (
-    ConcurrentWriteError,
-    DeltaStorage,
-    PartitionValue,
-    StorageError,
-    TableNotFoundError,
-    TableSnapshot,
-    TableState,
-    UnsupportedTableFeatureError,
-    WriteMode,
-    arrow_filesystem,
-    created_meanwhile,
-    damaged,
-    damaged_log_entry,
-    lost_race,
-    require_files,
-    with_user_metadata,
-)
+from . import errors
+from .base import CommitPlan, DeltaStorage, PartitionValue, TableSnapshot, TableState
+from .errors import ConcurrentWriteError, StorageError, TableNotFoundError, UnsupportedTableFeatureError, damaged
+from .files import arrow_filesystem, damaged_log_entry, require_files, with_user_metadata
 
 log = logging.getLogger(__name__)
 
@@ -238,20 +224,9 @@ class DeltaRsStorage(DeltaStorage):
         log.info("%s: restored version %d as version %d", location, version, restored)
         return restored
 
-    def _commit(
-        self,
-        df: DataFrame,
-        location: str,
-        *,
-        mode: WriteMode,
-        base: TableState | None,
-        schema: StructType,
-        partition_columns: Sequence[str],
-        where: Mapping[str, PartitionValue] | None,
-        properties: Mapping[str, str],
-        write_id: str,
-        metadata: Mapping[str, str],
-    ) -> int:
+    def _commit(self, df: DataFrame, location: str, plan: CommitPlan) -> int:
+        mode, base, schema, where, properties = plan.mode, plan.base, plan.schema, plan.where, plan.properties
+        partition_columns, write_id, metadata = plan.partition_columns, plan.write_id, plan.metadata
         root = table_root(location)
         table: DeltaTable | None = base.handle if base is not None else None
         partition_columns = list(partition_columns)
@@ -289,13 +264,13 @@ class DeltaRsStorage(DeltaStorage):
                 )
         except CommitFailedError as exc:
             self._delete_tree(staging)  # a failed commit wrote nothing to the log
-            raise lost_race(location, base.version if base is not None else None, str(exc)) from exc
+            raise errors.lost_race(location, base.version if base is not None else None, str(exc)) from exc
         except DeltaError as exc:
             if self.exists(location) and self._committed_version(location, write_id) is not None:
                 raise StorageError(f"{location}: committed, but a post-commit step failed: {exc}") from exc
             self._delete_tree(staging)
             if table is None and self.exists(location):
-                raise created_meanwhile(location) from exc
+                raise errors.created_meanwhile(location) from exc
             raise StorageError(f"{location}: the Delta commit failed: {exc}") from exc
         except BaseException:
             # Keep the files if the commit landed after all (e.g. interrupted during a post-commit step).

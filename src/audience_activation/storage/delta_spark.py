@@ -30,7 +30,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -38,23 +38,14 @@ from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import StructType
 
-from .base import (
-    ConcurrentWriteError,
-    DeltaStorage,
-    PartitionValue,
-    StorageError,
-    TableNotFoundError,
-    TableSnapshot,
-    TableState,
-    UnsupportedTableFeatureError,
-    WriteMode,
+from . import errors
+from .base import CommitPlan, DeltaStorage, PartitionValue, TableSnapshot, TableState
+from .errors import ConcurrentWriteError, StorageError, TableNotFoundError, UnsupportedTableFeatureError, damaged
+from .files import (
     arrow_filesystem,
     commit_info,
     commit_versions,
-    created_meanwhile,
-    damaged,
     damaged_log_entry,
-    lost_race,
     require_files,
     uncommitted_data_files,
     with_user_metadata,
@@ -196,20 +187,9 @@ class DeltaSparkStorage(DeltaStorage):
         assignments = ", ".join(f"{_sql_literal(key)} = {_sql_literal(value)}" for key, value in properties.items())
         self.spark.sql(f"ALTER TABLE {_quoted_path(location)} SET TBLPROPERTIES ({assignments})")
 
-    def _commit(
-        self,
-        df: DataFrame,
-        location: str,
-        *,
-        mode: WriteMode,
-        base: TableState | None,
-        schema: StructType,
-        partition_columns: Sequence[str],
-        where: Mapping[str, PartitionValue] | None,
-        properties: Mapping[str, str],
-        write_id: str,
-        metadata: Mapping[str, str],
-    ) -> int:
+    def _commit(self, df: DataFrame, location: str, plan: CommitPlan) -> int:
+        mode, base, where, properties = plan.mode, plan.base, plan.where, plan.properties
+        partition_columns, write_id, metadata = plan.partition_columns, plan.write_id, plan.metadata
         read_version = base.version if base is not None else None
         writer = df.write.format("delta").mode("errorifexists" if mode == "create" else mode)
         writer = writer.option("userMetadata", json.dumps(metadata))
@@ -223,10 +203,10 @@ class DeltaSparkStorage(DeltaStorage):
         try:
             writer.save(location)
         except self._conflicts as exc:
-            raise lost_race(location, read_version, f"{type(exc).__name__}: {str(exc).splitlines()[0]}") from exc
+            raise errors.lost_race(location, read_version, f"{type(exc).__name__}: {str(exc).splitlines()[0]}") from exc
         except AnalysisException as exc:
             if read_version is None and _condition(exc) in ("DELTA_PATH_EXISTS", "PATH_ALREADY_EXISTS"):
-                raise created_meanwhile(location) from exc
+                raise errors.created_meanwhile(location) from exc
             raise self._translate(exc, location) from exc
         version = self._committed_version(location, write_id)
         if version is None and read_version is not None:
