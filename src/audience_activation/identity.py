@@ -25,7 +25,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from functools import reduce
 
 import pandas as pd
@@ -34,7 +33,8 @@ from pyspark.sql import functions as F
 from pyspark.sql.window import WindowSpec
 
 from . import identity_rules as rules
-from .columns import identity_map_entries, normalize_namespace, timestamp_literal
+from .as_of import AsOfInputs, as_of  # noqa: F401 - as_of re-exported (the identities job starts with it)
+from .columns import identity_map_entries, normalize_namespace
 from .components import connected_components
 from .config import IdentitySettings, NamespacesConfig
 from .namespaces import NamespaceLookup, invalid_reason, public_person_id
@@ -59,95 +59,6 @@ _KEY_SEPARATOR = "\u0000"
 
 
 # -- step 1: identities and their validation (rules in :mod:`audience_activation.namespaces`) ----------------
-
-
-@dataclass(frozen=True)
-class AsOfInputs:
-    """The input tables filtered to what existed at ``T``, and the rows without a time.
-
-    ``undated`` holds quarantine rows (``source_table, namespace, id, row_key, reason``) for input rows whose
-    time column is null: they cannot be placed before or after ``T`` and take no part in the run.
-    """
-
-    fragments: DataFrame | None
-    events: DataFrame | None
-    links: DataFrame | None
-    regions: DataFrame | None
-    undated: DataFrame | None = None
-
-
-MISSING_TIMESTAMP = "missing_timestamp"
-
-#: The column that says when a row of an input table came to exist (region rows: each capture's time).
-TIME_COLUMNS = {PROFILE_FRAGMENTS: "ingested_at", EXPERIENCE_EVENTS: "timestamp", IDENTITY_GRAPH: "last_seen_at"}
-
-
-def existed_at(table: str, t: Column) -> Column:
-    """True for rows of ``table`` that existed at ``t`` (their time at or before it; null when undated)."""
-    return F.col(TIME_COLUMNS[table]) <= t
-
-
-def captured_by(t: Column) -> Column:
-    """True for ``region_information`` rows with at least one capture at or before ``t``."""
-    return F.exists(F.map_values("userActivityRegions"), lambda capture: capture["captureTimestamp"] <= t)
-
-
-def valid_link_ends() -> Column:
-    """True for ``identity_graph`` rows whose two ends are valid identities."""
-    return (
-        invalid_reason(normalize_namespace(F.col("src_namespace")), F.col("src_id")).isNull()
-        & invalid_reason(normalize_namespace(F.col("dst_namespace")), F.col("dst_id")).isNull()
-    )
-
-
-def _undated(records: DataFrame, table: str, time: Column, row_key: Column) -> DataFrame:
-    first = F.array_min(identity_map_entries(F.col("identityMap")))
-    return records.where(time.isNull()).select(
-        F.lit(table).alias("source_table"),
-        first["namespace"].alias("namespace"),
-        first["id"].alias("id"),
-        row_key.cast("string").alias("row_key"),
-        F.lit(MISSING_TIMESTAMP).alias("reason"),
-    )
-
-
-def as_of(
-    fragments: DataFrame | None,
-    events: DataFrame | None,
-    links: DataFrame | None,
-    regions: DataFrame | None,
-    evaluation_time: datetime,
-) -> AsOfInputs:
-    """Keep the rows that existed at ``T``: ``ingested_at``/``timestamp``/``last_seen_at`` at or before it;
-    region rows with at least one capture at or before it (later captures of such a row are dropped).
-    Rows whose time is null are set aside as ``missing_timestamp`` quarantine rows."""
-    t = timestamp_literal(evaluation_time)
-    undated = []
-    regions_at_t = None
-    if regions is not None:
-        captures = F.map_filter("userActivityRegions", lambda _code, capture: capture["captureTimestamp"] <= t)
-        regions_at_t = regions.where(captured_by(t)).withColumn("userActivityRegions", captures)
-    if fragments is not None:
-        undated.append(_undated(fragments, PROFILE_FRAGMENTS, F.col("ingested_at"), F.lit(None)))
-    if events is not None:
-        undated.append(_undated(events, EXPERIENCE_EVENTS, F.col("timestamp"), F.col("_id")))
-    if links is not None:
-        undated.append(
-            links.where(F.col("last_seen_at").isNull()).select(
-                F.lit(IDENTITY_GRAPH).alias("source_table"),
-                normalize_namespace(F.col("src_namespace")).alias("namespace"),
-                F.col("src_id").alias("id"),
-                F.lit(None).cast("string").alias("row_key"),
-                F.lit(MISSING_TIMESTAMP).alias("reason"),
-            )
-        )
-    return AsOfInputs(
-        fragments=None if fragments is None else fragments.where(existed_at(PROFILE_FRAGMENTS, t)),
-        events=None if events is None else events.where(existed_at(EXPERIENCE_EVENTS, t)),
-        links=None if links is None else links.where(existed_at(IDENTITY_GRAPH, t)),
-        regions=regions_at_t,
-        undated=reduce(DataFrame.unionByName, undated) if undated else None,
-    )
 
 
 def identity_entries(records: DataFrame, source_table: str, time: Column, row_key: Column) -> DataFrame:

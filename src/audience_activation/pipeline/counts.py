@@ -4,7 +4,7 @@ Every input row is accounted for: ``rows.<table>.total`` equals the sum of that 
 counted by its own predicate (or from the results), so a row counted twice or not at all shows up as a
 difference. Categories: ``after_t`` (not yet existing at ``T``), ``missing_timestamp``, ``no_valid_identity``,
 ``invalid_link`` (an end invalid), ``ignored_by_merge_policy``, ``duplicate_id`` (an event ``_id`` seen
-before) and ``used``. The "existed at ``T``" predicates are those of :func:`audience_activation.identity.as_of`.
+before) and ``used``. The "existed at ``T``" predicates are those of :mod:`audience_activation.as_of`.
 
 The result has one row per count — ``measure, subject, detail, reason, count`` — that
 :meth:`audience_activation.runlog.RunCounts.from_rows` turns into the typed counts; the job layer collects it
@@ -19,7 +19,7 @@ from functools import reduce
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from .. import identity, profile
+from .. import as_of, profile
 from ..columns import timestamp_literal
 from ..config import AppConfig
 from ..membership import REALIZED
@@ -53,7 +53,7 @@ def _categories(df: DataFrame, table: str, **categories: Column) -> DataFrame:
 
 def _fragment_rows(fragments: DataFrame, profiles: DataFrame, config: AppConfig, t: Column) -> list[DataFrame]:
     valid = profile.primary_identity(F.col("identityMap")).isNotNull()
-    at_t = identity.existed_at(PROFILE_FRAGMENTS, t)
+    at_t = as_of.existed_at(PROFILE_FRAGMENTS, t)
     policy = config.job.merge_policy
     listed = F.col("dataset").isin(list(policy.datasets)) if hasattr(policy, "datasets") else F.lit(True)
     categories = _categories(
@@ -74,7 +74,7 @@ def _fragment_rows(fragments: DataFrame, profiles: DataFrame, config: AppConfig,
 
 def _event_rows(events: DataFrame, person_events: DataFrame | None, t: Column) -> list[DataFrame]:
     valid = profile.primary_identity(F.col("identityMap")).isNotNull()
-    at_t = identity.existed_at(EXPERIENCE_EVENTS, t)
+    at_t = as_of.existed_at(EXPERIENCE_EVENTS, t)
     distinct = F.countDistinct(F.when(at_t & valid, profile.event_key(events)))
     parts = [
         _categories(
@@ -94,8 +94,8 @@ def _event_rows(events: DataFrame, person_events: DataFrame | None, t: Column) -
 
 
 def _link_rows(links: DataFrame, t: Column) -> DataFrame:
-    at_t = identity.existed_at(IDENTITY_GRAPH, t)
-    ends_valid = identity.valid_link_ends()
+    at_t = as_of.existed_at(IDENTITY_GRAPH, t)
+    ends_valid = as_of.valid_link_ends()
     return _categories(
         links,
         IDENTITY_GRAPH,
@@ -109,7 +109,7 @@ def _link_rows(links: DataFrame, t: Column) -> DataFrame:
 
 def _region_rows(regions: DataFrame, t: Column) -> DataFrame:
     valid = profile.primary_identity(F.col("identityMap")).isNotNull()
-    captured = F.coalesce(identity.captured_by(t), F.lit(False))
+    captured = F.coalesce(as_of.captured_by(t), F.lit(False))
     return _categories(
         regions,
         REGION_INFORMATION,

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from pyspark.sql import DataFrame
 
-from ..identity import AsOfInputs
+from ..as_of import AsOfInputs
 from ..runlog import PreviousRun
 
 #: A lineage barrier: returns a DataFrame with the same rows whose plan starts from materialised data. The job

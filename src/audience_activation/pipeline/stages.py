@@ -28,6 +28,8 @@ from pyspark.sql import DataFrame
 from .. import activation as activation_rules
 from .. import identity, profile
 from .. import membership as membership_rules
+from ..as_of import AsOfInputs
+from ..as_of import as_of as inputs_as_of
 from ..config import AppConfig
 from ..pql.compiler import CompiledSegments
 from ..segments import compile_consents, compile_segments
@@ -61,21 +63,21 @@ def compile_run(config: AppConfig, inputs: Inputs, evaluation_time: dt.datetime)
 
 def identities(
     inputs: Inputs, config: AppConfig, evaluation_time: dt.datetime, barrier: Barrier = no_barrier
-) -> tuple[identity.AsOfInputs, identity.IdentityResult]:
+) -> tuple[AsOfInputs, identity.IdentityResult]:
     """The inputs as of ``T`` and identity resolution on them (clusters materialised by ``barrier``)."""
-    as_of = identity.as_of(inputs.fragments, inputs.events, inputs.links, inputs.regions, evaluation_time)
+    as_of = inputs_as_of(inputs.fragments, inputs.events, inputs.links, inputs.regions, evaluation_time)
     resolved = identity.resolve_identities(as_of, config.namespaces, config.job.identity, barrier)
     return as_of, identity.IdentityResult(
         clusters=barrier(resolved.clusters), quarantine=resolved.quarantine, rounds=resolved.rounds
     )
 
 
-def person_events(as_of: identity.AsOfInputs, clusters: DataFrame) -> DataFrame | None:
+def person_events(as_of: AsOfInputs, clusters: DataFrame) -> DataFrame | None:
     """Events as of ``T`` with ``person_id``, de-duplicated by ``_id``; None without events."""
     return None if as_of.events is None else profile.person_events(as_of.events, clusters)
 
 
-def profiles(as_of: identity.AsOfInputs, events: DataFrame | None, clusters: DataFrame, config: AppConfig) -> DataFrame:
+def profiles(as_of: AsOfInputs, events: DataFrame | None, clusters: DataFrame, config: AppConfig) -> DataFrame:
     """Unified profiles of the persons in ``clusters`` (merge policy of ``job.yaml``)."""
     if as_of.fragments is None:  # pragma: no cover - profile_fragments is a required input
         raise ValueError("profile_fragments is required")
