@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ from audience_activation import demo_data, pipeline, tables
 from audience_activation.config import AppConfig, TableName, load_config
 from audience_activation.pipeline import Inputs, PreviousState
 from audience_activation.runlog import ChangeKey, RunCounts
+from audience_activation.storage.base import ParquetCheckpoint
 
 T = dt.datetime(2026, 11, 29, tzinfo=dt.timezone.utc)
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -46,8 +48,14 @@ def inputs(spark: SparkSession) -> Inputs:
 
 
 @pytest.fixture(scope="module")
-def results(inputs: Inputs, config: AppConfig) -> pipeline.Results:
-    return pipeline.evaluate(inputs, PreviousState(), config, T)
+def results(
+    spark: SparkSession, inputs: Inputs, config: AppConfig, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[pipeline.Results]:
+    # A lineage barrier outside the lake (as the jobs use one under <lake>/_scratch): without one, the plans of
+    # the connected-components rounds nest into each other and planning them exhausts the driver's heap.
+    barrier = ParquetCheckpoint(spark, str(tmp_path_factory.mktemp("barrier")))
+    yield pipeline.evaluate(inputs, PreviousState(), config, T, barrier=barrier)
+    barrier.cleanup()
 
 
 def test_evaluate_reads_and_writes_no_table(results: pipeline.Results, config: AppConfig) -> None:
@@ -63,7 +71,11 @@ def test_stages_on_a_subset_of_persons_give_exactly_their_rows(results: pipeline
     events = pipeline.person_events(results.as_of, clusters)
     profiles = pipeline.profiles(results.as_of, events, clusters, config)
     full = results.profiles.where(F.col("person_id").isin(chosen))
-    assert_df_equality(profiles, full, ignore_row_order=True, ignore_nullable=True)
+    # identityMap is a map column (chispa's row-order option hashes columns, maps cannot be hashed): compare rows.
+    assert profiles.columns == full.columns
+    assert sorted(profiles.collect(), key=lambda r: r["person_id"]) == sorted(
+        full.collect(), key=lambda r: r["person_id"]
+    )
 
     compiled = pipeline.compile_run(config, Inputs(results.as_of.fragments, results.as_of.events), T)  # type: ignore[arg-type]
     evaluated = pipeline.segments(compiled, profiles, events)
