@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -60,6 +61,38 @@ def peak_memory() -> Iterator[PeakMemory]:
     finally:
         meter._stop.set()
         thread.join()
+
+
+@dataclass
+class MeasuredProcess:
+    """A finished child process: wall time from its start, peak resident memory of it and its children."""
+
+    returncode: int
+    seconds: float
+    peak_gib: float
+    stdout: str
+
+
+def measure_process(command: list[str]) -> MeasuredProcess:
+    """Run ``command`` (stderr passes through), sampling the resident memory of its process tree every 0.2 s."""
+    start = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    peak = 0
+    chunks: list[str] = []
+    reader = threading.Thread(target=lambda: chunks.append(process.stdout.read() if process.stdout else ""))
+    reader.start()
+    watched = psutil.Process(process.pid)
+    while process.poll() is None:
+        total = 0
+        with suppress(psutil.Error):
+            for member in [watched, *watched.children(recursive=True)]:
+                with suppress(psutil.Error):
+                    total += member.memory_info().rss
+        peak = max(peak, total)
+        time.sleep(0.2)
+    seconds = time.perf_counter() - start
+    reader.join()
+    return MeasuredProcess(process.returncode, seconds, round(peak / 2**30, 2), "".join(chunks))
 
 
 def write_results(name: str, results: dict[str, object], markdown: str) -> Path:

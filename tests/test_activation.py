@@ -6,6 +6,8 @@ import datetime as dt
 import hashlib
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -19,7 +21,6 @@ from audience_activation.activation import (
     route_changes,
 )
 from audience_activation.config import DestinationConfig, NamespacesConfig, RegionsConfig
-from audience_activation.identity import NamespaceLookup
 from audience_activation.membership import MEMBERSHIP_SCHEMA
 
 T = dt.datetime(2026, 11, 29, tzinfo=dt.timezone.utc)
@@ -54,19 +55,67 @@ def test_accepted_identities_hash_dedupe_and_primary(spark: SparkSession) -> Non
         ],
         f"identityMap {IMAP}",
     )
-    got = df.select(
-        accepted_identities(F.col("identityMap"), aam(), NamespaceLookup(NamespacesConfig())).alias("m")
-    ).first()["m"]
+    got = df.select(accepted_identities(F.col("identityMap"), aam(), NamespacesConfig()).alias("m")).first()["m"]
     assert got == {
         "ECID": [(E1, False)],
         "EMAIL_LC_SHA256": [(sha("ann@x.com"), True)],  # Email hashed, de-duplicated; priority 3 beats IDFA 5
         "IDFA": [("D", False)],
     }
     raw = DestinationConfig(id="mkto", type="marketo", segments=[])
-    got = df.select(
-        accepted_identities(F.col("identityMap"), raw, NamespaceLookup(NamespacesConfig())).alias("m")
-    ).first()["m"]
+    got = df.select(accepted_identities(F.col("identityMap"), raw, NamespacesConfig()).alias("m")).first()["m"]
     assert got == {"ECID": [(E1, False)], "Email": [(" Ann@X.com ", True)]}
+
+
+def reference_accepted(identity_map: dict, destination: DestinationConfig, namespaces: NamespacesConfig) -> dict:
+    """The documented rule, entry by entry: normalise, hash e-mails, keep accepted namespaces, de-duplicate, flag
+    the highest-priority identity (priority number, namespace, id) as primary."""
+    entries = set()
+    for namespace, items in identity_map.items():
+        namespace = "EMAIL_LC_SHA256" if namespace == "Email_LC_SHA256" else namespace
+        for identity, _primary in items or []:
+            if destination.hash_emails and namespace == "Email":
+                namespace_, identity_ = "EMAIL_LC_SHA256", sha(identity)
+            elif destination.hash_emails and namespace == "EMAIL_LC_SHA256":
+                namespace_, identity_ = namespace, identity.lower()
+            else:
+                namespace_, identity_ = namespace, identity
+            if namespace_ in destination.namespaces:
+                entries.add((namespace_, identity_))
+    if not entries:
+        return {}
+    priority = namespaces.priorities()
+    best = min(entries, key=lambda e: (priority.get(e[0], namespaces.unknown_priority), e[0], e[1]))
+    return {
+        ns: [(i, (ns, i) == best) for i in sorted(i for n, i in entries if n == ns)]
+        for ns in sorted({n for n, _ in entries})
+    }
+
+
+NAMESPACE_CODES = ("ECID", "Email", "EMAIL_LC_SHA256", "Email_LC_SHA256", "CRMID", "IDFA", "GAID", "Phone", "Other")
+ids = st.text(alphabet="aAbB@. 01", min_size=1, max_size=4)
+identity_maps = st.dictionaries(
+    st.sampled_from(NAMESPACE_CODES), st.lists(st.tuples(ids, st.booleans()), max_size=3), max_size=5
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(maps=st.lists(identity_maps, min_size=1, max_size=8), hashing=st.booleans())
+def test_accepted_identities_match_the_reference_rule(spark: SparkSession, maps: list[dict], hashing: bool) -> None:
+    destination = DestinationConfig(
+        id="d",
+        type="audience_manager",
+        segments=[],
+        hash_emails=hashing,
+        namespaces=["ECID", "EMAIL_LC_SHA256", "Email", "IDFA", "Other"],
+    )
+    df = spark.createDataFrame([(i, m) for i, m in enumerate(maps)], f"n int, identityMap {IMAP}")
+    got = {
+        r.n: {k: [tuple(e) for e in v] for k, v in r.m.items()}
+        for r in df.select(
+            "n", accepted_identities(F.col("identityMap"), destination, NamespacesConfig()).alias("m")
+        ).collect()
+    }
+    assert got == {i: reference_accepted(m, destination, NamespacesConfig()) for i, m in enumerate(maps)}
 
 
 @pytest.fixture()

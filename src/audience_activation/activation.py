@@ -12,17 +12,23 @@ All functions are DataFrame → DataFrame; the job (:mod:`audience_activation.ap
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from . import tables
-from .columns import IDENTITY_MAP_TYPE, as_utc, identity_map_entries, timestamp_literal
+from .columns import (
+    IDENTITY_MAP_TYPE,
+    NAMESPACE_ALIASES,
+    as_utc,
+    empty_identity_map,
+    identity_map_entries,
+    timestamp_literal,
+)
 from .config import DestinationConfig, NamespacesConfig, RegionsConfig, Routing
 from .membership import REALIZED
-from .namespaces import NamespaceLookup
 
 EMAIL = "Email"
 EMAIL_LC_SHA256 = "EMAIL_LC_SHA256"
@@ -61,49 +67,84 @@ def hash_email(value: Column) -> Column:
     return F.sha2(F.lower(F.regexp_replace(value, r"^\s+|\s+$", "")), 256)
 
 
-def accepted_identities(identity_map: Column, destination: DestinationConfig, lookup: NamespaceLookup) -> Column:
+def accepted_namespaces(destination: DestinationConfig, namespaces: NamespacesConfig) -> list[str]:
+    """The namespaces a destination's identity map can hold, highest priority first (lowest priority number,
+    then code): its ``namespaces``, without ``Email`` when it hashes e-mails (they arrive as
+    ``EMAIL_LC_SHA256``)."""
+    accepted = set(destination.namespaces)
+    if destination.hash_emails:
+        accepted.discard(EMAIL)
+    priorities = namespaces.priorities()
+    return sorted(accepted, key=lambda ns: (priorities.get(ns, namespaces.unknown_priority), ns))
+
+
+def _ids_of(identity_map: Column, namespace: str) -> Column:
+    """The ids of ``namespace`` in an identity map (its aliases' too), as ``array<string>``; empty when none."""
+    keys = [namespace, *[alias for alias, canonical in NAMESPACE_ALIASES.items() if canonical == namespace]]
+    lists = [F.transform(F.coalesce(identity_map[key], F.array()), lambda e: e["id"]) for key in keys]
+    return lists[0] if len(lists) == 1 else F.concat(*lists)
+
+
+def accepted_id_lists(
+    identity_map: Column, destination: DestinationConfig, namespaces: NamespacesConfig
+) -> list[tuple[str, Column]]:
+    """Per namespace of :func:`accepted_namespaces` (in its order), the sorted distinct ids the destination gets.
+
+    With ``hash_emails``, ``Email`` ids are hashed (:func:`hash_email`) into ``EMAIL_LC_SHA256`` with the
+    existing ones, lower-cased so that the same hash sent in upper case is de-duplicated against the one computed
+    here. The namespaces are known from the configuration, so each list is one plain expression over the map
+    (no higher-order function over the namespaces).
+    """
+    lists = []
+    for namespace in accepted_namespaces(destination, namespaces):
+        ids = _ids_of(identity_map, namespace)
+        if destination.hash_emails and namespace == EMAIL_LC_SHA256:
+            ids = F.concat(F.transform(_ids_of(identity_map, EMAIL), hash_email), F.transform(ids, F.lower))
+        lists.append((namespace, F.array_sort(F.array_distinct(ids))))
+    return lists
+
+
+def _flag_first(is_best: Column) -> Callable[[Column, Column], Column]:
+    """``(id, index) -> struct(id, primary)``, primary for the first id of the best namespace."""
+    return lambda identity, index: F.struct(identity.alias("id"), (is_best & (index == 0)).alias("primary"))
+
+
+def id_lists_identity_map(lists: list[tuple[str, Column]]) -> Column:
+    """The identity map of :func:`accepted_id_lists` (namespaces without ids left out, keys sorted); ``primary``
+    marks the first id of the first namespace that has ids (the lists come highest priority first, ids sorted).
+
+    Give column references for the lists (an earlier projection): each is read several times here.
+    """
+    entries = []
+    none_before: Column = F.lit(True)
+    for namespace, ids in lists:
+        is_best = none_before & (F.size(ids) > 0)
+        entries.append(
+            (
+                namespace,
+                F.struct(
+                    F.lit(namespace).alias("key"),
+                    F.transform(ids, _flag_first(is_best)).alias("value"),
+                ),
+            )
+        )
+        none_before = none_before & (F.size(ids) == 0)
+    in_key_order = [entry for _, entry in sorted(entries, key=lambda item: item[0])]
+    if not in_key_order:
+        return empty_identity_map()
+    return F.map_from_entries(F.filter(F.array(*in_key_order), lambda e: F.size(e["value"]) > 0)).cast(
+        IDENTITY_MAP_TYPE
+    )
+
+
+def accepted_identities(identity_map: Column, destination: DestinationConfig, namespaces: NamespacesConfig) -> Column:
     """The identities a destination accepts, as an identity map; ``primary`` marks the highest-priority one.
 
     With ``hash_emails``, ``Email`` identities become ``EMAIL_LC_SHA256`` (de-duplicated against existing ones).
+    One expression, for single values and tests; :func:`current_members` computes the id lists in a projection
+    of their own so that none is evaluated twice.
     """
-    entries = F.transform(
-        identity_map_entries(identity_map), lambda e: F.struct(e["namespace"].alias("ns"), e["id"].alias("id"))
-    )
-    if destination.hash_emails:
-        # Hashes are lower-case hex; existing EMAIL_LC_SHA256 ids are lower-cased so the same hash sent in upper
-        # case is de-duplicated against the one computed here.
-        entries = F.transform(
-            entries,
-            lambda e: (
-                F.when(e["ns"] == EMAIL, F.struct(F.lit(EMAIL_LC_SHA256).alias("ns"), hash_email(e["id"]).alias("id")))
-                .when(e["ns"] == EMAIL_LC_SHA256, F.struct(e["ns"].alias("ns"), F.lower(e["id"]).alias("id")))
-                .otherwise(e)
-            ),
-        )
-    accepted = sorted(set(destination.namespaces))
-    kept = F.array_distinct(F.filter(entries, lambda e: e["ns"].isin(accepted)))
-    best = F.array_min(
-        F.transform(
-            kept, lambda e: F.struct(lookup.priority(e["ns"]).alias("p"), e["ns"].alias("ns"), e["id"].alias("id"))
-        )
-    )
-    namespaces = F.array_sort(F.array_distinct(F.transform(kept, lambda e: e["ns"])))
-    return F.map_from_entries(
-        F.transform(
-            namespaces,
-            lambda ns: F.struct(
-                ns.alias("key"),
-                F.array_sort(
-                    F.transform(
-                        F.filter(kept, lambda e: e["ns"] == ns),
-                        lambda e: F.struct(
-                            e["id"].alias("id"), ((e["ns"] == best["ns"]) & (e["id"] == best["id"])).alias("primary")
-                        ),
-                    )
-                ).alias("value"),
-            ),
-        )
-    ).cast(IDENTITY_MAP_TYPE)
+    return id_lists_identity_map(accepted_id_lists(identity_map, destination, namespaces))
 
 
 def mappings_frame(spark: SparkSession, destinations: Sequence[DestinationConfig]) -> DataFrame:
@@ -132,21 +173,33 @@ def current_members(
         namespaces: namespace priorities (for each map's primary identity).
     """
     spark = membership.sparkSession
-    lookup = NamespaceLookup(namespaces)
 
     def consent_ok(destination: DestinationConfig) -> Column:
         condition = consent.get(destination.id)
         # A missing value does not pass a consent condition.
         return F.lit(True) if condition is None else F.coalesce(condition, F.lit(False))
 
-    flags = profiles.select(
+    # Two projections: the id lists of every destination first, then the maps read them as columns (an inlined
+    # list would be evaluated once per use).
+    lists = {
+        i: [
+            (ns, f"l{i}_{j}", ids) for j, (ns, ids) in enumerate(accepted_id_lists(F.col("identityMap"), d, namespaces))
+        ]
+        for i, d in enumerate(destinations)
+    }
+    listed = profiles.select(
+        "person_id",
+        *[consent_ok(d).alias(f"c{i}") for i, d in enumerate(destinations)],
+        *[ids.alias(name) for i in lists for _, name, ids in lists[i]],
+    )
+    flags = listed.select(
         "person_id",
         *[
             F.struct(
-                consent_ok(d).alias("consent_ok"),
-                accepted_identities(F.col("identityMap"), d, lookup).alias("identities"),
-            ).alias(f"d{index}")
-            for index, d in enumerate(destinations)
+                F.col(f"c{i}").alias("consent_ok"),
+                id_lists_identity_map([(ns, F.col(name)) for ns, name, _ in lists[i]]).alias("identities"),
+            ).alias(f"d{i}")
+            for i in lists
         ],
     )
     mapped = F.broadcast(mappings_frame(spark, destinations))
@@ -218,30 +271,48 @@ class ActivationResult:
     exclusions: DataFrame  # destination_id, reason, persons
 
 
-def _with_previous_flags(
-    joined: DataFrame,
+def compare_activations(
+    current: DataFrame,
+    previous_state: DataFrame | None,
     current_mappings: DataFrame,
-    previous_mappings: DataFrame,
-    previous_membership: DataFrame | None,
+    previous_mappings: DataFrame | None,
 ) -> DataFrame:
-    """Add ``newly_mapped``, ``mapped`` (mapped at ``T``) and ``was_realized`` (at the previous run) flags."""
-    newly_mapped = current_mappings.join(
-        previous_mappings, on=["destination_id", "segment_id"], how="left_anti"
-    ).select("destination_id", "segment_id", F.lit(True).alias("newly_mapped"))
-    still_mapped = current_mappings.select("destination_id", "segment_id", F.lit(True).alias("mapped"))
-    was_realized = (
-        (
-            previous_membership
-            if previous_membership is not None
-            else joined.sparkSession.createDataFrame([], "person_id string, segment_id string, status string")
-        )
-        .where(F.col("status") == REALIZED)
-        .select("person_id", "segment_id", F.lit(True).alias("was_realized"))
+    """The activated sets at ``T`` side by side with the previous run's: one row per ``(destination, segment,
+    person)`` in either, the input of :func:`activation_changes` and :func:`activation_state`.
+
+    Returns:
+        ``destination_id, segment_id, person_id``; the current view ``c_consent_ok, c_activated, c_identities``
+        (null when not a mapped member at ``T``); the previous state ``p_consent_ok, p_activated,
+        p_identities_sent`` (null when not in it); ``newly_mapped`` and ``mapped`` (the segment was not mapped
+        to the destination at the previous run / is mapped at ``T``).
+    """
+    spark = current.sparkSession
+    if previous_state is None:
+        previous_state = spark.createDataFrame([], STATE_SCHEMA)
+    if previous_mappings is None:
+        previous_mappings = spark.createDataFrame([], MAPPING_SCHEMA)
+    keys = ["destination_id", "segment_id", "person_id"]
+    mapping_keys = ["destination_id", "segment_id"]
+    newly_mapped = current_mappings.join(previous_mappings, on=mapping_keys, how="left_anti").select(
+        *mapping_keys, F.lit(True).alias("newly_mapped")
+    )
+    still_mapped = current_mappings.select(*mapping_keys, F.lit(True).alias("mapped"))
+    now = current.select(
+        *keys,
+        F.col("consent_ok").alias("c_consent_ok"),
+        F.col("activated").alias("c_activated"),
+        F.col("identities").alias("c_identities"),
+    )
+    before = previous_state.select(
+        *keys,
+        F.col("consent_ok").alias("p_consent_ok"),
+        F.col("activated").alias("p_activated"),
+        F.col("identities_sent").alias("p_identities_sent"),
     )
     return (
-        joined.join(F.broadcast(newly_mapped), on=["destination_id", "segment_id"], how="left")
-        .join(F.broadcast(still_mapped), on=["destination_id", "segment_id"], how="left")
-        .join(was_realized, on=["person_id", "segment_id"], how="left")
+        now.join(before, on=keys, how="full_outer")
+        .join(F.broadcast(newly_mapped), on=mapping_keys, how="left")
+        .join(F.broadcast(still_mapped), on=mapping_keys, how="left")
     )
 
 
@@ -250,16 +321,88 @@ def _change_reasons() -> tuple[Column, Column]:
     added = (
         F.when(F.coalesce(F.col("newly_mapped"), F.lit(False)), F.lit(BACKFILL))
         .when(~F.coalesce(F.col("was_realized"), F.lit(False)), F.lit(QUALIFIED))
-        .when(F.col("p.consent_ok") == F.lit(False), F.lit(CONSENT_GRANTED))
+        .when(F.col("p_consent_ok") == F.lit(False), F.lit(CONSENT_GRANTED))
         .otherwise(F.lit(IDENTITY_ADDED))
     )
     removed = (
         F.when(~F.coalesce(F.col("mapped"), F.lit(False)), F.lit(UNMAPPED))
-        .when(F.col("c.activated").isNull(), F.lit(DISQUALIFIED))
-        .when(~F.col("c.consent_ok"), F.lit(CONSENT_REVOKED))
+        .when(F.col("c_activated").isNull(), F.lit(DISQUALIFIED))
+        .when(~F.col("c_consent_ok"), F.lit(CONSENT_REVOKED))
         .otherwise(F.lit(IDENTITY_REMOVED))
     )
     return added, removed
+
+
+def _now_on() -> Column:
+    return F.coalesce(F.col("c_activated"), F.lit(False))
+
+
+def _was_on() -> Column:
+    return F.coalesce(F.col("p_activated"), F.lit(False))
+
+
+def activation_changes(
+    compared: DataFrame,
+    previous_membership: DataFrame | None,
+    membership: DataFrame,
+    evaluation_time: dt.datetime,
+) -> DataFrame:
+    """Change rows of :func:`compare_activations`' rows whose activated flag differs, each with the first reason
+    that applies (see :func:`diff_activations`), its ``last_qualification_time`` (the membership's, else ``T``)
+    and the identities: those accepted at ``T`` for an added row, those sent when added for a removed one.
+
+    Only the changed rows are joined with the memberships, so a run with few changes does little work here.
+    """
+    keys = ["destination_id", "segment_id", "person_id"]
+    changed = compared.where(_now_on() != _was_on())
+    if previous_membership is not None:
+        was_realized = previous_membership.where(F.col("status") == REALIZED).select(
+            "person_id", "segment_id", F.lit(True).alias("was_realized")
+        )
+        changed = changed.join(was_realized, on=["person_id", "segment_id"], how="left")
+    else:
+        changed = changed.withColumn("was_realized", F.lit(None).cast("boolean"))
+    lqt = membership.select("person_id", "segment_id", "last_qualification_time")
+    added_reason, removed_reason = _change_reasons()
+    return changed.join(lqt, on=["person_id", "segment_id"], how="left").select(
+        *keys,
+        F.when(_now_on(), F.lit(REALIZED)).otherwise(F.lit("exited")).alias("status"),
+        F.when(_now_on(), added_reason).otherwise(removed_reason).alias("reason"),
+        F.coalesce("last_qualification_time", timestamp_literal(evaluation_time)).alias("last_qualification_time"),
+        F.when(_now_on(), F.col("c_identities")).otherwise(F.col("p_identities_sent")).alias("identityMap"),
+    )
+
+
+def activation_state(compared: DataFrame) -> DataFrame:
+    """``activation_state`` after the run: every mapped member at ``T`` with its consent and activated flags and,
+    when activated, the identities sent when it was added (kept from the previous run while it stays)."""
+    return compared.where(F.col("c_activated").isNotNull()).select(
+        "destination_id",
+        "segment_id",
+        "person_id",
+        F.col("c_consent_ok").alias("consent_ok"),
+        F.col("c_activated").alias("activated"),
+        F.when(F.col("c_activated"), F.when(_was_on(), F.col("p_identities_sent")).otherwise(F.col("c_identities")))
+        .cast(IDENTITY_MAP_TYPE)
+        .alias("identities_sent"),
+    )
+
+
+def activation_exclusions(compared: DataFrame) -> DataFrame:
+    """``destination_id, reason, persons``: mapped members at ``T`` not activated, by the first reason (consent
+    failed, else no identity of the destination's namespaces)."""
+    return (
+        compared.where(~F.col("c_activated"))
+        .select(
+            "destination_id",
+            "person_id",
+            F.when(~F.col("c_consent_ok"), F.lit(EXCLUDED_CONSENT))
+            .otherwise(F.lit(EXCLUDED_NO_IDENTITY))
+            .alias("reason"),
+        )
+        .groupBy("destination_id", "reason")
+        .agg(F.countDistinct("person_id").alias("persons"))
+    )
 
 
 def diff_activations(
@@ -270,6 +413,7 @@ def diff_activations(
     current_mappings: DataFrame,
     previous_mappings: DataFrame | None,
     evaluation_time: dt.datetime,
+    barrier: Callable[[DataFrame], DataFrame] = lambda df: df,
 ) -> ActivationResult:
     """Changes of the activated sets against the previous run, each with the first reason that applies.
 
@@ -277,63 +421,24 @@ def diff_activations(
     the previous run), ``consent_granted`` (failed consent then), ``identity_added``. Removed: ``unmapped``
     (segment no longer mapped), ``disqualified`` (no longer realized), ``consent_revoked``, ``identity_removed``.
     Added rows carry the accepted identities at ``T``, removed rows the identities sent when the person was added.
-    """
-    spark = current.sparkSession
-    t = timestamp_literal(evaluation_time)
-    if previous_state is None:
-        previous_state = spark.createDataFrame([], STATE_SCHEMA)
-    if previous_mappings is None:
-        previous_mappings = spark.createDataFrame([], MAPPING_SCHEMA)
-    keys = ["destination_id", "segment_id", "person_id"]
-    joined = current.alias("c").join(previous_state.alias("p"), on=keys, how="full_outer")
-    now_on = F.coalesce(F.col("c.activated"), F.lit(False))
-    was_on = F.coalesce(F.col("p.activated"), F.lit(False))
 
-    flagged = _with_previous_flags(joined, current_mappings, previous_mappings, previous_membership)
-    added_reason, removed_reason = _change_reasons()
-    changes = flagged.where(now_on != was_on).select(
-        *keys,
-        F.when(now_on, F.lit(REALIZED)).otherwise(F.lit("exited")).alias("status"),
-        F.when(now_on, added_reason).otherwise(removed_reason).alias("reason"),
-        F.when(now_on, F.col("c.identities")).otherwise(F.col("p.identities_sent")).alias("identityMap"),
+    The comparison (:func:`compare_activations`) goes through ``barrier`` once; changes, state and exclusions
+    are read from it.
+    """
+    compared = barrier(compare_activations(current, previous_state, current_mappings, previous_mappings))
+    return ActivationResult(
+        changes=activation_changes(compared, previous_membership, membership, evaluation_time),
+        state=activation_state(compared),
+        exclusions=activation_exclusions(compared),
     )
-    lqt = membership.select("person_id", "segment_id", F.col("last_qualification_time"))
-    changes = changes.join(lqt, on=["person_id", "segment_id"], how="left").select(
-        *keys,
-        "status",
-        "reason",
-        F.coalesce("last_qualification_time", t).alias("last_qualification_time"),
-        "identityMap",
-    )
-    state = joined.where(F.col("c.activated").isNotNull()).select(
-        *keys,
-        F.col("c.consent_ok").alias("consent_ok"),
-        F.col("c.activated").alias("activated"),
-        F.when(F.col("c.activated"), F.when(was_on, F.col("p.identities_sent")).otherwise(F.col("c.identities")))
-        .cast(IDENTITY_MAP_TYPE)
-        .alias("identities_sent"),
-    )
-    exclusions = (
-        current.where(~F.col("activated"))
-        .select(
-            "destination_id",
-            "person_id",
-            F.when(~F.col("consent_ok"), F.lit(EXCLUDED_CONSENT))
-            .otherwise(F.lit(EXCLUDED_NO_IDENTITY))
-            .alias("reason"),
-        )
-        .groupBy("destination_id", "reason")
-        .agg(F.countDistinct("person_id").alias("persons"))
-    )
-    return ActivationResult(changes=changes, state=state, exclusions=exclusions)
 
 
 def route_changes(
     changes: DataFrame,
     destinations: Sequence[DestinationConfig],
     current_regions: DataFrame,
-    previous_regions: DataFrame,
-    current_persons: DataFrame,
+    previous_regions: DataFrame | None,
+    current_persons: DataFrame | None,
     regions_config: RegionsConfig,
 ) -> DataFrame:
     """Add ``route`` (``edge_streaming`` or ``hub_batch``), ``region`` and ``dcs_region_id`` to change rows.
@@ -341,12 +446,19 @@ def route_changes(
     A change of a ``regional`` destination goes to edge streaming, once per region captured within the edge
     window for any identity of the person's graph at ``T`` (``current_regions``) — or, for an exit of a
     ``person_id`` that no longer exists (not in ``current_persons``), of its graph at the previous run
-    (``previous_regions``). Everything else goes to hub batch.
+    (``previous_regions``; None before the first run). Everything else goes to hub batch.
+
+    One join of the changes with each person's sorted region list, then one row per region (edge) or one row
+    without a region (hub): no second pass over the changes.
     """
     regional = [d.id for d in destinations if d.routing == Routing.regional]
-    known = current_persons.select("person_id").distinct()
-    gone_regions = previous_regions.join(known, on="person_id", how="left_anti")
-    regions = current_regions.unionByName(gone_regions)
+    regions = current_regions.select("person_id", "region")
+    if previous_regions is not None and current_persons is not None:
+        known = current_persons.select("person_id").distinct()
+        regions = regions.unionByName(
+            previous_regions.select("person_id", "region").join(known, on="person_id", how="left_anti")
+        )
+    per_person = regions.groupBy("person_id").agg(F.array_sort(F.collect_set("region")).alias("_regions"))
     codes = regions_config.regions
     dcs = (
         F.element_at(
@@ -357,30 +469,32 @@ def route_changes(
         else F.lit(None)
     )
     is_regional = F.col("destination_id").isin(regional) if regional else F.lit(False)
-    edge = (
-        changes.where(is_regional)
-        .join(regions.select("person_id", "region"), on="person_id", how="inner")
-        .select(*changes.columns, F.lit(EDGE).alias("route"), "region", dcs.cast("int").alias("dcs_region_id"))
+    edge_regions = F.when(is_regional, F.col("_regions"))
+    return (
+        changes.join(per_person, on="person_id", how="left")
+        .select(*changes.columns, F.explode_outer(edge_regions).alias("region"))
+        .select(
+            *changes.columns,
+            F.when(F.col("region").isNotNull(), F.lit(EDGE)).otherwise(F.lit(HUB)).alias("route"),
+            "region",
+            dcs.cast("int").alias("dcs_region_id"),
+        )
     )
-    hub = changes.join(
-        edge.select("destination_id", "segment_id", "person_id").distinct(),
-        on=["destination_id", "segment_id", "person_id"],
-        how="left_anti",
-    ).select(
-        *changes.columns,
-        F.lit(HUB).alias("route"),
-        F.lit(None).cast("string").alias("region"),
-        F.lit(None).cast("int").alias("dcs_region_id"),
-    )
-    return edge.unionByName(hub)
 
 
 __all__ = [
     "ActivationResult",
     "REASONS",
     "STATE_SCHEMA",
+    "accepted_id_lists",
     "accepted_identities",
+    "accepted_namespaces",
+    "id_lists_identity_map",
     "current_members",
+    "activation_changes",
+    "activation_exclusions",
+    "activation_state",
+    "compare_activations",
     "diff_activations",
     "hash_email",
     "mappings_frame",

@@ -123,3 +123,27 @@ __all__ = [
     "timestamp_literal",
     "type_shape",
 ]
+
+
+def entries_identity_map(entries: Column, best: Column) -> Column:
+    """An identity map from a sorted, distinct ``array<struct(ns, id)>``: one key per namespace in order, ids in
+    order, ``primary`` true for the entry equal to ``best`` (a ``struct(..., ns, id)``).
+
+    ``entries`` and ``best`` should be column references (computed by an earlier projection): higher-order
+    functions are evaluated per element, so an expression given here would be re-evaluated for every element.
+    """
+    namespaces = F.array_distinct(F.transform(entries, lambda e: e["ns"]))
+    return F.map_from_entries(
+        F.transform(
+            namespaces,
+            lambda ns: F.struct(
+                ns.alias("key"),
+                F.transform(
+                    F.filter(entries, lambda e: e["ns"] == ns),
+                    lambda e: F.struct(
+                        e["id"].alias("id"), ((e["ns"] == best["ns"]) & (e["id"] == best["id"])).alias("primary")
+                    ),
+                ).alias("value"),
+            ),
+        )
+    ).cast(IDENTITY_MAP_TYPE)

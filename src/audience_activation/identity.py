@@ -28,9 +28,8 @@ from dataclasses import dataclass
 from functools import reduce
 
 import pandas as pd
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql.window import WindowSpec
 
 from . import identity_rules as rules
 from .as_of import AsOfInputs, as_of  # noqa: F401 - as_of re-exported (the identities job starts with it)
@@ -61,7 +60,9 @@ _KEY_SEPARATOR = "\u0000"
 # -- step 1: identities and their validation (rules in :mod:`audience_activation.namespaces`) ----------------
 
 
-def identity_entries(records: DataFrame, source_table: str, time: Column, row_key: Column) -> DataFrame:
+def identity_entries(
+    records: DataFrame, source_table: str, time: Column, row_key: Column, dataset: Column | None = None
+) -> DataFrame:
     """One row per record with all its identities, validated.
 
     Args:
@@ -69,15 +70,17 @@ def identity_entries(records: DataFrame, source_table: str, time: Column, row_ke
         source_table: its logical name (goes to quarantine rows).
         time: the record's time (its co-occurrence links' ``last_seen_at``).
         row_key: the record's key for quarantine rows (``_id`` for events), or a null literal.
+        dataset: the fragment's dataset (null for other tables; the run counts read it).
 
     Returns:
-        ``source_table, row_key, time, entries`` where ``entries`` is an array of
+        ``source_table, row_key, time, dataset, entries`` where ``entries`` is an array of
         ``struct(namespace, id, primary, reason)`` (``reason`` null when the identity is valid).
     """
     return records.select(
         F.lit(source_table).alias("source_table"),
         row_key.cast("string").alias("row_key"),
         time.cast("timestamp").alias("time"),
+        (F.lit(None) if dataset is None else dataset).cast("string").alias("dataset"),
         F.transform(
             identity_map_entries(F.col("identityMap")),
             lambda e: F.struct(
@@ -94,7 +97,9 @@ def record_entries(inputs: AsOfInputs) -> DataFrame:
     """:func:`identity_entries` of every record table present (regions too; they create no links)."""
     parts = []
     if inputs.fragments is not None:
-        parts.append(identity_entries(inputs.fragments, PROFILE_FRAGMENTS, F.col("ingested_at"), F.lit(None)))
+        parts.append(
+            identity_entries(inputs.fragments, PROFILE_FRAGMENTS, F.col("ingested_at"), F.lit(None), F.col("dataset"))
+        )
     if inputs.events is not None:
         parts.append(identity_entries(inputs.events, EXPERIENCE_EVENTS, F.col("timestamp"), F.col("_id")))
     if inputs.regions is not None:
@@ -219,17 +224,26 @@ def _identity_of(key: Column) -> Column:
     return F.struct(parts.getItem(0).alias("namespace"), parts.getItem(1).alias("id"))
 
 
-def crowded_record_identities(records: DataFrame, lookup: NamespaceLookup, max_links_per_identity: int) -> DataFrame:
+def linking_identities(records: DataFrame, lookup: NamespaceLookup) -> DataFrame:
+    """Records with at least two linking identities (the only ones that give co-occurrence links or make
+    crowded hubs): ``time, source_rank, ids`` (see :func:`_record_identities`)."""
+    return _record_identities(records, lookup).where(F.size("ids") > 1)
+
+
+def crowded_record_identities(
+    records: DataFrame, lookup: NamespaceLookup, max_links_per_identity: int, linking: DataFrame | None = None
+) -> DataFrame:
     """Identities of records with more than ``max_links_per_identity + 1`` linking identities:
     ``namespace, id, source_rank``.
 
     Co-occurrence links every identity of such a record to the ``k - 1 > max_links_per_identity`` others, so each
     of them is a hub whatever its other links: the guardrail is decided without building the record's
     ``k (k - 1) / 2`` pairs (12.5 million for a record of 5,000 identities), and the record contributes no link
-    (all its identities' links are dropped as hub links).
+    (all its identities' links are dropped as hub links). ``linking``: :func:`linking_identities` when already
+    computed.
     """
     return (
-        _record_identities(records, lookup)
+        (linking if linking is not None else linking_identities(records, lookup))
         .where(F.size("ids") > max_links_per_identity + 1)
         .select(F.explode("ids").alias("key"), "source_rank")
         .select(_identity_of(F.col("key")).alias("e"), "source_rank")
@@ -245,6 +259,7 @@ def collect_links(
     *,
     cooccurrence: bool = True,
     max_links_per_identity: int | None = None,
+    linking: DataFrame | None = None,
 ) -> DataFrame:
     """Links between valid, linking identities: ``src_ns, src_id, dst_ns, dst_id, last_seen_at, source_rank``.
 
@@ -265,7 +280,7 @@ def collect_links(
             )
         )
     if cooccurrence:
-        linking = _record_identities(records, lookup)
+        linking = linking if linking is not None else linking_identities(records, lookup)
         if max_links_per_identity is not None:
             linking = linking.where(F.size("ids") <= max_links_per_identity + 1)
         # All pairs of one record's identities (bounded by the hub guardrail, see above).
@@ -386,60 +401,51 @@ def _resolve_with_rules(
 
 def resolve_components(
     links: DataFrame,
-    labels: DataFrame,
+    nodes: DataFrame,
     lookup: NamespaceLookup,
     max_identities_per_graph: int,
 ) -> DataFrame:
     """Persons of every linked identity: ``namespace, id, person_id, graph_size, evicted``.
 
+    Args:
+        links: the links kept after the hub guardrail.
+        nodes: ``component, namespace, id`` for every identity at an end of a link.
+        lookup: namespace uniqueness and priorities.
+        max_identities_per_graph: the graph size limit.
+
     A component with no two identities of one unique namespace and within the size limit is one graph: its
-    person is computed in Spark. The others (conflicts or oversize) are resolved by
-    :func:`identity_rules.resolve_component` per component with ``applyInPandas``.
+    person is its highest-priority identity, found in Spark by one aggregation per component. The others
+    (conflicts or oversize) are resolved by :func:`identity_rules.resolve_component` per component with
+    ``applyInPandas``; only their links go to Python.
     """
-    nodes = labels.select(
-        "component",
-        F.split(F.col("node"), _KEY_SEPARATOR, 2).getItem(0).alias("namespace"),
-        F.split(F.col("node"), _KEY_SEPARATOR, 2).getItem(1).alias("id"),
-    )
     unique_ns = F.when(lookup.unique(F.col("namespace")), F.col("namespace"))
     stats = (
-        nodes.groupBy("component", unique_ns.alias("unique_ns"))
-        .agg(F.count(F.lit(1)).alias("n"))
-        .groupBy("component")
+        nodes.groupBy("component")
         .agg(
-            F.sum("n").alias("size"),
-            F.max(F.when(F.col("unique_ns").isNotNull(), F.col("n")).otherwise(F.lit(0))).alias("max_unique"),
+            F.count(F.lit(1)).alias("size"),
+            (F.count(unique_ns) == F.size(F.collect_set(unique_ns))).alias("one_per_unique_ns"),
+            F.min(F.struct(lookup.priority(F.col("namespace")).alias("p"), "namespace", "id")).alias("best"),
         )
-        .withColumn("simple", (F.col("size") <= max_identities_per_graph) & (F.col("max_unique") <= 1))
+        .withColumn("simple", (F.col("size") <= max_identities_per_graph) & F.col("one_per_unique_ns"))
     )
     labelled = nodes.join(stats, on="component", how="inner")
-    best = F.min(F.struct(lookup.priority(F.col("namespace")).alias("p"), "namespace", "id")).over(_component_window())
-    simple = (
-        labelled.where("simple")
-        .withColumn("best", best)
-        .select(
-            "namespace",
-            "id",
-            F.concat(F.col("best.namespace"), F.lit(":"), F.col("best.id")).alias("person_id"),
-            F.col("size").cast("int").alias("graph_size"),
-            F.lit(False).alias("evicted"),
-        )
+    simple = labelled.where("simple").select(
+        "namespace",
+        "id",
+        F.concat(F.col("best.namespace"), F.lit(":"), F.col("best.id")).alias("person_id"),
+        F.col("size").cast("int").alias("graph_size"),
+        F.lit(False).alias("evicted"),
     )
-    complex_components = stats.where(~F.col("simple")).select("component")
-    complex_links = (
-        links.withColumn("node", node_key(F.col("src_ns"), F.col("src_id")))
-        .join(labels, on="node", how="inner")
-        .join(complex_components, on="component", how="left_semi")
-        .select("component", "src_ns", "src_id", "dst_ns", "dst_id", "last_seen_at")
+    complex_nodes = labelled.where(~F.col("simple")).select(
+        "component", F.col("namespace").alias("src_ns"), F.col("id").alias("src_id")
+    )
+    complex_links = links.join(complex_nodes, on=["src_ns", "src_id"], how="inner").select(
+        "component", "src_ns", "src_id", "dst_ns", "dst_id", "last_seen_at"
     )
     resolved = complex_links.groupBy("component").applyInPandas(
         _resolve_with_rules(lookup.rules_table(), max_identities_per_graph), schema=_RESOLVED_SCHEMA
     )
     return simple.unionByName(resolved)
-
-
-def _component_window() -> WindowSpec:
-    return Window.partitionBy("component").rowsBetween(Window.unboundedPreceding, Window.unboundedFollowing)
 
 
 # -- step 6: outputs ---------------------------------------------------------------------------------------------
@@ -476,6 +482,8 @@ class IdentityResult:
     clusters: DataFrame
     quarantine: DataFrame
     rounds: int
+    #: :func:`record_entries` as materialised by the checkpoint (the run counts read it).
+    records: DataFrame | None = None
 
 
 def resolve_identities(
@@ -498,12 +506,22 @@ def resolve_identities(
     """
     lookup = NamespaceLookup(namespaces)
     records = checkpoint(record_entries(inputs))
-    explicit = None if inputs.links is None else link_entries(inputs.links)
+    # The explicit links are read by the links, the quarantine and the identities: materialised once.
+    explicit = None if inputs.links is None else checkpoint(link_entries(inputs.links))
     limit = settings.max_links_per_identity
+    # Records with two or more linking identities, read by the links and by the crowded-record guardrail.
+    linking = checkpoint(linking_identities(records, lookup)) if settings.cooccurrence_links else None
     links = checkpoint(
-        collect_links(records, explicit, lookup, cooccurrence=settings.cooccurrence_links, max_links_per_identity=limit)
+        collect_links(
+            records,
+            explicit,
+            lookup,
+            cooccurrence=settings.cooccurrence_links,
+            max_links_per_identity=limit,
+            linking=linking,
+        )
     )
-    crowded = crowded_record_identities(records, lookup, limit) if settings.cooccurrence_links else None
+    crowded = crowded_record_identities(records, lookup, limit, linking) if linking is not None else None
     hubs = checkpoint(find_hubs(links, limit, crowded))
     kept = drop_hub_links(links, hubs)
     components = connected_components(
@@ -512,7 +530,12 @@ def resolve_identities(
         ),
         checkpoint,
     )
-    resolved = checkpoint(resolve_components(kept, components.labels, lookup, settings.max_identities_per_graph))
+    nodes = components.labels.select(
+        "component",
+        F.split(F.col("node"), _KEY_SEPARATOR, 2).getItem(0).alias("namespace"),
+        F.split(F.col("node"), _KEY_SEPARATOR, 2).getItem(1).alias("id"),
+    )
+    resolved = checkpoint(resolve_components(kept, nodes, lookup, settings.max_identities_per_graph))
     clusters = identity_clusters(valid_identities(records, explicit), resolved, lookup)
     eviction_sources = _ends(kept).groupBy("namespace", "id").agg(F.min("source_rank").alias("source_rank"))
     evictions = (
@@ -545,4 +568,4 @@ def resolve_identities(
         .agg(F.min("row_key").alias("row_key"))
         .select("source_table", "namespace", "id", "row_key", "reason")
     )
-    return IdentityResult(clusters=clusters, quarantine=quarantine, rounds=components.rounds)
+    return IdentityResult(clusters=clusters, quarantine=quarantine, rounds=components.rounds, records=records)

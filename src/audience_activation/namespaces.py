@@ -57,6 +57,16 @@ class NamespaceLookup:
         )
 
 
+def best_entry(entries: Column, lookup: NamespaceLookup) -> Column:
+    """The highest-priority entry of an ``array<struct(ns, id)>``: ``struct(p, ns, id)`` with the lowest priority
+    number, then namespace, then id."""
+    return F.array_min(
+        F.transform(
+            entries, lambda e: F.struct(lookup.priority(e["ns"]).alias("p"), e["ns"].alias("ns"), e["id"].alias("id"))
+        )
+    )
+
+
 def invalid_reason(namespace: Column, identity: Column) -> Column:
     """The reason an identity is invalid (docs/identity.md, "Validation", in its order), or null when valid.
 

@@ -12,16 +12,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from functools import reduce
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql.types import DataType, LongType, StringType, StructField, StructType
+from pyspark.sql.types import ArrayType, DataType, LongType, MapType, StringType, StructField, StructType
 
-from .columns import IDENTITY_MAP_TYPE, identity_map_entries
+from .columns import entries_identity_map, identity_map_entries
 from .config import DatasetPrecedencePolicy, MergePolicy, NamespacesConfig
-from .namespaces import NamespaceLookup, invalid_reason
+from .namespaces import NamespaceLookup, best_entry, invalid_reason
 from .schemas import FRAGMENT_SYSTEM_COLUMNS
 
 #: Columns a unified profile has besides the merged attributes.
@@ -127,7 +126,7 @@ def event_schema(events_schema: StructType | None) -> StructType | None:
     return StructType([StructField("person_id", StringType()), *events_schema.fields])
 
 
-def merge_key(policy: MergePolicy, columns: Sequence[str]) -> Column:
+def merge_key(policy: MergePolicy, schema: StructType) -> Column:
     """A key whose minimum is the winning fragment (docs/configuration.md, merge policies).
 
     ``timestamp_ordered``: latest ``ingested_at``, then ``dataset`` ascending, then the fragment's primary
@@ -135,14 +134,37 @@ def merge_key(policy: MergePolicy, columns: Sequence[str]) -> Column:
     primary identity.
     """
     newest_first = -F.unix_micros(F.col("ingested_at"))
-    # Last resort for fragments equal on every rule (e.g. one identity loaded twice in a batch): the whole row,
-    # so the result never depends on the order Spark happens to see them in.
-    row = F.to_json(F.struct(*[F.col(f"`{c}`") for c in columns]))
-    tie = [F.col("primary_namespace").alias("ns"), F.col("primary_id").alias("id"), row.alias("row")]
+    # Last resort for fragments equal on every rule (e.g. one identity loaded twice in a batch): a 64-bit hash of
+    # the whole row, so the result never depends on the order Spark sees them in. A hash, not the row itself:
+    # the key is held once per merged leaf in the aggregation buffer.
+    tie = [F.col("primary_namespace").alias("ns"), F.col("primary_id").alias("id"), row_hash(schema).alias("row")]
     if isinstance(policy, DatasetPrecedencePolicy):
         rank = F.array_position(F.array(*[F.lit(d) for d in policy.datasets]), F.col("dataset"))
         return F.struct(rank.alias("rank"), newest_first.alias("time"), *tie)
     return F.struct(newest_first.alias("time"), F.col("dataset").alias("dataset"), *tie)
+
+
+def _has_map(data_type: DataType) -> bool:
+    if isinstance(data_type, MapType):
+        return True
+    if isinstance(data_type, StructType):
+        return any(_has_map(f.dataType) for f in data_type.fields)
+    if isinstance(data_type, ArrayType):
+        return _has_map(data_type.elementType)
+    return False
+
+
+def _hashable(column: Column, data_type: DataType) -> Column:
+    """``column`` in a form ``xxhash64`` accepts (it rejects maps): a map as its entries, deeper maps as JSON."""
+    if isinstance(data_type, MapType) and not (_has_map(data_type.keyType) or _has_map(data_type.valueType)):
+        return F.map_entries(column)
+    return F.to_json(column) if _has_map(data_type) else column
+
+
+def row_hash(schema: StructType) -> Column:
+    """xxHash64 of a whole row of ``schema`` (maps hashed as their entries): a compact, deterministic last
+    tie-breaker, computed natively (no per-row JSON)."""
+    return F.xxhash64(*[_hashable(F.col(f"`{f.name}`"), f.dataType) for f in schema.fields])
 
 
 def used_fragments(fragments: DataFrame, policy: MergePolicy) -> DataFrame:
@@ -165,9 +187,11 @@ def merge_fragments(fragments: DataFrame, policy: MergePolicy) -> DataFrame:
             [f for f in fragments.schema.fields if f.name not in ("person_id", "primary_namespace", "primary_id")]
         )
     )
-    key = merge_key(policy, fragments.columns)
+    # The key is a column of its own, computed once per fragment (not once per merged leaf).
+    keyed = fragments.withColumn("__merge_key", merge_key(policy, fragments.schema))
+    key = F.col("__merge_key")
     leaves = _leaf_paths(attributes)
-    merged = fragments.groupBy("person_id").agg(
+    merged = keyed.groupBy("person_id").agg(
         F.count(F.lit(1)).alias("fragment_count"),
         *[
             F.min_by(_column(path), F.when(_column(path).isNotNull(), key)).alias(_leaf_name(path))
@@ -179,26 +203,19 @@ def merge_fragments(fragments: DataFrame, policy: MergePolicy) -> DataFrame:
 
 def graph_identity_maps(clusters: DataFrame, namespaces: NamespacesConfig) -> DataFrame:
     """``person_id, identityMap`` with every identity of the person's graph; ``primary`` marks the
-    highest-priority identity (lowest priority number, ties by namespace then id)."""
+    highest-priority identity (lowest priority number, ties by namespace then id).
+
+    One aggregation collects each person's identities; the map is built from the sorted list with higher-order
+    functions (in two projections, so the best identity is found once per person).
+    """
     lookup = NamespaceLookup(namespaces)
-    ranked = clusters.select(
-        "person_id",
-        "namespace",
-        "id",
-        F.struct(lookup.priority(F.col("namespace")).alias("p"), "namespace", "id").alias("rank"),
+    collected = clusters.groupBy("person_id").agg(
+        F.array_sort(F.collect_list(F.struct(F.col("namespace").alias("ns"), F.col("id").alias("id")))).alias(
+            "_entries"
+        )
     )
-    best = ranked.groupBy("person_id").agg(F.min("rank").alias("best"))
-    entries = ranked.join(best, on="person_id", how="inner").select(
-        "person_id",
-        "namespace",
-        F.struct(F.col("id").alias("id"), (F.col("rank") == F.col("best")).alias("primary")).alias("entry"),
-    )
-    per_namespace = entries.groupBy("person_id", "namespace").agg(F.array_sort(F.collect_list("entry")).alias("ids"))
-    return per_namespace.groupBy("person_id").agg(
-        F.map_from_entries(F.array_sort(F.collect_list(F.struct("namespace", "ids"))))
-        .cast(IDENTITY_MAP_TYPE)
-        .alias("identityMap")
-    )
+    with_best = collected.select("person_id", "_entries", best_entry(F.col("_entries"), lookup).alias("_best"))
+    return with_best.select("person_id", entries_identity_map(F.col("_entries"), F.col("_best")).alias("identityMap"))
 
 
 def event_key(events: DataFrame) -> Column:
@@ -216,9 +233,8 @@ def person_events(events: DataFrame, clusters: DataFrame) -> DataFrame:
     """
     columns = [F.col(f"`{c}`") for c in events.columns]
     attributed = attach_persons(events, clusters).drop("primary_namespace", "primary_id")
-    tie = F.to_json(F.struct(*columns))
     first = attributed.groupBy(event_key(events).alias("_key")).agg(
-        F.min_by(F.struct(*columns, F.col("person_id")), F.struct("timestamp", tie)).alias("e")
+        F.min_by(F.struct(*columns, F.col("person_id")), F.struct("timestamp", row_hash(events.schema))).alias("e")
     )
     return first.select("e.*")
 
@@ -243,19 +259,14 @@ def unified_profiles(
     """
     used = used_fragments(attach_persons(fragments, clusters), policy)
     merged = merge_fragments(used, policy)
-    persons = merged.select("person_id")
-    if events is not None:
-        persons = persons.unionByName(events.select("person_id")).distinct()
+    if events is not None:  # persons with events only get a profile too (a full outer join: merged read once)
+        merged = merged.join(events.select("person_id").distinct(), on="person_id", how="full_outer")
     attributes = [c for c in merged.columns if c not in ("person_id", "fragment_count")]
-    return (
-        persons.join(merged, on="person_id", how="left")
-        .join(graph_identity_maps(clusters, namespaces), on="person_id", how="left")
-        .select(
-            "person_id",
-            "identityMap",
-            *[F.col(f"`{c}`") for c in attributes],
-            F.coalesce(F.col("fragment_count"), F.lit(0)).cast("long").alias("fragment_count"),
-        )
+    return merged.join(graph_identity_maps(clusters, namespaces), on="person_id", how="left").select(
+        "person_id",
+        "identityMap",
+        *[F.col(f"`{c}`") for c in attributes],
+        F.coalesce(F.col("fragment_count"), F.lit(0)).cast("long").alias("fragment_count"),
     )
 
 

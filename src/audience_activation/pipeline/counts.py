@@ -1,8 +1,11 @@
 """The run log's counts as one small DataFrame, computed from the inputs and a run's results.
 
-Every input row is accounted for: ``rows.<table>.total`` equals the sum of that table's other categories, each
-counted by its own predicate (or from the results), so a row counted twice or not at all shows up as a
-difference. Categories: ``after_t`` (not yet existing at ``T``), ``missing_timestamp``, ``no_valid_identity``,
+Every input row is accounted for: ``rows.<table>.total`` equals the sum of that table's other categories, so a
+row counted twice or not at all shows up as a difference. The inputs are scanned for their time columns only
+(``total``, ``missing_timestamp``, ``after_t``); every other category is counted on results the run has
+materialised anyway (the records as of ``T`` with their validated identities, the profiles, the person events),
+so counting re-runs no lineage: the sum checks that the rows as of ``T`` are exactly the rows the stages saw.
+Categories: ``after_t`` (not yet existing at ``T``), ``missing_timestamp``, ``no_valid_identity``,
 ``invalid_link`` (an end invalid), ``ignored_by_merge_policy``, ``duplicate_id`` (an event ``_id`` seen
 before) and ``used``. The "existed at ``T``" predicates are those of :mod:`audience_activation.as_of`.
 
@@ -19,7 +22,7 @@ from functools import reduce
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from .. import as_of, profile
+from .. import as_of
 from ..columns import timestamp_literal
 from ..config import AppConfig
 from ..membership import REALIZED
@@ -43,53 +46,75 @@ def _measure(df: DataFrame, measure: str, subject: Column, detail: Column, reaso
     )
 
 
-def _categories(df: DataFrame, table: str, **categories: Column) -> DataFrame:
-    """One aggregation over ``df`` turned into one row per category."""
-    row = df.agg(*[value.alias(name) for name, value in categories.items()])
-    pairs = F.array(*[F.struct(F.lit(name).alias("k"), F.col(name).alias("v")) for name in categories])
+def _category_rows(row: DataFrame, table: str, names: list[str]) -> DataFrame:
+    """A one-row DataFrame with a column per category turned into one count row per category."""
+    pairs = F.array(*[F.struct(F.lit(name).alias("k"), F.col(name).alias("v")) for name in names])
     exploded = row.select(F.inline(pairs))
     return _measure(exploded, "rows", F.lit(table), F.lit(None), F.col("k"), F.coalesce(F.col("v"), F.lit(0)))
 
 
-def _fragment_rows(fragments: DataFrame, profiles: DataFrame, config: AppConfig, t: Column) -> list[DataFrame]:
-    valid = profile.primary_identity(F.col("identityMap")).isNotNull()
-    at_t = as_of.existed_at(PROFILE_FRAGMENTS, t)
+def _categories(df: DataFrame, table: str, **categories: Column) -> DataFrame:
+    """One aggregation over ``df`` turned into one row per category."""
+    row = df.agg(*[value.alias(name) for name, value in categories.items()])
+    return _category_rows(row, table, list(categories))
+
+
+def _valid(entries: Column) -> Column:
+    """True for a record with at least one valid identity (the records' validated ``entries``)."""
+    return F.exists(entries, lambda e: e["reason"].isNull())
+
+
+def _records_of(records: DataFrame, table: str) -> DataFrame:
+    return records.where(F.col("source_table") == F.lit(table))
+
+
+def _fragment_rows(
+    fragments: DataFrame, records: DataFrame, profiles: DataFrame, config: AppConfig, t: Column
+) -> list[DataFrame]:
     policy = config.job.merge_policy
     listed = F.col("dataset").isin(list(policy.datasets)) if hasattr(policy, "datasets") else F.lit(True)
-    categories = _categories(
-        fragments,
-        PROFILE_FRAGMENTS,
-        total=F.count(F.lit(1)),
-        missing_timestamp=_count_if(F.col("ingested_at").isNull()),
-        after_t=_count_if(F.col("ingested_at") > t),
-        no_valid_identity=_count_if(at_t & ~valid),
-        ignored_by_merge_policy=_count_if(at_t & valid & ~listed),
-    )
+    valid = _valid(F.col("entries"))
     used = profiles.agg(F.sum("fragment_count").alias("n"))
     return [
-        categories,
+        _categories(
+            fragments.select("ingested_at"),
+            PROFILE_FRAGMENTS,
+            total=F.count(F.lit(1)),
+            missing_timestamp=_count_if(F.col("ingested_at").isNull()),
+            after_t=_count_if(F.col("ingested_at") > t),
+        ),
+        _categories(
+            _records_of(records, PROFILE_FRAGMENTS),
+            PROFILE_FRAGMENTS,
+            no_valid_identity=_count_if(~valid),
+            ignored_by_merge_policy=_count_if(valid & ~listed),
+        ),
         _measure(used, "rows", F.lit(PROFILE_FRAGMENTS), F.lit(None), F.lit("used"), F.coalesce("n", F.lit(0))),
     ]
 
 
-def _event_rows(events: DataFrame, person_events: DataFrame | None, t: Column) -> list[DataFrame]:
-    valid = profile.primary_identity(F.col("identityMap")).isNotNull()
-    at_t = as_of.existed_at(EXPERIENCE_EVENTS, t)
-    distinct = F.countDistinct(F.when(at_t & valid, profile.event_key(events)))
+def _event_rows(events: DataFrame, records: DataFrame, person_events: DataFrame | None, t: Column) -> list[DataFrame]:
+    valid = _valid(F.col("entries"))
+    # Person events hold each distinct event key of the valid events at T once: the rest are duplicates.
     parts = [
         _categories(
-            events,
+            events.select("timestamp"),
             EXPERIENCE_EVENTS,
             total=F.count(F.lit(1)),
             missing_timestamp=_count_if(F.col("timestamp").isNull()),
             after_t=_count_if(F.col("timestamp") > t),
-            no_valid_identity=_count_if(at_t & ~valid),
-            duplicate_id=_count_if(at_t & valid) - distinct,
-        )
+        ),
     ]
-    if person_events is not None:
-        used = person_events.agg(F.count(F.lit(1)).alias("n"))
-        parts.append(_measure(used, "rows", F.lit(EXPERIENCE_EVENTS), F.lit(None), F.lit("used"), F.col("n")))
+    at_t = _records_of(records, EXPERIENCE_EVENTS).agg(
+        _count_if(~valid).alias("no_valid_identity"), _count_if(valid).alias("valid")
+    )
+    kept = (
+        person_events.agg(F.count(F.lit(1)).alias("used"))
+        if person_events is not None
+        else at_t.sparkSession.range(1).select(F.lit(0).alias("used"))
+    )
+    split = at_t.crossJoin(kept).withColumn("duplicate_id", F.col("valid") - F.col("used"))
+    parts.append(_category_rows(split, EXPERIENCE_EVENTS, ["no_valid_identity", "duplicate_id", "used"]))
     return parts
 
 
@@ -107,31 +132,46 @@ def _link_rows(links: DataFrame, t: Column) -> DataFrame:
     )
 
 
-def _region_rows(regions: DataFrame, t: Column) -> DataFrame:
-    valid = profile.primary_identity(F.col("identityMap")).isNotNull()
+def _region_rows(regions: DataFrame, records: DataFrame, t: Column) -> list[DataFrame]:
+    valid = _valid(F.col("entries"))
     captured = F.coalesce(as_of.captured_by(t), F.lit(False))
-    return _categories(
-        regions,
-        REGION_INFORMATION,
-        total=F.count(F.lit(1)),
-        after_t=_count_if(~captured),
-        no_valid_identity=_count_if(captured & ~valid),
-        used=_count_if(captured & valid),
-    )
+    return [
+        _categories(
+            regions.select("userActivityRegions"),
+            REGION_INFORMATION,
+            total=F.count(F.lit(1)),
+            after_t=_count_if(~captured),
+        ),
+        _categories(
+            _records_of(records, REGION_INFORMATION),
+            REGION_INFORMATION,
+            no_valid_identity=_count_if(~valid),
+            used=_count_if(valid),
+        ),
+    ]
 
 
 def row_accounting(
     inputs: Inputs, results: Results, config: AppConfig, evaluation_time: dt.datetime
 ) -> list[DataFrame]:
-    """Where every input row went (see the module docstring), as count rows per input table present."""
+    """Where every input row went (see the module docstring), as count rows per input table present.
+
+    The inputs are scanned only for their time columns (``total``, ``missing_timestamp``, ``after_t``); every
+    other category is counted on materialised results: the records as of ``T`` with their validated identities
+    (``no_valid_identity``, ``ignored_by_merge_policy``, region rows ``used``), the unified profiles (fragments
+    ``used``) and the person events (events ``used``; the other valid events as of ``T`` are ``duplicate_id``).
+    """
     t = timestamp_literal(evaluation_time)
-    parts = _fragment_rows(inputs.fragments, results.profiles, config, t)
+    records = results.records
+    if records is None:
+        raise ValueError("the run counts need the results' records (identity resolution's materialised input)")
+    parts = _fragment_rows(inputs.fragments, records, results.profiles, config, t)
     if inputs.events is not None:
-        parts += _event_rows(inputs.events, results.events, t)
+        parts += _event_rows(inputs.events, records, results.events, t)
     if inputs.links is not None:
         parts.append(_link_rows(inputs.links, t))
     if inputs.regions is not None:
-        parts.append(_region_rows(inputs.regions, t))
+        parts += _region_rows(inputs.regions, records, t)
     return parts
 
 

@@ -6,20 +6,29 @@ All of them hold DataFrames (lazy) and small Python values; nothing here reads o
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from pyspark.sql import DataFrame
 
 from ..as_of import AsOfInputs
 from ..runlog import PreviousRun
 
-#: A lineage barrier: returns a DataFrame with the same rows whose plan starts from materialised data. The job
-#: layer passes one that writes parquet under the lake's scratch folder; :func:`no_barrier` keeps the lineage.
-Barrier = Callable[[DataFrame], DataFrame]
+
+class Barrier(Protocol):
+    """A lineage barrier: returns a DataFrame with the same rows whose plan starts from materialised data.
+
+    The job layer passes one that writes parquet under the lake's scratch folder
+    (:class:`audience_activation.storage.files.ParquetCheckpoint`); :func:`no_barrier` keeps the lineage.
+    ``partition_by`` lays the materialised rows out by those columns, so later filters on them read only their
+    part (the change rows, read once per destination and route).
+    """
+
+    def __call__(self, df: DataFrame, partition_by: Sequence[str] = ()) -> DataFrame: ...
 
 
-def no_barrier(df: DataFrame) -> DataFrame:
+def no_barrier(df: DataFrame, partition_by: Sequence[str] = ()) -> DataFrame:
     """The identity barrier (tests, and callers that cache themselves)."""
     return df
 
@@ -72,6 +81,8 @@ class Results:
         segment_ids: the evaluated segments, in evaluation order.
         classification: segment -> evaluation method.
         cc_rounds: connected-components rounds.
+        records: every record as of ``T`` with its validated identities (identity resolution's first
+            materialised result; the run counts read it), or None when not available.
     """
 
     as_of: AsOfInputs
@@ -87,3 +98,4 @@ class Results:
     segment_ids: list[str]
     classification: dict[str, str]
     cc_rounds: int
+    records: DataFrame | None = None

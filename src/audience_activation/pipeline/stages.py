@@ -68,7 +68,10 @@ def identities(
     as_of = inputs_as_of(inputs.fragments, inputs.events, inputs.links, inputs.regions, evaluation_time)
     resolved = identity.resolve_identities(as_of, config.namespaces, config.job.identity, barrier)
     return as_of, identity.IdentityResult(
-        clusters=barrier(resolved.clusters), quarantine=resolved.quarantine, rounds=resolved.rounds
+        clusters=barrier(resolved.clusters),
+        quarantine=barrier(resolved.quarantine),
+        rounds=resolved.rounds,
+        records=resolved.records,
     )
 
 
@@ -115,8 +118,10 @@ def activation(
     compiled: Compiled,
     config: AppConfig,
     evaluation_time: dt.datetime,
+    barrier: Barrier = no_barrier,
 ) -> activation_rules.ActivationResult:
-    """Each destination's activated set at ``T`` diffed against the previous run (reasons, identities, state)."""
+    """Each destination's activated set at ``T`` diffed against the previous run (reasons, identities, state);
+    the comparison of the two sets is materialised once by ``barrier``."""
     spark = new_membership.sparkSession
     destinations = list(config.destinations)
     current = activation_rules.current_members(
@@ -134,6 +139,7 @@ def activation(
         activation_rules.mappings_frame(spark, destinations),
         previous_mappings,
         evaluation_time,
+        barrier,
     )
 
 
@@ -151,7 +157,7 @@ def routing(
     previous_regions = (
         activation_rules.person_regions(previous_clusters, regions, evaluation_time, window)
         if previous_clusters is not None
-        else activation_rules.empty_regions(clusters.sparkSession)
+        else None
     )
     return activation_rules.route_changes(
         changes, list(config.destinations), current_regions, previous_regions, clusters, config.regions
@@ -197,8 +203,9 @@ def evaluate(
     new_membership = barrier(membership(evaluated, segment_ids, previous.membership, evaluation_time, config))
 
     say(f"activating {len(config.destinations)} destinations")
-    diff = activation(new_membership, unified, previous, compiled, config, evaluation_time)
-    changes = barrier(routing(diff.changes, clusters, as_of.regions, previous.clusters, config, evaluation_time))
+    diff = activation(new_membership, unified, previous, compiled, config, evaluation_time, barrier)
+    routed = routing(diff.changes, clusters, as_of.regions, previous.clusters, config, evaluation_time)
+    changes = barrier(routed, partition_by=("destination_id", "route"))  # each output reads its own part
     return Results(
         as_of=as_of,
         clusters=clusters,
@@ -207,7 +214,7 @@ def evaluate(
         evaluated=evaluated,
         membership=new_membership,
         changes=changes,
-        state=barrier(diff.state),
+        state=diff.state,
         exclusions=diff.exclusions,
         quarantine=resolved.quarantine,
         segment_ids=segment_ids,
@@ -215,4 +222,5 @@ def evaluate(
             k: getattr(v.method, "value", str(v.method)) for k, v in compiled.segments.classification.items()
         },
         cc_rounds=resolved.rounds,
+        records=resolved.records,
     )

@@ -12,11 +12,12 @@ import json
 import logging
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 from urllib.parse import unquote
 
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 from .errors import DamagedTableError, damaged
 
@@ -58,11 +59,13 @@ class ParquetCheckpoint:
         self.folder = folder.rstrip("/")
         self.writes = 0
 
-    def __call__(self, df: DataFrame) -> DataFrame:
+    def __call__(self, df: DataFrame, partition_by: Sequence[str] = ()) -> DataFrame:
+        """Materialise ``df`` (laid out by ``partition_by`` when given) and read it back, columns in order."""
         self.writes += 1
         path = f"{self.folder}/{self.writes:05d}"
-        df.write.mode("overwrite").parquet(path)
-        return self.spark.read.schema(df.schema).parquet(path)
+        df.write.mode("overwrite").partitionBy(*partition_by).parquet(path)
+        read = self.spark.read.schema(df.schema).parquet(path)
+        return read.select(*[F.col(f"`{c}`") for c in df.columns]) if partition_by else read
 
     def cleanup(self) -> None:
         """Delete the scratch folder (best effort: a leftover scratch folder never fails a run)."""
