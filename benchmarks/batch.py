@@ -241,10 +241,14 @@ def render(results: dict) -> str:
         f"- Scanning the four inputs once (process wall time): **{results['scan_inputs_process_seconds']} s**\n"
         f"- First run (T1 = {T1.isoformat()}, empty outputs): **{first['process_seconds']} s**, peak "
         f"{first['peak_memory_gib']} GiB\n"
-        f"- Second run (T2 = {T2.isoformat()}, from the state of T1): **{second['process_seconds']} s**, peak "
-        f"{second['peak_memory_gib']} GiB\n\n"
-        f"{scaling_line}\n"
-        f"{_run_markdown('First run (T1)', first)}\n{_run_markdown('Second run (T2)', second)}"
+        + (
+            f"- Second run (T2 = {T2.isoformat()}, from the state of T1): **{second['process_seconds']} s**, peak "
+            f"{second['peak_memory_gib']} GiB\n\n"
+            if second
+            else "- Second run: not measured (`--first-run-only`)\n\n"
+        )
+        + f"{scaling_line}\n{_run_markdown('First run (T1)', first)}"
+        + (f"\n{_run_markdown('Second run (T2)', second)}" if second else "")
     )
 
 
@@ -258,7 +262,7 @@ def main() -> None:
     parser.add_argument("--engine", default="auto", choices=("auto", "delta-spark", "delta-rs"))
     parser.add_argument("--label", default=None, help="results go to batch-<persons>[-<label>].{md,json}")
     parser.add_argument("--event-log", default=None, help="folder for uncompressed Spark event logs")
-    parser.add_argument("--first-run-only", action="store_true", help="measure T1 only (no results written)")
+    parser.add_argument("--first-run-only", action="store_true", help="measure T1 only (no second run, no previews)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--conf", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--at", default=None, help=argparse.SUPPRESS)
@@ -273,12 +277,9 @@ def main() -> None:
     prepared = _step(args, "prepare", conf)
     scan = _step(args, "scan", conf)
     first = _step(args, "run", conf, T1)
-    if args.first_run_only:  # a quick look while working: printed, not recorded
-        print(_run_markdown("First run (T1)", first))
-        return
-    second = _step(args, "run", conf, T2)
+    second = None if args.first_run_only else _step(args, "run", conf, T2)
     scaling = {}
-    if not args.skip_segment_scaling:
+    if not (args.skip_segment_scaling or args.first_run_only):
         for count in (10, 100):
             scaling[count] = _step(args, "preview", conf_dir(work, lake, count, args), T2)["process_seconds"]
 
