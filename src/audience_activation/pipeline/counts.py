@@ -68,6 +68,18 @@ def _records_of(records: DataFrame, table: str) -> DataFrame:
     return records.where(F.col("source_table") == F.lit(table))
 
 
+def _time_categories(df: DataFrame, table: str, t: Column) -> DataFrame:
+    """``total``, ``missing_timestamp`` and ``after_t`` of an input table, reading only its time column."""
+    time = F.col(as_of.TIME_COLUMNS[table])
+    return _categories(
+        df.select(time),
+        table,
+        total=F.count(F.lit(1)),
+        missing_timestamp=_count_if(time.isNull()),
+        after_t=_count_if(time > t),
+    )
+
+
 def _fragment_rows(
     fragments: DataFrame, records: DataFrame, profiles: DataFrame, config: AppConfig, t: Column
 ) -> list[DataFrame]:
@@ -76,13 +88,7 @@ def _fragment_rows(
     valid = _valid(F.col("entries"))
     used = profiles.agg(F.sum("fragment_count").alias("n"))
     return [
-        _categories(
-            fragments.select("ingested_at"),
-            PROFILE_FRAGMENTS,
-            total=F.count(F.lit(1)),
-            missing_timestamp=_count_if(F.col("ingested_at").isNull()),
-            after_t=_count_if(F.col("ingested_at") > t),
-        ),
+        _time_categories(fragments, PROFILE_FRAGMENTS, t),
         _categories(
             _records_of(records, PROFILE_FRAGMENTS),
             PROFILE_FRAGMENTS,
@@ -95,16 +101,7 @@ def _fragment_rows(
 
 def _event_rows(events: DataFrame, records: DataFrame, person_events: DataFrame | None, t: Column) -> list[DataFrame]:
     valid = _valid(F.col("entries"))
-    # Person events hold each distinct event key of the valid events at T once: the rest are duplicates.
-    parts = [
-        _categories(
-            events.select("timestamp"),
-            EXPERIENCE_EVENTS,
-            total=F.count(F.lit(1)),
-            missing_timestamp=_count_if(F.col("timestamp").isNull()),
-            after_t=_count_if(F.col("timestamp") > t),
-        ),
-    ]
+    parts = [_time_categories(events, EXPERIENCE_EVENTS, t)]
     at_t = _records_of(records, EXPERIENCE_EVENTS).agg(
         _count_if(~valid).alias("no_valid_identity"), _count_if(valid).alias("valid")
     )
@@ -113,6 +110,7 @@ def _event_rows(events: DataFrame, records: DataFrame, person_events: DataFrame 
         if person_events is not None
         else at_t.sparkSession.range(1).select(F.lit(0).alias("used"))
     )
+    # Person events hold each distinct event key of the valid events at T once: the rest are duplicates.
     split = at_t.crossJoin(kept).withColumn("duplicate_id", F.col("valid") - F.col("used"))
     parts.append(_category_rows(split, EXPERIENCE_EVENTS, ["no_valid_identity", "duplicate_id", "used"]))
     return parts
