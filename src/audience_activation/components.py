@@ -25,26 +25,34 @@ Checkpoint = Callable[[DataFrame], DataFrame]
 
 
 def _large_star(edges: DataFrame) -> DataFrame:
-    """Connect every neighbour larger than a node to the node's smallest neighbour (itself included)."""
+    """Connect every neighbour larger than a node to the node's smallest neighbour (itself included).
+
+    One aggregation of each node's neighbour list, then one row per larger neighbour: no self-join, so no part
+    of the round is computed twice.
+    """
     both = edges.select(F.col("u"), F.col("v")).unionByName(edges.select(F.col("v").alias("u"), F.col("u").alias("v")))
-    smallest = both.groupBy("u").agg(F.least(F.min("v"), F.col("u")).alias("m"))
+    neighbours = both.groupBy("u").agg(F.collect_set("v").alias("ns"))
+    smallest = F.least(F.array_min("ns"), F.col("u"))
+    larger = F.filter("ns", lambda v: v > F.col("u"))
     return (
-        both.where(F.col("v") > F.col("u"))
-        .join(smallest, on="u", how="inner")
-        .select(F.col("v").alias("u"), F.col("m").alias("v"))
+        neighbours.select(F.explode(larger).alias("node"), smallest.alias("centre"))
+        .select(F.col("node").alias("u"), F.col("centre").alias("v"))
         .where(F.col("u") != F.col("v"))
         .distinct()
     )
 
 
 def _small_star(edges: DataFrame) -> DataFrame:
-    """Connect every node's smaller neighbours (and the node) to the smallest of them."""
+    """Connect every node's smaller neighbours (and the node) to the smallest of them.
+
+    One aggregation of each node's smaller neighbours, then one row per member: no self-join.
+    """
     oriented = edges.select(F.greatest("u", "v").alias("u"), F.least("u", "v").alias("v"))
-    smallest = oriented.groupBy("u").agg(F.min("v").alias("m"))
-    members = oriented.select("u", "v").unionByName(smallest.select("u", F.col("u").alias("v")))
+    neighbours = oriented.groupBy("u").agg(F.collect_set("v").alias("ns"))
+    members = F.array_union("ns", F.array(F.col("u")))
     return (
-        members.join(smallest, on="u", how="inner")
-        .select(F.col("v").alias("u"), F.col("m").alias("v"))
+        neighbours.select(F.explode(members).alias("node"), F.array_min("ns").alias("centre"))
+        .select(F.col("node").alias("u"), F.col("centre").alias("v"))
         .where(F.col("u") != F.col("v"))
         .distinct()
     )

@@ -404,6 +404,7 @@ def resolve_components(
     nodes: DataFrame,
     lookup: NamespaceLookup,
     max_identities_per_graph: int,
+    checkpoint: Checkpoint = lambda df: df,
 ) -> DataFrame:
     """Persons of every linked identity: ``namespace, id, person_id, graph_size, evicted``.
 
@@ -428,7 +429,8 @@ def resolve_components(
         )
         .withColumn("simple", (F.col("size") <= max_identities_per_graph) & F.col("one_per_unique_ns"))
     )
-    labelled = nodes.join(stats, on="component", how="inner")
+    # Read twice (simple and complex components): materialised once.
+    labelled = checkpoint(nodes.join(stats, on="component", how="inner"))
     simple = labelled.where("simple").select(
         "namespace",
         "id",
@@ -535,7 +537,7 @@ def resolve_identities(
         F.split(F.col("node"), _KEY_SEPARATOR, 2).getItem(0).alias("namespace"),
         F.split(F.col("node"), _KEY_SEPARATOR, 2).getItem(1).alias("id"),
     )
-    resolved = checkpoint(resolve_components(kept, nodes, lookup, settings.max_identities_per_graph))
+    resolved = checkpoint(resolve_components(kept, nodes, lookup, settings.max_identities_per_graph, checkpoint))
     clusters = identity_clusters(valid_identities(records, explicit), resolved, lookup)
     eviction_sources = _ends(kept).groupBy("namespace", "id").agg(F.min("source_rank").alias("source_rank"))
     evictions = (
