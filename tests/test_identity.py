@@ -544,3 +544,24 @@ def test_a_record_with_thousands_of_identities_makes_hubs_without_its_pairs(
     expected = {("profile_fragments", "TNTID", member, "hub_identity") for member in crowd}
     # c1 is a hub too; its first source is the identity graph (the explicit link) before profile fragments.
     assert quarantine == expected | {("identity_graph", "CRMID", "c1", "hub_identity")}
+
+
+def test_linking_identities_are_computed_once_per_record(spark: SparkSession) -> None:
+    """Records with two or more linking identities, sorted and distinct; the list's higher-order functions are
+    not repeated by a filter (see columns.kept_once)."""
+    from audience_activation.identity import linking_identities, record_entries
+    from audience_activation.namespaces import NamespaceLookup
+
+    fragments = fragments_df(
+        spark,
+        [
+            ({"ECID": [E1], "CRMID": ["c1", "c1"]}, T - DAY),  # two distinct linking identities
+            ({"ECID": [E2], "CRMID": [" "]}, T - DAY),  # one valid identity: no co-occurrence
+            ({"CRMID": ["c2"]}, T - DAY),
+        ],
+    )
+    records = record_entries(AsOfInputs(fragments=fragments, events=None, links=None, regions=None))
+    linking = linking_identities(records, NamespaceLookup(namespaces()))
+    plan = linking._jdf.queryExecution().executedPlan().toString()
+    assert [line for line in plan.splitlines() if "Filter " in line and "lambdafunction" in line] == []
+    assert [r["ids"] for r in linking.collect()] == [["CRMID\x00c1", f"ECID\x00{E1}"]]

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import pytest
 from pyspark.sql import DataFrame, SparkSession
 
 from audience_activation.config import DatasetPrecedencePolicy, NamespacesConfig, TimestampOrderedPolicy
-from audience_activation.profile import person_events, primary_identity, unified_profiles
+from audience_activation.profile import attach_persons, person_events, primary_identity, unified_profiles
 
 T = dt.datetime(2026, 11, 29)
 DAY = dt.timedelta(days=1)
@@ -59,6 +60,11 @@ def fragments(spark: SparkSession) -> DataFrame:
         ],
         FRAGMENTS_DDL,
     )
+
+
+def evaluations_of(df: DataFrame, needle: str) -> int:
+    """How many times ``needle`` appears in the physical plan (each appearance is evaluated per row)."""
+    return str(df._jdf.queryExecution().executedPlan().toString()).count(needle)
 
 
 def by_person(df: DataFrame) -> dict[str, dict]:
@@ -130,13 +136,14 @@ def test_primary_identity_rules(spark: SparkSession) -> None:
         f"identityMap {IMAP}",
     )
     got = [r[0] for r in df.select(primary_identity(df["identityMap"])).collect()]
-    assert [None if g is None else (g["namespace"], g["id"]) for g in got] == [
+    assert [None if not g else (g[0]["primary_namespace"], g[0]["primary_id"]) for g in got] == [
         ("CRMID", "c1"),
         ("ECID", E1),
         ("Email", "m"),
         None,
         ("EMAIL_LC_SHA256", "a" * 64),
     ]
+    assert all(len(g) <= 1 for g in got)
 
 
 def test_event_dedupe_ignores_copies_without_a_valid_identity(spark: SparkSession, clusters: DataFrame) -> None:
@@ -152,3 +159,21 @@ def test_event_dedupe_ignores_copies_without_a_valid_identity(spark: SparkSessio
     )
     got = sorted((r["_id"] or "", r["timestamp"], r["person_id"]) for r in person_events(events, clusters).collect())
     assert got == [("", T - 2 * DAY, f"ECID:{E9}"), ("", T - DAY, f"ECID:{E9}"), ("ev1", T - 2 * DAY, f"ECID:{E9}")]
+
+
+def test_attaching_persons_evaluates_the_primary_identity_once(
+    spark: SparkSession, clusters: DataFrame, tmp_path: Path
+) -> None:
+    """The identities are validated once per record: the plan holds the validation (here its ECID pattern) once,
+    not once per use of the primary identity (its null test, its namespace, its id). Read from files, as the
+    job does: the optimiser folds small local DataFrames away."""
+    spark.createDataFrame(
+        [("ev1", T - DAY, {"ECID": [(E9, True)]}), ("ev2", T - DAY, {"ECID": [("bad", True)]})],
+        f"_id string, timestamp timestamp, identityMap {IMAP}",
+    ).write.parquet(str(tmp_path / "events"))
+    events = spark.read.parquet(str(tmp_path / "events"))
+    attached = attach_persons(events, clusters)
+    assert evaluations_of(attached, "^[0-9]{38}") == 1
+    assert [(r["_id"], r["primary_namespace"], r["primary_id"], r["person_id"]) for r in attached.collect()] == [
+        ("ev1", "ECID", E9, f"ECID:{E9}")
+    ]

@@ -16,7 +16,7 @@ Example:
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from pyspark.sql import Column
 from pyspark.sql import functions as F
@@ -94,6 +94,21 @@ def identity_map_entries(identity_map: Column) -> Column:
     )
 
 
+def kept_once(value: Column, keep: Callable[[Column], Column]) -> Column:
+    """``value`` as a one-element array when ``keep(value)`` holds, else an empty array: give it to ``F.explode``
+    to keep the rows whose computed ``value`` passes ``keep``.
+
+    A generator instead of ``withColumn`` + ``where``: Spark pushes a filter below the projection that computes
+    its column, so an expensive ``value`` (higher-order functions over identity lists) would be evaluated twice
+    per row, once for the filter and once for the column; a generator's output cannot be filtered before it
+    runs, so ``value`` is evaluated once (docs/performance.md, "Evaluated once").
+
+    Example:
+        >>> df.select("time", F.explode(kept_once(ids, lambda v: F.size(v) > 1)).alias("ids"))  # doctest: +SKIP
+    """
+    return F.filter(F.array(value), keep)
+
+
 def type_shape(data_type: DataType) -> object:
     """A type's JSON without nullability and metadata, so only names and types are compared."""
 
@@ -118,6 +133,7 @@ __all__ = [
     "as_utc",
     "empty_identity_map",
     "identity_map_entries",
+    "kept_once",
     "literal_map",
     "normalize_namespace",
     "timestamp_literal",

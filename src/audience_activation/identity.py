@@ -33,7 +33,7 @@ from pyspark.sql import functions as F
 
 from . import identity_rules as rules
 from .as_of import AsOfInputs, as_of  # noqa: F401 - as_of re-exported (the identities job starts with it)
-from .columns import identity_map_entries, normalize_namespace
+from .columns import identity_map_entries, kept_once, normalize_namespace
 from .components import connected_components
 from .config import IdentitySettings, NamespacesConfig
 from .namespaces import NamespaceLookup, invalid_reason, public_person_id
@@ -226,8 +226,10 @@ def _identity_of(key: Column) -> Column:
 
 def linking_identities(records: DataFrame, lookup: NamespaceLookup) -> DataFrame:
     """Records with at least two linking identities (the only ones that give co-occurrence links or make
-    crowded hubs): ``time, source_rank, ids`` (see :func:`_record_identities`)."""
-    return _record_identities(records, lookup).where(F.size("ids") > 1)
+    crowded hubs): ``time, source_rank, ids`` (see :func:`_record_identities`; the list is computed once per
+    record, see :func:`columns.kept_once`)."""
+    ids = _record_identities(records, lookup)
+    return ids.select("time", "source_rank", F.explode(kept_once(F.col("ids"), lambda v: F.size(v) > 1)).alias("ids"))
 
 
 def crowded_record_identities(

@@ -28,10 +28,16 @@ PROFILE_SYSTEM_COLUMNS = ("person_id", "identityMap", "fragment_count")
 
 
 def primary_identity(identity_map: Column) -> Column:
-    """The record's primary identity ``struct(namespace, id)`` among its valid identities, or null.
+    """The record's primary identity among its valid identities, as an array of **at most one**
+    ``struct(primary_namespace, primary_id)`` (empty when no identity is valid).
 
     ``primary = true`` first; when several or none are flagged, the first by namespace code then id (binary
     order). ``Email_LC_SHA256`` counts as ``EMAIL_LC_SHA256``.
+
+    An array read with a generator (``F.inline``), not a nullable struct: the struct's null test, namespace and id
+    would each evaluate the higher-order functions again (three validations of every identity per record), and a
+    null filter on it can be pushed below the projection that computes it (docs/performance.md, "Evaluated
+    once"). The generator evaluates the list once and emits no row for a record without a valid identity.
     """
     entries = F.transform(
         identity_map_entries(identity_map),
@@ -40,8 +46,10 @@ def primary_identity(identity_map: Column) -> Column:
         ),
     )
     valid = F.filter(entries, lambda e: invalid_reason(e["namespace"], e["id"]).isNull())
-    best = F.array_min(valid)
-    return F.when(F.size(valid) > 0, F.struct(best["namespace"].alias("namespace"), best["id"].alias("id")))
+    return F.transform(
+        F.slice(F.array_sort(valid), 1, 1),
+        lambda e: F.struct(e["namespace"].alias("primary_namespace"), e["id"].alias("primary_id")),
+    )
 
 
 def attach_persons(records: DataFrame, clusters: DataFrame) -> DataFrame:
@@ -52,16 +60,9 @@ def attach_persons(records: DataFrame, clusters: DataFrame) -> DataFrame:
         records: fragments or events (with ``identityMap``).
         clusters: ``identity_clusters`` (``namespace, id, person_id``); one row per identity.
     """
-    with_primary = records.withColumn("_primary", primary_identity(F.col("identityMap"))).where(
-        F.col("_primary").isNotNull()
-    )
+    with_primary = records.select("*", F.inline(primary_identity(F.col("identityMap"))))
     keys = clusters.select(F.col("namespace").alias("primary_namespace"), F.col("id").alias("primary_id"), "person_id")
-    return (
-        with_primary.withColumn("primary_namespace", F.col("_primary.namespace"))
-        .withColumn("primary_id", F.col("_primary.id"))
-        .drop("_primary")
-        .join(keys, on=["primary_namespace", "primary_id"], how="inner")
-    )
+    return with_primary.join(keys, on=["primary_namespace", "primary_id"], how="inner")
 
 
 def _leaf_paths(schema: StructType, prefix: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], DataType]]:
