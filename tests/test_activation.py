@@ -148,6 +148,29 @@ def test_current_members_consent_and_identities(spark: SparkSession, membership:
     ]
 
 
+def test_current_members_each_destination_gets_its_own_view(spark: SparkSession, membership: DataFrame) -> None:
+    """Destinations share id lists where they agree; where one hashes e-mails and another does not, each still
+    gets its own list (the hashing one: hashed e-mails with the existing hashes; the other: the hashes and the
+    raw e-mails)."""
+    profiles = spark.createDataFrame(
+        [("p1", {"Email": [(" Ann@X.com ", True)], "EMAIL_LC_SHA256": [("AB" * 32, False)], "ECID": [(E1, False)]})],
+        f"person_id string, identityMap {IMAP}",
+    )
+    plain = aam(id="plain", hash_emails=False, namespaces=["Email", "EMAIL_LC_SHA256", "ECID"])
+    hashing = aam(id="hashing", hash_emails=True, namespaces=["Email", "EMAIL_LC_SHA256", "ECID"])
+    members = current_members(membership, profiles, [plain, hashing], {}, NamespacesConfig())
+    got = {(r.destination_id, r.person_id): r.identities for r in members.collect()}
+    hashes = sorted([sha("ann@x.com"), "ab" * 32])
+    assert got == {
+        ("plain", "p1"): {
+            "ECID": [(E1, False)],
+            "EMAIL_LC_SHA256": [("AB" * 32, False)],
+            "Email": [(" Ann@X.com ", True)],
+        },
+        ("hashing", "p1"): {"ECID": [(E1, False)], "EMAIL_LC_SHA256": [(hashes[0], True), (hashes[1], False)]},
+    }
+
+
 def test_change_reasons(spark: SparkSession) -> None:
     ids = {"ECID": [(E1, True)]}
     sent = {"ECID": [(E2, True)]}

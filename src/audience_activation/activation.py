@@ -85,6 +85,20 @@ def _ids_of(identity_map: Column, namespace: str) -> Column:
     return lists[0] if len(lists) == 1 else F.concat(*lists)
 
 
+def _merges_hashed_emails(destination: DestinationConfig, namespace: str) -> bool:
+    """Whether the destination's ``namespace`` list also holds its hashed ``Email`` ids."""
+    return destination.hash_emails and namespace == EMAIL_LC_SHA256
+
+
+def _id_list(identity_map: Column, namespace: str, *, with_hashed_emails: bool) -> Column:
+    """The sorted distinct ids of ``namespace``; with ``with_hashed_emails``, the ``Email`` ids hashed
+    (:func:`hash_email`) join the lower-cased ``EMAIL_LC_SHA256`` ids."""
+    ids = _ids_of(identity_map, namespace)
+    if with_hashed_emails:
+        ids = F.concat(F.transform(_ids_of(identity_map, EMAIL), hash_email), F.transform(ids, F.lower))
+    return F.array_sort(F.array_distinct(ids))
+
+
 def accepted_id_lists(
     identity_map: Column, destination: DestinationConfig, namespaces: NamespacesConfig
 ) -> list[tuple[str, Column]]:
@@ -95,13 +109,10 @@ def accepted_id_lists(
     here. The namespaces are known from the configuration, so each list is one plain expression over the map
     (no higher-order function over the namespaces).
     """
-    lists = []
-    for namespace in accepted_namespaces(destination, namespaces):
-        ids = _ids_of(identity_map, namespace)
-        if destination.hash_emails and namespace == EMAIL_LC_SHA256:
-            ids = F.concat(F.transform(_ids_of(identity_map, EMAIL), hash_email), F.transform(ids, F.lower))
-        lists.append((namespace, F.array_sort(F.array_distinct(ids))))
-    return lists
+    return [
+        (namespace, _id_list(identity_map, namespace, with_hashed_emails=_merges_hashed_emails(destination, namespace)))
+        for namespace in accepted_namespaces(destination, namespaces)
+    ]
 
 
 def _flag_first(is_best: Column) -> Callable[[Column, Column], Column]:
@@ -179,25 +190,31 @@ def current_members(
         # A missing value does not pass a consent condition.
         return F.lit(True) if condition is None else F.coalesce(condition, F.lit(False))
 
-    # Two projections: the id lists of every destination first, then the maps read them as columns (an inlined
-    # list would be evaluated once per use).
-    lists = {
-        i: [
-            (ns, f"l{i}_{j}", ids) for j, (ns, ids) in enumerate(accepted_id_lists(F.col("identityMap"), d, namespaces))
-        ]
-        for i, d in enumerate(destinations)
-    }
+    # Two projections: the id lists first, then each destination's map reads them as columns (an inlined list
+    # would be evaluated once per use). Destinations share lists: a namespace's list differs only where e-mails
+    # are hashed into it, so each (namespace, hashed or not) list is computed once for all destinations.
+    shared: dict[tuple[str, bool], str] = {}
+    lists: dict[int, list[tuple[str, str]]] = {}
+    for i, destination in enumerate(destinations):
+        lists[i] = []
+        for namespace in accepted_namespaces(destination, namespaces):
+            variant = (namespace, _merges_hashed_emails(destination, namespace))
+            name = shared.setdefault(variant, f"l{len(shared)}")
+            lists[i].append((namespace, name))
     listed = profiles.select(
         "person_id",
         *[consent_ok(d).alias(f"c{i}") for i, d in enumerate(destinations)],
-        *[ids.alias(name) for i in lists for _, name, ids in lists[i]],
+        *[
+            _id_list(F.col("identityMap"), namespace, with_hashed_emails=hashed).alias(name)
+            for (namespace, hashed), name in shared.items()
+        ],
     )
     flags = listed.select(
         "person_id",
         *[
             F.struct(
                 F.col(f"c{i}").alias("consent_ok"),
-                id_lists_identity_map([(ns, F.col(name)) for ns, name, _ in lists[i]]).alias("identities"),
+                id_lists_identity_map([(ns, F.col(name)) for ns, name in lists[i]]).alias("identities"),
             ).alias(f"d{i}")
             for i in lists
         ],
