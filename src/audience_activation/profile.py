@@ -2,6 +2,8 @@
 
 - :func:`primary_identity` picks a record's primary identity among its valid identities.
 - :func:`attach_persons` gives fragments and events the ``person_id`` of their primary identity.
+- :func:`keyed_fragments` keeps what the merge reads of each fragment: its primary identity, its merge key
+  (computed from the fragment as stored) and its attributes.
 - :func:`merge_fragments` merges each person's fragments field by field in **one** aggregation: every leaf
   of a nested struct, and every array or map as a whole, takes the non-null value of the winning fragment
   (``min_by`` over a policy key, nulls excluded), then the structs are rebuilt.
@@ -61,8 +63,12 @@ def attach_persons(records: DataFrame, clusters: DataFrame) -> DataFrame:
         clusters: ``identity_clusters`` (``namespace, id, person_id``); one row per identity.
     """
     with_primary = records.select("*", F.inline(primary_identity(F.col("identityMap"))))
-    keys = clusters.select(F.col("namespace").alias("primary_namespace"), F.col("id").alias("primary_id"), "person_id")
-    return with_primary.join(keys, on=["primary_namespace", "primary_id"], how="inner")
+    return with_primary.join(_person_keys(clusters), on=["primary_namespace", "primary_id"], how="inner")
+
+
+def _person_keys(clusters: DataFrame) -> DataFrame:
+    """``primary_namespace, primary_id, person_id``: the clusters as the join key of records' primary identities."""
+    return clusters.select(F.col("namespace").alias("primary_namespace"), F.col("id").alias("primary_id"), "person_id")
 
 
 def _leaf_paths(schema: StructType, prefix: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], DataType]]:
@@ -132,7 +138,7 @@ def merge_key(policy: MergePolicy, schema: StructType) -> Column:
 
     ``timestamp_ordered``: latest ``ingested_at``, then ``dataset`` ascending, then the fragment's primary
     ``(namespace, id)``. ``dataset_precedence``: earliest listed dataset, then latest ``ingested_at``, then the
-    primary identity.
+    primary identity. Last, a hash of the fragment's whole row as stored (``schema``: the fragments' columns).
     """
     newest_first = -F.unix_micros(F.col("ingested_at"))
     # Last resort for fragments equal on every rule (e.g. one identity loaded twice in a batch): a 64-bit hash of
@@ -175,24 +181,43 @@ def used_fragments(fragments: DataFrame, policy: MergePolicy) -> DataFrame:
     return fragments
 
 
-def merge_fragments(fragments: DataFrame, policy: MergePolicy) -> DataFrame:
+#: The merge key column of :func:`keyed_fragments`.
+MERGE_KEY = "__merge_key"
+
+
+def keyed_fragments(fragments: DataFrame, policy: MergePolicy) -> DataFrame:
+    """The fragments the policy uses, with what the merge reads and nothing else: ``primary_namespace,
+    primary_id`` (the primary identity, fragments without a valid one dropped), ``__merge_key`` and the
+    attribute columns.
+
+    The key, with its hash of the whole row, is computed here from the fragment as stored, before persons are
+    attached: ``identityMap``, ``dataset`` and ``ingested_at`` then do not travel through the join and the merge.
+    """
+    with_primary = used_fragments(fragments, policy).select("*", F.inline(primary_identity(F.col("identityMap"))))
+    return with_primary.select(
+        "primary_namespace",
+        "primary_id",
+        merge_key(policy, fragments.schema).alias(MERGE_KEY),
+        *[F.col(f"`{f.name}`") for f in attribute_schema(fragments.schema).fields],
+    )
+
+
+def merge_fragments(fragments: DataFrame) -> DataFrame:
     """One row per person: ``person_id``, ``fragment_count`` and the merged attribute columns.
 
     Args:
-        fragments: fragments with ``person_id``, ``primary_namespace``, ``primary_id`` (:func:`attach_persons`),
-            already filtered to the policy's datasets (:func:`used_fragments`).
-        policy: the merge policy.
+        fragments: :func:`keyed_fragments` with ``person_id`` (joined on the primary identity).
     """
-    attributes = attribute_schema(
-        StructType(
-            [f for f in fragments.schema.fields if f.name not in ("person_id", "primary_namespace", "primary_id")]
-        )
+    attributes = StructType(
+        [
+            f
+            for f in fragments.schema.fields
+            if f.name not in ("person_id", "primary_namespace", "primary_id", MERGE_KEY)
+        ]
     )
-    # The key is a column of its own, computed once per fragment (not once per merged leaf).
-    keyed = fragments.withColumn("__merge_key", merge_key(policy, fragments.schema))
-    key = F.col("__merge_key")
+    key = F.col(MERGE_KEY)
     leaves = _leaf_paths(attributes)
-    merged = keyed.groupBy("person_id").agg(
+    merged = fragments.groupBy("person_id").agg(
         F.count(F.lit(1)).alias("fragment_count"),
         *[
             F.min_by(_column(path), F.when(_column(path).isNotNull(), key)).alias(_leaf_name(path))
@@ -258,8 +283,10 @@ def unified_profiles(
         policy: the merge policy.
         namespaces: namespace priorities (to flag each graph's primary identity).
     """
-    used = used_fragments(attach_persons(fragments, clusters), policy)
-    merged = merge_fragments(used, policy)
+    keyed = keyed_fragments(fragments, policy).join(
+        _person_keys(clusters), on=["primary_namespace", "primary_id"], how="inner"
+    )
+    merged = merge_fragments(keyed)
     if events is not None:  # persons with events only get a profile too (a full outer join: merged read once)
         merged = merged.join(events.select("person_id").distinct(), on="person_id", how="full_outer")
     attributes = [c for c in merged.columns if c not in ("person_id", "fragment_count")]
@@ -276,6 +303,7 @@ __all__ = [
     "attach_persons",
     "attribute_schema",
     "graph_identity_maps",
+    "keyed_fragments",
     "merge_fragments",
     "person_events",
     "primary_identity",
