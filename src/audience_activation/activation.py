@@ -368,24 +368,34 @@ def activation_changes(
     that applies (see :func:`diff_activations`), its ``last_qualification_time`` (the membership's, else ``T``)
     and the identities: those accepted at ``T`` for an added row, those sent when added for a removed one.
 
-    Only the changed rows are joined with the memberships, so a run with few changes does little work here.
+    Only the changed rows are joined with the memberships, so a run with few changes does little work here. The
+    memberships are looked up **per person** (each person's segments in one row), so the change rows are
+    partitioned by ``person_id`` once, and routing's join with each person's regions (also by ``person_id``)
+    reuses that partitioning instead of shuffling the change rows, identities and all, a second time.
     """
     keys = ["destination_id", "segment_id", "person_id"]
     changed = compared.where(_now_on() != _was_on())
     if previous_membership is not None:
-        was_realized = previous_membership.where(F.col("status") == REALIZED).select(
-            "person_id", "segment_id", F.lit(True).alias("was_realized")
+        was_realized = (
+            previous_membership.where(F.col("status") == REALIZED)
+            .groupBy("person_id")
+            .agg(F.collect_set("segment_id").alias("_was_realized"))
         )
-        changed = changed.join(was_realized, on=["person_id", "segment_id"], how="left")
+        changed = changed.join(was_realized, on="person_id", how="left").withColumn(
+            "was_realized", F.when(F.array_contains("_was_realized", F.col("segment_id")), F.lit(True))
+        )
     else:
         changed = changed.withColumn("was_realized", F.lit(None).cast("boolean"))
-    lqt = membership.select("person_id", "segment_id", "last_qualification_time")
+    times = membership.groupBy("person_id").agg(
+        F.map_from_entries(F.collect_list(F.struct("segment_id", "last_qualification_time"))).alias("_lqt")
+    )
+    lqt = F.try_element_at(F.col("_lqt"), F.col("segment_id"))
     added_reason, removed_reason = _change_reasons()
-    return changed.join(lqt, on=["person_id", "segment_id"], how="left").select(
+    return changed.join(times, on="person_id", how="left").select(
         *keys,
         F.when(_now_on(), F.lit(REALIZED)).otherwise(F.lit("exited")).alias("status"),
         F.when(_now_on(), added_reason).otherwise(removed_reason).alias("reason"),
-        F.coalesce("last_qualification_time", timestamp_literal(evaluation_time)).alias("last_qualification_time"),
+        F.coalesce(lqt, timestamp_literal(evaluation_time)).alias("last_qualification_time"),
         F.when(_now_on(), F.col("c_identities")).otherwise(F.col("p_identities_sent")).alias("identityMap"),
     )
 
