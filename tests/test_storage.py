@@ -514,6 +514,24 @@ def test_a_table_written_by_one_engine_reads_identically_with_the_other(
     assert [entry["engine"] for entry in write.history(location)] == [writer, reader, writer]
 
 
+def test_commit_keys_named_like_delta_commit_info_fields_do_not_break_the_other_engine(
+    spark: SparkSession, lake: Path
+) -> None:
+    """Caller keys such as ``job`` (a struct in Delta's ``commitInfo``) stay inside ``userMetadata``: Delta Lake for
+    Spark reads a table delta-rs wrote with them (the demo generator records ``job: demo-data``), and both
+    engines' history shows them."""
+    location = str(lake / "demo")
+    delta_rs, delta_spark = open_storage(spark, "delta-rs"), open_storage(spark, "delta-spark")
+    info = {"job": "demo-data", "notebook": "n1", "readVersion": "x", "seed": "42"}
+    delta_rs.overwrite(spark.createDataFrame([(1,)], "k int"), location, commit_info=info)
+    assert [row["k"] for row in delta_spark.read(location).df.collect()] == [1]
+    delta_spark.append(spark.createDataFrame([(2,)], "k int"), location)
+    for store in (delta_rs, delta_spark):
+        first = store.history(location)[-1]
+        assert (first["seed"], first["engine"]) == ("42", "delta-rs")
+    assert sorted(row["k"] for row in delta_rs.read(location).df.collect()) == [1, 2]
+
+
 def test_change_data_feed_reads_back_each_writes_inserts_and_deletes(
     spark: SparkSession, store: DeltaStorage, lake: Path
 ) -> None:

@@ -81,6 +81,22 @@ def _unescape_path_name(name: str) -> str:
     return re.sub(r"%([0-9A-Fa-f]{2})", lambda m: chr(int(m.group(1), 16)), name)
 
 
+def _commit_properties(metadata: Mapping[str, str]) -> CommitProperties:
+    """A commit's custom ``commitInfo``: the whole metadata as ``userMetadata`` (JSON, read by both engines'
+    ``history``), plus ``writeId`` and ``engine`` as keys of their own (``cleanup`` reads ``writeId`` from the raw
+    log). The caller's other keys stay inside ``userMetadata``: a top-level key that is also a field of the Delta
+    protocol's ``commitInfo`` with another type (``job``, ``notebook``, ``readVersion``...) makes Delta Lake
+    for Spark fail to read the table's log."""
+    return CommitProperties(
+        custom_metadata={
+            "writeId": metadata["writeId"],
+            "engine": metadata["engine"],
+            "userMetadata": json.dumps(dict(metadata)),
+        },
+        max_commit_retries=0,
+    )
+
+
 class DeltaRsStorage(DeltaStorage):
     """Delta tables through Spark parquet I/O and delta-rs commits.
 
@@ -211,11 +227,8 @@ class DeltaRsStorage(DeltaStorage):
 
     def _restore(self, location: str, version: int, *, write_id: str, metadata: Mapping[str, str]) -> int:
         table = self._table(location)
-        commit = CommitProperties(
-            custom_metadata={**metadata, "userMetadata": json.dumps(metadata)}, max_commit_retries=0
-        )
         try:
-            table.restore(version, commit_properties=commit)
+            table.restore(version, commit_properties=_commit_properties(metadata))
         except CommitFailedError as exc:
             raise ConcurrentWriteError(f"{location}: another writer committed during the restore: {exc}") from exc
         except DeltaError as exc:
@@ -232,10 +245,7 @@ class DeltaRsStorage(DeltaStorage):
         partition_columns = list(partition_columns)
         write_dir = f"{WRITE_DIR_PREFIX}{write_id}"
         staging = f"{root}/{write_dir}"
-        # Top-level commitInfo keys for delta-rs readers, and the same as userMetadata for every other reader.
-        commit = CommitProperties(
-            custom_metadata={**metadata, "userMetadata": json.dumps(metadata)}, max_commit_retries=0
-        )
+        commit = _commit_properties(metadata)
         try:
             self._write_files(df, staging, partition_columns)
             actions = self._added_files(root, write_dir, partition_columns)
