@@ -17,7 +17,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 import identity_reference as rules  # the reference model (NsInfo comes with it)
-from audience_activation.components import connected_components
+from audience_activation.components import connected_components, star_labels
 from audience_activation.config import IdentitySettings, NamespaceConfig, NamespacesConfig, NamespaceType
 from audience_activation.identity import AsOfInputs, as_of, resolve_identities
 from audience_activation.storage.base import ParquetCheckpoint
@@ -565,3 +565,21 @@ def test_linking_identities_are_computed_once_per_record(spark: SparkSession) ->
     plan = linking._jdf.queryExecution().executedPlan().toString()
     assert [line for line in plan.splitlines() if "Filter " in line and "lambdafunction" in line] == []
     assert [r["ids"] for r in linking.collect()] == [["CRMID\x00c1", f"ECID\x00{E1}"]]
+
+
+@pytest.mark.parametrize(
+    ("edges", "expected"),
+    [
+        # One star centred on its smallest node: every node settled, labelled with the centre.
+        ([("a", "b"), ("c", "a")], {"a": ("a", True), "b": ("a", True), "c": ("a", True)}),
+        # c hangs off two centres: c is not settled (a and b are, each on its own).
+        ([("a", "c"), ("c", "b")], {"a": ("a", True), "b": ("b", True), "c": ("a", False)}),
+        # b hangs off a and is the centre of c: b is not settled.
+        ([("a", "b"), ("b", "c")], {"a": ("a", True), "b": ("a", False), "c": ("b", True)}),
+    ],
+)
+def test_star_labels_settle_only_finished_stars(
+    spark: SparkSession, edges: list[tuple[str, str]], expected: dict[str, tuple[str, bool]]
+) -> None:
+    rows = star_labels(spark.createDataFrame(edges, "u string, v string")).collect()
+    assert {r.node: (r.component, r.settled) for r in rows} == expected

@@ -58,21 +58,33 @@ def _small_star(edges: DataFrame) -> DataFrame:
     )
 
 
-def _converged(edges: DataFrame) -> bool:
-    """Whether the edges form one star per component, each centred on the component's smallest node.
+def star_labels(edges: DataFrame) -> DataFrame:
+    """Each node's candidate label and whether the edges around it already form a finished star:
+    ``node, component, settled``.
 
-    Both must hold: every node hangs off exactly one smaller node (its centre), and no centre hangs off a
-    smaller node. (The second alone is not enough: a node can hang off two centres that still belong to one
-    component.)
+    One aggregation per node over the edges oriented small → big: a node's ``parents`` are its smaller
+    neighbours, and it is a ``centre`` when it has larger ones. The edges form one star per component, each
+    centred on the component's smallest node, exactly when every node is settled: it hangs off at most one
+    smaller node, and a node that hangs off a smaller node is no centre itself. (The second alone is not
+    enough: a node can hang off two centres that still belong to one component.) When every node is settled,
+    ``component`` (the single parent, or the node itself for a centre) is the node's component.
     """
     oriented = edges.select(F.greatest("u", "v").alias("big"), F.least("u", "v").alias("small"))
-    two_centres = (
-        oriented.groupBy("big").agg(F.countDistinct("small").alias("centres")).where(F.col("centres") > 1).select("big")
+    ends = oriented.select(
+        F.col("big").alias("node"), F.col("small").alias("parent"), F.lit(False).alias("centre")
+    ).unionByName(
+        oriented.select(
+            F.col("small").alias("node"), F.lit(None).cast("string").alias("parent"), F.lit(True).alias("centre")
+        )
     )
-    centres_not_roots = oriented.join(
-        oriented.select(F.col("big").alias("small")).distinct(), on="small", how="left_semi"
-    ).select(F.col("small").alias("big"))
-    return two_centres.unionByName(centres_not_roots).isEmpty()
+    per_node = ends.groupBy("node").agg(
+        F.min("parent").alias("first"), F.max("parent").alias("last"), F.max("centre").alias("centre")
+    )
+    one_parent = F.col("first").isNull() | (F.col("first") == F.col("last"))
+    root_or_leaf = F.col("first").isNull() | ~F.col("centre")
+    return per_node.select(
+        "node", F.coalesce("first", "node").alias("component"), (one_parent & root_or_leaf).alias("settled")
+    )
 
 
 @dataclass(frozen=True)
@@ -104,9 +116,10 @@ def connected_components(edges: DataFrame, checkpoint: Checkpoint) -> Components
         if rounds > MAX_CC_ROUNDS:
             raise RuntimeError(f"connected components did not converge in {MAX_CC_ROUNDS} rounds")
         current = checkpoint(_small_star(_large_star(current)))
-        if _converged(current):
+        # The convergence test and the labels are one aggregation, materialised once: when every node is
+        # settled, its rows are the answer (usually after the first round for identity graphs).
+        labels = checkpoint(star_labels(current))
+        if labels.where(~F.col("settled")).isEmpty():
             break
     log.info("connected components converged after %d round(s)", rounds)
-    oriented = current.select(F.greatest("u", "v").alias("node"), F.least("u", "v").alias("component"))
-    roots = oriented.select(F.col("component").alias("node"), "component").distinct()
-    return Components(labels=oriented.unionByName(roots).distinct(), rounds=rounds)
+    return Components(labels=labels.select("node", "component"), rounds=rounds)

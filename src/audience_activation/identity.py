@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from functools import reduce
 
 import pandas as pd
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from . import identity_rules as rules
@@ -422,17 +422,23 @@ def resolve_components(
     ``applyInPandas``; only their links go to Python.
     """
     unique_ns = F.when(lookup.unique(F.col("namespace")), F.col("namespace"))
-    stats = (
-        nodes.groupBy("component")
-        .agg(
-            F.count(F.lit(1)).alias("size"),
-            (F.count(unique_ns) == F.size(F.collect_set(unique_ns))).alias("one_per_unique_ns"),
-            F.min(F.struct(lookup.priority(F.col("namespace")).alias("p"), "namespace", "id")).alias("best"),
+    # Each node with its component's statistics: one window over the component (one shuffle and sort), not an
+    # aggregation joined back to the nodes. Read twice (simple and complex components): materialised once.
+    component = Window.partitionBy("component")
+    size = F.count(F.lit(1)).over(component)
+    one_per_unique_ns = F.count(unique_ns).over(component) == F.size(F.collect_set(unique_ns).over(component))
+    labelled = checkpoint(
+        nodes.select(
+            "component",
+            "namespace",
+            "id",
+            size.alias("size"),
+            F.min(F.struct(lookup.priority(F.col("namespace")).alias("p"), "namespace", "id"))
+            .over(component)
+            .alias("best"),
+            ((size <= max_identities_per_graph) & one_per_unique_ns).alias("simple"),
         )
-        .withColumn("simple", (F.col("size") <= max_identities_per_graph) & F.col("one_per_unique_ns"))
     )
-    # Read twice (simple and complex components): materialised once.
-    labelled = checkpoint(nodes.join(stats, on="component", how="inner"))
     simple = labelled.where("simple").select(
         "namespace",
         "id",
@@ -534,16 +540,18 @@ def resolve_identities(
         ),
         checkpoint,
     )
-    nodes = components.labels.select(
-        "component",
-        F.split(F.col("node"), _KEY_SEPARATOR, 2).getItem(0).alias("namespace"),
-        F.split(F.col("node"), _KEY_SEPARATOR, 2).getItem(1).alias("id"),
-    )
+    node = F.split(F.col("node"), _KEY_SEPARATOR, 2)
+    nodes = components.labels.select("component", node.getItem(0).alias("namespace"), node.getItem(1).alias("id"))
     resolved = checkpoint(resolve_components(kept, nodes, lookup, settings.max_identities_per_graph, checkpoint))
     clusters = identity_clusters(valid_identities(records, explicit), resolved, lookup)
-    eviction_sources = _ends(kept).groupBy("namespace", "id").agg(F.min("source_rank").alias("source_rank"))
+    # The first source of each evicted identity's links: the link ends are narrowed to the evicted identities
+    # (usually few, so broadcast by adaptive execution) before they are aggregated.
+    evicted = resolved.where("evicted").select("namespace", "id")
     evictions = (
-        resolved.where("evicted").select("namespace", "id").join(eviction_sources, on=["namespace", "id"], how="inner")
+        _ends(kept)
+        .join(evicted, on=["namespace", "id"], how="left_semi")
+        .groupBy("namespace", "id")
+        .agg(F.min("source_rank").alias("source_rank"))
     )
     quarantine = reduce(
         DataFrame.unionByName,
