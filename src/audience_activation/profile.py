@@ -62,8 +62,15 @@ def attach_persons(records: DataFrame, clusters: DataFrame) -> DataFrame:
         records: fragments or events (with ``identityMap``).
         clusters: ``identity_clusters`` (``namespace, id, person_id``); one row per identity.
     """
-    with_primary = records.select("*", F.inline(primary_identity(F.col("identityMap"))))
-    return with_primary.join(_person_keys(clusters), on=["primary_namespace", "primary_id"], how="inner")
+    return with_primary_identity(records).join(
+        _person_keys(clusters), on=["primary_namespace", "primary_id"], how="inner"
+    )
+
+
+def with_primary_identity(records: DataFrame) -> DataFrame:
+    """``records`` with ``primary_namespace, primary_id`` (:func:`primary_identity`); a record without a valid
+    identity has no row."""
+    return records.select("*", F.inline(primary_identity(F.col("identityMap"))))
 
 
 def _person_keys(clusters: DataFrame) -> DataFrame:
@@ -193,8 +200,7 @@ def keyed_fragments(fragments: DataFrame, policy: MergePolicy) -> DataFrame:
     The key, with its hash of the whole row, is computed here from the fragment as stored, before persons are
     attached: ``identityMap``, ``dataset`` and ``ingested_at`` then do not travel through the join and the merge.
     """
-    with_primary = used_fragments(fragments, policy).select("*", F.inline(primary_identity(F.col("identityMap"))))
-    return with_primary.select(
+    return with_primary_identity(used_fragments(fragments, policy)).select(
         "primary_namespace",
         "primary_id",
         merge_key(policy, fragments.schema).alias(MERGE_KEY),
@@ -309,4 +315,5 @@ __all__ = [
     "primary_identity",
     "unified_profiles",
     "used_fragments",
+    "with_primary_identity",
 ]
