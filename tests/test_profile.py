@@ -7,9 +7,7 @@ from pathlib import Path
 
 import pytest
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import functions as F
 
-from audience_activation.columns import identity_map_entries
 from audience_activation.config import DatasetPrecedencePolicy, NamespacesConfig, TimestampOrderedPolicy
 from audience_activation.profile import attach_persons, person_events, primary_identity, unified_profiles
 
@@ -146,29 +144,6 @@ def test_primary_identity_rules(spark: SparkSession) -> None:
         ("EMAIL_LC_SHA256", "a" * 64),
     ]
     assert all(len(g) <= 1 for g in got)
-
-
-def test_identity_map_entries_default_and_caller_shaped(spark: SparkSession) -> None:
-    df = spark.createDataFrame(
-        [({"Email_LC_SHA256": [("a" * 64, None), ("b" * 64, True)]},), (None,), ({"ECID": None},)],
-        f"identityMap {IMAP}",
-    )
-    plain = [r[0] for r in df.select(identity_map_entries(df["identityMap"])).collect()]
-    assert [[(e["namespace"], e["id"], e["primary"]) for e in row] for row in plain] == [
-        [("EMAIL_LC_SHA256", "a" * 64, False), ("EMAIL_LC_SHA256", "b" * 64, True)],
-        [],
-        [],
-    ]
-    shaped = df.select(
-        identity_map_entries(
-            df["identityMap"], lambda ns, id_, primary: F.struct(F.concat(ns, F.lit(":"), id_).alias("key"), primary)
-        )
-    ).collect()
-    assert [[tuple(e) for e in row[0]] for row in shaped] == [
-        [(f"EMAIL_LC_SHA256:{'a' * 64}", False), (f"EMAIL_LC_SHA256:{'b' * 64}", True)],
-        [],
-        [],
-    ]
 
 
 def test_event_dedupe_ignores_copies_without_a_valid_identity(spark: SparkSession, clusters: DataFrame) -> None:

@@ -76,33 +76,18 @@ def empty_identity_map() -> Column:
     return F.create_map().cast(IDENTITY_MAP_TYPE)
 
 
-def identity_map_entries(
-    identity_map: Column, shape: Callable[[Column, Column, Column], Column] | None = None
-) -> Column:
+def identity_map_entries(identity_map: Column) -> Column:
     """``identityMap`` as an array of ``struct(namespace, id, primary)``: namespaces normalised, ``primary``
-    false when missing, a null map or a null list read as empty. Order: map order, then list order.
-
-    ``shape(namespace, id, primary)`` builds each element instead (e.g. a struct with more fields): the caller's
-    element is made in the same pass over the map, not by a second ``transform`` over the result (Spark
-    interprets higher-order functions element by element, so every extra pass costs; docs/performance.md).
-
-    Example:
-        >>> shape = lambda ns, id_, primary: F.struct(ns.alias("ns"), id_.alias("id"))
-        >>> df.select(identity_map_entries(F.col("identityMap"), shape))  # doctest: +SKIP
-    """
-    if shape is None:
-
-        def shape(namespace: Column, identity: Column, primary: Column) -> Column:
-            return F.struct(namespace.alias("namespace"), identity.alias("id"), primary.alias("primary"))
-
-    build = shape
+    false when missing, a null map or a null list read as empty. Order: map order, then list order."""
     return F.flatten(
         F.transform(
             F.map_entries(F.coalesce(identity_map, empty_identity_map())),
             lambda entry: F.transform(
                 F.coalesce(entry["value"], F.array()),
-                lambda item: build(
-                    normalize_namespace(entry["key"]), item["id"], F.coalesce(item["primary"], F.lit(False))
+                lambda item: F.struct(
+                    normalize_namespace(entry["key"]).alias("namespace"),
+                    item["id"].alias("id"),
+                    F.coalesce(item["primary"], F.lit(False)).alias("primary"),
                 ),
             ),
         )

@@ -81,13 +81,13 @@ def identity_entries(
         row_key.cast("string").alias("row_key"),
         time.cast("timestamp").alias("time"),
         (F.lit(None) if dataset is None else dataset).cast("string").alias("dataset"),
-        identity_map_entries(
-            F.col("identityMap"),
-            lambda namespace, identity, primary: F.struct(
-                namespace.alias("namespace"),
-                identity.alias("id"),
-                primary.alias("primary"),
-                invalid_reason(namespace, identity).alias("reason"),
+        F.transform(
+            identity_map_entries(F.col("identityMap")),
+            lambda e: F.struct(
+                e["namespace"].alias("namespace"),
+                e["id"].alias("id"),
+                e["primary"].alias("primary"),
+                invalid_reason(e["namespace"], e["id"]).alias("reason"),
             ),
         ).alias("entries"),
     )

@@ -20,7 +20,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, DataType, LongType, MapType, StringType, StructField, StructType
 
-from .columns import entries_identity_map, identity_map_entries, kept_once
+from .columns import entries_identity_map, identity_map_entries
 from .config import DatasetPrecedencePolicy, MergePolicy, NamespacesConfig
 from .namespaces import NamespaceLookup, best_entry, invalid_reason
 from .schemas import FRAGMENT_SYSTEM_COLUMNS
@@ -41,18 +41,16 @@ def primary_identity(identity_map: Column) -> Column:
     null filter on it can be pushed below the projection that computes it (docs/performance.md, "Evaluated
     once"). The generator evaluates the list once and emits no row for a record without a valid identity.
     """
-    entries = identity_map_entries(
-        identity_map,
-        lambda namespace, identity, primary: F.struct(
-            (~primary).alias("not_primary"), namespace.alias("primary_namespace"), identity.alias("primary_id")
+    entries = F.transform(
+        identity_map_entries(identity_map),
+        lambda e: F.struct(
+            (~e["primary"]).alias("not_primary"), e["namespace"].alias("namespace"), e["id"].alias("id")
         ),
     )
-    valid = F.filter(entries, lambda e: invalid_reason(e["primary_namespace"], e["primary_id"]).isNull())
-    # array_min, not array_sort + slice: one comparison pass (array_sort's default ordering is itself a lambda
-    # that Spark interprets per comparison).
+    valid = F.filter(entries, lambda e: invalid_reason(e["namespace"], e["id"]).isNull())
     return F.transform(
-        kept_once(F.array_min(valid), lambda e: e.isNotNull()),
-        lambda e: F.struct(e["primary_namespace"].alias("primary_namespace"), e["primary_id"].alias("primary_id")),
+        F.slice(F.array_sort(valid), 1, 1),
+        lambda e: F.struct(e["namespace"].alias("primary_namespace"), e["id"].alias("primary_id")),
     )
 
 
