@@ -20,6 +20,7 @@ from audience_activation.activation import (
     person_regions,
     route_changes,
 )
+from audience_activation.columns import identity_map_entries, identity_rows
 from audience_activation.config import DestinationConfig, NamespacesConfig, RegionsConfig
 from audience_activation.membership import MEMBERSHIP_SCHEMA
 
@@ -116,6 +117,45 @@ def test_accepted_identities_match_the_reference_rule(spark: SparkSession, maps:
         ).collect()
     }
     assert got == {i: reference_accepted(m, destination, NamespacesConfig()) for i, m in enumerate(maps)}
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    maps=st.lists(
+        st.none()
+        | st.dictionaries(
+            st.sampled_from(NAMESPACE_CODES),
+            st.none() | st.lists(st.tuples(ids, st.none() | st.booleans()), max_size=3),
+            max_size=4,
+        ),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_identity_rows_are_the_flattened_entries(spark: SparkSession, maps: list[dict | None]) -> None:
+    """The generator form of the identity map (used where rows are wanted) gives exactly the flattened entries:
+    namespaces normalised, a missing primary read as false, a null map or list giving nothing."""
+    df = spark.createDataFrame([(i, m) for i, m in enumerate(maps)], f"n int, identityMap {IMAP}")
+    got = sorted(tuple(r) for r in identity_rows(df, "n").select("n", "namespace", "id", "primary").collect())
+    expected = sorted(
+        tuple(r)
+        for r in df.select("n", F.inline(identity_map_entries(F.col("identityMap"))))
+        .select("n", "namespace", "id", "primary")
+        .collect()
+    )
+    assert got == expected
+    assert all(isinstance(primary, bool) for *_, primary in got)
+
+
+def test_id_lists_without_hashing_use_no_lambda(spark: SparkSession) -> None:
+    """A namespace's id list is read with array functions only (a lambda would be interpreted per element and
+    turn off code generation); only the hashed e-mail list needs one (SHA-256 of each e-mail)."""
+    from audience_activation.activation import _id_list
+
+    plain = str(_id_list(F.col("identityMap"), "ECID", with_hashed_emails=False))
+    hashed = str(_id_list(F.col("identityMap"), "EMAIL_LC_SHA256", with_hashed_emails=True))
+    assert "->" not in plain and "array_sort" not in plain
+    assert "transform(" in hashed
 
 
 @pytest.fixture()

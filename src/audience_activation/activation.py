@@ -24,7 +24,7 @@ from .columns import (
     NAMESPACE_ALIASES,
     as_utc,
     empty_identity_map,
-    identity_map_entries,
+    identity_rows,
     timestamp_literal,
 )
 from .config import DestinationConfig, NamespacesConfig, RegionsConfig, Routing
@@ -81,7 +81,8 @@ def accepted_namespaces(destination: DestinationConfig, namespaces: NamespacesCo
 def _ids_of(identity_map: Column, namespace: str) -> Column:
     """The ids of ``namespace`` in an identity map (its aliases' too), as ``array<string>``; empty when none."""
     keys = [namespace, *[alias for alias, canonical in NAMESPACE_ALIASES.items() if canonical == namespace]]
-    lists = [F.transform(F.coalesce(identity_map[key], F.array()), lambda e: e["id"]) for key in keys]
+    # ``list.id`` of an array of structs is the array of its ids: no higher-order function (docs/performance.md).
+    lists = [F.coalesce(identity_map[key]["id"], F.array().cast("array<string>")) for key in keys]
     return lists[0] if len(lists) == 1 else F.concat(*lists)
 
 
@@ -91,12 +92,14 @@ def _merges_hashed_emails(destination: DestinationConfig, namespace: str) -> boo
 
 
 def _id_list(identity_map: Column, namespace: str, *, with_hashed_emails: bool) -> Column:
-    """The sorted distinct ids of ``namespace``; with ``with_hashed_emails``, the ``Email`` ids hashed
+    """The sorted distinct non-null ids of ``namespace``; with ``with_hashed_emails``, the ``Email`` ids hashed
     (:func:`hash_email`) join the lower-cased ``EMAIL_LC_SHA256`` ids."""
     ids = _ids_of(identity_map, namespace)
     if with_hashed_emails:
         ids = F.concat(F.transform(_ids_of(identity_map, EMAIL), hash_email), F.transform(ids, F.lower))
-    return F.array_sort(F.array_distinct(ids))
+    # sort_array, not array_sort (a higher-order function: its comparator is a lambda); array_except with a null
+    # keeps each non-null id once (profiles hold valid identities only, so no id is null there anyway).
+    return F.sort_array(F.array_except(ids, F.array(F.lit(None).cast("string"))))
 
 
 def accepted_id_lists(
@@ -263,12 +266,8 @@ def person_regions(
     since = timestamp_literal(as_utc(evaluation_time) - dt.timedelta(days=edge_window_days))
     until = timestamp_literal(evaluation_time)
     captures = (
-        regions.select(F.explode(identity_map_entries(F.col("identityMap"))).alias("i"), "userActivityRegions")
-        .select(
-            F.col("i.namespace").alias("namespace"),
-            F.col("i.id").alias("id"),
-            F.explode("userActivityRegions").alias("region", "c"),
-        )
+        identity_rows(regions, "userActivityRegions")
+        .select("namespace", "id", F.explode("userActivityRegions").alias("region", "c"))
         .select("namespace", "id", "region", F.col("c.captureTimestamp").alias("captured_at"))
         .where((F.col("captured_at") >= since) & (F.col("captured_at") <= until))
     )

@@ -18,7 +18,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Mapping
 
-from pyspark.sql import Column
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import (
     ArrayType,
@@ -94,6 +94,28 @@ def identity_map_entries(identity_map: Column) -> Column:
     )
 
 
+def identity_rows(records: DataFrame, *columns: str) -> DataFrame:
+    """One row per identity of each record's ``identityMap``: ``namespace, id, primary`` and ``columns``; the row
+    form of :func:`identity_map_entries` (same normalisation, a null map or list gives no row).
+
+    Two generators instead of a flattened array: higher-order functions are interpreted element by element and
+    turn off Spark's code generation for the whole projection, whereas ``explode`` is compiled (3-4x faster on
+    the demo events, docs/performance.md). Use it where the identities are wanted as rows anyway.
+
+    Example:
+        >>> identity_rows(regions, "userActivityRegions")  # doctest: +SKIP
+    """
+    by_namespace = records.select(*columns, F.explode("identityMap").alias("_namespace", "_ids"))
+    return by_namespace.select(
+        *columns, normalize_namespace(F.col("_namespace")).alias("namespace"), F.explode("_ids").alias("_item")
+    ).select(
+        *columns,
+        "namespace",
+        F.col("_item.id").alias("id"),
+        F.coalesce(F.col("_item.primary"), F.lit(False)).alias("primary"),
+    )
+
+
 def kept_once(value: Column, keep: Callable[[Column], Column]) -> Column:
     """``value`` as a one-element array when ``keep(value)`` holds, else an empty array: give it to ``F.explode``
     to keep the rows whose computed ``value`` passes ``keep``.
@@ -133,6 +155,7 @@ __all__ = [
     "as_utc",
     "empty_identity_map",
     "identity_map_entries",
+    "identity_rows",
     "kept_once",
     "literal_map",
     "normalize_namespace",
