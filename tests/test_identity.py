@@ -567,6 +567,48 @@ def test_linking_identities_are_computed_once_per_record(spark: SparkSession) ->
     assert [r["ids"] for r in linking.collect()] == [["CRMID\x00c1", f"ECID\x00{E1}"]]
 
 
+REASONS = st.one_of(st.none(), st.sampled_from(["empty_id", "bad_ecid"]))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(records=st.lists(st.one_of(st.none(), st.lists(REASONS, max_size=4)), max_size=12))
+def test_has_valid_identity_is_any_null_reason(spark: SparkSession, records: list[list[str | None] | None]) -> None:
+    """The compiled test (sorted reasons, nulls first) says what ``exists(reason is null)`` says, for records
+    with no, only valid, only invalid and mixed identities; a null entries array (never produced) gives null,
+    as ``exists`` does."""
+    from audience_activation.identity import has_valid_identity
+
+    schema = "n int, entries array<struct<namespace: string, id: string, primary: boolean, reason: string>>"
+    rows = [
+        (n, None if r is None else [("ECID", str(k), False, x) for k, x in enumerate(r)]) for n, r in enumerate(records)
+    ]
+    df = spark.createDataFrame(rows, schema)
+    got = {row["n"]: row["v"] for row in df.select("n", has_valid_identity(F.col("entries")).alias("v")).collect()}
+    assert got == {n: None if r is None else any(x is None for x in r) for n, r in enumerate(records)}
+
+
+def test_captured_by_needs_one_dated_capture_at_or_before_t(spark: SparkSession) -> None:
+    """A region row existed at ``T`` when one capture is at or before it; later or undated captures alone do not
+    count (null or false: both drop the row)."""
+    from audience_activation.as_of import captured_by
+
+    capture = "map<string, struct<captureTimestamp: timestamp>>"
+    rows = [
+        (1, {"va6": (T - DAY,), "or2": (T + DAY,)}),
+        (2, {"va6": (T,)}),
+        (3, {"va6": (T + DAY,)}),
+        (4, {"va6": (None,), "or2": (T + DAY,)}),
+        (5, {"va6": (None,), "or2": (T - DAY,)}),
+        (6, {}),
+        (7, None),
+    ]
+    df = spark.createDataFrame(rows, f"n int, userActivityRegions {capture}")
+    t = F.lit(T).cast("timestamp")
+    kept = [r["n"] for r in df.where(captured_by(t)).orderBy("n").collect()]
+    assert kept == [1, 2, 5]
+    assert [r["n"] for r in df.where(~F.coalesce(captured_by(t), F.lit(False))).orderBy("n").collect()] == [3, 4, 6, 7]
+
+
 @pytest.mark.parametrize(
     ("edges", "expected"),
     [

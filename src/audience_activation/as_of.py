@@ -47,8 +47,13 @@ def existed_at(table: str, t: Column) -> Column:
 
 
 def captured_by(t: Column) -> Column:
-    """True for ``region_information`` rows with at least one capture at or before ``t``."""
-    return F.exists(F.map_values("userActivityRegions"), lambda capture: capture["captureTimestamp"] <= t)
+    """True for ``region_information`` rows with at least one capture at or before ``t`` (false or null
+    otherwise: a row without a dated capture gives null).
+
+    The earliest capture compared with ``t``: the captures' times are read as an array directly (no lambda, so
+    the scan's projection stays compiled; docs/performance.md, fifth round).
+    """
+    return F.array_min(F.map_values("userActivityRegions")["captureTimestamp"]) <= t
 
 
 def valid_link_ends() -> Column:

@@ -93,6 +93,20 @@ def identity_entries(
     )
 
 
+def has_valid_identity(entries: Column) -> Column:
+    """True for a record of :func:`identity_entries` with at least one valid identity (``entries`` not null).
+
+    Without a lambda: the entries' reasons as an array (a struct field of an array is read directly), sorted
+    with nulls first, so a record has a valid identity exactly when its first sorted reason is null. Spark
+    interprets a higher-order function such as ``exists`` element by element and turns off code generation for
+    the projection around it; this form is compiled (docs/performance.md, fifth round).
+
+    Example:
+        >>> records.where(~has_valid_identity(F.col("entries")))  # doctest: +SKIP
+    """
+    return (F.size(entries) > 0) & F.element_at(F.sort_array(entries["reason"]), 1).isNull()
+
+
 def record_entries(inputs: AsOfInputs) -> DataFrame:
     """:func:`identity_entries` of every record table present (regions too; they create no links)."""
     parts = []
@@ -103,7 +117,7 @@ def record_entries(inputs: AsOfInputs) -> DataFrame:
     if inputs.events is not None:
         parts.append(identity_entries(inputs.events, EXPERIENCE_EVENTS, F.col("timestamp"), F.col("_id")))
     if inputs.regions is not None:
-        first_capture = F.array_min(F.transform(F.map_values("userActivityRegions"), lambda c: c["captureTimestamp"]))
+        first_capture = F.array_min(F.map_values("userActivityRegions")["captureTimestamp"])
         parts.append(identity_entries(inputs.regions, REGION_INFORMATION, first_capture, F.lit(None)))
     if not parts:
         raise ValueError("no input table with identities")
@@ -144,7 +158,7 @@ def invalid_identity_quarantine(records: DataFrame, links: DataFrame | None) -> 
     first = F.array_min(
         F.transform("entries", lambda e: F.struct(e["namespace"].alias("namespace"), e["id"].alias("id")))
     )
-    no_valid = records.where(~F.exists("entries", lambda e: e["reason"].isNull())).select(
+    no_valid = records.where(~has_valid_identity(F.col("entries"))).select(
         "source_table",
         first["namespace"].alias("namespace"),
         first["id"].alias("id"),
@@ -196,13 +210,16 @@ def _source_rank(table: str) -> int:
 
 
 def _record_identities(records: DataFrame, lookup: NamespaceLookup) -> DataFrame:
-    """Per fragment or event with a time: ``time, source_rank`` and ``ids``, its distinct valid identities of
-    linking namespaces as sorted :func:`node_key` strings.
+    """Per fragment or event with a time and two or more identities: ``time, source_rank`` and ``ids``, its
+    distinct valid identities of linking namespaces as sorted :func:`node_key` strings.
 
     Strings, not ``(namespace, id)`` structs: Spark de-duplicates an array of strings with a hash set, an array
     of structs by comparing every pair of elements (hours for a record of 100,000 identities).
     """
-    return records.where((F.col("source_table") != REGION_INFORMATION) & F.col("time").isNotNull()).select(
+    # A record with fewer than two identities cannot have two linking ones: skipped before any lambda runs
+    # (most events carry one identity).
+    candidates = (F.col("source_table") != REGION_INFORMATION) & F.col("time").isNotNull() & (F.size("entries") >= 2)
+    return records.where(candidates).select(
         F.col("time"),
         F.when(F.col("source_table") == PROFILE_FRAGMENTS, F.lit(_source_rank(PROFILE_FRAGMENTS)))
         .otherwise(F.lit(_source_rank(EXPERIENCE_EVENTS)))

@@ -25,6 +25,7 @@ from pyspark.sql import functions as F
 from .. import as_of
 from ..columns import timestamp_literal
 from ..config import AppConfig
+from ..identity import has_valid_identity
 from ..membership import REALIZED
 from ..schemas import EXPERIENCE_EVENTS, IDENTITY_GRAPH, PROFILE_FRAGMENTS, REGION_INFORMATION
 from .model import Inputs, Results
@@ -61,7 +62,7 @@ def _categories(df: DataFrame, table: str, **categories: Column) -> DataFrame:
 
 def _valid(entries: Column) -> Column:
     """True for a record with at least one valid identity (the records' validated ``entries``)."""
-    return F.exists(entries, lambda e: e["reason"].isNull())
+    return has_valid_identity(entries)
 
 
 def _records_of(records: DataFrame, table: str) -> DataFrame:
