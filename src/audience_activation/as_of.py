@@ -46,14 +46,19 @@ def existed_at(table: str, t: Column) -> Column:
     return F.col(TIME_COLUMNS[table]) <= t
 
 
+def first_capture() -> Column:
+    """The earliest dated capture of a ``region_information`` row (null when none is dated).
+
+    The captures' times are read as an array directly (the field of an array of structs), not with a lambda, so
+    the scan's projection stays compiled (docs/performance.md, fifth round).
+    """
+    return F.array_min(F.map_values("userActivityRegions")["captureTimestamp"])
+
+
 def captured_by(t: Column) -> Column:
     """True for ``region_information`` rows with at least one capture at or before ``t`` (false or null
-    otherwise: a row without a dated capture gives null).
-
-    The earliest capture compared with ``t``: the captures' times are read as an array directly (no lambda, so
-    the scan's projection stays compiled; docs/performance.md, fifth round).
-    """
-    return F.array_min(F.map_values("userActivityRegions")["captureTimestamp"]) <= t
+    otherwise: a row without a dated capture gives null): its :func:`first_capture` compared with ``t``."""
+    return first_capture() <= t
 
 
 def valid_link_ends() -> Column:

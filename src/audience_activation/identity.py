@@ -32,7 +32,7 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from . import identity_rules as rules
-from .as_of import AsOfInputs, as_of  # noqa: F401 - as_of re-exported (the identities job starts with it)
+from .as_of import AsOfInputs, as_of, first_capture  # noqa: F401 - as_of re-exported (the identities job starts with it)
 from .columns import identity_map_entries, kept_once, normalize_namespace
 from .components import connected_components
 from .config import IdentitySettings, NamespacesConfig
@@ -117,8 +117,7 @@ def record_entries(inputs: AsOfInputs) -> DataFrame:
     if inputs.events is not None:
         parts.append(identity_entries(inputs.events, EXPERIENCE_EVENTS, F.col("timestamp"), F.col("_id")))
     if inputs.regions is not None:
-        first_capture = F.array_min(F.map_values("userActivityRegions")["captureTimestamp"])
-        parts.append(identity_entries(inputs.regions, REGION_INFORMATION, first_capture, F.lit(None)))
+        parts.append(identity_entries(inputs.regions, REGION_INFORMATION, first_capture(), F.lit(None)))
     if not parts:
         raise ValueError("no input table with identities")
     return reduce(DataFrame.unionByName, parts)

@@ -60,11 +60,6 @@ def _categories(df: DataFrame, table: str, **categories: Column) -> DataFrame:
     return _category_rows(row, table, list(categories))
 
 
-def _valid(entries: Column) -> Column:
-    """True for a record with at least one valid identity (the records' validated ``entries``)."""
-    return has_valid_identity(entries)
-
-
 def _records_of(records: DataFrame, table: str) -> DataFrame:
     return records.where(F.col("source_table") == F.lit(table))
 
@@ -86,7 +81,7 @@ def _fragment_rows(
 ) -> list[DataFrame]:
     policy = config.job.merge_policy
     listed = F.col("dataset").isin(list(policy.datasets)) if hasattr(policy, "datasets") else F.lit(True)
-    valid = _valid(F.col("entries"))
+    valid = has_valid_identity(F.col("entries"))
     used = profiles.agg(F.sum("fragment_count").alias("n"))
     return [
         _time_categories(fragments, PROFILE_FRAGMENTS, t),
@@ -101,7 +96,7 @@ def _fragment_rows(
 
 
 def _event_rows(events: DataFrame, records: DataFrame, person_events: DataFrame | None, t: Column) -> list[DataFrame]:
-    valid = _valid(F.col("entries"))
+    valid = has_valid_identity(F.col("entries"))
     parts = [_time_categories(events, EXPERIENCE_EVENTS, t)]
     at_t = _records_of(records, EXPERIENCE_EVENTS).agg(
         _count_if(~valid).alias("no_valid_identity"), _count_if(valid).alias("valid")
@@ -132,7 +127,7 @@ def _link_rows(links: DataFrame, t: Column) -> DataFrame:
 
 
 def _region_rows(regions: DataFrame, records: DataFrame, t: Column) -> list[DataFrame]:
-    valid = _valid(F.col("entries"))
+    valid = has_valid_identity(F.col("entries"))
     captured = F.coalesce(as_of.captured_by(t), F.lit(False))
     return [
         _categories(
