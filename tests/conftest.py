@@ -90,9 +90,17 @@ _ENGINE_OF = pytest.StashKey[dict]()
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """``engine`` (and so ``store``) parametrizes a test over the selected storage engines."""
+    """``engine`` (and so ``store``) parametrizes a test over the selected storage engines; ``first, then`` over
+    the ordered pairs of two different selected engines."""
     if "engine" in metafunc.fixturenames:
         metafunc.parametrize("engine", selected_engines())
+    if {"first", "then"} <= set(metafunc.fixturenames):  # a lake started on one engine, continued on the other
+        engines = selected_engines()
+        pairs = [(a, b) for a in engines for b in engines if a != b]
+        reason = f"needs both storage engines ({ENGINES_ENV} selects one on purpose)"
+        metafunc.parametrize(
+            ("first", "then"), pairs or [pytest.param(None, None, marks=pytest.mark.skip(reason=reason))]
+        )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

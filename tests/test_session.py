@@ -15,6 +15,8 @@ def test_required_settings_hold_in_the_session(spark: SparkSession) -> None:
     assert spark.conf.get("spark.sql.parquet.outputTimestampType") == "TIMESTAMP_MICROS"
     assert spark.conf.get("spark.sql.adaptive.enabled") == "true"
     assert spark.conf.get("spark.sql.shuffle.partitions") == "2"
+    # A static setting of the factory's defaults: it holds only if the factory started the session.
+    assert spark.conf.get("spark.sql.codegen.cache.maxEntries") == "2000"
 
 
 def test_user_settings_override_defaults_but_not_required(caplog: pytest.LogCaptureFixture) -> None:
@@ -31,6 +33,10 @@ def test_user_settings_override_defaults_but_not_required(caplog: pytest.LogCapt
     assert "spark.sql.session.timeZone" in caplog.text
     assert {k: conf[k] for k in REQUIRED_CONF} == REQUIRED_CONF
     assert "spark.sql.shuffle.partitions" not in session_conf(local=False)
+    assert (
+        session_conf(extra_conf={"spark.sql.codegen.cache.maxEntries": 100})["spark.sql.codegen.cache.maxEntries"]
+        == "100"
+    )
 
 
 def test_existing_session_gets_required_runtime_settings_back(spark: SparkSession) -> None:
