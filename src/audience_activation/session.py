@@ -50,7 +50,7 @@ DEFAULT_CONF: dict[str, str] = {
     # Generated code is cached by its source; the default (100 classes) is less than one run of the pipeline
     # generates, so a process running it again (a notebook, the test suite) compiled everything anew, and the
     # JIT then compiled the new classes again. Measured on a 300-person lake (docs/performance.md, sixth
-    # round): warm runs 29-37 s -> 25-27 s. A static setting: it only applies to a session this factory starts.
+    # round): warm runs 30-36 s -> 25-30 s. A static setting: it only applies to a session this factory starts.
     "spark.sql.codegen.cache.maxEntries": "2000",
 }
 
