@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import pytest
 from pyspark.sql import SparkSession
@@ -30,6 +31,9 @@ def test_user_settings_override_defaults_but_not_required(caplog: pytest.LogCapt
     assert conf["spark.driver.memory"] == "4g"
     assert conf["x.flag"] == "true"
     assert int(conf["spark.sql.shuffle.partitions"]) >= 4
+    # Delta's state reconstruction: one task per core locally, the shuffle partitions when those are given.
+    assert conf["spark.databricks.delta.snapshotPartitions"] == str(os.cpu_count() or 1)
+    assert session_conf(shuffle_partitions=6, local=True)["spark.databricks.delta.snapshotPartitions"] == "6"
     assert "spark.sql.session.timeZone" in caplog.text
     assert {k: conf[k] for k in REQUIRED_CONF} == REQUIRED_CONF
     assert "spark.sql.shuffle.partitions" not in session_conf(local=False)

@@ -82,14 +82,17 @@ def session_conf(
         The merged settings.
     """
     conf: dict[str, str] = dict(DEFAULT_CONF)
+    # Delta rebuilds a table's state before each overwrite with 50 tasks by default, sized for big clusters.
+    snapshot = "spark.databricks.delta.snapshotPartitions"
     if shuffle_partitions is not None:
-        conf["spark.sql.shuffle.partitions"] = str(shuffle_partitions)
+        # Shuffles sized for this deployment: Delta's state reconstruction follows them.
+        conf["spark.sql.shuffle.partitions"] = conf[snapshot] = str(shuffle_partitions)
     elif local:
-        conf["spark.sql.shuffle.partitions"] = str(LOCAL_SHUFFLE_PARTITIONS_PER_CORE * (os.cpu_count() or 1))
-    if "spark.sql.shuffle.partitions" in conf:
-        # Delta rebuilds a table's state after each commit with 50 tasks by default, sized for big clusters;
-        # when the shuffles are sized for this deployment, Delta's state reconstruction follows them.
-        conf["spark.databricks.delta.snapshotPartitions"] = conf["spark.sql.shuffle.partitions"]
+        cores = os.cpu_count() or 1
+        conf["spark.sql.shuffle.partitions"] = str(LOCAL_SHUFFLE_PARTITIONS_PER_CORE * cores)
+        # A table's state (its live files) is small next to its data: one task per core. On 2 cores, 14
+        # overwrites of small tables took 26 s with 8 tasks each, 17.5-18 s with 2 (docs/performance.md).
+        conf[snapshot] = str(cores)
     for key, value in (extra_conf or {}).items():
         conf[str(key)] = _conf_value(value)
     overridden = {key for key in REQUIRED_CONF if key in conf and conf[key] != REQUIRED_CONF[key]}
