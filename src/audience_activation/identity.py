@@ -510,6 +510,9 @@ class IdentityResult:
     rounds: int
     #: :func:`record_entries` as materialised by the checkpoint (the run counts read it).
     records: DataFrame | None = None
+    #: ``component, namespace, id`` of every linked identity: its connected component over the links kept after
+    #: the hub guardrail, before the per-component rules (the streaming job's closure reads it).
+    components: DataFrame | None = None
 
 
 def resolve_identities(
@@ -596,4 +599,6 @@ def resolve_identities(
         .agg(F.min("row_key").alias("row_key"))
         .select("source_table", "namespace", "id", "row_key", "reason")
     )
-    return IdentityResult(clusters=clusters, quarantine=quarantine, rounds=components.rounds, records=records)
+    return IdentityResult(
+        clusters=clusters, quarantine=quarantine, rounds=components.rounds, records=records, components=nodes
+    )

@@ -1,0 +1,188 @@
+"""The persons a set of new input rows can change, resolved exactly without resolving the whole graph.
+
+The streaming job (docs/streaming.md) evaluates, per micro-batch, only the persons its new rows can affect. Its
+first step is identity resolution on a part of the inputs that gives, for those persons, exactly the
+``identity_clusters`` rows a resolution of every input would give. The rules, in the order
+:func:`resolve_affected` applies them:
+
+1. **Seeds.** The valid identities of the new rows (:func:`seed_identities`: fragments, events, links and region
+   rows that became visible).
+2. **Previous persons.** Every identity of a person (in the previous ``identity_clusters``) that holds an
+   affected identity is affected too: new links can split a person (a new hub, an eviction), and its other
+   identities must then be resolved again.
+3. **The part of the inputs.** The records and links that touch an affected identity (:func:`touching`). Every
+   link, co-occurrence and crowded record of an affected identity is in it, so an affected identity's
+   neighbour count (hub guardrail) is exact, and so is every rule of a component made of affected identities
+   only (unique-namespace replay, size limit, person id).
+4. **Resolution** of that part with :func:`audience_activation.identity.resolve_identities`, unchanged.
+5. **Closure.** A connected component of the part (over the links kept by the hub guardrail, before the
+   per-component rules) that holds an affected identity and an identity outside the set may be incomplete:
+   the outside identity's other links are not in the part, and its hub status may be under-counted. The
+   per-component rules (unique-namespace replay, size limit) read the whole component, so its outside
+   identities become affected and steps 2-5 repeat. When no such component remains, every component that
+   holds an affected identity is a component of the whole input: a link touching an affected identity is in
+   the part, and a neighbour outside the set would have been added. Hub counts only grow with more data, so
+   an identity that is a hub in the part is one in the whole input; one that is not yet may keep links it
+   should drop, which makes its component reach outside the set and is found here. The components' persons
+   (every rule applied to complete links) are then exact. The set only grows, so the loop ends; a graph
+   usually closes in one or two rounds.
+
+Rows of the part that touch no affected identity (hash collisions of :func:`touching`) are harmless: they are
+resolved into persons that hold no affected identity and are dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import reduce
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from .as_of import AsOfInputs
+from .columns import identity_rows, normalize_namespace
+from .config import IdentitySettings, NamespacesConfig
+from .identity import link_entries, record_entries, resolve_identities, valid_identities
+
+#: A lineage barrier (see :class:`audience_activation.pipeline.Barrier`).
+Checkpoint = Callable[[DataFrame], DataFrame]
+
+#: Give up after this many closure rounds: each adds at least one identity, and real graphs close in one or two.
+MAX_ROUNDS = 50
+
+_KEY = ["namespace", "id"]
+#: What identity resolution reads of each record table (narrower rows through the restriction).
+_RECORD_COLUMNS = {
+    "fragments": ("identityMap", "ingested_at", "dataset"),
+    "events": ("_id", "timestamp", "identityMap"),
+    "regions": ("identityMap", "userActivityRegions"),
+}
+
+
+@dataclass(frozen=True)
+class Affected:
+    """Identity resolution for the persons new rows can change.
+
+    Attributes:
+        identities: ``namespace, id`` of every affected identity (the closed set).
+        clusters: ``identity_clusters`` rows of the affected identities (``namespace, id, person_id,
+            graph_size``), equal to what a resolution of every input gives for them.
+        previous_persons: ``person_id`` of every previous person that held an affected identity (those whose
+            membership and activations the micro-batch revisits, including persons that no longer exist).
+        rounds: closure rounds run.
+    """
+
+    identities: DataFrame
+    clusters: DataFrame
+    previous_persons: DataFrame
+    rounds: int
+
+
+def seed_identities(new_rows: AsOfInputs) -> DataFrame:
+    """Every distinct valid ``namespace, id`` of the new rows (any table; links' two ends)."""
+    tables = (new_rows.fragments, new_rows.events, new_rows.regions)
+    records = record_entries(new_rows) if any(t is not None for t in tables) else None
+    links = None if new_rows.links is None else link_entries(new_rows.links)
+    if records is None:
+        if links is None:
+            raise ValueError("no new rows to seed from")
+        return reduce(
+            DataFrame.unionByName,
+            [
+                links.where(F.col(f"{side}_reason").isNull()).select(
+                    F.col(f"{side}_ns").alias("namespace"), F.col(f"{side}_id").alias("id")
+                )
+                for side in ("src", "dst")
+            ],
+        ).distinct()
+    return valid_identities(records, links)
+
+
+def _row_hash(columns: tuple[str, ...]) -> Column:
+    """A 64-bit hash of a row's ``columns`` (maps included, through their JSON form)."""
+    return F.xxhash64(F.to_json(F.struct(*columns)))
+
+
+def _touching_records(records: DataFrame, columns: tuple[str, ...], identities: DataFrame) -> DataFrame:
+    keyed = records.select(*columns).withColumn("_row", _row_hash(columns))
+    touched = (
+        identity_rows(keyed, "_row").join(F.broadcast(identities), on=_KEY, how="left_semi").select("_row").distinct()
+    )
+    return keyed.join(touched, on="_row", how="left_semi").drop("_row")
+
+
+def _touching_links(links: DataFrame, identities: DataFrame) -> DataFrame:
+    ends = []
+    for side in ("src", "dst"):
+        end = identities.select(F.col("namespace").alias("_ns"), F.col("id").alias("_id"))
+        same = (normalize_namespace(F.col(f"{side}_namespace")) == F.col("_ns")) & (F.col(f"{side}_id") == F.col("_id"))
+        ends.append(links.join(F.broadcast(end), on=same, how="left_semi"))
+    # A link touching two affected identities comes twice; explicit links are de-duplicated by resolution.
+    return ends[0].unionByName(ends[1])
+
+
+def touching(as_of: AsOfInputs, identities: DataFrame) -> AsOfInputs:
+    """The records and links of ``as_of`` that hold at least one of ``identities`` (plus, rarely, rows whose
+    row hash collides with one of them), with the columns identity resolution reads."""
+
+    def part(df: DataFrame | None, name: str) -> DataFrame | None:
+        return None if df is None else _touching_records(df, _RECORD_COLUMNS[name], identities)
+
+    return AsOfInputs(
+        fragments=part(as_of.fragments, "fragments"),
+        events=part(as_of.events, "events"),
+        links=None if as_of.links is None else _touching_links(as_of.links, identities),
+        regions=part(as_of.regions, "regions"),
+    )
+
+
+def _with_previous_persons(identities: DataFrame, previous: DataFrame | None) -> DataFrame:
+    """``identities`` and every identity of the previous persons that hold one of them."""
+    if previous is None:
+        return identities
+    persons = previous.join(identities, on=_KEY, how="left_semi").select("person_id").distinct()
+    members = previous.join(persons, on="person_id", how="left_semi").select(*_KEY)
+    return identities.unionByName(members).distinct()
+
+
+def resolve_affected(
+    as_of: AsOfInputs,
+    seeds: DataFrame,
+    previous_clusters: DataFrame | None,
+    namespaces: NamespacesConfig,
+    settings: IdentitySettings,
+    checkpoint: Checkpoint,
+) -> Affected:
+    """Resolve the persons that ``seeds`` can change (rules in the module docstring).
+
+    Args:
+        as_of: every input as of ``T`` (the old rows and the new).
+        seeds: ``namespace, id`` of the new rows (:func:`seed_identities`).
+        previous_clusters: ``identity_clusters`` of the previous run, or None before the first.
+        namespaces: namespace types, uniqueness and priorities.
+        settings: identity limits and the co-occurrence switch.
+        checkpoint: lineage barrier (the affected set and each round's resolution are materialised).
+
+    Raises:
+        RuntimeError: the closure did not end within :data:`MAX_ROUNDS` rounds (a bug, not a big graph).
+    """
+    identities = checkpoint(_with_previous_persons(seeds.select(*_KEY).distinct(), previous_clusters))
+    for rounds in range(1, MAX_ROUNDS + 1):
+        resolved = resolve_identities(touching(as_of, identities), namespaces, settings, checkpoint)
+        if resolved.components is None:  # pragma: no cover - resolve_identities always labels components
+            raise RuntimeError("identity resolution did not return its components")
+        nodes = checkpoint(resolved.components)
+        holding = nodes.join(identities, on=_KEY, how="left_semi").select("component").distinct()
+        outside = nodes.join(holding, on="component", how="left_semi").join(identities, on=_KEY, how="left_anti")
+        if outside.isEmpty():  # the convergence test of an iterative algorithm (like connected components)
+            clusters = checkpoint(resolved.clusters.join(identities, on=_KEY, how="left_semi"))
+            previous_persons = (
+                previous_clusters.join(identities, on=_KEY, how="left_semi").select("person_id").distinct()
+                if previous_clusters is not None
+                else clusters.sparkSession.createDataFrame([], "person_id string")
+            )
+            return Affected(identities=identities, clusters=clusters, previous_persons=previous_persons, rounds=rounds)
+        added = outside.select(*_KEY)
+        identities = checkpoint(_with_previous_persons(identities.unionByName(added).distinct(), previous_clusters))
+    raise RuntimeError(f"the affected persons did not close within {MAX_ROUNDS} rounds")
