@@ -120,6 +120,30 @@ class TableSnapshot:
 
 
 @dataclass(frozen=True)
+class TableChanges:
+    """The rows a table gained and lost between two versions, by data file.
+
+    A commit adds and removes whole data files: ``added`` holds the rows of the files in ``version`` that were
+    not in ``since``, ``removed`` the rows of the files in ``since`` that are no longer in ``version``. An
+    append gives added rows only; a compaction or an update gives the rows it rewrote on both sides. The
+    streaming job seeds its affected persons from both, so a rewrite costs work but never loses a change.
+
+    Attributes:
+        location: the table's URI or path.
+        since: the version the changes start after (None: from an empty table, every row is added).
+        version: the version they end at (inclusive).
+        added: rows of the files added (the table's schema).
+        removed: rows of the files removed (the table's schema at ``since``).
+    """
+
+    location: str
+    since: int | None
+    version: int
+    added: DataFrame
+    removed: DataFrame
+
+
+@dataclass(frozen=True)
 class TableState:
     """An existing table as a write sees it before committing (metadata only, no data read).
 
@@ -195,6 +219,37 @@ class DeltaStorage(abc.ABC):
             UnsupportedTableFeatureError: the table needs a reader feature this engine lacks.
         """
         return self._snapshot(location, version)
+
+    def read_changes(self, location: str, since: int | None, version: int | None = None) -> TableChanges:
+        """The rows of the files added and removed after version ``since`` up to ``version`` (default: the
+        latest; see :class:`TableChanges`). Only the two versions' file lists are compared: the commits between
+        them are not read one by one, so a file added and removed in between is not seen (its rows were never
+        part of a version a run read).
+
+        Raises:
+            TableNotFoundError: no Delta table at ``location``.
+            ValueError: ``since`` is after ``version``.
+        """
+        end = self.version(location) if version is None else version
+        if since is not None and since > end:
+            raise ValueError(f"{location}: cannot read changes after version {since} up to the older {end}")
+        after = self._files(location, end)
+        before = self._files(location, since) if since is not None else set()
+        added = self._rows_of_files(location, end, sorted(after - before))
+        removed = (
+            self._rows_of_files(location, since, sorted(before - after))
+            if since is not None
+            else self.spark.createDataFrame([], added.schema)
+        )
+        return TableChanges(location=location, since=since, version=end, added=added, removed=removed)
+
+    @abc.abstractmethod
+    def _files(self, location: str, version: int) -> set[str]:
+        """The data files of the table at ``version``, as absolute URIs."""
+
+    @abc.abstractmethod
+    def _rows_of_files(self, location: str, version: int, files: Sequence[str]) -> DataFrame:
+        """The rows of ``files`` (from :meth:`_files` of that ``version``), with the table's schema then."""
 
     @abc.abstractmethod
     def schema(self, location: str) -> StructType:

@@ -26,7 +26,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from functools import reduce
 from typing import Any, cast
@@ -160,18 +160,33 @@ class DeltaRsStorage(DeltaStorage):
 
     def _snapshot(self, location: str, version: int | None) -> TableSnapshot:
         table = self._table(location, version)
+        df = self._scan_files(location, table, None)
+        return TableSnapshot(location=location, version=int(table.version()), df=df)
+
+    def _scan_files(self, location: str, table: DeltaTable, files: Sequence[str] | None) -> DataFrame:
+        """The rows of the table version's data files (``files``: only those, as absolute paths)."""
         self.check_reader_features(table, location)
         schema = _spark_schema(table)
         partition_columns = list(table.metadata().partition_columns)
         root = table_root(location)
         actions = pa.table(table.get_add_actions(flatten=True)).to_pylist()
+        wanted = None if files is None else set(files)
+        actions = [a for a in actions if wanted is None or _absolute_path(root, a["path"]) in wanted]
         require_files(location, [action["path"] for action in actions])
         groups: dict[tuple[Any, ...], list[str]] = {}
         for action in actions:
             key = tuple(action.get(f"partition.{column}") for column in partition_columns)
             groups.setdefault(key, []).append(_absolute_path(root, action["path"]))
-        df = self._scan(schema, partition_columns, groups)
-        return TableSnapshot(location=location, version=int(table.version()), df=df)
+        return self._scan(schema, partition_columns, groups)
+
+    def _files(self, location: str, version: int) -> set[str]:
+        root = table_root(location)
+        table = self._table(location, version)
+        paths = pa.table(table.get_add_actions(flatten=True))["path"].to_pylist()
+        return {_absolute_path(root, path) for path in paths}
+
+    def _rows_of_files(self, location: str, version: int, files: Sequence[str]) -> DataFrame:
+        return self._scan_files(location, self._table(location, version), files)
 
     def _scan(
         self,

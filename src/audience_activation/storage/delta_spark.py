@@ -30,12 +30,13 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
 from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
 from . import errors
@@ -165,6 +166,15 @@ class DeltaSparkStorage(DeltaStorage):
             raise
         require_files(location, files)
         return TableSnapshot(location=location, version=resolved, df=df)
+
+    def _files(self, location: str, version: int) -> set[str]:
+        return set(self._snapshot(location, version).df.inputFiles())
+
+    def _rows_of_files(self, location: str, version: int, files: Sequence[str]) -> DataFrame:
+        # The version's rows narrowed by the file each comes from (partition values and column mapping as
+        # Delta reads them); the list is the few files of a micro-batch, not the table's.
+        df = self._snapshot(location, version).df
+        return df.where(F.col("_metadata.file_path").isin(list(files))).select(*[F.col(f"`{c}`") for c in df.columns])
 
     # -- committing ----------------------------------------------------------------------------------
     def _table_state(self, location: str, version: int | None) -> TableState | None:
