@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from pyspark.sql import DataFrame, SparkSession
 
 import identity_reference as rules
-from audience_activation.affected import resolve_affected, seed_identities
-from audience_activation.as_of import as_of
+from audience_activation.affected import new_rows, resolve_affected, seed_identities
+from audience_activation.as_of import AsOfInputs, as_of
 from audience_activation.config import IdentitySettings, NamespaceConfig, NamespacesConfig, NamespaceType
 from audience_activation.storage.base import ParquetCheckpoint
 
@@ -193,3 +193,24 @@ def test_affected_persons_match_a_whole_resolution(
     if not any(new):
         return  # no new rows: nothing to seed from (the stream skips such a micro-batch)
     check(*affected(spark, checkpoint, old, new))
+
+
+def test_new_rows_are_changed_files_and_rows_whose_time_has_come(spark: SparkSession) -> None:
+    """A micro-batch's new rows: rows of changed files that existed at ``T`` (a back-dated fragment too), and
+    rows committed earlier whose time passed since the previous evaluation; not rows still in the future."""
+    since = T - 2 * DAY
+    old = ({"CRMID": ["old"]}, T - 3 * DAY)  # seen by the previous run
+    late = ({"CRMID": ["late"]}, T - DAY)  # committed before, ingested_at passed since
+    back = ({"CRMID": ["back"]}, T - 5 * DAY)  # committed now, back-dated
+    future = ({"CRMID": ["future"]}, T + DAY)  # committed now, not yet visible
+    old_link, new_link = ("IDFA", "d1", "ECID", E1, T - 3 * DAY), ("IDFA", "d2", "ECID", E2, T - 3 * DAY)
+    links, fragments, regions = frames(spark, [old_link, new_link], [old, late, back, future], [])
+    changed_links, changed_fragments, _ = frames(spark, [new_link], [back, future], [])
+    current = as_of(fragments, None, links, None, T)
+
+    fresh = new_rows(current, AsOfInputs(changed_fragments, None, changed_links, None), since, T)
+    seeds = {(r.namespace, r.id) for r in seed_identities(fresh).collect()}
+    assert seeds == {("CRMID", "late"), ("CRMID", "back"), ("IDFA", "d2"), ("ECID", E2)}
+    assert (
+        new_rows(current, AsOfInputs(None, None, None, None), None, T) is current
+    )  # no previous run: everything is new

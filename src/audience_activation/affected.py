@@ -33,6 +33,7 @@ resolved into persons that hold no affected identity and are dropped.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import reduce
@@ -40,10 +41,12 @@ from functools import reduce
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from .as_of import AsOfInputs
-from .columns import identity_rows, normalize_namespace
+from .as_of import TIME_COLUMNS, AsOfInputs, first_capture
+from .as_of import as_of as inputs_as_of
+from .columns import identity_rows, normalize_namespace, timestamp_literal
 from .config import IdentitySettings, NamespacesConfig
 from .identity import link_entries, record_entries, resolve_identities, valid_identities
+from .schemas import EXPERIENCE_EVENTS, IDENTITY_GRAPH, PROFILE_FRAGMENTS
 
 #: A lineage barrier (see :class:`audience_activation.pipeline.Barrier`).
 Checkpoint = Callable[[DataFrame], DataFrame]
@@ -52,6 +55,7 @@ Checkpoint = Callable[[DataFrame], DataFrame]
 MAX_ROUNDS = 50
 
 _KEY = ["namespace", "id"]
+_TABLES = {"fragments": PROFILE_FRAGMENTS, "events": EXPERIENCE_EVENTS, "links": IDENTITY_GRAPH}
 #: What identity resolution reads of each record table (narrower rows through the restriction).
 _RECORD_COLUMNS = {
     "fragments": ("identityMap", "ingested_at", "dataset"),
@@ -77,6 +81,41 @@ class Affected:
     clusters: DataFrame
     previous_persons: DataFrame
     rounds: int
+
+
+def new_rows(
+    current: AsOfInputs, changed: AsOfInputs, since: dt.datetime | None, evaluation_time: dt.datetime
+) -> AsOfInputs:
+    """The rows a micro-batch at ``T`` sees for the first time, per input table.
+
+    Two ways a row becomes visible: its data file is new since the input versions the previous run read
+    (``changed``: rows of added and removed files, :meth:`DeltaStorage.read_changes`, kept when they existed at
+    ``T``), or it was committed earlier with a time after the previous evaluation time ``since`` and ``T`` has
+    now passed it (a fragment ingested with a future ``ingested_at``, a link whose ``last_seen_at`` was
+    ahead). ``current`` is every input as of ``T``; with no previous run (``since`` None) every row is new.
+
+    Args:
+        current: the inputs as of ``T`` (:func:`audience_activation.as_of.as_of`).
+        changed: the changed rows per table, as read (None for a table without changes or absent).
+        since: the previous run's evaluation time, or None.
+        evaluation_time: ``T``.
+    """
+    if since is None:
+        return current
+    at = inputs_as_of(changed.fragments, changed.events, changed.links, changed.regions, evaluation_time)
+    after = timestamp_literal(since)
+
+    def union(changed_rows: DataFrame | None, now: DataFrame | None, time: Column) -> DataFrame | None:
+        if now is None:
+            return changed_rows
+        late = now.where(time > after)
+        return late if changed_rows is None else changed_rows.unionByName(late, allowMissingColumns=True)
+
+    tables = ("fragments", "events", "links")
+    parts = {
+        name: union(getattr(at, name), getattr(current, name), F.col(TIME_COLUMNS[_TABLES[name]])) for name in tables
+    }
+    return AsOfInputs(regions=union(at.regions, current.regions, first_capture()), **parts)
 
 
 def seed_identities(new_rows: AsOfInputs) -> DataFrame:
