@@ -46,6 +46,7 @@ from .as_of import as_of as inputs_as_of
 from .columns import identity_rows, normalize_namespace, timestamp_literal
 from .config import IdentitySettings, NamespacesConfig
 from .identity import link_entries, record_entries, resolve_identities, valid_identities
+from .identity_rules import GRAPH_SIZE_EVICTION, HUB_IDENTITY
 from .schemas import EXPERIENCE_EVENTS, IDENTITY_GRAPH, PROFILE_FRAGMENTS
 
 #: A lineage barrier (see :class:`audience_activation.pipeline.Barrier`).
@@ -74,12 +75,15 @@ class Affected:
             graph_size``), equal to what a resolution of every input gives for them.
         previous_persons: ``person_id`` of every previous person that held an affected identity (those whose
             membership and activations the micro-batch revisits, including persons that no longer exist).
+        quarantine: the hub and graph-size eviction quarantine rows of the affected identities
+            (``source_table, namespace, id, row_key, reason``).
         rounds: closure rounds run.
     """
 
     identities: DataFrame
     clusters: DataFrame
     previous_persons: DataFrame
+    quarantine: DataFrame
     rounds: int
 
 
@@ -93,6 +97,7 @@ def new_rows(
     ``T``), or it was committed earlier with a time after the previous evaluation time ``since`` and ``T`` has
     now passed it (a fragment ingested with a future ``ingested_at``, a link whose ``last_seen_at`` was
     ahead). ``current`` is every input as of ``T``; with no previous run (``since`` None) every row is new.
+    ``undated`` holds the changed rows without a time (``missing_timestamp`` quarantine rows).
 
     Args:
         current: the inputs as of ``T`` (:func:`audience_activation.as_of.as_of`).
@@ -115,7 +120,7 @@ def new_rows(
     parts = {
         name: union(getattr(at, name), getattr(current, name), F.col(TIME_COLUMNS[_TABLES[name]])) for name in tables
     }
-    return AsOfInputs(regions=union(at.regions, current.regions, first_capture()), **parts)
+    return AsOfInputs(regions=union(at.regions, current.regions, first_capture()), undated=at.undated, **parts)
 
 
 def seed_identities(new_rows: AsOfInputs) -> DataFrame:
@@ -221,7 +226,16 @@ def resolve_affected(
                 if previous_clusters is not None
                 else clusters.sparkSession.createDataFrame([], "person_id string")
             )
-            return Affected(identities=identities, clusters=clusters, previous_persons=previous_persons, rounds=rounds)
+            quarantine = resolved.quarantine.where(F.col("reason").isin(HUB_IDENTITY, GRAPH_SIZE_EVICTION)).join(
+                identities, on=_KEY, how="left_semi"
+            )
+            return Affected(
+                identities=identities,
+                clusters=clusters,
+                previous_persons=previous_persons,
+                quarantine=quarantine,
+                rounds=rounds,
+            )
         added = outside.select(*_KEY)
         identities = checkpoint(_with_previous_persons(identities.unionByName(added).distinct(), previous_clusters))
     raise RuntimeError(f"the affected persons did not close within {MAX_ROUNDS} rounds")

@@ -1,0 +1,237 @@
+"""One micro-batch of the streaming job: the batch stages on the persons new rows can affect, merged into the
+state of the previous run (docs/streaming.md).
+
+Rules, in the order :func:`evaluate_micro_batch` applies them:
+
+1. **New rows** (:func:`audience_activation.affected.new_rows`): rows of the input files changed since the
+   previous run's input versions, and rows whose time passed since its evaluation time.
+2. **Affected persons** (:func:`audience_activation.affected.resolve_affected`): their identities resolved
+   exactly as a whole resolution would, and the previous persons that held any of them.
+3. **Their profiles and events** from their full history, by the batch stages given only their clusters.
+4. **Streamed segments**: every segment classified ``edge`` or ``streaming`` is evaluated for them (a
+   streamed segment references streamed segments only, so ``inSegment`` is exact); ``batch`` segments are
+   left to the batch job and keep their rows.
+5. **Membership** of the affected persons (new person ids and previous ones) in the streamed segments, with
+   the batch job's transitions, ``evaluation_method = streaming``; every other row is kept as it was.
+6. **Activation** for the ``(destination, segment)`` pairs mapped both now and at the previous run and
+   streamed: the batch job's activated sets, reasons and identity selection on the affected persons, diffed
+   against their previous activation state; changes routed to edge or hub as the batch job does. Mapping
+   changes (``backfill``, ``unmapped``) and new destinations are the batch job's: a micro-batch records the
+   previous run's mappings unchanged.
+7. **State after the micro-batch**: each state table of the previous run with the affected persons' rows
+   (identities, for ``identity_clusters``) replaced by the new ones.
+8. **Quarantine**: the new rows' invalid identities, rows without a valid identity or a time, and the hub and
+   eviction rows of affected identities.
+
+Pure: DataFrames in, DataFrames out; the convergence test of the affected-persons closure is the one action.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from functools import reduce
+from typing import Any
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from .. import activation as activation_rules
+from .. import affected as affected_rules
+from ..as_of import AsOfInputs
+from ..as_of import as_of as inputs_as_of
+from ..config import AppConfig, DestinationConfig
+from ..identity import invalid_identity_quarantine, link_entries, record_entries
+from ..pql.classify import EvaluationMethod
+from . import stages
+from .model import Barrier, Inputs, PreviousState, Results, no_barrier
+
+#: The evaluation method written to ``segment_membership`` by the streaming job.
+STREAMING_METHOD = "streaming"
+
+_STREAMED = (EvaluationMethod.EDGE, EvaluationMethod.STREAMING)
+_QUARANTINE_COLUMNS = ("source_table", "namespace", "id", "row_key", "reason")
+
+
+@dataclass(frozen=True)
+class Changes:
+    """The rows of the input files changed since the previous run's input versions (added and removed, as read;
+    None for a table without changes or absent)."""
+
+    fragments: DataFrame | None = None
+    events: DataFrame | None = None
+    links: DataFrame | None = None
+    regions: DataFrame | None = None
+
+
+@dataclass(frozen=True)
+class MicroBatchResults:
+    """A micro-batch's results: the state after it (whole tables) and what it changed.
+
+    Attributes:
+        results: as a batch run's (``clusters``, ``profiles``, ``membership``, ``state`` are the whole tables
+            after the micro-batch; ``changes``, ``exclusions``, ``quarantine`` and ``evaluated`` are the
+            micro-batch's own; ``segment_ids`` the streamed segments).
+        new_rows: the new rows per input table (step 1).
+        persons: ``person_id`` of every person the micro-batch revisited (new ids and previous ones).
+        destinations: the destinations and mapped segments it activated (step 6).
+    """
+
+    results: Results
+    new_rows: AsOfInputs
+    persons: DataFrame
+    destinations: list[DestinationConfig]
+
+
+def streamed_segments(compiled: stages.Compiled) -> list[str]:
+    """The segments classified ``edge`` or ``streaming``, in evaluation order."""
+    classification = compiled.segments.classification
+    return [s for s in compiled.segments.segment_ids if classification[s].method in _STREAMED]
+
+
+def streamed_destinations(
+    config: AppConfig, previous_mappings: dict[str, list[str]], streamed: list[str]
+) -> list[DestinationConfig]:
+    """Each configured destination that the previous run activated, with the segments mapped to it both now and
+    then that are streamed (rule 6); destinations left with no segment are dropped."""
+    kept = []
+    for destination in config.destinations:
+        before = set(previous_mappings.get(destination.id, ()))
+        segments = [s for s in destination.segments if s in before and s in streamed]
+        if destination.id in previous_mappings and segments:
+            kept.append(destination.model_copy(update={"segments": segments}))
+    return kept
+
+
+def _replace(previous: DataFrame | None, new: DataFrame, keys: DataFrame, on: list[str]) -> DataFrame:
+    """``previous`` without the rows matching ``keys`` on ``on``, plus ``new`` (rule 7)."""
+    if previous is None:
+        return new
+    return previous.join(F.broadcast(keys), on=on, how="left_anti").unionByName(new.select(*previous.columns))
+
+
+def _quarantine(fresh: AsOfInputs, affected: affected_rules.Affected) -> DataFrame:
+    """Rule 8, one row per distinct (source table, identity, reason), the smallest row key standing for the rest."""
+    parts = [affected.quarantine.select(*_QUARANTINE_COLUMNS)]
+    if fresh.undated is not None:
+        parts.append(fresh.undated.select(*_QUARANTINE_COLUMNS))
+    if any(t is not None for t in (fresh.fragments, fresh.events, fresh.regions)):
+        links = None if fresh.links is None else link_entries(fresh.links)
+        parts.append(invalid_identity_quarantine(record_entries(fresh), links).select(*_QUARANTINE_COLUMNS))
+    return (
+        reduce(DataFrame.unionByName, parts)
+        .groupBy("source_table", "namespace", "id", "reason")
+        .agg(F.min("row_key").alias("row_key"))
+        .select(*_QUARANTINE_COLUMNS)
+    )
+
+
+def evaluate_micro_batch(
+    inputs: Inputs,
+    changes: Changes,
+    previous: PreviousState,
+    previous_profiles: DataFrame | None,
+    config: AppConfig,
+    evaluation_time: dt.datetime,
+    *,
+    barrier: Barrier = no_barrier,
+    compiled: stages.Compiled | None = None,
+    progress: Any = None,
+) -> MicroBatchResults:
+    """Everything a micro-batch at ``T`` computes (rules in the module docstring); nothing is written.
+
+    Args:
+        inputs: the input tables at the versions the micro-batch reads.
+        changes: the rows of the files changed since the previous run's input versions.
+        previous: the previous completed run (batch or streaming) and its state; required.
+        previous_profiles: its ``unified_profiles``, or None when it wrote none.
+        config: the configuration.
+        evaluation_time: ``T``.
+        barrier: where results are materialised.
+        compiled: :func:`stages.compile_run`'s result when the caller compiled already.
+        progress: called with a one-line message as each step starts.
+
+    Raises:
+        ValueError: no previous run (a stream continues from a batch run's state).
+    """
+    if previous.run is None:
+        raise ValueError("a micro-batch continues from a completed run's state; there is none")
+    say = progress or (lambda _message: None)
+    compiled = compiled or stages.compile_run(config, inputs, evaluation_time)
+    as_of = inputs_as_of(inputs.fragments, inputs.events, inputs.links, inputs.regions, evaluation_time)
+    fresh = affected_rules.new_rows(
+        as_of,
+        AsOfInputs(changes.fragments, changes.events, changes.links, changes.regions),
+        previous.evaluation_time,
+        evaluation_time,
+    )
+    say("resolving the identities of the affected persons")
+    seeds = barrier(affected_rules.seed_identities(fresh))
+    affected = affected_rules.resolve_affected(
+        as_of, seeds, previous.clusters, config.namespaces, config.job.identity, barrier
+    )
+    clusters = affected.clusters
+    persons = barrier(clusters.select("person_id").unionByName(affected.previous_persons).distinct())
+
+    say("merging their profiles and attributing their events")
+    events = stages.person_events(as_of, clusters)
+    if events is not None:
+        events = barrier(events)
+    unified = barrier(stages.profiles(as_of, events, clusters, config))
+
+    streamed = streamed_segments(compiled)
+    say(f"evaluating {len(streamed)} streamed segments")
+    evaluated = barrier(stages.segments(compiled, unified, events))
+    in_streamed = F.col("segment_id").isin(streamed)
+    previous_membership = (
+        None
+        if previous.membership is None
+        else previous.membership.where(in_streamed).join(persons, on="person_id", how="left_semi")
+    )
+    membership = barrier(
+        stages.membership(evaluated, streamed, previous_membership, evaluation_time, config, method=STREAMING_METHOD)
+    )
+
+    destinations = streamed_destinations(config, previous.mappings, streamed)
+    say(f"activating {len(destinations)} destinations")
+    spark = unified.sparkSession
+    mappings = activation_rules.mappings_frame(spark, destinations)
+    previous_state = (
+        None
+        if previous.activation_state is None
+        else previous.activation_state.join(
+            F.broadcast(mappings), on=["destination_id", "segment_id"], how="left_semi"
+        ).join(persons, on="person_id", how="left_semi")
+    )
+    current = activation_rules.current_members(membership, unified, destinations, compiled.consents, config.namespaces)
+    diff = activation_rules.diff_activations(
+        current, previous_state, previous_membership, membership, mappings, mappings, evaluation_time, barrier
+    )
+    previous_clusters = (
+        None
+        if previous.clusters is None
+        else previous.clusters.join(affected.previous_persons, on="person_id", how="left_semi")
+    )
+    routed = stages.routing(diff.changes, clusters, as_of.regions, previous_clusters, config, evaluation_time)
+    changes_out = barrier(routed, partition_by=("destination_id", "route"))
+
+    revisited = persons.crossJoin(F.broadcast(spark.createDataFrame([(s,) for s in streamed], "segment_id string")))
+    pairs = persons.crossJoin(F.broadcast(mappings))
+    results = Results(
+        as_of=as_of,
+        clusters=_replace(previous.clusters, clusters, affected.identities, ["namespace", "id"]),
+        profiles=_replace(previous_profiles, unified, persons, ["person_id"]),
+        events=events,
+        evaluated=evaluated,
+        membership=_replace(previous.membership, membership, revisited, ["person_id", "segment_id"]),
+        changes=changes_out,
+        state=_replace(previous.activation_state, diff.state, pairs, ["destination_id", "segment_id", "person_id"]),
+        exclusions=diff.exclusions,
+        quarantine=barrier(_quarantine(fresh, affected)),
+        segment_ids=streamed,
+        classification={
+            k: getattr(v.method, "value", str(v.method)) for k, v in compiled.segments.classification.items()
+        },
+        cc_rounds=affected.rounds,
+    )
+    return MicroBatchResults(results=results, new_rows=fresh, persons=persons, destinations=destinations)
