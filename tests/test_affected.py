@@ -195,22 +195,26 @@ def test_affected_persons_match_a_whole_resolution(
     check(*affected(spark, checkpoint, old, new))
 
 
-def test_new_rows_are_changed_files_and_rows_whose_time_has_come(spark: SparkSession) -> None:
-    """A micro-batch's new rows: rows of changed files that existed at ``T`` (a back-dated fragment too), and
-    rows committed earlier whose time passed since the previous evaluation; not rows still in the future."""
+def test_new_rows_are_added_files_and_rows_whose_time_has_come(spark: SparkSession) -> None:
+    """A micro-batch's new rows: rows of added files that existed at ``T`` (a back-dated fragment too), and
+    rows of the previous versions whose time passed since the previous evaluation; not rows still in the future,
+    and each row once."""
     since = T - 2 * DAY
     old = ({"CRMID": ["old"]}, T - 3 * DAY)  # seen by the previous run
     late = ({"CRMID": ["late"]}, T - DAY)  # committed before, ingested_at passed since
     back = ({"CRMID": ["back"]}, T - 5 * DAY)  # committed now, back-dated
+    fresh = ({"CRMID": ["fresh"]}, T - DAY)  # committed now
     future = ({"CRMID": ["future"]}, T + DAY)  # committed now, not yet visible
     old_link, new_link = ("IDFA", "d1", "ECID", E1, T - 3 * DAY), ("IDFA", "d2", "ECID", E2, T - 3 * DAY)
-    links, fragments, regions = frames(spark, [old_link, new_link], [old, late, back, future], [])
-    changed_links, changed_fragments, _ = frames(spark, [new_link], [back, future], [])
-    current = as_of(fragments, None, links, None, T)
+    links, fragments, _ = frames(spark, [old_link], [old, late], [])
+    added_links, added_fragments, _ = frames(spark, [new_link], [back, fresh, future], [])
+    before = as_of(fragments, None, links, None, T)
 
-    fresh = new_rows(current, AsOfInputs(changed_fragments, None, changed_links, None), since, T)
-    seeds = {(r.namespace, r.id) for r in seed_identities(fresh).collect()}
-    assert seeds == {("CRMID", "late"), ("CRMID", "back"), ("IDFA", "d2"), ("ECID", E2)}
-    assert (
-        new_rows(current, AsOfInputs(None, None, None, None), None, T) is current
-    )  # no previous run: everything is new
+    rows_ = new_rows(before, AsOfInputs(added_fragments, None, added_links, None), since, T)
+    assert rows_.fragments is not None and rows_.links is not None
+    assert sorted(r.ingested_at for r in rows_.fragments.collect()) == [T - 5 * DAY, T - DAY, T - DAY]
+    assert rows_.links.count() == 1
+    seeds = {(r.namespace, r.id) for r in seed_identities(rows_).collect()}
+    assert seeds == {("CRMID", "late"), ("CRMID", "back"), ("CRMID", "fresh"), ("IDFA", "d2"), ("ECID", E2)}
+    everything = new_rows(before, AsOfInputs(added_fragments, None, None, None), None, T)  # no previous run
+    assert everything.fragments is not None and everything.fragments.count() == 2

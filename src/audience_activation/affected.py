@@ -88,39 +88,41 @@ class Affected:
 
 
 def new_rows(
-    current: AsOfInputs, changed: AsOfInputs, since: dt.datetime | None, evaluation_time: dt.datetime
+    before: AsOfInputs, added: AsOfInputs, since: dt.datetime | None, evaluation_time: dt.datetime
 ) -> AsOfInputs:
     """The rows a micro-batch at ``T`` sees for the first time, per input table.
 
-    Two ways a row becomes visible: its data file is new since the input versions the previous run read
-    (``changed``: rows of added and removed files, :meth:`DeltaStorage.read_changes`, kept when they existed at
-    ``T``), or it was committed earlier with a time after the previous evaluation time ``since`` and ``T`` has
-    now passed it (a fragment ingested with a future ``ingested_at``, a link whose ``last_seen_at`` was
-    ahead). ``current`` is every input as of ``T``; with no previous run (``since`` None) every row is new.
-    ``undated`` holds the changed rows without a time (``missing_timestamp`` quarantine rows).
+    Two ways a row becomes visible: its data file was added since the input versions the previous run read
+    (``added``, :meth:`DeltaStorage.read_changes`; kept when it existed at ``T``), or it was already there
+    with a time after the previous evaluation time ``since`` that ``T`` has now passed (a fragment ingested
+    with a future ``ingested_at``, a link whose ``last_seen_at`` was ahead). The two are disjoint: the second
+    is read from the inputs at the previous run's versions. Rows of removed files are not new rows; the caller
+    seeds the affected persons from them too. ``undated`` holds the added rows without a time
+    (``missing_timestamp`` quarantine rows). Without a previous run (``since`` None) every added row is new.
 
     Args:
-        current: the inputs as of ``T`` (:func:`audience_activation.as_of.as_of`).
-        changed: the changed rows per table, as read (None for a table without changes or absent).
+        before: the inputs at the versions the previous run read, as of ``T``
+            (:func:`audience_activation.as_of.as_of`).
+        added: the rows of the files added since, per table, as read (None: no added file, or absent).
         since: the previous run's evaluation time, or None.
         evaluation_time: ``T``.
     """
+    at = inputs_as_of(added.fragments, added.events, added.links, added.regions, evaluation_time)
     if since is None:
-        return current
-    at = inputs_as_of(changed.fragments, changed.events, changed.links, changed.regions, evaluation_time)
+        return at
     after = timestamp_literal(since)
 
-    def union(changed_rows: DataFrame | None, now: DataFrame | None, time: Column) -> DataFrame | None:
-        if now is None:
-            return changed_rows
-        late = now.where(time > after)
-        return late if changed_rows is None else changed_rows.unionByName(late, allowMissingColumns=True)
+    def union(added_rows: DataFrame | None, old: DataFrame | None, time: Column) -> DataFrame | None:
+        if old is None:
+            return added_rows
+        late = old.where(time > after)
+        return late if added_rows is None else added_rows.unionByName(late, allowMissingColumns=True)
 
     tables = ("fragments", "events", "links")
     parts = {
-        name: union(getattr(at, name), getattr(current, name), F.col(TIME_COLUMNS[_TABLES[name]])) for name in tables
+        name: union(getattr(at, name), getattr(before, name), F.col(TIME_COLUMNS[_TABLES[name]])) for name in tables
     }
-    return AsOfInputs(regions=union(at.regions, current.regions, first_capture()), undated=at.undated, **parts)
+    return AsOfInputs(regions=union(at.regions, before.regions, first_capture()), undated=at.undated, **parts)
 
 
 def seed_identities(new_rows: AsOfInputs) -> DataFrame:

@@ -299,6 +299,68 @@ def preview_command(
     _print_summary(summary, f"Preview of {summary.run_id} (nothing written)")
 
 
+TriggerOption = Annotated[
+    str,
+    typer.Option(
+        "--trigger",
+        help='"available-now" (process what is there, then stop) or an interval such as "30 seconds" (run until '
+        "stopped; Ctrl-C stops after the current micro-batch).",
+        show_default=True,
+    ),
+]
+CheckpointOption = Annotated[
+    str | None, typer.Option("--checkpoint", help="The stream's checkpoint (default <lake>/_checkpoints/stream).")
+]
+MaxVersionsOption = Annotated[
+    int | None,
+    typer.Option("--max-versions-per-trigger", min=1, help="At most this many input commits per micro-batch."),
+]
+
+
+@cli.command("stream")
+def stream_command(
+    conf: ConfOption = Path("conf"),
+    lake_root: LakeRootOption = None,
+    evaluation_time: EvaluationTimeOption = None,
+    trigger: TriggerOption = app.AVAILABLE_NOW,
+    checkpoint: CheckpointOption = None,
+    max_versions_per_trigger: MaxVersionsOption = None,
+    verbose: VerboseOption = False,
+) -> None:
+    """The streaming job: each micro-batch evaluates the streamed segments for the persons new input rows affect.
+
+    --evaluation-time pins every micro-batch's T (tests, backfills); by default each micro-batch's T is its
+    planning time."""
+    _setup_logging(verbose)
+    config = _load(conf, lake_root)
+    spark = app.session_for(config)
+    if not verbose:
+        quiet_task_errors(spark)
+    try:
+        summary = app.run_stream(
+            spark,
+            config,
+            trigger=trigger,
+            evaluation_time=_time_option(evaluation_time),
+            checkpoint=checkpoint,
+            max_versions_per_trigger=max_versions_per_trigger,
+            progress=_progress,
+        )
+    except ConfigError as exc:
+        console.print(f"[bold red]configuration error[/]\n{exc}", highlight=False)
+        raise typer.Exit(code=2) from exc
+    except LeaseLostError as exc:
+        _run_errors(exc)
+        raise typer.Exit(code=LAKE_IN_USE) from exc
+    except (app.StreamStartError, InputSchemaError, StorageError, app.RunOrderError) as exc:
+        _run_errors(exc)
+        raise typer.Exit(code=1) from exc
+    for micro in summary.micro_batches:
+        _print_summary(micro, f"Micro-batch {micro.run_id}: {micro.status}")
+    skipped = f", {len(summary.skipped)} replayed and skipped" if summary.skipped else ""
+    console.print(f"stream stopped: {len(summary.micro_batches)} micro-batch(es){skipped}", highlight=False)
+
+
 def main() -> None:
     """Console entry point (``audience-activation``)."""
     cli()

@@ -37,6 +37,11 @@ def run_id(kind: str, evaluation_time: dt.datetime) -> str:
     return f"{kind}-{t:%Y%m%dT%H%M%SZ}"
 
 
+def stream_run_id(evaluation_time: dt.datetime, batch_id: int) -> str:
+    """A micro-batch's run id: ``streaming-<T>-<micro-batch id>``, e.g. ``streaming-20261129T000312Z-42``."""
+    return f"{run_id(STREAMING, evaluation_time)}-{batch_id}"
+
+
 def as_utc(value: dt.datetime) -> dt.datetime:
     """An aware UTC datetime; a naive one is taken as UTC (never as the machine's local time)."""
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
@@ -45,6 +50,7 @@ def as_utc(value: dt.datetime) -> dt.datetime:
 # -- the run log (activation_runs) -----------------------------------------------------------------------------
 
 BATCH = "batch"
+STREAMING = "streaming"
 IDENTITY = "identity"
 COMPLETED = "completed"
 FAILED = "failed"
@@ -138,6 +144,8 @@ class PreviousRun:
     evaluation_time: dt.datetime
     output_versions: dict[str, int]
     mappings: dict[str, list[str]]
+    #: The input versions it read (where a micro-batch's changes start).
+    input_versions: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass

@@ -19,8 +19,14 @@ from .jobs import (
     write_demo_data,
 )
 from .state import RunOrderError, input_locations, output_locations
+from .stream import AVAILABLE_NOW, StreamStartError, StreamSummary, process_micro_batch, run_stream
 
 __all__ = [
+    "AVAILABLE_NOW",
+    "StreamStartError",
+    "StreamSummary",
+    "process_micro_batch",
+    "run_stream",
     "IdentityRunSummary",
     "InputReport",
     "OnCommit",

@@ -14,6 +14,7 @@ Rules:
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -62,12 +63,28 @@ def read_inputs(store: DeltaStorage, config: AppConfig) -> tuple[Inputs, dict[st
 
 
 def completed_runs(store: DeltaStorage, config: AppConfig) -> DataFrame | None:
-    """The ``activation_runs`` rows of completed batch runs, or None before the first run."""
+    """The ``activation_runs`` rows of completed batch runs and streaming micro-batches (they share one state),
+    or None before the first run."""
     try:
         runs = store.read(tables.RUNS.location(config.job)).df
     except TableNotFoundError:
         return None
-    return runs.where((F.col("status") == runlog.COMPLETED) & (F.col("kind") == runlog.BATCH))
+    return runs.where((F.col("status") == runlog.COMPLETED) & F.col("kind").isin(runlog.BATCH, runlog.STREAMING))
+
+
+def _previous(row: Any) -> PreviousRun:
+    return PreviousRun(
+        run_id=row["run_id"],
+        evaluation_time=runlog.as_utc(row["evaluation_time"]),
+        output_versions={k: int(v) for k, v in (row["output_versions"] or {}).items()},
+        mappings={k: list(v) for k, v in (row["mappings"] or {}).items()},
+        input_versions={k: int(v) for k, v in (row["input_versions"] or {}).items()},
+    )
+
+
+def _newest_first(runs: DataFrame) -> DataFrame:
+    # Micro-batches of a stream with a pinned T share it: the one that ended last is the newest.
+    return runs.orderBy(F.col("evaluation_time").desc(), F.col("ended_at").desc(), F.col("run_id").desc())
 
 
 def previous_run(runs: DataFrame | None, evaluation_time: dt.datetime, *, force: bool) -> PreviousRun | None:
@@ -89,15 +106,36 @@ def previous_run(runs: DataFrame | None, evaluation_time: dt.datetime, *, force:
             f"({newest['t'] if newest else '?'}); re-running history would overwrite newer state. "
             f"Pass --force to run it anyway."
         )
-    row = runs.where(F.col("evaluation_time") < t).orderBy(F.col("evaluation_time").desc()).limit(1).first()
-    if row is None:
+    row = _newest_first(runs.where(F.col("evaluation_time") < t)).limit(1).first()
+    return None if row is None else _previous(row)
+
+
+def latest_run(runs: DataFrame | None, evaluation_time: dt.datetime) -> PreviousRun | None:
+    """The state a streaming micro-batch at ``T`` continues from: the newest completed run at or before ``T``
+    (micro-batches of one ``T`` follow each other).
+
+    Raises:
+        RunOrderError: a completed run is newer than ``T``.
+    """
+    if runs is None:
         return None
-    return PreviousRun(
-        run_id=row["run_id"],
-        evaluation_time=runlog.as_utc(row["evaluation_time"]),
-        output_versions={k: int(v) for k, v in (row["output_versions"] or {}).items()},
-        mappings={k: list(v) for k, v in (row["mappings"] or {}).items()},
-    )
+    t = timestamp_literal(evaluation_time)
+    newer = runs.where(F.col("evaluation_time") > t)
+    if not newer.isEmpty():
+        raise RunOrderError(
+            f"evaluation time {runlog.as_utc(evaluation_time).isoformat()} is older than the newest completed run; "
+            f"a micro-batch continues from the newest state"
+        )
+    row = _newest_first(runs).limit(1).first()
+    return None if row is None else _previous(row)
+
+
+def completed_run_ids(store: DeltaStorage, config: AppConfig, run_ids: list[str]) -> set[str]:
+    """Which of ``run_ids`` completed (a replayed micro-batch that completed before its process died)."""
+    runs = completed_runs(store, config)
+    if runs is None:
+        return set()
+    return {row["run_id"] for row in runs.where(F.col("run_id").isin(run_ids)).select("run_id").collect()}
 
 
 def previous_state(store: DeltaStorage, config: AppConfig, previous: PreviousRun | None) -> PreviousState:

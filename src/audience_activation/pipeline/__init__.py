@@ -11,7 +11,8 @@ Example:
 
 from __future__ import annotations
 
-from .counts import run_counts
+from .counts import micro_batch_counts, run_counts
+from .micro_batch import STREAMING_METHOD, Changes, MicroBatchResults, evaluate_micro_batch
 from .model import Barrier, Inputs, PreviousState, Results, no_barrier
 from .outputs import Output, batch_outputs
 from .stages import (
@@ -30,7 +31,12 @@ from .stages import (
 
 __all__ = [
     "BATCH_METHOD",
+    "STREAMING_METHOD",
     "Barrier",
+    "Changes",
+    "MicroBatchResults",
+    "evaluate_micro_batch",
+    "micro_batch_counts",
     "Compiled",
     "Inputs",
     "Output",

@@ -28,6 +28,7 @@ from ..config import AppConfig
 from ..identity import has_valid_identity
 from ..membership import REALIZED
 from ..schemas import EXPERIENCE_EVENTS, IDENTITY_GRAPH, PROFILE_FRAGMENTS, REGION_INFORMATION
+from .micro_batch import MicroBatchResults
 from .model import Inputs, Results
 
 COUNT_COLUMNS = ("measure", "subject", "detail", "reason", "count")
@@ -184,6 +185,41 @@ def run_counts(inputs: Inputs, results: Results, config: AppConfig, evaluation_t
         *row_accounting(inputs, results, config, evaluation_time),
         _measure(quarantine, "quarantine", none, none, F.col("reason"), F.col("count")),
         _measure(results.profiles.agg(F.count(F.lit(1)).alias("n")), "persons", none, none, none, F.col("n")),
+        _measure(realized, "members", F.col("segment_id"), none, none, F.col("count")),
+        _measure(changes, "changes", F.col("destination_id"), F.col("route"), F.col("reason"), F.col("count")),
+        _measure(results.exclusions, "exclusions", F.col("destination_id"), none, F.col("reason"), F.col("persons")),
+    ]
+    return reduce(DataFrame.unionByName, parts)
+
+
+def micro_batch_counts(micro: MicroBatchResults) -> DataFrame:
+    """The run-log counts of a streaming micro-batch, as rows like :func:`run_counts`'.
+
+    Measures: ``rows`` (subject input table, reason ``new``: the micro-batch's new rows), ``quarantine``
+    (reason), ``persons`` (persons it revisited), ``members`` (realized members per segment in the membership
+    after it, every person), ``changes`` and ``exclusions`` (its own).
+    """
+    none = F.lit(None)
+    results = micro.results
+    fresh = micro.new_rows
+    new = [
+        _measure(df.agg(F.count(F.lit(1)).alias("n")), "rows", F.lit(table), none, F.lit("new"), F.col("n"))
+        for table, df in (
+            (PROFILE_FRAGMENTS, fresh.fragments),
+            (EXPERIENCE_EVENTS, fresh.events),
+            (IDENTITY_GRAPH, fresh.links),
+            (REGION_INFORMATION, fresh.regions),
+        )
+        if df is not None
+    ]
+    quarantine = results.quarantine.groupBy("reason").count()
+    realized = results.membership.where(F.col("status") == REALIZED).groupBy("segment_id").count()
+    changes = results.changes.groupBy("destination_id", "route", "reason").count()
+    persons = micro.persons.agg(F.count(F.lit(1)).alias("n"))
+    parts = [
+        *new,
+        _measure(quarantine, "quarantine", none, none, F.col("reason"), F.col("count")),
+        _measure(persons, "persons", none, none, none, F.col("n")),
         _measure(realized, "members", F.col("segment_id"), none, none, F.col("count")),
         _measure(changes, "changes", F.col("destination_id"), F.col("route"), F.col("reason"), F.col("count")),
         _measure(results.exclusions, "exclusions", F.col("destination_id"), none, F.col("reason"), F.col("persons")),

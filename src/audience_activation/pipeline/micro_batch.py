@@ -3,8 +3,9 @@ state of the previous run (docs/streaming.md).
 
 Rules, in the order :func:`evaluate_micro_batch` applies them:
 
-1. **New rows** (:func:`audience_activation.affected.new_rows`): rows of the input files changed since the
-   previous run's input versions, and rows whose time passed since its evaluation time.
+1. **New rows** (:func:`audience_activation.affected.new_rows`): rows of the input files added since the
+   previous run's input versions, and rows whose time passed since its evaluation time; the affected persons
+   are seeded from them and from the rows of removed files (a compaction or a delete can split a person).
 2. **Affected persons** (:func:`audience_activation.affected.resolve_affected`): their identities resolved
    exactly as a whole resolution would, and the previous persons that held any of them.
 3. **Their profiles and events** from their full history, by the batch stages given only their clusters.
@@ -54,14 +55,40 @@ _QUARANTINE_COLUMNS = ("source_table", "namespace", "id", "row_key", "reason")
 
 
 @dataclass(frozen=True)
-class Changes:
-    """The rows of the input files changed since the previous run's input versions (added and removed, as read;
-    None for a table without changes or absent)."""
+class TableChange:
+    """One input table between the previous run's version and the micro-batch's.
 
-    fragments: DataFrame | None = None
-    events: DataFrame | None = None
-    links: DataFrame | None = None
-    regions: DataFrame | None = None
+    Attributes:
+        before: the table at the version the previous run read.
+        added: the rows of the data files added since.
+        removed: the rows of the data files removed since.
+    """
+
+    before: DataFrame
+    added: DataFrame
+    removed: DataFrame
+
+
+@dataclass(frozen=True)
+class Changes:
+    """Each input table's change since the previous run's input versions (None: unchanged, or absent)."""
+
+    fragments: TableChange | None = None
+    events: TableChange | None = None
+    links: TableChange | None = None
+    regions: TableChange | None = None
+
+    def side(self, inputs: Inputs, which: str) -> AsOfInputs:
+        """The four tables' ``before``, ``added`` or ``removed`` rows as read (``before`` of an unchanged table:
+        as now), in an :class:`AsOfInputs` holder (not yet filtered as of ``T``)."""
+
+        def pick(name: str) -> DataFrame | None:
+            change: TableChange | None = getattr(self, name)
+            if change is not None:
+                return getattr(change, which)  # type: ignore[no-any-return]
+            return getattr(inputs, name) if which == "before" else None  # type: ignore[no-any-return]
+
+        return AsOfInputs(pick("fragments"), pick("events"), pick("links"), pick("regions"))
 
 
 @dataclass(frozen=True)
@@ -142,7 +169,7 @@ def evaluate_micro_batch(
 
     Args:
         inputs: the input tables at the versions the micro-batch reads.
-        changes: the rows of the files changed since the previous run's input versions.
+        changes: each input's change since the previous run's input versions.
         previous: the previous completed run (batch or streaming) and its state; required.
         previous_profiles: its ``unified_profiles``, or None when it wrote none.
         config: the configuration.
@@ -159,14 +186,15 @@ def evaluate_micro_batch(
     say = progress or (lambda _message: None)
     compiled = compiled or stages.compile_run(config, inputs, evaluation_time)
     as_of = inputs_as_of(inputs.fragments, inputs.events, inputs.links, inputs.regions, evaluation_time)
-    fresh = affected_rules.new_rows(
-        as_of,
-        AsOfInputs(changes.fragments, changes.events, changes.links, changes.regions),
-        previous.evaluation_time,
-        evaluation_time,
-    )
+    old, gone = changes.side(inputs, "before"), changes.side(inputs, "removed")
+    before = inputs_as_of(old.fragments, old.events, old.links, old.regions, evaluation_time)
+    fresh = affected_rules.new_rows(before, changes.side(inputs, "added"), previous.evaluation_time, evaluation_time)
+    removed = inputs_as_of(gone.fragments, gone.events, gone.links, gone.regions, evaluation_time)
     say("resolving the identities of the affected persons")
-    seeds = barrier(affected_rules.seed_identities(fresh))
+    seeds = affected_rules.seed_identities(fresh)
+    if any(t is not None for t in (removed.fragments, removed.events, removed.links, removed.regions)):
+        seeds = seeds.unionByName(affected_rules.seed_identities(removed))  # a removed row can split a person
+    seeds = barrier(seeds)
     affected = affected_rules.resolve_affected(
         as_of, seeds, previous.clusters, config.namespaces, config.job.identity, barrier
     )

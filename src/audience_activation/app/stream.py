@@ -1,0 +1,291 @@
+"""The streaming job: Spark Structured Streaming over the input tables' Delta versions, one micro-batch at a time
+evaluating only the persons its new rows affect (docs/streaming.md).
+
+:func:`run_stream` starts a streaming query on :mod:`audience_activation.stream_source` (offsets: the inputs'
+Delta versions and the micro-batch's ``T``) with ``foreachBatch(`` :func:`process_micro_batch` ``)``. A
+micro-batch, in order:
+
+1. takes the lake lease (waiting, with a progress message, while a batch run holds it) and undoes what a
+   killed run left, as the batch job does;
+2. skips itself when its run id (``streaming-<T>-<micro-batch id>``) already completed: a replay after the
+   process died between the run-log commit and Spark's own commit log writes nothing twice;
+3. reads the newest completed run at or before ``T`` (batch or streaming: one state), the inputs at the
+   micro-batch's versions (never older than that run's) and each input's changed rows since that run's input
+   versions;
+4. evaluates :func:`audience_activation.pipeline.micro_batch.evaluate_micro_batch` and commits, in the batch
+   job's order, the state tables, the changed destinations' edge and hub tables (partition ``run_id``), the
+   activation state, quarantine and, last, its ``activation_runs`` row (kind ``streaming``, the previous
+   run's mappings, its counts);
+5. on failure, restores every table it committed and records a failed row, as the batch job does; the query
+   stops with the error.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from dataclasses import dataclass, field
+
+from pyspark.sql import DataFrame, SparkSession
+
+from .. import pipeline, recovery, runlog, tables
+from ..config import AppConfig
+from ..lease import LakeLease, LeaseHeldError, LeaseLostError
+from ..pipeline.micro_batch import Changes, MicroBatchResults, TableChange, evaluate_micro_batch
+from ..runlog import FAILED, RunCounts, RunSummary
+from ..schemas import INPUT_TABLES
+from ..storage import DeltaStorage, TableNotFoundError
+from ..stream_source import SOURCE_NAME, InputVersions, offset_time
+from . import state, writer
+from .batch import recover, undo_failed_attempt
+from .context import OnCommit, Progress, no_hook, quiet, storage_for
+
+#: Trigger of a stream that processes what is there, then stops.
+AVAILABLE_NOW = "available-now"
+#: How long a micro-batch waits between attempts to take a lease another run holds.
+LEASE_WAIT_SECONDS = 5.0
+_INPUT_KEYS = {
+    tables.FRAGMENTS.name: "fragments",
+    tables.EVENTS.name: "events",
+    tables.GRAPH.name: "links",
+    tables.REGIONS.name: "regions",
+}
+
+
+class StreamStartError(RuntimeError):
+    """The stream cannot start (no completed run to continue from)."""
+
+
+@dataclass
+class StreamSummary:
+    """What a stream did until it stopped: one run summary per micro-batch it processed."""
+
+    query_id: str = ""
+    checkpoint: str = ""
+    micro_batches: list[RunSummary] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+def checkpoint_location(config: AppConfig, given: str | None) -> str:
+    """The query's checkpoint: ``given``, else ``<lake>/_checkpoints/stream``."""
+    return given or f"{config.job.lake.root.rstrip('/')}/_checkpoints/stream"
+
+
+def _acquire(lease: LakeLease, progress: Progress) -> LakeLease:
+    """Take the lease, waiting while another run holds it (a batch run's lease is held for its whole run)."""
+    while True:
+        try:
+            return lease.acquire()
+        except LeaseHeldError as exc:
+            progress(f"waiting for the lake lease: {str(exc).splitlines()[0]}")
+            time.sleep(LEASE_WAIT_SECONDS)
+
+
+def _read(
+    store: DeltaStorage, config: AppConfig, until: dict[str, int], since: dict[str, int]
+) -> tuple[pipeline.Inputs, Changes, dict[str, int | None]]:
+    """The inputs at the micro-batch's versions (never older than the previous run's) and their changed rows
+    since the previous run's versions."""
+    frames: dict[str, DataFrame | None] = {}
+    changed: dict[str, TableChange | None] = {}
+    versions: dict[str, int | None] = {}
+    for name in INPUT_TABLES:
+        location = config.job.table_location(name)
+        target = max(until.get(name, -1), since.get(name, -1))
+        if target < 0:
+            frames[name] = changed[name] = versions[name] = None
+            continue
+        try:
+            snapshot = store.read(location, target)
+        except TableNotFoundError:
+            frames[name] = changed[name] = versions[name] = None
+            continue
+        frames[name], versions[name] = snapshot.df, snapshot.version
+        start = since.get(name)
+        if start is not None and start >= snapshot.version:
+            changed[name] = None
+            continue
+        delta = store.read_changes(location, start, snapshot.version)
+        old = store.read(location, start).df if start is not None else delta.removed
+        changed[name] = TableChange(before=old, added=delta.added, removed=delta.removed)
+    fragments = frames[tables.FRAGMENTS.name]
+    if fragments is None:
+        raise TableNotFoundError(f"{config.job.table_location(tables.FRAGMENTS.name)}: profile_fragments is required")
+    inputs = pipeline.Inputs(
+        fragments=fragments,
+        events=frames[tables.EVENTS.name],
+        links=frames[tables.GRAPH.name],
+        regions=frames[tables.REGIONS.name],
+    )
+    changes = Changes(**{_INPUT_KEYS[name]: df for name, df in changed.items()})
+    return inputs, changes, versions
+
+
+def _count(micro: MicroBatchResults) -> RunCounts:
+    rows = pipeline.micro_batch_counts(micro).collect()
+    return RunCounts.from_rows([row.asDict() for row in rows], micro.results.segment_ids)
+
+
+def process_micro_batch(
+    spark: SparkSession,
+    config: AppConfig,
+    batch_id: int,
+    evaluation_time: dt.datetime,
+    versions: dict[str, int],
+    *,
+    progress: Progress = quiet,
+    on_commit: OnCommit = no_hook,
+) -> RunSummary | None:
+    """Process one micro-batch (steps in the module docstring); None when it had completed already."""
+    store = storage_for(spark, config)
+    run = runlog.stream_run_id(evaluation_time, batch_id)
+    if run in state.completed_run_ids(store, config, [run]):
+        progress(f"micro-batch {run} completed before: skipped")
+        return None
+    lease = _acquire(LakeLease(spark, store, config.job.lake.root, run, config.job.lease.timeout_seconds), progress)
+    summary = RunSummary(
+        run_id=run, evaluation_time=runlog.as_utc(evaluation_time), engine=store.name, kind=runlog.STREAMING
+    )
+    summary.started_at = dt.datetime.now(dt.timezone.utc)
+    barrier = writer.scratch_space(spark, config, lease.attempt)
+    commit_info = {"run_id": run, recovery.ATTEMPT_KEY: lease.attempt}
+    mappings: dict[str, list[str]] = {}
+    handed_on = False
+    try:
+        recover(spark, config, store, lease, progress)
+        if run in state.completed_run_ids(store, config, [run]):  # completed while we waited for the lease
+            progress(f"micro-batch {run} completed before: skipped")
+            return None
+        previous_run = state.latest_run(state.completed_runs(store, config), evaluation_time)
+        if previous_run is None:
+            raise StreamStartError("no completed run to continue from: run the batch job first")
+        mappings = previous_run.mappings
+        summary.previous_run = previous_run.run_id
+        inputs, changes, summary.input_versions = _read(store, config, versions, previous_run.input_versions)
+        previous = state.previous_state(store, config, previous_run)
+        profiles_version = previous_run.output_versions.get(tables.PROFILES.name)
+        previous_profiles = (
+            None if profiles_version is None else store.read(tables.PROFILES.location(config.job), profiles_version).df
+        )
+        micro = evaluate_micro_batch(
+            inputs, changes, previous, previous_profiles, config, summary.evaluation_time,
+            barrier=barrier, progress=progress,
+        )  # fmt: skip
+        summary.classification = micro.results.classification
+        summary.cc_rounds = micro.results.cc_rounds
+        lease.check()
+        destinations = [d.id for d in micro.destinations]
+        for output in pipeline.batch_outputs(micro.results, run, summary.evaluation_time, destinations):
+            progress(f"writing {output.key}")
+            summary.output_versions[output.key] = writer.write(store, config, output, run, commit_info)
+            on_commit(output.key)
+            lease.check()
+        summary.counts = _count(micro)
+        summary.ended_at = dt.datetime.now(dt.timezone.utc)
+        summary.status = runlog.COMPLETED
+        lease.check()
+        writer.record_run(spark, store, config, summary, mappings, None, commit_info)
+        on_commit("activation_runs")
+    except LeaseLostError:
+        handed_on = True
+        raise
+    except Exception as exc:
+        if summary.output_versions:
+            summary.status = FAILED
+            summary.ended_at = dt.datetime.now(dt.timezone.utc)
+            handed_on = undo_failed_attempt(store, config, lease, run, progress)
+            if not handed_on:
+                tag = {"run_id": run, recovery.ATTEMPT_KEY: recovery.rollback_tag(lease.attempt)}
+                error = f"{type(exc).__name__}: {exc}"[:2000]
+                writer.record_run(spark, store, config, summary, mappings, error, tag)
+        raise
+    finally:
+        writer.cleanup_scratch(barrier, config)
+        if not handed_on:
+            lease.release()
+    return summary
+
+
+def _start_offsets(store: DeltaStorage, config: AppConfig) -> tuple[dict[str, int], str]:
+    """The input versions and ``T`` of the newest completed run (where a new stream starts)."""
+    runs = state.completed_runs(store, config)
+    newest = state.latest_run(runs, dt.datetime.max.replace(tzinfo=dt.timezone.utc)) if runs is not None else None
+    if newest is None:
+        raise StreamStartError(
+            "no completed run to continue from: run the batch job first (audience-activation run), then start the "
+            "stream"
+        )
+    return newest.input_versions, offset_time(newest.evaluation_time)
+
+
+def run_stream(
+    spark: SparkSession,
+    config: AppConfig,
+    *,
+    trigger: str = AVAILABLE_NOW,
+    evaluation_time: dt.datetime | None = None,
+    checkpoint: str | None = None,
+    max_versions_per_trigger: int | None = None,
+    progress: Progress = quiet,
+    on_commit: OnCommit = no_hook,
+) -> StreamSummary:
+    """Run the streaming job until it has nothing left (``available-now``) or until stopped (a processing-time
+    trigger such as ``"30 seconds"``; Ctrl-C stops it after the current micro-batch).
+
+    Args:
+        spark: the session.
+        config: the configuration.
+        trigger: ``available-now`` or a processing-time interval.
+        evaluation_time: pins every micro-batch's ``T`` (tests, backfills); default: each micro-batch's
+            planning time.
+        checkpoint: the query's checkpoint location (default ``<lake>/_checkpoints/stream``).
+        max_versions_per_trigger: at most this many input commits per micro-batch.
+        progress: one-line progress messages.
+        on_commit: called after each table commit (tests inject failures).
+
+    Raises:
+        StreamStartError: no completed run to continue from.
+    """
+    store = storage_for(spark, config)
+    start_versions, start_time = _start_offsets(store, config)
+    summary = StreamSummary(checkpoint=checkpoint_location(config, checkpoint))
+    spark.dataSource.register(InputVersions)
+    locations = {name: config.job.table_location(name) for name in INPUT_TABLES}
+    reader = (
+        spark.readStream.format(SOURCE_NAME)
+        .option("tables", json.dumps(locations))
+        .option("startVersions", json.dumps(start_versions))
+        .option("startTime", start_time)
+    )
+    if evaluation_time is not None:
+        reader = reader.option("evaluationTime", offset_time(evaluation_time))
+    if max_versions_per_trigger is not None:
+        reader = reader.option("maxVersionsPerTrigger", str(max_versions_per_trigger))
+
+    def handle(batch: DataFrame, batch_id: int) -> None:
+        rows = batch.collect()  # one row per input commit of the micro-batch (bounded by the rate limit)
+        if not rows:
+            return
+        t = runlog.parse_utc_time(rows[0]["evaluation_time"])
+        versions = {k: int(v) for k, v in rows[0]["versions"].items()}
+        progress(f"micro-batch {batch_id}: {len(rows)} input commit(s), T = {offset_time(t)}")
+        done = process_micro_batch(spark, config, batch_id, t, versions, progress=progress, on_commit=on_commit)
+        if done is None:
+            summary.skipped.append(runlog.stream_run_id(t, batch_id))
+        else:
+            summary.micro_batches.append(done)
+
+    stream = reader.load().writeStream.foreachBatch(handle).option("checkpointLocation", summary.checkpoint)
+    now = trigger == AVAILABLE_NOW
+    query = (stream.trigger(availableNow=True) if now else stream.trigger(processingTime=trigger)).start()
+    summary.query_id = str(query.id)
+    progress(f"stream {summary.query_id} started (checkpoint {summary.checkpoint}, trigger {trigger})")
+    try:
+        query.awaitTermination()
+    except KeyboardInterrupt:
+        progress("stopping after the current micro-batch")
+        while query.isActive and query.status.get("isTriggerActive"):
+            time.sleep(0.5)
+        query.stop()
+    return summary
