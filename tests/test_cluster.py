@@ -14,8 +14,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
-from deltalake import DeltaTable
+from deltalake import DeltaTable, write_deltalake
 from pyspark.sql import SparkSession
 
 from audience_activation import app
@@ -150,3 +151,20 @@ def test_batch_job_runs_on_the_cluster(
     assert f"(storage engine {engine})" in result.stderr + result.stdout
     hub = DeltaTable(f"{lake}/activation/cja/hub_batch").to_pyarrow_table().to_pylist()
     assert hub and {r["reason"] for r in hub} == {"backfill"}
+
+    # The streaming job on the cluster: one new commit of events, then stream --trigger available-now.
+    events = DeltaTable(f"{lake}/experience_events")
+    new = events.to_pyarrow_table().slice(0, 5).to_pylist()
+    for k, row in enumerate(new):
+        row["_id"], row["timestamp"] = f"streamed-{k}", AS_OF + dt.timedelta(minutes=5)
+    write_deltalake(events, pa.Table.from_pylist(new, schema=pa.schema(events.schema().to_arrow())), mode="append")
+    at = ["--evaluation-time", "2026-11-29T00:10:00Z", "--trigger", "available-now"]
+    result = submit(master, "jobs/stream.py", *common, *at)
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = DeltaTable(f"{lake}/activation_runs").to_pyarrow_table().to_pylist()
+    streamed = [r for r in runs if r["kind"] == "streaming"]
+    assert [(r["run_id"], r["status"]) for r in streamed] == [("streaming-20261129T001000Z-0", "completed")], (
+        result.stdout[-2000:] + result.stderr[-3000:]
+    )
+    assert "stream stopped: 1 micro-batch(es)" in result.stdout + result.stderr
+    assert dict(streamed[0]["counts"])["rows.experience_events.new"] == 5
