@@ -149,18 +149,19 @@ def test_changes_between_versions_are_the_rows_of_added_and_removed_files(
     spark: SparkSession, store: DeltaStorage, lake: Path
 ) -> None:
     """What a micro-batch of the streaming job reads: rows of the files a version range added and removed,
-    partition values included, from an empty start or from a version; an overwrite shows both sides."""
+    partition values included, from an empty start or from a version; an overwrite shows both sides. A
+    partition value has a colon (escaped in the partition folder's URI)."""
     location = str(lake / "t")
     ddl = "k int, v string, part string"
-    store.append(spark.createDataFrame([(1, "a", "x")], ddl), location, partition_by=["part"])  # v0
-    store.append(spark.createDataFrame([(2, "b", "x"), (3, "c", "y")], ddl), location, partition_by=["part"])  # v1
+    store.append(spark.createDataFrame([(1, "a", "x:1")], ddl), location, partition_by=["part"])  # v0
+    store.append(spark.createDataFrame([(2, "b", "x:1"), (3, "c", "y")], ddl), location, partition_by=["part"])  # v1
     store.append(spark.createDataFrame([(4, "d", "y")], ddl), location, partition_by=["part"])  # v2
 
     everything = store.read_changes(location, None)
     assert (everything.since, everything.version) == (None, 2)
     assert sorted(everything.added.collect()) == [
-        Row(k=1, v="a", part="x"),
-        Row(k=2, v="b", part="x"),
+        Row(k=1, v="a", part="x:1"),
+        Row(k=2, v="b", part="x:1"),
         Row(k=3, v="c", part="y"),
         Row(k=4, v="d", part="y"),
     ]
@@ -168,17 +169,17 @@ def test_changes_between_versions_are_the_rows_of_added_and_removed_files(
 
     later = store.read_changes(location, 0, 1)
     assert (later.since, later.version) == (0, 1)
-    assert sorted(later.added.collect()) == [Row(k=2, v="b", part="x"), Row(k=3, v="c", part="y")]
+    assert sorted(later.added.collect()) == [Row(k=2, v="b", part="x:1"), Row(k=3, v="c", part="y")]
     assert later.removed.collect() == []
     assert store.read_changes(location, 2).added.collect() == []  # nothing new
 
-    store.overwrite(spark.createDataFrame([(5, "e", "x")], ddl), location, partition_by=["part"])  # v3
+    store.overwrite(spark.createDataFrame([(5, "e", "x:1")], ddl), location, partition_by=["part"])  # v3
     rewritten = store.read_changes(location, 1)
     assert rewritten.version == 3
-    assert rewritten.added.collect() == [Row(k=5, v="e", part="x")]
+    assert rewritten.added.collect() == [Row(k=5, v="e", part="x:1")]
     assert sorted(rewritten.removed.collect()) == [
-        Row(k=1, v="a", part="x"),
-        Row(k=2, v="b", part="x"),
+        Row(k=1, v="a", part="x:1"),
+        Row(k=2, v="b", part="x:1"),
         Row(k=3, v="c", part="y"),
     ]
     with pytest.raises(ValueError, match="after version 3 up to the older 1"):

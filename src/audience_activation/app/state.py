@@ -88,8 +88,8 @@ def _newest_first(runs: DataFrame) -> DataFrame:
 
 
 def previous_run(runs: DataFrame | None, evaluation_time: dt.datetime, *, force: bool) -> PreviousRun | None:
-    """The newest completed run strictly older than ``T`` (one row collected); refuses ``T`` older than the
-    newest completed run.
+    """The newest completed run older than ``T``, or a streaming micro-batch at ``T`` (one row collected);
+    refuses ``T`` older than the newest completed run.
 
     Raises:
         RunOrderError: ``T`` is older than the newest completed run and ``force`` is false.
@@ -106,26 +106,17 @@ def previous_run(runs: DataFrame | None, evaluation_time: dt.datetime, *, force:
             f"({newest['t'] if newest else '?'}); re-running history would overwrite newer state. "
             f"Pass --force to run it anyway."
         )
-    row = _newest_first(runs.where(F.col("evaluation_time") < t)).limit(1).first()
+    # Micro-batches at T itself are before a batch run at T (a stream with a pinned T, then the batch at it).
+    before = (F.col("evaluation_time") < t) | ((F.col("kind") == runlog.STREAMING) & (F.col("evaluation_time") == t))
+    row = _newest_first(runs.where(before)).limit(1).first()
     return None if row is None else _previous(row)
 
 
-def latest_run(runs: DataFrame | None, evaluation_time: dt.datetime) -> PreviousRun | None:
-    """The state a streaming micro-batch at ``T`` continues from: the newest completed run at or before ``T``
-    (micro-batches of one ``T`` follow each other).
-
-    Raises:
-        RunOrderError: a completed run is newer than ``T``.
-    """
+def latest_run(runs: DataFrame | None) -> PreviousRun | None:
+    """The newest completed run, batch or streaming (by ``T``, then the one that ended last: micro-batches of
+    one ``T`` follow each other); the state a streaming micro-batch continues from."""
     if runs is None:
         return None
-    t = timestamp_literal(evaluation_time)
-    newer = runs.where(F.col("evaluation_time") > t)
-    if not newer.isEmpty():
-        raise RunOrderError(
-            f"evaluation time {runlog.as_utc(evaluation_time).isoformat()} is older than the newest completed run; "
-            f"a micro-batch continues from the newest state"
-        )
     row = _newest_first(runs).limit(1).first()
     return None if row is None else _previous(row)
 

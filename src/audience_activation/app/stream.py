@@ -17,24 +17,33 @@ micro-batch, in order:
    activation state, quarantine and, last, its ``activation_runs`` row (kind ``streaming``, the previous
    run's mappings, its counts);
 5. on failure, restores every table it committed and records a failed row, as the batch job does; the query
-   stops with the error.
+   stops and the stream raises the micro-batch's own error (a lease, input or configuration error keeps its
+   exit code).
+
+A micro-batch whose ``T`` is older than the newest completed run (a batch run started while the stream was
+stopped) is skipped when that run read all of its input versions, and refused otherwise.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 
+from pyspark.errors import StreamingQueryException
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql.streaming import StreamingQuery
+from pyspark.sql.types import StructType
 
 from .. import pipeline, recovery, runlog, tables
 from ..config import AppConfig
 from ..lease import LakeLease, LeaseHeldError, LeaseLostError
 from ..pipeline.micro_batch import Changes, MicroBatchResults, TableChange, evaluate_micro_batch
 from ..runlog import FAILED, RunCounts, RunSummary
-from ..schemas import INPUT_TABLES
+from ..schemas import INPUT_TABLES, check_input_schemas
 from ..storage import DeltaStorage, TableNotFoundError
 from ..stream_source import SOURCE_NAME, InputVersions, offset_time
 from . import state, writer
@@ -90,18 +99,19 @@ def _read(
     frames: dict[str, DataFrame | None] = {}
     changed: dict[str, TableChange | None] = {}
     versions: dict[str, int | None] = {}
+    schemas: dict[str, StructType | None] = {}
     for name in INPUT_TABLES:
         location = config.job.table_location(name)
         target = max(until.get(name, -1), since.get(name, -1))
         if target < 0:
-            frames[name] = changed[name] = versions[name] = None
+            frames[name] = changed[name] = versions[name] = schemas[name] = None
             continue
         try:
             snapshot = store.read(location, target)
         except TableNotFoundError:
-            frames[name] = changed[name] = versions[name] = None
+            frames[name] = changed[name] = versions[name] = schemas[name] = None
             continue
-        frames[name], versions[name] = snapshot.df, snapshot.version
+        frames[name], versions[name], schemas[name] = snapshot.df, snapshot.version, snapshot.df.schema
         start = since.get(name)
         if start is not None and start >= snapshot.version:
             changed[name] = None
@@ -109,8 +119,9 @@ def _read(
         delta = store.read_changes(location, start, snapshot.version)
         old = store.read(location, start).df if start is not None else delta.removed
         changed[name] = TableChange(before=old, added=delta.added, removed=delta.removed)
+    check_input_schemas(schemas)  # malformed appended input: stops before anything is written, naming it
     fragments = frames[tables.FRAGMENTS.name]
-    if fragments is None:
+    if fragments is None:  # pragma: no cover - check_input_schemas requires the table
         raise TableNotFoundError(f"{config.job.table_location(tables.FRAGMENTS.name)}: profile_fragments is required")
     inputs = pipeline.Inputs(
         fragments=fragments,
@@ -120,6 +131,11 @@ def _read(
     )
     changes = Changes(**{_INPUT_KEYS[name]: df for name, df in changed.items()})
     return inputs, changes, versions
+
+
+def _covers(run: runlog.PreviousRun, versions: dict[str, int]) -> bool:
+    """Whether ``run`` read every input at least at ``versions`` (a later run did a micro-batch's work)."""
+    return all(run.input_versions.get(name, -1) >= version for name, version in versions.items())
 
 
 def _count(micro: MicroBatchResults) -> RunCounts:
@@ -157,9 +173,17 @@ def process_micro_batch(
         if run in state.completed_run_ids(store, config, [run]):  # completed while we waited for the lease
             progress(f"micro-batch {run} completed before: skipped")
             return None
-        previous_run = state.latest_run(state.completed_runs(store, config), evaluation_time)
+        previous_run = state.latest_run(state.completed_runs(store, config))
         if previous_run is None:
             raise StreamStartError("no completed run to continue from: run the batch job first")
+        if previous_run.evaluation_time > summary.evaluation_time:
+            if _covers(previous_run, versions):
+                progress(f"micro-batch {run}: {previous_run.run_id} (a later T) already read these versions: skipped")
+                return None
+            raise state.RunOrderError(
+                f"micro-batch {run} is older than the completed run {previous_run.run_id}, which did not read all of "
+                f"its input versions; delete the stream's checkpoint to restart it from that run"
+            )
         mappings = previous_run.mappings
         summary.previous_run = previous_run.run_id
         inputs, changes, summary.input_versions = _read(store, config, versions, previous_run.input_versions)
@@ -209,8 +233,7 @@ def process_micro_batch(
 
 def _start_offsets(store: DeltaStorage, config: AppConfig) -> tuple[dict[str, int], str]:
     """The input versions and ``T`` of the newest completed run (where a new stream starts)."""
-    runs = state.completed_runs(store, config)
-    newest = state.latest_run(runs, dt.datetime.max.replace(tzinfo=dt.timezone.utc)) if runs is not None else None
+    newest = state.latest_run(state.completed_runs(store, config))
     if newest is None:
         raise StreamStartError(
             "no completed run to continue from: run the batch job first (audience-activation run), then start the "
@@ -263,6 +286,8 @@ def run_stream(
     if max_versions_per_trigger is not None:
         reader = reader.option("maxVersionsPerTrigger", str(max_versions_per_trigger))
 
+    failures: list[BaseException] = []
+
     def handle(batch: DataFrame, batch_id: int) -> None:
         rows = batch.collect()  # one row per input commit of the micro-batch (bounded by the rate limit)
         if not rows:
@@ -270,7 +295,11 @@ def run_stream(
         t = runlog.parse_utc_time(rows[0]["evaluation_time"])
         versions = {k: int(v) for k, v in rows[0]["versions"].items()}
         progress(f"micro-batch {batch_id}: {len(rows)} input commit(s), T = {offset_time(t)}")
-        done = process_micro_batch(spark, config, batch_id, t, versions, progress=progress, on_commit=on_commit)
+        try:
+            done = process_micro_batch(spark, config, batch_id, t, versions, progress=progress, on_commit=on_commit)
+        except BaseException as exc:
+            failures.append(exc)  # re-raised as itself once the query has stopped (not as a streaming error)
+            raise
         if done is None:
             summary.skipped.append(runlog.stream_run_id(t, batch_id))
         else:
@@ -282,10 +311,36 @@ def run_stream(
     summary.query_id = str(query.id)
     progress(f"stream {summary.query_id} started (checkpoint {summary.checkpoint}, trigger {trigger})")
     try:
-        query.awaitTermination()
-    except KeyboardInterrupt:
-        progress("stopping after the current micro-batch")
-        while query.isActive and query.status.get("isTriggerActive"):
-            time.sleep(0.5)
-        query.stop()
+        _await(query, progress)
+    except StreamingQueryException as exc:
+        if failures:
+            raise failures[0] from exc
+        raise
     return summary
+
+
+def _await(query: StreamingQuery, progress: Progress) -> None:
+    """Wait for the query to end; the first Ctrl-C stops it after the current micro-batch, a second cancels it.
+
+    PySpark's own SIGINT handler cancels every running job at once (a micro-batch would fail half-way and be
+    rolled back), so it is replaced while the stream runs, in the main thread only."""
+    stopping = threading.Event()
+
+    def on_interrupt(_signum: int, _frame: object) -> None:
+        if stopping.is_set():
+            raise KeyboardInterrupt
+        stopping.set()
+        progress("stopping after the current micro-batch (Ctrl-C again to cancel it)")
+
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, on_interrupt) if main else None
+    try:
+        while not query.awaitTermination(1):
+            if stopping.is_set():
+                while query.isActive and query.status.get("isTriggerActive"):
+                    time.sleep(0.5)
+                query.stop()
+                return
+    finally:
+        if main and previous is not None:
+            signal.signal(signal.SIGINT, previous)

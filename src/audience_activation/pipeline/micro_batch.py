@@ -8,7 +8,10 @@ Rules, in the order :func:`evaluate_micro_batch` applies them:
    are seeded from them and from the rows of removed files (a compaction or a delete can split a person).
 2. **Affected persons** (:func:`audience_activation.affected.resolve_affected`): their identities resolved
    exactly as a whole resolution would, and the previous persons that held any of them.
-3. **Their profiles and events** from their full history, by the batch stages given only their clusters.
+3. **Their profiles and events** from their full history, by the batch stages given only their clusters. A
+   duplicated event (same ``_id``) counts once, its first copy by time among every copy in the inputs, as in a
+   batch run: every copy of the affected persons' events is attributed before their own are kept, and the
+   identities of every copy of a new event are seeds (an earlier copy can move it to another person).
 4. **Streamed segments**: every segment classified ``edge`` or ``streaming`` is evaluated for them (a
    streamed segment references streamed segments only, so ``inSegment`` is exact); ``batch`` segments are
    left to the batch job and keep their rows.
@@ -39,6 +42,7 @@ from pyspark.sql import functions as F
 
 from .. import activation as activation_rules
 from .. import affected as affected_rules
+from .. import profile
 from ..as_of import AsOfInputs
 from ..as_of import as_of as inputs_as_of
 from ..config import AppConfig, DestinationConfig
@@ -137,6 +141,12 @@ def _replace(previous: DataFrame | None, new: DataFrame, keys: DataFrame, on: li
     return previous.join(F.broadcast(keys), on=on, how="left_anti").unionByName(new.select(*previous.columns))
 
 
+def _copies(events: DataFrame, some: DataFrame) -> DataFrame:
+    """Every event of ``events`` that has the de-duplication key (``_id``) of one of ``some`` (same columns)."""
+    keys = some.select(profile.event_key(some).alias("_key")).distinct()
+    return events.withColumn("_key", profile.event_key(events)).join(keys, on="_key", how="left_semi").drop("_key")
+
+
 def _quarantine(fresh: AsOfInputs, affected: affected_rules.Affected) -> DataFrame:
     """Rule 8, one row per distinct (source table, identity, reason), the smallest row key standing for the rest."""
     parts = [affected.quarantine.select(*_QUARANTINE_COLUMNS)]
@@ -194,17 +204,26 @@ def evaluate_micro_batch(
     seeds = affected_rules.seed_identities(fresh)
     if any(t is not None for t in (removed.fragments, removed.events, removed.links, removed.regions)):
         seeds = seeds.unionByName(affected_rules.seed_identities(removed))  # a removed row can split a person
-    seeds = barrier(seeds)
+    for events_ in (fresh.events, removed.events):
+        if events_ is not None and as_of.events is not None:  # an earlier copy can move an event to its person
+            copies = AsOfInputs(None, _copies(as_of.events, events_), None, None)
+            seeds = seeds.unionByName(affected_rules.seed_identities(copies))
+    seeds = barrier(seeds.distinct())
     affected = affected_rules.resolve_affected(
         as_of, seeds, previous.clusters, config.namespaces, config.job.identity, barrier
     )
     clusters = affected.clusters
     persons = barrier(clusters.select("person_id").unionByName(affected.previous_persons).distinct())
 
+    all_clusters = _replace(previous.clusters, clusters, affected.identities, ["namespace", "id"])
     say("merging their profiles and attributing their events")
-    events = stages.person_events(as_of, clusters)
-    if events is not None:
-        events = barrier(events)
+    events = None
+    if as_of.events is not None:
+        # Duplicates of an event count once, the first copy by time among all of them (rule 3): every copy of
+        # the affected persons' events is attributed, then only their persons' events are kept.
+        theirs = profile.attach_persons(as_of.events, clusters).drop("primary_namespace", "primary_id", "person_id")
+        candidates = _copies(as_of.events, theirs)
+        events = barrier(profile.person_events(candidates, all_clusters).join(persons, on="person_id", how="left_semi"))
     unified = barrier(stages.profiles(as_of, events, clusters, config))
 
     streamed = streamed_segments(compiled)
@@ -247,7 +266,7 @@ def evaluate_micro_batch(
     pairs = persons.crossJoin(F.broadcast(mappings))
     results = Results(
         as_of=as_of,
-        clusters=_replace(previous.clusters, clusters, affected.identities, ["namespace", "id"]),
+        clusters=all_clusters,
         profiles=_replace(previous_profiles, unified, persons, ["person_id"]),
         events=events,
         evaluated=evaluated,

@@ -173,8 +173,11 @@ class DeltaSparkStorage(DeltaStorage):
     def _rows_of_files(self, location: str, version: int, files: Sequence[str]) -> DataFrame:
         # The version's rows narrowed by the file each comes from (partition values and column mapping as
         # Delta reads them); the list is the few files of a micro-batch, not the table's.
+        # Compared by file name: Delta's data file names are unique in a table (a UUID each) and need no escaping,
+        # whereas the paths of partition folders are URL-encoded in ``_metadata.file_path``.
         df = self._snapshot(location, version).df
-        return df.where(F.col("_metadata.file_path").isin(list(files))).select(*[F.col(f"`{c}`") for c in df.columns])
+        names = sorted({file.rstrip("/").rsplit("/", 1)[-1] for file in files})
+        return df.where(F.col("_metadata.file_name").isin(names)).select(*[F.col(f"`{c}`") for c in df.columns])
 
     # -- committing ----------------------------------------------------------------------------------
     def _table_state(self, location: str, version: int | None) -> TableState | None:
