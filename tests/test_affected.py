@@ -18,6 +18,7 @@ from audience_activation.affected import new_rows, resolve_affected, seed_identi
 from audience_activation.as_of import AsOfInputs, as_of
 from audience_activation.config import IdentitySettings, NamespaceConfig, NamespacesConfig, NamespaceType
 from audience_activation.storage.base import ParquetCheckpoint
+from test_identity import POOL, REFERENCE_NS  # the identity tests' namespaces and identity pool
 
 T = dt.datetime(2026, 11, 29)
 DAY = dt.timedelta(days=1)
@@ -27,19 +28,6 @@ REGIONS_DDL = f"identityMap {IDENTITY_MAP}, userActivityRegions map<string, stru
 E1, E2 = "1" * 38, "2" * 38  # valid ECIDs
 
 NAMESPACES = NamespacesConfig(namespaces={"STORE": NamespaceConfig(type=NamespaceType.non_people, priority=10)})
-REFERENCE_NS = {
-    "CRMID": rules.NsInfo("cross_device", True, 1),
-    "Email": rules.NsInfo("email", False, 2),
-    "EMAIL_LC_SHA256": rules.NsInfo("email", False, 3),
-    "Phone": rules.NsInfo("phone", False, 4),
-    "IDFA": rules.NsInfo("device", False, 5),
-    "GAID": rules.NsInfo("device", False, 6),
-    "ECID": rules.NsInfo("cookie", False, 7),
-    "AdCloud": rules.NsInfo("cookie", False, 8),
-    "TNTID": rules.NsInfo("cookie", False, 9),
-    "STORE": rules.NsInfo("non_people", False, 10),
-}
-
 Link = tuple[str, str, str, str, dt.datetime]
 Fragment = tuple[dict[str, list[str]], dt.datetime]
 Clusters = dict[tuple[str, str], tuple[str, int]]
@@ -158,14 +146,6 @@ def test_a_component_split_by_a_unique_namespace_closes_over_both_parts(
     assert {("ECID", E1), ("CRMID", "c1")} <= identities
 
 
-POOL = {
-    "CRMID": ["c1", "c2", "c3"],
-    "Email": ["m1", "m2"],
-    "ECID": [E1, E2, "bad"],
-    "IDFA": ["d1", "d2"],
-    "STORE": ["s1"],
-    "CUSTOM": ["x1", "null"],
-}
 identity = st.sampled_from([(ns, i) for ns, ids in POOL.items() for i in ids])
 time = st.sampled_from([T - 3 * DAY, T - 2 * DAY, T - DAY, T + DAY])
 links = st.lists(st.tuples(identity, identity, time).map(lambda v: (*v[0], *v[1], v[2])), max_size=6)
