@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pyspark.sql import SparkSession
 from rich.console import Console
 from rich.table import Table
 
@@ -119,11 +120,7 @@ def validate_command(
     verbose: VerboseOption = False,
 ) -> None:
     """Validate the configuration and check the input tables' schemas; writes nothing."""
-    _setup_logging(verbose)
-    config = _load(conf, lake_root)
-    spark = app.session_for(config)
-    if not verbose:
-        quiet_task_errors(spark)
+    config, spark = _start(conf, lake_root, verbose)
     try:
         report = app.validate_inputs(spark, config)
     except ConfigError as exc:
@@ -165,12 +162,8 @@ def identities_command(
     verbose: VerboseOption = False,
 ) -> None:
     """Resolve identities as of T: write identity_clusters and the identity quarantine rows."""
-    _setup_logging(verbose)
-    config = _load(conf, lake_root)
+    config, spark = _start(conf, lake_root, verbose)
     t = _time_option(evaluation_time) or runlog.default_evaluation_time()
-    spark = app.session_for(config)
-    if not verbose:
-        quiet_task_errors(spark)
     try:
         summary = app.run_identity_resolution(spark, config, evaluation_time=t, progress=_progress)
     except (LeaseHeldError, LeaseLostError) as exc:
@@ -241,6 +234,16 @@ def _print_summary(summary: runlog.RunSummary, title: str) -> None:
     out.print(other)
 
 
+def _start(conf: Path, lake_root: str | None, verbose: bool) -> tuple[AppConfig, SparkSession]:
+    """Logging, the configuration (exit 2 when bad) and the session of a job."""
+    _setup_logging(verbose)
+    config = _load(conf, lake_root)
+    spark = app.session_for(config)
+    if not verbose:
+        quiet_task_errors(spark)
+    return config, spark
+
+
 def _run_errors(exc: Exception) -> None:
     console.print(f"[bold red]{type(exc).__name__}[/]\n{exc}", highlight=False)
 
@@ -254,12 +257,8 @@ def _batch(
     verbose: bool,
 ) -> runlog.RunSummary:
     """Shared by ``run`` and ``preview``: load, build the session, call ``job``, map errors to exit codes."""
-    _setup_logging(verbose)
-    config = _load(conf, lake_root)
+    config, spark = _start(conf, lake_root, verbose)
     t = _time_option(evaluation_time) or runlog.default_evaluation_time()
-    spark = app.session_for(config)
-    if not verbose:
-        quiet_task_errors(spark)
     try:
         return job(spark, config, evaluation_time=t, force=force, progress=_progress)
     except ConfigError as exc:
@@ -331,11 +330,7 @@ def stream_command(
 
     --evaluation-time pins every micro-batch's T (tests, backfills); by default each micro-batch's T is its
     planning time."""
-    _setup_logging(verbose)
-    config = _load(conf, lake_root)
-    spark = app.session_for(config)
-    if not verbose:
-        quiet_task_errors(spark)
+    config, spark = _start(conf, lake_root, verbose)
     try:
         summary = app.run_stream(
             spark,

@@ -126,11 +126,8 @@ def run_batch(
         results = _evaluate(config, inputs, previous, summary, barrier, progress)
         lease.check()
         destinations = state.destination_ids(config, previous.run)
-        for output in pipeline.batch_outputs(results, run, summary.evaluation_time, destinations):
-            progress(f"writing {output.key}")
-            summary.output_versions[output.key] = writer.write(store, config, output, run, commit_info)
-            on_commit(output.key)
-            lease.check()
+        outputs = pipeline.batch_outputs(results, run, summary.evaluation_time, destinations)
+        commit_outputs(store, config, outputs, summary, lease, commit_info, progress, on_commit)
         progress("counting")
         summary.counts = _count(config, inputs, results, summary.evaluation_time)
         summary.ended_at = dt.datetime.now(dt.timezone.utc)
@@ -149,7 +146,7 @@ def run_batch(
         if clean is None or summary.output_versions:
             summary.status = FAILED
             summary.ended_at = dt.datetime.now(dt.timezone.utc)
-            handed_on = _fail(spark, config, store, lease, summary, mappings, clean or exc, progress)
+            handed_on = fail_attempt(spark, config, store, lease, summary, mappings, clean or exc, progress)
         if clean is not None and clean is not exc:
             raise clean from exc
         raise
@@ -182,7 +179,25 @@ def undo_failed_attempt(
     return False
 
 
-def _fail(
+def commit_outputs(
+    store: DeltaStorage,
+    config: AppConfig,
+    outputs: list[pipeline.Output],
+    summary: RunSummary,
+    lease: LakeLease,
+    commit_info: dict[str, str],
+    progress: Progress,
+    on_commit: OnCommit,
+) -> None:
+    """Commit each output in order, recording its version in ``summary``; the lease is checked after each."""
+    for output in outputs:
+        progress(f"writing {output.key}")
+        summary.output_versions[output.key] = writer.write(store, config, output, summary.run_id, commit_info)
+        on_commit(output.key)
+        lease.check()
+
+
+def fail_attempt(
     spark: SparkSession,
     config: AppConfig,
     store: DeltaStorage,

@@ -47,7 +47,7 @@ from ..schemas import INPUT_TABLES, check_input_schemas
 from ..storage import DeltaStorage, TableNotFoundError
 from ..stream_source import SOURCE_NAME, InputVersions, offset_time
 from . import state, writer
-from .batch import recover, undo_failed_attempt
+from .batch import commit_outputs, fail_attempt, recover
 from .context import OnCommit, Progress, no_hook, quiet, storage_for
 
 #: Trigger of a stream that processes what is there, then stops.
@@ -200,11 +200,8 @@ def process_micro_batch(
         summary.cc_rounds = micro.results.cc_rounds
         lease.check()
         destinations = [d.id for d in micro.destinations]
-        for output in pipeline.batch_outputs(micro.results, run, summary.evaluation_time, destinations):
-            progress(f"writing {output.key}")
-            summary.output_versions[output.key] = writer.write(store, config, output, run, commit_info)
-            on_commit(output.key)
-            lease.check()
+        outputs = pipeline.batch_outputs(micro.results, run, summary.evaluation_time, destinations)
+        commit_outputs(store, config, outputs, summary, lease, commit_info, progress, on_commit)
         summary.counts = _count(micro)
         summary.ended_at = dt.datetime.now(dt.timezone.utc)
         summary.status = runlog.COMPLETED
@@ -218,11 +215,7 @@ def process_micro_batch(
         if summary.output_versions:
             summary.status = FAILED
             summary.ended_at = dt.datetime.now(dt.timezone.utc)
-            handed_on = undo_failed_attempt(store, config, lease, run, progress)
-            if not handed_on:
-                tag = {"run_id": run, recovery.ATTEMPT_KEY: recovery.rollback_tag(lease.attempt)}
-                error = f"{type(exc).__name__}: {exc}"[:2000]
-                writer.record_run(spark, store, config, summary, mappings, error, tag)
+            handed_on = fail_attempt(spark, config, store, lease, summary, mappings, exc, progress)
         raise
     finally:
         writer.cleanup_scratch(barrier, config)
