@@ -20,11 +20,13 @@ from audience_activation import app
 from audience_activation.config import load_config
 from audience_activation.storage import open_storage
 from test_batch import (
+    DAY,
     EVENTS,
     FRAGMENTS,
     N1,
     T1,
     T2,
+    destinations,
     frag,
     rows,
     run,
@@ -167,3 +169,56 @@ def test_an_earlier_copy_of_an_event_moves_it_to_another_person(spark: SparkSess
     assert rows(tmp_path / "b" / "segment_membership", *membership) == rows(
         tmp_path / "a" / "segment_membership", *membership
     )
+
+
+def test_a_member_exits_when_its_window_passes_with_no_new_row(
+    spark: SparkSession, tmp_path: Path, engine: str
+) -> None:
+    """Time-driven exit: with no new commit, a stream whose ``T`` moved by the sweep interval runs a sweep
+    micro-batch; a member whose only qualifying event left the 24-hour window exits (and is disqualified at the
+    destinations) exactly as a batch run at that ``T`` decides, and only the persons whose events crossed a
+    window edge are revisited."""
+    store = open_storage(spark, engine)
+    t1 = T1 + dt.timedelta(hours=12)
+    t2 = t1 + dt.timedelta(hours=2)
+    n1 = t1.replace(tzinfo=None)
+    confs = {}
+    for lake in ("a", "b"):
+        confs[lake] = write_conf(tmp_path / f"conf-{lake}", tmp_path / lake, engine)
+        (confs[lake] / "segments.yaml").write_text(yaml.safe_dump({"segments": [RECENT]}))
+        (confs[lake] / "destinations.yaml").write_text(yaml.safe_dump(destinations(["recent"], ["recent"])))
+    a = str(tmp_path / "a")
+    store.overwrite(
+        spark.createDataFrame([frag({"CRMID": c}, N1 - DAY, "US", "y") for c in ("c1", "c2", "c3")], FRAGMENTS),
+        f"{a}/profile_fragments",
+    )
+    purchases = [  # c1 stays in the window at t2, c3 leaves it, c2 was never in it
+        ("e1", n1 - dt.timedelta(hours=2), "commerce.purchases", {"CRMID": [("c1", True)]}),
+        ("e2", n1 - dt.timedelta(hours=30), "commerce.purchases", {"CRMID": [("c2", True)]}),
+        ("e3", n1 - dt.timedelta(hours=23), "commerce.purchases", {"CRMID": [("c3", True)]}),
+    ]
+    store.overwrite(spark.createDataFrame(purchases, EVENTS), f"{a}/experience_events")
+    run(spark, confs["a"], t1)
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+
+    streamed = app.run_stream(spark, load_config(confs["a"]), evaluation_time=t2)
+    run(spark, confs["b"], t2)
+
+    [sweep] = streamed.micro_batches
+    assert sweep.input_versions == {"profile_fragments": 0, "experience_events": 0, "identity_graph": None,
+                                    "region_information": None}  # fmt: skip
+    assert sweep.counts.persons == 1  # c3 only: its event crossed the window's edge
+    membership = ("person_id", "segment_id", "status")
+    assert rows(tmp_path / "a" / "segment_membership", *membership) == [
+        ("CRMID:c1", "recent", "realized"),
+        ("CRMID:c3", "recent", "exited"),
+    ]
+    assert rows(tmp_path / "b" / "segment_membership", *membership) == rows(
+        tmp_path / "a" / "segment_membership", *membership
+    )
+    # (aam sends ECIDs only: these CRM-only persons are never activated there)
+    expected = [("cja", "hub_batch", "recent", "CRMID:c3", "exited", "disqualified")]
+    assert [r[:6] for r in changes(tmp_path / "a", "streaming-")] == expected
+    assert [r[:6] for r in changes(tmp_path / "b", "batch-20261101T140000Z")] == expected
+    # Nothing moved and T did not advance by the sweep interval again: no further micro-batch.
+    assert app.run_stream(spark, load_config(confs["a"]), evaluation_time=t2).micro_batches == []

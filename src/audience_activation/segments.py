@@ -34,6 +34,7 @@ from audience_activation.pql import compiler
 from audience_activation.pql.classify import Classification, EvaluationMethod
 from audience_activation.pql.classify import classify_segments as _classify
 from audience_activation.pql.compiler import CompiledSegments
+from audience_activation.pql.time_dependence import TimeDependence, combined, time_dependence
 from audience_activation.pql.validation import (
     ParsedSegment,
     SegmentDefinitionError,
@@ -158,6 +159,19 @@ def classify_segments(segments: Segments, files: Mapping[str, Path] | None = Non
     configured, _ = _configured(segments, files)
     result = _classify(parse_segments(segments, files))
     return {segment.id: result[segment.id] for segment in configured}
+
+
+def streamed_time_dependence(segments: Segments) -> TimeDependence:
+    """How the configured ``edge`` and ``streaming`` segments together depend on the time alone (no Spark
+    needed; :mod:`audience_activation.pql.time_dependence`).
+
+    Raises:
+        SegmentConfigError: As :func:`parse_segments`.
+    """
+    parsed = parse_segments(segments)
+    classes = _classify(parsed)
+    streamed = [s for s in parsed if classes[s.id].method is not EvaluationMethod.BATCH]
+    return combined(time_dependence(segment.tree) for segment in streamed)
 
 
 def compile_segments(

@@ -6,15 +6,18 @@ Delta version of each input table** plus the evaluation time of the micro-batch 
 "evaluation_time": "2026-11-29T00:03:12Z"}`` (-1: the table does not exist yet). Rules:
 
 1. **Rows.** One row per new commit of an input table: ``table, version``, plus the micro-batch's end
-   ``versions`` and ``evaluation_time`` on every row. The micro-batch reads the inputs at those versions and
-   their changes since the versions of the previous completed run (:mod:`audience_activation.app.stream`): the
-   rows only say *that* and *up to where*, never carry data, so one source serves both storage engines.
+   ``versions`` and ``evaluation_time`` on every row; a sweep (rule 4) has one row with no table. The
+   micro-batch reads the inputs at those versions and their changes since the versions of the previous
+   completed run (:mod:`audience_activation.app.stream`): the rows only say *that* and *up to where*, never
+   carry data, so one source serves both storage engines.
 2. **Versions** are read from each table's Delta log with delta-rs (``deltalake``, a dependency of the package),
    on the driver; a table that does not exist counts as version -1.
 3. **Evaluation time.** Pinned by the ``evaluationTime`` option, else the time the offset is planned (UTC,
    truncated to the second). It is part of the offset, so a micro-batch replayed after a crash (Spark reads its
    offsets back from the checkpoint) has the same ``T`` and run id.
-4. **No new commit, no micro-batch:** the planned offset equals the start offset when no table moved.
+4. **No new commit, no micro-batch** — the planned offset equals the start offset when no table moved — unless
+   the ``sweepSeconds`` option is set and ``T`` is at least that many seconds after the start offset's: then
+   the offset moves ``T`` only (a *sweep*, so that time-driven changes happen without new rows).
 5. **Rate limit.** ``maxVersionsPerTrigger`` caps the commits one micro-batch takes (taken table by table in
    turn, oldest first; Spark's row limit, one row per commit). ``Trigger.AvailableNow`` takes every commit that
    existed when the query started, in micro-batches of at most that many, then stops.
@@ -71,6 +74,7 @@ class InputVersionsReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
         self.pinned = options.get("evaluationtime") or None
         limit = options.get("maxversionspertrigger")
         self.max_versions = int(limit) if limit else None
+        self.sweep = dt.timedelta(seconds=int(options.get("sweepseconds") or 0))
         self.target: dict[str, int] | None = None
 
     def initialOffset(self) -> dict[str, Any]:
@@ -99,9 +103,11 @@ class InputVersionsReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
                     versions[name] = latest[name] if budget is None else versions[name] + 1
                     budget = None if budget is None else budget - 1
                     moved = True
-        if all(versions[name] == int(start[name]) for name in self.tables):
-            return start  # rule 4
-        return {**versions, TIME_KEY: self._now()}
+        now = self._now()
+        if all(versions[name] == int(start[name]) for name in self.tables):  # rule 4
+            swept = self.sweep and parse_utc_time(now) - parse_utc_time(start[TIME_KEY]) >= self.sweep
+            return {**start, TIME_KEY: now} if swept else start
+        return {**versions, TIME_KEY: now}
 
     def partitions(self, start: dict[str, Any], end: dict[str, Any]) -> list[InputPartition]:
         return [_Range(start, end)]
@@ -113,6 +119,8 @@ class InputVersionsReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
         for name in self.tables:
             for version in range(int(start[name]) + 1, versions[name] + 1):
                 yield (name, version, versions, end[TIME_KEY])
+        if all(int(start[name]) == versions[name] for name in self.tables):
+            yield (None, None, versions, end[TIME_KEY])  # a sweep (rule 4): no commit, T moved
 
     def commit(self, end: dict[str, Any]) -> None:
         return None
@@ -121,7 +129,7 @@ class InputVersionsReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
 class InputVersions(DataSource):
     """Options: ``tables`` (JSON: input table -> location), ``startVersions`` (JSON: table -> version the
     stream starts after), ``startTime`` (``T`` of that state), ``evaluationTime`` (pin ``T``),
-    ``maxVersionsPerTrigger``."""
+    ``maxVersionsPerTrigger``, ``sweepSeconds``."""
 
     @classmethod
     def name(cls) -> str:

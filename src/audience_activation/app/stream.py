@@ -44,6 +44,7 @@ from ..lease import LakeLease, LeaseHeldError, LeaseLostError
 from ..pipeline.micro_batch import Changes, MicroBatchResults, TableChange, evaluate_micro_batch
 from ..runlog import FAILED, RunCounts, RunSummary
 from ..schemas import INPUT_TABLES, check_input_schemas
+from ..segments import streamed_time_dependence
 from ..storage import DeltaStorage, TableNotFoundError
 from ..stream_source import SOURCE_NAME, InputVersions, offset_time
 from . import state, writer
@@ -249,6 +250,10 @@ def run_stream(
     """Run the streaming job until it has nothing left (``available-now``) or until stopped (a processing-time
     trigger such as ``"30 seconds"``; Ctrl-C stops it after the current micro-batch).
 
+    When a streamed segment depends on the time (an event window, ``today``...), a trigger that finds no new
+    commit ``job.stream.sweep_interval_seconds`` after the last micro-batch's ``T`` still runs one (a sweep),
+    so that time-driven exits happen without new rows.
+
     Args:
         spark: the session.
         config: the configuration.
@@ -278,6 +283,9 @@ def run_stream(
         reader = reader.option("evaluationTime", offset_time(evaluation_time))
     if max_versions_per_trigger is not None:
         reader = reader.option("maxVersionsPerTrigger", str(max_versions_per_trigger))
+    sweep = config.job.stream.sweep_interval_seconds
+    if sweep and streamed_time_dependence(config).time_dependent:
+        reader = reader.option("sweepSeconds", str(sweep))
 
     failures: list[BaseException] = []
 
@@ -287,7 +295,9 @@ def run_stream(
             return
         t = runlog.parse_utc_time(rows[0]["evaluation_time"])
         versions = {k: int(v) for k, v in rows[0]["versions"].items()}
-        progress(f"micro-batch {batch_id}: {len(rows)} input commit(s), T = {offset_time(t)}")
+        commits = sum(1 for row in rows if row["table"] is not None)
+        kind = f"{commits} input commit(s)" if commits else "sweep (no new commit)"
+        progress(f"micro-batch {batch_id}: {kind}, T = {offset_time(t)}")
         try:
             done = process_micro_batch(spark, config, batch_id, t, versions, progress=progress, on_commit=on_commit)
         except BaseException as exc:

@@ -160,6 +160,18 @@ class LeaseSettings(_Model):
     timeout_seconds: Annotated[StrictInt, Field(ge=10)] = 300
 
 
+class StreamSettings(_Model):
+    """``stream:``: the streaming job (docs/streaming.md).
+
+    Attributes:
+        sweep_interval_seconds: With no new input commit for this long, the stream still runs a micro-batch (a
+            *sweep*) so that members of time-windowed streamed segments exit when their window passes; 0 turns
+            sweeps off. Only when a streamed segment depends on the time.
+    """
+
+    sweep_interval_seconds: Annotated[StrictInt, Field(ge=0)] = 300
+
+
 class SparkSettings(_Model):
     """``spark:``.
 
@@ -196,6 +208,7 @@ class JobConfig(_Model):
     membership: MembershipSettings = Field(default_factory=MembershipSettings)
     identity: IdentitySettings = Field(default_factory=IdentitySettings)
     lease: LeaseSettings = Field(default_factory=LeaseSettings)
+    stream: StreamSettings = Field(default_factory=StreamSettings)
     spark: SparkSettings = Field(default_factory=SparkSettings)
 
     def table_location(self, name: TableName | str) -> str:

@@ -6,6 +6,10 @@ Rules, in the order :func:`evaluate_micro_batch` applies them:
 1. **New rows** (:func:`audience_activation.affected.new_rows`): rows of the input files added since the
    previous run's input versions, and rows whose time passed since its evaluation time; the affected persons
    are seeded from them and from the rows of removed files (a compaction or a delete can split a person).
+   **Time-driven changes** seed too (:mod:`audience_activation.pql.time_dependence`): the events that entered
+   or left an event window of a streamed segment between the previous ``T`` and this one (a member of
+   "viewed in the last 24 hours" whose view is now 24 hours old), or every identity when a streamed segment
+   reads the time otherwise (``birthDate occurs today``).
 2. **Affected persons** (:func:`audience_activation.affected.resolve_affected`): their identities resolved
    exactly as a whole resolution would, and the previous persons that held any of them.
 3. **Their profiles and events** from their full history, by the batch stages given only their clusters. A
@@ -37,17 +41,20 @@ from dataclasses import dataclass
 from functools import reduce
 from typing import Any
 
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from .. import activation as activation_rules
 from .. import affected as affected_rules
 from .. import profile
-from ..as_of import AsOfInputs
+from ..as_of import TIME_COLUMNS, AsOfInputs
 from ..as_of import as_of as inputs_as_of
 from ..config import AppConfig, DestinationConfig
 from ..identity import invalid_identity_quarantine, link_entries, record_entries
 from ..pql.classify import EvaluationMethod
+from ..pql.compiler import window_changes
+from ..pql.time_dependence import TimeDependence, combined
+from ..schemas import EXPERIENCE_EVENTS
 from . import stages
 from .model import Barrier, Inputs, PreviousState, Results, no_barrier
 
@@ -147,6 +154,28 @@ def _copies(events: DataFrame, some: DataFrame) -> DataFrame:
     return events.withColumn("_key", profile.event_key(events)).join(keys, on="_key", how="left_semi").drop("_key")
 
 
+def _time_seeds(
+    spark: SparkSession,
+    compiled: stages.Compiled,
+    streamed: list[str],
+    as_of: AsOfInputs,
+    previous: PreviousState,
+    evaluation_time: dt.datetime,
+) -> DataFrame:
+    """Rule 1's time-driven seeds: the identities whose streamed segments' results the passing of time alone can
+    change since the previous run's ``T`` — those of the events that entered or left an event window, or every
+    identity when a streamed segment reads the time otherwise (``birthDate occurs today``)."""
+    dependence = combined(compiled.segments.time_dependence.get(s, TimeDependence()) for s in streamed)
+    since = previous.evaluation_time
+    if dependence.other and since is not None and since < evaluation_time:
+        return affected_rules.seed_identities(as_of)
+    if as_of.events is None or since is None or since >= evaluation_time or not dependence.event_windows:
+        return spark.createDataFrame([], "namespace string, id string")
+    timestamp = F.col(TIME_COLUMNS[EXPERIENCE_EVENTS])
+    moved = as_of.events.where(window_changes(timestamp, dependence.event_windows, since, evaluation_time))
+    return affected_rules.seed_identities(AsOfInputs(None, moved, None, None))
+
+
 def _quarantine(fresh: AsOfInputs, affected: affected_rules.Affected) -> DataFrame:
     """Rule 8, one row per distinct (source table, identity, reason), the smallest row key standing for the rest."""
     parts = [affected.quarantine.select(*_QUARANTINE_COLUMNS)]
@@ -208,6 +237,9 @@ def evaluate_micro_batch(
         if events_ is not None and as_of.events is not None:  # an earlier copy can move an event to its person
             copies = AsOfInputs(None, _copies(as_of.events, events_), None, None)
             seeds = seeds.unionByName(affected_rules.seed_identities(copies))
+    spark = inputs.fragments.sparkSession
+    streamed = streamed_segments(compiled)
+    seeds = seeds.unionByName(_time_seeds(spark, compiled, streamed, as_of, previous, evaluation_time))
     seeds = barrier(seeds.distinct())
     affected = affected_rules.resolve_affected(
         as_of, seeds, previous.clusters, config.namespaces, config.job.identity, barrier
@@ -226,7 +258,6 @@ def evaluate_micro_batch(
         events = barrier(profile.person_events(candidates, all_clusters).join(persons, on="person_id", how="left_semi"))
     unified = barrier(stages.profiles(as_of, events, clusters, config))
 
-    streamed = streamed_segments(compiled)
     say(f"evaluating {len(streamed)} streamed segments")
     evaluated = barrier(stages.segments(compiled, unified, events))
     in_streamed = F.col("segment_id").isin(streamed)
@@ -241,7 +272,6 @@ def evaluate_micro_batch(
 
     destinations = streamed_destinations(config, previous.mappings, streamed)
     say(f"activating {len(destinations)} destinations")
-    spark = unified.sparkSession
     mappings = activation_rules.mappings_frame(spark, destinations)
     previous_state = (
         None

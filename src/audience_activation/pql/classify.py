@@ -131,12 +131,12 @@ def _windowed(condition: a.Node | None, subject: a.FieldRef) -> bool:
     )
 
 
-def _event_source(node: a.Node) -> list[tuple[a.Node, a.FieldRef]] | None:
+def event_source(node: a.Node) -> list[tuple[a.Node, a.FieldRef]] | None:
     """If ``node`` is a set of events, its conditions with the timestamp each one must window."""
     if isinstance(node, a.FieldRef):
         return [] if isinstance(node.root, a.EventsRoot) and not node.parts else None
     if isinstance(node, a.Filter):
-        inner = _event_source(node.source)
+        inner = event_source(node.source)
         if inner is None:
             return None
         return [*inner, (node.condition, a.FieldRef(a.ItemRoot(0), ("timestamp",)))]
@@ -146,7 +146,7 @@ def _event_source(node: a.Node) -> list[tuple[a.Node, a.FieldRef]] | None:
 
 
 def _binding_source(binding: a.Binding) -> list[tuple[a.Node, a.FieldRef]] | None:
-    inner = _event_source(binding.source)
+    inner = event_source(binding.source)
     if inner is None:
         return None
     if binding.condition is None:
@@ -163,7 +163,7 @@ def _query(node: a.Node, negated: bool) -> EventQuery | None:
     if isinstance(node, a.Chain):
         if EVENTS not in free_refs(node.source):
             return None
-        source = _event_source(node.source)
+        source = event_source(node.source)
         order = a.FieldRef(a.ItemRoot(0), node.order_by)
         steps_windowed = all(
             (step.when is not None and _is_short_window(step.when)) or _windowed(step.what, order)
@@ -178,12 +178,12 @@ def _query(node: a.Node, negated: bool) -> EventQuery | None:
         sources = [_binding_source(binding) for binding in event_clauses]
         if isinstance(node, a.Quantifier) and node.kind is a.QuantifierKind.FORALL:
             # forall X from xEvent where c: every event satisfies c, i.e. no event violates it.
-            sources = [_event_source(binding.source) for binding in event_clauses]
+            sources = [event_source(binding.source) for binding in event_clauses]
             negated = not negated
         windowed = all(source is not None and _set_windowed(source) for source in sources)
         return EventQuery(node, len(event_clauses) > 1, windowed, negated)
     if isinstance(node, (a.Filter, a.Aggregate)) and EVENTS in free_refs(node.source):
-        source = _event_source(node if isinstance(node, a.Filter) else node.source)
+        source = event_source(node if isinstance(node, a.Filter) else node.source)
         if source is None:
             inner = node.source
             if isinstance(inner, (a.Select, a.Quantifier, a.AggregateOver, a.Chain)):

@@ -15,13 +15,14 @@ defined here, where the row is built. Segments are compiled by
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import DataType, StructType
 
 from audience_activation.pql.classify import Classification
+from audience_activation.pql.time_dependence import TimeDependence
 from audience_activation.pql.validation import PqlValidationError, SegmentProblem
 
 #: Column of the joined profile row holding the collected event list (only when needed).
@@ -59,6 +60,8 @@ class CompiledSegments:
         aggregates: The columns of the one aggregation over the events.
         classification: Segment id -> evaluation method (edge, streaming, batch) and reason.
         evaluation_time: T (aware, UTC).
+        time_dependence: Segment id -> how its result depends on the time alone
+            (:mod:`audience_activation.pql.time_dependence`).
     """
 
     segment_ids: tuple[str, ...]
@@ -66,6 +69,7 @@ class CompiledSegments:
     aggregates: tuple[EventAggregate, ...]
     classification: dict[str, Classification]
     evaluation_time: dt.datetime
+    time_dependence: dict[str, TimeDependence] = field(default_factory=dict)
 
     @property
     def needs_events(self) -> bool:

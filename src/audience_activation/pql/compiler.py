@@ -51,8 +51,11 @@ Where each part lives:
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from functools import reduce
 
+from pyspark.sql import Column
+from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
 from audience_activation.pql import ast as a
@@ -64,6 +67,8 @@ from audience_activation.pql.conditions import ConditionsMixin
 from audience_activation.pql.errors import PqlError
 from audience_activation.pql.occurs import OccursMixin
 from audience_activation.pql.pushdown import PushdownMixin
+from audience_activation.pql.scope import Env
+from audience_activation.pql.time_dependence import time_dependence
 from audience_activation.pql.validation import (
     SegmentDefinitionError,
     SegmentInput,
@@ -195,4 +200,17 @@ def compile_segments(
         aggregates=tuple(compiler.aggregates()),
         classification=classify_segments(dependency_order(parsed)),
         evaluation_time=compiler.now,
+        time_dependence={segment.id: time_dependence(segment.tree) for segment in parsed},
     )
+
+
+def window_changes(timestamp: Column, windows: Sequence[a.Node], before: dt.datetime, after: dt.datetime) -> Column:
+    """True for an event whose ``timestamp`` is inside one of ``windows`` (event windows found by
+    :func:`audience_activation.pql.time_dependence.time_dependence`) at one of two evaluation times and outside
+    it at the other. Each test is compiled by the segment compiler at ``before`` and at ``after``, so a window
+    means here exactly what it means in a segment."""
+    if not windows:
+        return F.lit(False)
+    then, now = (_Compiler(StructType([]), None, moment) for moment in (before, after))
+    flips = [then._occurs_test(timestamp, test, Env()) != now._occurs_test(timestamp, test, Env()) for test in windows]
+    return reduce(lambda x, y: x | y, flips)
