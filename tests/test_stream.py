@@ -9,7 +9,10 @@ nothing twice."""
 from __future__ import annotations
 
 import datetime as dt
+import os
 import shutil
+import signal
+import subprocess
 from pathlib import Path
 
 import yaml
@@ -34,6 +37,7 @@ from test_batch import (
     write_conf,
     write_inputs_t1,
 )
+from test_reliability import CLI, committed_by, wait_for
 
 STREAMED = "us"  # profile-only: edge; "buyers" (an event query without a window) is batch
 
@@ -222,3 +226,73 @@ def test_a_member_exits_when_its_window_passes_with_no_new_row(
     assert [r[:6] for r in changes(tmp_path / "b", "batch-20261101T140000Z")] == expected
     # Nothing moved and T did not advance by the sweep interval again: no further micro-batch.
     assert app.run_stream(spark, load_config(confs["a"]), evaluation_time=t2).micro_batches == []
+
+
+def test_a_stream_killed_mid_micro_batch_restarts_to_the_same_lake(
+    spark: SparkSession, tmp_path: Path, engine: str
+) -> None:
+    """Exactly once under kill -9: a stream (its own process) is killed with SIGKILL between two table commits of
+    its micro-batch, then started again: Spark replays the micro-batch with the same offsets, ``T`` and run id,
+    which first undoes the killed attempt's commits; the lake ends equal to one an uninterrupted stream wrote —
+    no change row twice or missing. Then the process "dies" after the micro-batch's run-log row but before Spark
+    recorded it as done (its commit file removed from the checkpoint, exactly what such a death leaves): Spark
+    replays it, and it writes nothing."""
+    store = open_storage(spark, engine)
+    confs = {lake: write_conf(tmp_path / f"conf-{lake}", tmp_path / lake, engine) for lake in ("a", "b")}
+    write_inputs_t1(spark, store, str(tmp_path / "a"))
+    run(spark, confs["a"], T1)
+    write_changes_t2(spark, store, str(tmp_path / "a"))
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    micro = "streaming-20261108T000000Z-0"
+
+    assert [m.run_id for m in app.run_stream(spark, load_config(confs["b"]), evaluation_time=T2).micro_batches] == [
+        micro
+    ]
+
+    args = ["stream", "--conf", str(confs["a"]), "--evaluation-time", "2026-11-08T00:00:00Z"]
+    with (tmp_path / "killed.log").open("wb") as log:
+        killed = subprocess.Popen(
+            [CLI, *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # SIGKILL reaches its JVM too
+        )
+    try:
+        wait_for(lambda: committed_by(tmp_path / "a" / "unified_profiles", micro), "the micro-batch's first commits")
+        os.killpg(killed.pid, signal.SIGKILL)
+        assert killed.wait(timeout=60) == -signal.SIGKILL
+    finally:
+        if killed.poll() is None:
+            os.killpg(killed.pid, signal.SIGKILL)
+    assert committed_by(tmp_path / "a" / "unified_profiles", micro)
+    assert not committed_by(tmp_path / "a" / "activation_runs", micro)
+
+    config = load_config(confs["a"])
+    assert [m.run_id for m in app.run_stream(spark, config, evaluation_time=T2).micro_batches] == [micro]
+    assert outputs(tmp_path / "a") == outputs(tmp_path / "b")
+
+    # Died after the run-log row, before Spark's commit of the micro-batch: replayed, and skipped.
+    commits = tmp_path / "a" / "_checkpoints" / "stream" / "commits"
+    for done in (commits / "0", commits / ".0.crc"):
+        done.unlink(missing_ok=True)
+    replayed = app.run_stream(spark, config, evaluation_time=T2)
+    assert replayed.micro_batches == [] and replayed.skipped == [micro]
+    assert outputs(tmp_path / "a") == outputs(tmp_path / "b")
+
+
+def outputs(lake: Path) -> dict[str, list]:
+    """Every Delta table of the lake but the lease (the run log without its times and engine-dependent counts)."""
+    out = {}
+    for log in sorted(lake.rglob("_delta_log")):
+        table = log.parent
+        relative = str(table.relative_to(lake))
+        if relative.startswith(("_lease", "_checkpoints", "_scratch")) or relative in {
+            "profile_fragments", "experience_events", "identity_graph", "region_information",
+        }:  # fmt: skip
+            continue
+        rows_ = DeltaTable(str(table)).to_pyarrow_table().to_pylist()
+        if relative == "activation_runs":
+            out[relative] = sorted(repr((r["run_id"], r["status"], r["input_versions"])) for r in rows_)
+        else:
+            out[relative] = sorted(repr(sorted(r.items())) for r in rows_)
+    return out

@@ -57,10 +57,14 @@ FAILED = "failed"
 
 
 def evaluation_time_of(run: str, kind: str) -> dt.datetime | None:
-    """``T`` of a run id of ``kind`` (the inverse of :func:`run_id`), or None for another kind."""
+    """``T`` of a run id of ``kind`` (the inverse of :func:`run_id` and, for ``streaming``, of
+    :func:`stream_run_id`), or None for another kind."""
     if not run.startswith(f"{kind}-"):
         return None
-    return dt.datetime.strptime(run.removeprefix(f"{kind}-"), "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+    stamp = run.removeprefix(f"{kind}-")
+    if kind == STREAMING:
+        stamp = stamp.rpartition("-")[0]
+    return dt.datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)

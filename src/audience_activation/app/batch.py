@@ -81,10 +81,12 @@ def recover(spark: SparkSession, config: AppConfig, store: DeltaStorage, lease: 
     outputs = state.output_locations(config)
     restored = recovery.rollback(store, outputs, lease.pending, commit_info_=tag, sweep_files=True)
     progress(f"restored {len(restored)} table(s) to their versions before that run")
-    t = runlog.evaluation_time_of(dead.run_id, runlog.BATCH) if dead is not None else None
+    kind = runlog.STREAMING if dead is not None and dead.run_id.startswith(f"{runlog.STREAMING}-") else runlog.BATCH
+    t = runlog.evaluation_time_of(dead.run_id, kind) if dead is not None else None
     if dead is not None and t is not None and dead.run_id != lease.run_id:
-        # The run log says what happened to it (a re-run of the same T records its own outcome instead).
-        killed = RunSummary(run_id=dead.run_id, evaluation_time=t, engine=store.name, status=FAILED)
+        # The run log says what happened to it (a re-run of the same T, or a replay of the same micro-batch,
+        # records its own outcome instead).
+        killed = RunSummary(run_id=dead.run_id, evaluation_time=t, engine=store.name, status=FAILED, kind=kind)
         killed.started_at, killed.ended_at = dead.acquired_at, dead.renewed_at
         error = (
             f"did not complete (its process stopped while holding the lake lease); its commits were rolled back "
