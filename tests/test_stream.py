@@ -80,8 +80,13 @@ def test_stream_matches_batch_and_batch_continues_from_it(spark: SparkSession, t
     write_inputs_t1(spark, store, str(tmp_path / "a"))
     run(spark, streamed_conf, T1)
     shutil.copytree(tmp_path / "a", tmp_path / "b")
+    malformed = [  # quarantined with their reasons; the stream goes on
+        frag({"CRMID": "c7"}, None, "US", "y"),  # no time
+        frag({"ECID": "not-an-ecid"}, N1, "US", "y"),  # no valid identity
+    ]
     for lake in ("a", "b"):
         write_changes_t2(spark, store, str(tmp_path / lake))
+        store.append(spark.createDataFrame(malformed, FRAGMENTS), f"{tmp_path / lake}/profile_fragments")
 
     config = load_config(streamed_conf)
     streamed = app.run_stream(spark, config, evaluation_time=T2)
@@ -101,6 +106,17 @@ def test_stream_matches_batch_and_batch_continues_from_it(spark: SparkSession, t
     assert stream_changes == changes(tmp_path / "b", "batch-20261108", STREAMED)
     assert {(r[0], r[5]) for r in stream_changes} >= {("aam", "qualified"), ("aam", "disqualified")}
     assert micro.counts.rows["experience_events"] == {"new": 3}  # o3 is after T2: not new yet
+    quarantined = rows(tmp_path / "a" / "quarantine", "run_id", "source_table", "namespace", "id", "reason")
+    assert [r[1:] for r in quarantined if r[0] == micro.run_id] == [
+        r[1:]
+        for r in rows(tmp_path / "b" / "quarantine", "run_id", "source_table", "namespace", "id", "reason")
+        if r[0] == "batch-20261108T000000Z"
+    ]
+    assert [r[1:] for r in quarantined if r[0] == micro.run_id and r[1] == "profile_fragments"] == [
+        ("profile_fragments", "CRMID", "c7", "missing_timestamp"),
+        ("profile_fragments", "ECID", "not-an-ecid", "bad_ecid"),
+        ("profile_fragments", "ECID", "not-an-ecid", "no_valid_identity"),
+    ]
     assert sum(micro.counts.changes.values()) == len(stream_changes)
 
     # A replayed micro-batch that had completed writes nothing (its run id is in the run log).
