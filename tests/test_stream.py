@@ -15,11 +15,14 @@ import signal
 import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 from deltalake import DeltaTable
 from pyspark.sql import SparkSession
+from typer.testing import CliRunner
 
 from audience_activation import app
+from audience_activation.cli import cli
 from audience_activation.config import load_config
 from audience_activation.storage import open_storage
 from test_batch import (
@@ -37,7 +40,7 @@ from test_batch import (
     write_conf,
     write_inputs_t1,
 )
-from test_reliability import CLI, committed_by, wait_for
+from test_reliability import CLI, committed_by, lease_holder, wait_for
 
 STREAMED = "us"  # profile-only: edge; "buyers" (an event query without a window) is batch
 
@@ -312,3 +315,70 @@ def outputs(lake: Path) -> dict[str, list]:
         else:
             out[relative] = sorted(repr(sorted(r.items())) for r in rows_)
     return out
+
+
+@pytest.mark.usefixtures("restore_spark_conf")  # the CLI re-applies job.yaml settings to the shared session
+def test_stream_and_batch_on_one_lake_take_turns(spark: SparkSession, tmp_path: Path) -> None:
+    """One writer per lake with both jobs running: a batch run started during a micro-batch is refused naming it
+    (exit code 3); a micro-batch that finds a batch run holding the lease waits for it, then continues from that
+    run's state. Each job emits what the other has not: no change is lost or sent twice. (delta-rs: the lease
+    itself is tested on both engines in test_lease.py and test_reliability.py.)"""
+    store = open_storage(spark, "delta-rs")
+    conf = write_conf(tmp_path / "conf", tmp_path / "lake", "delta-rs")
+    lake = tmp_path / "lake"
+    write_inputs_t1(spark, store, str(lake))
+    run(spark, conf, T1)
+    write_changes_t2(spark, store, str(lake))
+    common = ["--conf", str(conf)]
+
+    # A batch run during a micro-batch: refused, naming it.
+    with (tmp_path / "stream.log").open("wb") as log:
+        streaming = subprocess.Popen(
+            [CLI, "stream", *common, "--evaluation-time", "2026-11-08T00:00:00Z"], stdout=log,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    try:
+        wait_for(lambda: lease_holder(lake) == ("streaming-20261108T000000Z-0", "running"), "the micro-batch's lease")
+        refused = CliRunner().invoke(cli, ["run", *common, "--evaluation-time", "2026-11-09T00:00:00Z"])
+        assert refused.exit_code == 3, refused.output
+        assert "in use by run streaming-20261108T000000Z-0" in refused.output
+        assert streaming.wait(timeout=600) == 0, (tmp_path / "stream.log").read_text()[-3000:]
+    finally:
+        if streaming.poll() is None:
+            os.killpg(streaming.pid, signal.SIGKILL)
+
+    # A micro-batch while a batch run holds the lease: it waits, then continues from that run.
+    with (tmp_path / "batch.log").open("wb") as log:
+        batch = subprocess.Popen(
+            [CLI, "run", *common, "--evaluation-time", "2026-11-09T00:00:00Z"], stdout=log,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    try:
+        wait_for(lambda: lease_holder(lake) == ("batch-20261109T000000Z", "running"), "the batch run's lease")
+        store.append(
+            spark.createDataFrame([frag({"CRMID": "c5"}, N1 + 8 * DAY, "US", "y")], FRAGMENTS),  # moves to the US
+            f"{lake}/profile_fragments",
+        )
+        said: list[str] = []
+        t4 = T2 + dt.timedelta(days=1, hours=1)
+        waited = app.run_stream(spark, load_config(conf), evaluation_time=t4, progress=said.append)
+        assert batch.wait(timeout=60) == 0, (tmp_path / "batch.log").read_text()[-3000:]
+    finally:
+        if batch.poll() is None:
+            os.killpg(batch.pid, signal.SIGKILL)
+    assert any(m.startswith("waiting for the lake lease") for m in said), said
+    [micro] = waited.micro_batches
+    assert micro.previous_run == "batch-20261109T000000Z"
+
+    runs = DeltaTable(str(lake / "activation_runs")).to_pyarrow_table().to_pylist()
+    assert sorted((r["run_id"], r["status"]) for r in runs) == [
+        ("batch-20261101T000000Z", "completed"),
+        ("batch-20261109T000000Z", "completed"),
+        ("streaming-20261108T000000Z-0", "completed"),
+        ("streaming-20261109T010000Z-1", "completed"),
+    ]
+    # The streamed segment's changes: each sent once, by the job that saw the change first.
+    sent = [r[2:6] for r in changes(lake, "", STREAMED) if r[0] == "cja"]
+    assert len(sent) == len(set(sent))
+    assert ("us", "CRMID:c5", "realized", "qualified") in sent  # by the last micro-batch
+    assert not [r for r in changes(lake, "batch-20261109", STREAMED)]  # the stream had sent them all
