@@ -13,11 +13,14 @@ import os
 import shutil
 import signal
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
 import yaml
 from deltalake import DeltaTable
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pyspark.sql import SparkSession
 from typer.testing import CliRunner, Result
 
@@ -27,9 +30,18 @@ from audience_activation.config import load_config
 from audience_activation.storage import DeltaStorage, open_storage
 from test_batch import (
     DAY,
+    E1,
+    E2,
+    E3,
+    E4,
+    E6,
     EVENTS,
     FRAGMENTS,
+    LINKS,
     N1,
+    N2,
+    REGIONS,
+    SEGMENTS,
     T1,
     T2,
     destinations,
@@ -389,3 +401,98 @@ def test_stream_and_batch_on_one_lake_take_turns(spark: SparkSession, tmp_path: 
     assert len(sent) == len(set(sent))
     assert ("us", "CRMID:c5", "realized", "qualified") in sent  # by the last micro-batch
     assert not [r for r in changes(lake, "batch-20261109", STREAMED)]  # the stream had sent them all
+
+
+# --- consistency property -------------------------------------------------------------------------------------
+
+CUSTOMERS = [f"c{k}" for k in range(1, 10)]
+ECIDS = [E1, E2, E3, E4, E6]
+HOURS = st.sampled_from([2, 23, 30])  # inside a 24-hour window at T2, inside it, outside it
+#: One appended row per table: a fragment (new person, moved, consent flipped), a link (merges persons), an
+#: event (in or out of the 24-hour window), a fresh or stale region capture.
+ROWS = {
+    "profile_fragments": st.builds(
+        lambda c, h, country, share: frag({"CRMID": c}, N2 - dt.timedelta(hours=h), country, share),
+        st.sampled_from(CUSTOMERS), HOURS, st.sampled_from(["US", "FR"]), st.sampled_from(["y", "n"]),
+    ),
+    "identity_graph": st.builds(
+        lambda e, c, h: ("ECID", e, "CRMID", c, N2 - dt.timedelta(hours=h)),
+        st.sampled_from(ECIDS), st.sampled_from(CUSTOMERS), HOURS,
+    ),
+    "experience_events": st.builds(
+        lambda n, h, who: (f"p{n}", N2 - dt.timedelta(hours=h), "commerce.purchases", who),
+        st.integers(0, 10**6), HOURS,
+        st.one_of(
+            st.builds(lambda c: {"CRMID": [(c, True)]}, st.sampled_from(CUSTOMERS)),
+            st.builds(lambda e: {"ECID": [(e, True)]}, st.sampled_from(ECIDS)),
+        ),
+    ),
+    "region_information": st.builds(
+        lambda e, h: ({"ECID": [(e, True)]}, {"VA6": (N2 - dt.timedelta(hours=h),)}), st.sampled_from(ECIDS), HOURS
+    ),
+}  # fmt: skip
+SCHEMAS = {
+    "profile_fragments": FRAGMENTS,
+    "identity_graph": LINKS,
+    "experience_events": EVENTS,
+    "region_information": REGIONS,
+}
+COMMITS = st.lists(
+    st.sampled_from(sorted(ROWS)).flatmap(
+        lambda table: st.tuples(st.just(table), st.lists(ROWS[table], min_size=1, max_size=3))
+    ),
+    min_size=2,
+    max_size=3,
+)
+
+
+@pytest.fixture(scope="module")
+def t1_lake(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The batch tests' T1 inputs, run by the batch job at T1, with both a streamed event segment and a profile
+    one mapped to both destinations."""
+    base = tmp_path_factory.mktemp("t1")
+    conf = write_conf(base / "conf", base / "lake", "delta-rs")
+    (conf / "segments.yaml").write_text(yaml.safe_dump({"segments": [*SEGMENTS["segments"], RECENT]}))
+    (conf / "destinations.yaml").write_text(yaml.safe_dump(destinations(["us", "recent"], ["us", "recent", "buyers"])))
+    write_inputs_t1(spark, open_storage(spark, "delta-rs"), str(base / "lake"))
+    run(spark, conf, T1)
+    return base
+
+
+@settings(
+    max_examples=2,
+    deadline=None,
+    derandomize=True,  # the same examples on every run (CI)
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(commits=COMMITS, per_trigger=st.sampled_from([1, 2]))
+def test_streaming_every_row_up_to_t_equals_a_batch_run_at_t(
+    spark: SparkSession, t1_lake: Path, tmp_path: Path, commits: list[tuple[str, list[tuple]]], per_trigger: int
+) -> None:
+    """Consistency: after the stream has processed every row up to T (several micro-batches of up to
+    ``per_trigger`` commits each, random appends: new persons, links that merge persons, consent flips, fresh and
+    stale region captures, events inside and outside the 24-hour window), the membership of every streamed
+    segment, the activated sets of every destination for them and the identity clusters equal what a batch run
+    at T from the same starting state gives. (delta-rs: the engines are compared by the tests above.)"""
+    store = open_storage(spark, "delta-rs")
+    example = Path(tempfile.mkdtemp(dir=tmp_path))
+    confs = {}
+    for lake in ("a", "b"):
+        shutil.copytree(t1_lake / "lake", example / lake)
+        confs[lake] = example / f"conf-{lake}"
+        shutil.copytree(t1_lake / "conf", confs[lake])
+        (confs[lake] / "job.yaml").write_text(
+            yaml.safe_dump({"lake": {"root": str(example / lake)}, "storage": {"engine": "delta-rs"}})
+        )
+        for table, new in commits:
+            store.append(spark.createDataFrame(new, SCHEMAS[table]), f"{example / lake}/{table}")
+
+    streamed = app.run_stream(spark, load_config(confs["a"]), evaluation_time=T2, max_versions_per_trigger=per_trigger)
+    run(spark, confs["b"], T2)
+
+    assert len(streamed.micro_batches) == -(-len(commits) // per_trigger)
+    a, b = state(example / "a"), state(example / "b")
+    assert a["clusters"] == b["clusters"]
+    for segment in ("us", "recent"):
+        assert only(a["membership"], segment, 1) == only(b["membership"], segment, 1), segment
+        assert only(a["activation"], segment, 1) == only(b["activation"], segment, 1), segment
