@@ -31,4 +31,5 @@ def test_notebook_executes_without_errors(tmp_path: Path) -> None:
     printed = "".join(o.get("text", "") for o in outputs if o.get("output_type") == "stream")
     assert "storage engine: delta-spark" in printed
     images = [o for o in outputs if "image/png" in o.get("data", {})]
-    assert len(images) >= 4, "audience sizes, overlap, route split and reasons are plotted"
+    assert len(images) >= 5, "audience sizes, overlap, route split, reasons and the stream's changes are plotted"
+    assert "micro-batch streaming-20261129T001000Z-0:" in printed

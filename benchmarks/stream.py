@@ -1,0 +1,262 @@
+"""Streaming latency and throughput: a writer appends events at a fixed rate while ``audience-activation stream``
+runs (run by hand on an otherwise idle machine; results under
+``benchmarks/results/stream-<persons>-<rate>[-<label>].{md,json}``).
+
+    .venv/bin/python benchmarks/stream.py --persons 1000000 --rate 1500 --duration 900
+    .venv/bin/python benchmarks/stream.py --persons 10000 --rate 100 --duration 240 --label smoke
+
+Steps:
+
+1. A demo lake of ``--persons`` persons (generated unless the lake already holds them) with the shipped
+   configuration, and a batch run (the state the stream continues from) unless one completed already.
+2. ``audience-activation stream --trigger "<--trigger>"`` in its own process (a fresh checkpoint), its peak
+   resident memory (process tree) sampled every 0.2 s.
+3. This process appends ``--rate`` events per second to ``experience_events`` in one commit every
+   ``--commit-seconds`` (copies of existing events with a new ``_id`` and the commit's wall-clock time, so the
+   events belong to existing persons and fall inside the 24-hour windows), for ``--duration`` seconds; then it
+   stops the stream with Ctrl-C (SIGINT: it ends after the current micro-batch) and waits for it.
+4. **Latency** of a commit: from its commit time to the end of the first micro-batch whose input versions
+   include it (``ended_at`` in the run log: its activation rows and state are committed by then). Percentiles
+   over the commits processed. **Lag** at the end: the commits no micro-batch had taken when the writer stopped.
+   The rate is *sustained* when the lag stays bounded: the last commit processed within two micro-batches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from contextlib import suppress
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pyarrow as pa
+import yaml
+from _measure import machine, write_results
+from deltalake import DeltaTable, write_deltalake
+
+ROOT = Path(__file__).resolve().parents[1]
+CLI = str(Path(sys.executable).parent / "audience-activation")
+
+
+def conf_dir(base: Path, lake: str, args: argparse.Namespace) -> Path:
+    """The shipped configuration with the lake, the engine and the driver memory of the benchmark."""
+    conf = base / "conf"
+    shutil.copytree(ROOT / "conf", conf)
+    job = yaml.safe_load((conf / "job.yaml").read_text())
+    job["lake"]["root"] = lake
+    job["storage"]["engine"] = args.engine
+    job.setdefault("spark", {})["conf"] = {"spark.driver.memory": args.driver_memory}
+    (conf / "job.yaml").write_text(yaml.safe_dump(job))
+    return conf
+
+
+def cli(*args: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] audience-activation {' '.join(args)}", flush=True)
+    subprocess.run([CLI, *args], check=True)
+
+
+def prepare(conf: Path, lake: str, args: argparse.Namespace, now: dt.datetime) -> None:
+    """Step 1: demo data and a completed run, reused when present."""
+    fragments = f"{lake}/profile_fragments"
+    present = DeltaTable.is_deltatable(fragments) and DeltaTable(fragments).history(1)[0].get("persons") == str(
+        args.persons
+    )
+    if not present:
+        midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        cli("demo-data", "--conf", str(conf), "--persons", str(args.persons), "--as-of", _iso(midnight))
+    runs = f"{lake}/activation_runs"
+    completed = DeltaTable.is_deltatable(runs) and "completed" in (
+        DeltaTable(runs).to_pyarrow_table(columns=["status"])["status"].to_pylist()
+    )
+    if not completed:
+        cli("run", "--conf", str(conf), "--evaluation-time", _iso(now))
+
+
+def _iso(value: dt.datetime) -> str:
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Writer:
+    """Step 3: appends copies of existing events, one commit every ``commit_seconds``."""
+
+    def __init__(self, lake: str, rate: int, commit_seconds: float) -> None:
+        self.table = DeltaTable(f"{lake}/experience_events")
+        self.schema = pa.schema(self.table.schema().to_arrow())
+        self.sample = self.table.to_pyarrow_dataset().head(10_000)
+        self.per_commit = max(1, round(rate * commit_seconds))
+        self.commit_seconds = commit_seconds
+        self.commits: list[dict[str, Any]] = []  # version, committed_at (UTC), rows
+        self._stop = threading.Event()
+        self._next = 0
+
+    def _batch(self, at: dt.datetime) -> pa.Table:
+        rows = self.sample.take([(self._next + k) % self.sample.num_rows for k in range(self.per_commit)])
+        ids = pa.array([f"bench-{self._next + k}" for k in range(self.per_commit)])
+        self._next += self.per_commit
+        rows = rows.set_column(rows.schema.get_field_index("_id"), "_id", ids)
+        stamp = pa.array([at.replace(tzinfo=None)] * self.per_commit, type=rows.schema.field("timestamp").type)
+        return rows.set_column(rows.schema.get_field_index("timestamp"), "timestamp", stamp).cast(self.schema)
+
+    def run(self, duration: float) -> None:
+        end = time.monotonic() + duration
+        tick = time.monotonic()
+        while time.monotonic() < end and not self._stop.is_set():
+            at = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+            write_deltalake(self.table, self._batch(at), mode="append")
+            self.table.update_incremental()
+            committed = dt.datetime.now(dt.timezone.utc)
+            self.commits.append({"version": self.table.version(), "committed_at": committed, "rows": self.per_commit})
+            tick += self.commit_seconds
+            time.sleep(max(0.0, tick - time.monotonic()))
+
+
+def sample_memory(pid: int, peak: list[int], stop: threading.Event) -> None:
+    watched = psutil.Process(pid)
+    while not stop.is_set():
+        total = 0
+        with suppress(psutil.Error):
+            for member in [watched, *watched.children(recursive=True)]:
+                with suppress(psutil.Error):
+                    total += member.memory_info().rss
+        peak[0] = max(peak[0], total)
+        time.sleep(0.2)
+
+
+def micro_batches(lake: str, since: dt.datetime) -> list[dict[str, Any]]:
+    """The streaming run-log rows that started after ``since``, by start."""
+    rows = DeltaTable(f"{lake}/activation_runs").to_pyarrow_table().to_pylist()
+    out = [r for r in rows if r["kind"] == "streaming" and r["started_at"] and _utc(r["started_at"]) >= since]
+    return sorted(out, key=lambda r: r["started_at"])
+
+
+def _utc(value: dt.datetime) -> dt.datetime:
+    return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))], 1)
+
+
+def measure(conf: Path, lake: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Steps 2-4 for one rate."""
+    checkpoint = tempfile.mkdtemp(prefix="aa-stream-checkpoint-")
+    started = dt.datetime.now(dt.timezone.utc)
+    command = [CLI, "stream", "--conf", str(conf), "--trigger", args.trigger, "--checkpoint", checkpoint]
+    log = Path(checkpoint + ".log")
+    with log.open("wb") as out:
+        stream = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+    peak, stop = [0], threading.Event()
+    sampler = threading.Thread(target=sample_memory, args=(stream.pid, peak, stop), daemon=True)
+    sampler.start()
+    writer = Writer(lake, args.rate, args.commit_seconds)
+    time.sleep(args.warmup)  # the stream's first (catch-up) micro-batch, not measured
+    first = len(micro_batches(lake, started))
+    writer.run(args.duration)
+    stream.send_signal(signal.SIGINT)  # Ctrl-C: stops after the current micro-batch
+    stream.wait(timeout=3600)
+    stop.set()
+    sampler.join()
+    batches = micro_batches(lake, started)[first:]
+    latencies, processed = [], 0
+    for commit in writer.commits:
+        taking = next(
+            (b for b in batches if dict(b["input_versions"]).get("experience_events", -1) >= commit["version"]), None
+        )
+        if taking is not None:
+            latencies.append((_utc(taking["ended_at"]) - commit["committed_at"]).total_seconds())
+            processed += 1
+    durations = [(_utc(b["ended_at"]) - _utc(b["started_at"])).total_seconds() for b in batches]
+    lag = len(writer.commits) - processed
+    per_batch = max(1, round(statistics.mean(durations) / args.commit_seconds)) if durations else 0
+    return {
+        "rate_events_per_second": args.rate,
+        "commit_seconds": args.commit_seconds,
+        "commits": len(writer.commits),
+        "events_appended": sum(c["rows"] for c in writer.commits),
+        "micro_batches": len(batches),
+        "micro_batch_seconds": {
+            "mean": round(statistics.mean(durations), 1) if durations else None,
+            "max": round(max(durations), 1) if durations else None,
+        },
+        "latency_seconds": {
+            "p50": percentile(latencies, 0.5) if latencies else None,
+            "p95": percentile(latencies, 0.95) if latencies else None,
+            "max": round(max(latencies), 1) if latencies else None,
+        },
+        "commits_not_processed_at_stop": lag,
+        "sustained": bool(latencies) and lag <= 2 * per_batch,
+        "stream_peak_rss_gib": round(peak[0] / 2**30, 2),
+        "stream_exit_code": stream.returncode,
+        "stream_log_tail": log.read_text(errors="replace")[-1500:],
+    }
+
+
+def markdown(results: dict[str, Any]) -> str:
+    r = results["result"]
+    lines = [
+        f"# Streaming latency: {results['persons']:,} persons, {r['rate_events_per_second']} events/s "
+        f"({results['engine']})",
+        "",
+        f"Machine: {results['machine']}. Trigger `{results['trigger']}`, one commit every {r['commit_seconds']} s, "
+        f"{results['duration_seconds']} s of writing after {results['warmup_seconds']} s of warm-up.",
+        "",
+        "| measure | value |",
+        "|---|---|",
+        f"| commits / events appended | {r['commits']} / {r['events_appended']:,} |",
+        f"| micro-batches | {r['micro_batches']} (mean {r['micro_batch_seconds']['mean']} s, max "
+        f"{r['micro_batch_seconds']['max']} s) |",
+        f"| latency p50 / p95 / max | {r['latency_seconds']['p50']} / {r['latency_seconds']['p95']} / "
+        f"{r['latency_seconds']['max']} s |",
+        f"| commits not processed when the writer stopped | {r['commits_not_processed_at_stop']} |",
+        f"| sustained (bounded lag) | {'yes' if r['sustained'] else 'no'} |",
+        f"| stream peak RSS | {r['stream_peak_rss_gib']} GiB |",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--persons", type=int, default=1_000_000)
+    parser.add_argument("--engine", default="delta-rs", choices=["delta-rs", "delta-spark"])
+    parser.add_argument("--rate", type=int, default=1500, help="events appended per second")
+    parser.add_argument("--commit-seconds", type=float, default=5.0, help="seconds between two commits")
+    parser.add_argument("--duration", type=float, default=600.0, help="seconds of writing")
+    parser.add_argument("--warmup", type=float, default=120.0, help="seconds for the stream to start and catch up")
+    parser.add_argument("--trigger", default="5 seconds")
+    parser.add_argument("--driver-memory", default="8g")
+    parser.add_argument("--lake", default=None, help="lake root (default /tmp/aa-stream-<persons>)")
+    parser.add_argument("--label", default="")
+    args = parser.parse_args()
+    lake = args.lake or f"/tmp/aa-stream-{args.persons}"
+    work = Path(tempfile.mkdtemp(prefix="aa-stream-bench-"))
+    conf = conf_dir(work, lake, args)
+    prepare(conf, lake, args, dt.datetime.now(dt.timezone.utc).replace(microsecond=0))
+    result = measure(conf, lake, args)
+    results = {
+        "persons": args.persons,
+        "engine": args.engine,
+        "trigger": args.trigger,
+        "duration_seconds": args.duration,
+        "warmup_seconds": args.warmup,
+        "machine": machine(),
+        "measured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "result": result,
+    }
+    name = f"stream-{args.persons}-{args.rate}" + (f"-{args.label}" if args.label else "")
+    print(write_results(name, results, markdown(results)))
+    print(markdown(results))
+
+
+if __name__ == "__main__":
+    main()
