@@ -58,13 +58,16 @@ FAILED = "failed"
 
 def evaluation_time_of(run: str, kind: str) -> dt.datetime | None:
     """``T`` of a run id of ``kind`` (the inverse of :func:`run_id` and, for ``streaming``, of
-    :func:`stream_run_id`), or None for another kind."""
+    :func:`stream_run_id`), or None for another kind or a malformed id."""
     if not run.startswith(f"{kind}-"):
         return None
     stamp = run.removeprefix(f"{kind}-")
-    if kind == STREAMING:
+    if kind == STREAMING and "-" in stamp:
         stamp = stamp.rpartition("-")[0]
-    return dt.datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+    try:
+        return dt.datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+    except ValueError:
+        return None
 
 
 @dataclass(frozen=True)

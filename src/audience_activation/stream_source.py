@@ -17,7 +17,9 @@ Delta version of each input table** plus the evaluation time of the micro-batch 
    offsets back from the checkpoint) has the same ``T`` and run id.
 4. **No new commit, no micro-batch** — the planned offset equals the start offset when no table moved — unless
    the ``sweepSeconds`` option is set and ``T`` is at least that many seconds after the start offset's: then
-   the offset moves ``T`` only (a *sweep*, so that time-driven changes happen without new rows).
+   the offset moves ``T`` only (a *sweep*, so that time-driven changes happen without new rows). Under
+   ``Trigger.AvailableNow`` the sweep is measured against the time the query started, so such a query sweeps
+   at most once and ends.
 5. **Rate limit.** ``maxVersionsPerTrigger`` caps the commits one micro-batch takes (taken table by table in
    turn, oldest first; Spark's row limit, one row per commit). ``Trigger.AvailableNow`` takes every commit that
    existed when the query started, in micro-batches of at most that many, then stops.
@@ -76,6 +78,7 @@ class InputVersionsReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
         self.max_versions = int(limit) if limit else None
         self.sweep = dt.timedelta(seconds=int(options.get("sweepseconds") or 0))
         self.target: dict[str, int] | None = None
+        self.until: str | None = None
 
     def initialOffset(self) -> dict[str, Any]:
         return {**{name: int(self.start.get(name, ABSENT)) for name in self.tables}, TIME_KEY: self.start_time}
@@ -85,6 +88,7 @@ class InputVersionsReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
 
     def prepareForTriggerAvailableNow(self) -> None:
         self.target = {name: latest_version(location) for name, location in self.tables.items()}
+        self.until = self._now()  # rule 4: an available-now query sweeps for the time it started at, once
 
     def _now(self) -> str:
         if self.pinned:
@@ -105,7 +109,8 @@ class InputVersionsReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
                     moved = True
         now = self._now()
         if all(versions[name] == int(start[name]) for name in self.tables):  # rule 4
-            swept = self.sweep and parse_utc_time(now) - parse_utc_time(start[TIME_KEY]) >= self.sweep
+            reference = parse_utc_time(self.until or now)
+            swept = self.sweep and reference - parse_utc_time(start[TIME_KEY]) >= self.sweep
             return {**start, TIME_KEY: now} if swept else start
         return {**versions, TIME_KEY: now}
 
