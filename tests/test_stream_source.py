@@ -13,7 +13,10 @@ from pyspark.sql.streaming.datasource import ReadAllAvailable
 
 from audience_activation.stream_source import TIME_KEY, InputVersionsReader, _Range, offset_time
 
-NOW = dt.datetime.now(dt.timezone.utc)
+
+def now() -> dt.datetime:
+    """The wall clock at the call (not at import: the suite runs for an hour and the sweep interval is minutes)."""
+    return dt.datetime.now(dt.timezone.utc)
 
 
 def reader(tmp_path: Path, start: dt.datetime, **options: str) -> tuple[InputVersionsReader, dict]:
@@ -29,21 +32,22 @@ def reader(tmp_path: Path, start: dt.datetime, **options: str) -> tuple[InputVer
 
 
 def test_no_commit_and_no_sweep_plans_nothing(tmp_path: Path) -> None:
-    source, start = reader(tmp_path, NOW - dt.timedelta(hours=1))
+    source, start = reader(tmp_path, now() - dt.timedelta(hours=1))
     assert source.latestOffset(start, ReadAllAvailable()) == start
 
 
 def test_a_sweep_moves_t_only_once_the_interval_has_passed(tmp_path: Path) -> None:
-    source, start = reader(tmp_path, NOW - dt.timedelta(hours=1), sweepSeconds="300")
+    started = now()
+    source, start = reader(tmp_path, started - dt.timedelta(hours=1), sweepSeconds="300")
     swept = source.latestOffset(start, ReadAllAvailable())
-    assert swept["experience_events"] == -1 and swept[TIME_KEY] >= offset_time(NOW)
+    assert swept["experience_events"] == -1 and swept[TIME_KEY] >= offset_time(started)
     assert list(source.read(_Range(start, swept))) == [(None, None, {"experience_events": -1}, swept[TIME_KEY])]
-    recent, start = reader(tmp_path, NOW, sweepSeconds="300")
+    recent, start = reader(tmp_path, now(), sweepSeconds="300")
     assert recent.latestOffset(start, ReadAllAvailable()) == start
 
 
 def test_available_now_sweeps_at_most_once_and_ends(tmp_path: Path) -> None:
-    source, start = reader(tmp_path, NOW - dt.timedelta(hours=1), sweepSeconds="1")
+    source, start = reader(tmp_path, now() - dt.timedelta(hours=1), sweepSeconds="1")
     source.prepareForTriggerAvailableNow()
     swept = source.latestOffset(start, ReadAllAvailable())
     assert swept != start
