@@ -35,7 +35,7 @@ from audience_activation.storage import (
     UnsupportedTableFeatureError,
     open_storage,
 )
-from audience_activation.storage.base import CHANGE_DATA_FEED, uncommitted_data_files
+from audience_activation.storage.base import CHANGE_DATA_FEED, LocalCheckpoint, uncommitted_data_files
 
 UTC = dt.timezone.utc
 
@@ -686,3 +686,17 @@ def test_both_engines_refuse_the_same_bad_writes_with_the_same_message_and_commi
         assert "delta.enableChangeDataFeed" not in store.properties(location)
         assert not store.exists(str(lake / "new"))
     assert arrow_rows_any(location) == [{"run_id": "r1", "k": 1}]
+
+
+def test_local_checkpoint_keeps_the_rows_cuts_the_lineage_and_releases_its_blocks(spark: SparkSession) -> None:
+    persisted = spark.sparkContext._jsc.sc().getPersistentRDDs()  # noqa: SLF001 - the JVM's block registry
+    before = persisted.size()
+    barrier = LocalCheckpoint()
+    source = spark.createDataFrame([(1, "a"), (2, "b"), (3, "a")], "n int, k string")
+    grouped = barrier(source.groupBy("k").agg(F.sum("n").alias("total")))
+    assert "Aggregate" not in grouped._jdf.queryExecution().analyzed().toString()  # noqa: SLF001
+    assert sorted(map(tuple, grouped.collect())) == [("a", 4), ("b", 2)]
+    assert barrier(grouped.where("total > 2")).collect() == [Row(k="a", total=4)]
+    assert spark.sparkContext._jsc.sc().getPersistentRDDs().size() == before + 2  # noqa: SLF001
+    barrier.cleanup()
+    assert spark.sparkContext._jsc.sc().getPersistentRDDs().size() == before  # noqa: SLF001

@@ -10,16 +10,22 @@ first step is identity resolution on a part of the inputs that gives, for those 
 2. **Previous persons.** Every identity of a person (in the previous ``identity_clusters``) that holds an
    affected identity is affected too: new links can split a person (a new hub, an eviction), and its other
    identities must then be resolved again.
-3. **The part of the inputs.** The records and links that touch an affected identity (:func:`touching`). Every
+3. **Neighbours.** Every identity that shares a record or a link with an affected identity is affected too,
+   with its previous person (rule 2). A neighbour outside the previous persons is usually a hub (an identity
+   whose links the guardrail drops, so it is a person of its own): without it in the set, its links outside
+   the part are missing, it looks like no hub, and the closure (rule 6) would need a second resolution round
+   to find it. Adding the neighbours costs one scan of the part instead; the result is the same, since any
+   closed set that holds the seeds gives the exact persons.
+4. **The part of the inputs.** The records and links that touch an affected identity (:func:`touching`). Every
    link, co-occurrence and crowded record of an affected identity is in it, so an affected identity's
    neighbour count (hub guardrail) is exact, and so is every rule of a component made of affected identities
    only (unique-namespace replay, size limit, person id).
-4. **Resolution** of that part with :func:`audience_activation.identity.resolve_identities`, unchanged.
-5. **Closure.** A connected component of the part (over the links kept by the hub guardrail, before the
+5. **Resolution** of that part with :func:`audience_activation.identity.resolve_identities`, unchanged.
+6. **Closure.** A connected component of the part (over the links kept by the hub guardrail, before the
    per-component rules) that holds an affected identity and an identity outside the set may be incomplete:
    the outside identity's other links are not in the part, and its hub status may be under-counted. The
    per-component rules (unique-namespace replay, size limit) read the whole component, so its outside
-   identities become affected and steps 2-5 repeat. When no such component remains, every component that
+   identities become affected and steps 2, 4-6 repeat. When no such component remains, every component that
    holds an affected identity is a component of the whole input: a link touching an affected identity is in
    the part, and a neighbour outside the set would have been added. Hub counts only grow with more data, so
    an identity that is a hub in the part is one in the whole input; one that is not yet may keep links it
@@ -213,7 +219,10 @@ def resolve_affected(
     Raises:
         RuntimeError: the closure did not end within :data:`MAX_ROUNDS` rounds (a bug, not a big graph).
     """
-    identities = checkpoint(_with_previous_persons(seeds.select(*_KEY).distinct(), previous_clusters))
+    identities = _with_previous_persons(seeds.select(*_KEY).distinct(), previous_clusters)
+    # Rule 3: the neighbours of the set from the start (one scan of the part, far cheaper than a second round).
+    neighbours = seed_identities(touching(as_of, checkpoint(identities)))
+    identities = checkpoint(_with_previous_persons(identities.unionByName(neighbours).distinct(), previous_clusters))
     for rounds in range(1, MAX_ROUNDS + 1):
         resolved = resolve_identities(touching(as_of, identities), namespaces, settings, checkpoint)
         if resolved.components is None:  # pragma: no cover - resolve_identities always labels components

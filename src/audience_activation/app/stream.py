@@ -46,6 +46,7 @@ from ..runlog import FAILED, RunCounts, RunSummary
 from ..schemas import INPUT_TABLES, check_input_schemas
 from ..segments import streamed_time_dependence
 from ..storage import DeltaStorage, TableNotFoundError
+from ..storage.base import LocalCheckpoint
 from ..stream_source import SOURCE_NAME, InputVersions, offset_time
 from . import state, writer
 from .batch import commit_outputs, fail_attempt, recover
@@ -165,7 +166,8 @@ def process_micro_batch(
         run_id=run, evaluation_time=runlog.as_utc(evaluation_time), engine=store.name, kind=runlog.STREAMING
     )
     summary.started_at = dt.datetime.now(dt.timezone.utc)
-    barrier = writer.scratch_space(spark, config, lease.attempt)
+    # A micro-batch's parts are small: kept in the executors' block stores, not written as parquet.
+    barrier = LocalCheckpoint()
     commit_info = {"run_id": run, recovery.ATTEMPT_KEY: lease.attempt}
     mappings: dict[str, list[str]] = {}
     handed_on = False
@@ -219,7 +221,7 @@ def process_micro_batch(
             handed_on = fail_attempt(spark, config, store, lease, summary, mappings, exc, progress)
         raise
     finally:
-        writer.cleanup_scratch(barrier, config)
+        barrier.cleanup()
         if not handed_on:
             lease.release()
     return summary

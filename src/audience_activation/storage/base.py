@@ -45,6 +45,7 @@ from .errors import (
     lost_race,
 )
 from .files import (
+    LocalCheckpoint,
     ParquetCheckpoint,
     arrow_filesystem,
     commit_info,
@@ -63,6 +64,7 @@ __all__ = [
     "ConcurrentWriteError",
     "DamagedTableError",
     "DeltaStorage",
+    "LocalCheckpoint",
     "ParquetCheckpoint",
     "PartitionValue",
     "SchemaMismatchError",

@@ -2,7 +2,7 @@
 
 Listing and reading the ``_delta_log`` folder directly (the latest version, one commit's ``commitInfo``), finding
 data files no commit names (a killed writer's), naming the file that makes a table unreadable, and the parquet
-lineage barrier of iterative jobs. Everything here uses pyarrow's filesystem layer, so it works the same under
+lineage barriers of iterative jobs. Everything here uses pyarrow's filesystem layer, so it works the same under
 both engines. :mod:`audience_activation.storage.base` re-exports every public name.
 """
 
@@ -76,6 +76,38 @@ class ParquetCheckpoint:
             log.debug("scratch folder %s already gone", self.folder)
         except (OSError, ValueError) as exc:
             log.warning("could not delete the scratch folder %s: %s", self.folder, exc)
+
+
+class LocalCheckpoint:
+    """A lineage barrier kept in the executors' block stores (``DataFrame.localCheckpoint``), for small parts.
+
+    A micro-batch of the streaming job materialises a few dozen tiny intermediate results; writing each as
+    parquet and listing it back costs about 0.7 s, a local checkpoint about 0.3 s (measured warm, local[2]). The
+    price: the blocks live on the executors that computed them (memory, spilling to disk), so a lost executor
+    fails the micro-batch, which is rolled back and replayed like any failed one. :meth:`cleanup` releases the
+    blocks (nothing the barrier returned can be read after it).
+    """
+
+    def __init__(self) -> None:
+        self.writes = 0
+        self._blocks: list[Any] = []
+
+    def __call__(self, df: DataFrame, partition_by: Sequence[str] = ()) -> DataFrame:
+        """Materialise ``df`` eagerly; ``partition_by`` only matters to file layouts and is ignored here."""
+        self.writes += 1
+        materialised = df.localCheckpoint(eager=True)
+        plan = materialised._jdf.queryExecution().analyzed()  # a LogicalRDD over the checkpointed RDD
+        self._blocks.append(plan.rdd())
+        return materialised
+
+    def cleanup(self) -> None:
+        """Release every checkpointed block (best effort: a failure to release never fails a run)."""
+        blocks, self._blocks = self._blocks, []
+        for rdd in blocks:
+            try:
+                rdd.unpersist(False)
+            except Exception as exc:  # noqa: BLE001 - py4j raises its own error types; cleanup must not fail
+                log.warning("could not release a local checkpoint: %s", exc)
 
 
 #: Hadoop scheme -> pyarrow scheme, for the driver-side file operations (listing, deleting).
