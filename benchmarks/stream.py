@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import shutil
 import signal
 import statistics
@@ -67,9 +68,9 @@ def cli(*args: str) -> None:
 def prepare(conf: Path, lake: str, args: argparse.Namespace, now: dt.datetime) -> None:
     """Step 1: demo data and a completed run, reused when present."""
     fragments = f"{lake}/profile_fragments"
-    present = DeltaTable.is_deltatable(fragments) and DeltaTable(fragments).history(1)[0].get("persons") == str(
-        args.persons
-    )
+    present = DeltaTable.is_deltatable(fragments) and json.loads(
+        DeltaTable(fragments).history(1)[0].get("userMetadata") or "{}"
+    ).get("persons") == str(args.persons)
     if not present:
         midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
         cli("demo-data", "--conf", str(conf), "--persons", str(args.persons), "--as-of", _iso(midnight))
