@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from pyspark.sql import DataFrame, SparkSession
 
 import identity_reference as rules
-from audience_activation.affected import new_rows, resolve_affected, seed_identities
+from audience_activation.affected import new_rows, resolve_affected, seed_identities, touching
 from audience_activation.as_of import AsOfInputs, as_of
 from audience_activation.config import IdentitySettings, NamespaceConfig, NamespacesConfig, NamespaceType
 from audience_activation.storage.base import ParquetCheckpoint
@@ -198,3 +198,42 @@ def test_new_rows_are_added_files_and_rows_whose_time_has_come(spark: SparkSessi
     assert seeds == {("CRMID", "late"), ("CRMID", "back"), ("CRMID", "fresh"), ("IDFA", "d2"), ("ECID", E2)}
     everything = new_rows(before, AsOfInputs(added_fragments, None, None, None), None, T)  # no previous run
     assert everything.fragments is not None and everything.fragments.count() == 2
+
+
+def test_touching_records_keeps_each_touching_row_as_often_as_it_is_there(spark: SparkSession) -> None:
+    """The part of a record table: every row holding an affected identity, with its multiplicity (a row twice in
+    the table comes twice, also when two of its identities are affected), rows differing only in a microsecond or
+    in a map value kept apart, rows touching nothing left out."""
+    ts = dt.datetime(2026, 11, 28, 10, 0, 0, 1)
+
+    def event(_id: str, when: dt.datetime, ids: dict[str, list[str]] | None) -> tuple:
+        return (_id, when, None if ids is None else {ns: [(i, False) for i in values] for ns, values in ids.items()})
+
+    rows = [
+        event("a", ts, {"ECID": [E1], "EMAIL": ["x@example.com"]}),  # two affected identities, there twice
+        event("a", ts, {"ECID": [E1], "EMAIL": ["x@example.com"]}),
+        event("b", ts, {"ECID": [E1, E1]}),  # one identity listed twice, once in the table
+        event("b", ts + dt.timedelta(microseconds=1), {"ECID": [E1, E1]}),  # a microsecond later
+        event("c", ts, {"Email_LC_SHA256": ["h1"]}),  # namespace normalised before matching
+        event("d", ts, {"ECID": [E2], "EMAIL": ["y@example.com"]}),  # y@ is not affected, E2 is
+        event("d", ts, {"ECID": [E2], "EMAIL": ["z@example.com"]}),
+        event("e", ts, {"EMAIL": ["y@example.com"]}),  # touches nothing
+        event("f", ts, None),
+    ]
+    events = spark.createDataFrame(rows, f"_id string, timestamp timestamp, identityMap {IDENTITY_MAP}")
+    affected = spark.createDataFrame(
+        [("ECID", E1), ("EMAIL", "x@example.com"), ("ECID", E2), ("EMAIL_LC_SHA256", "h1")],
+        "namespace string, id string",
+    )
+
+    part = touching(AsOfInputs(fragments=None, events=events, links=None, regions=None), affected).events
+    assert part is not None
+
+    def key(r: tuple) -> tuple:
+        return (r[0], r[1], sorted((ns, [i for i, _ in items]) for ns, items in r[2].items()))
+
+    got = sorted(
+        key((r["_id"], r["timestamp"], {k: [tuple(i) for i in v] for k, v in r["identityMap"].items()}))
+        for r in part.collect()
+    )
+    assert got == sorted(key(r) for r in rows[:7])

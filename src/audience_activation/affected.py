@@ -33,8 +33,9 @@ first step is identity resolution on a part of the inputs that gives, for those 
    (every rule applied to complete links) are then exact. The set only grows, so the loop ends; a graph
    usually closes in one or two rounds.
 
-Rows of the part that touch no affected identity (hash collisions of :func:`touching`) are harmless: they are
-resolved into persons that hold no affected identity and are dropped.
+The part holds exactly the rows that touch an affected identity (links: a link touching two comes twice,
+and resolution de-duplicates explicit links); rows touching none would be harmless anyway: they would be
+resolved into persons that hold no affected identity and dropped.
 """
 
 from __future__ import annotations
@@ -46,10 +47,11 @@ from functools import reduce
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
+from pyspark.sql.types import MapType
 
 from .as_of import TIME_COLUMNS, AsOfInputs, first_capture
 from .as_of import as_of as inputs_as_of
-from .columns import identity_rows, normalize_namespace, timestamp_literal
+from .columns import normalize_namespace, timestamp_literal
 from .config import IdentitySettings, NamespacesConfig
 from .identity import link_entries, record_entries, resolve_identities, valid_identities
 from .identity_rules import GRAPH_SIZE_EVICTION, HUB_IDENTITY
@@ -151,17 +153,36 @@ def seed_identities(new_rows: AsOfInputs) -> DataFrame:
     return valid_identities(records, links)
 
 
-def _row_hash(columns: tuple[str, ...]) -> Column:
-    """A 64-bit hash of a row's ``columns`` (maps included, through their JSON form)."""
-    return F.xxhash64(F.to_json(F.struct(*columns)))
+def _exact_key(records: DataFrame, columns: tuple[str, ...]) -> Column:
+    """The row itself as a groupable value: ``columns`` in a struct, each map as its entries (Spark cannot group
+    maps; ``map_entries`` keeps the stored order, so equal rows give equal keys and unequal rows unequal keys)."""
+    types = {f.name: f.dataType for f in records.schema.fields}
+    return F.struct(*[F.map_entries(c).alias(c) if isinstance(types[c], MapType) else F.col(c) for c in columns])
 
 
 def _touching_records(records: DataFrame, columns: tuple[str, ...], identities: DataFrame) -> DataFrame:
-    keyed = records.select(*columns).withColumn("_row", _row_hash(columns))
-    touched = (
-        identity_rows(keyed, "_row").join(F.broadcast(identities), on=_KEY, how="left_semi").select("_row").distinct()
+    """The rows of ``records`` that hold one of ``identities``, each as many times as it is in ``records``.
+
+    One pass over the records: each identity of a row becomes a row (with its map and list positions) and is
+    matched against the broadcast identities; the few matches are grouped back by the row's exact content. A row
+    present ``c`` times with ``k`` matching identity positions gives ``c * k`` matches, so ``c`` is restored by
+    dividing by the distinct positions. (The records are never joined back to themselves: hashing every row and
+    joining 4.4 million events to their matches took 25 s on the 1M-person demo lake, this 4 s.)"""
+    by_namespace = records.select(*columns, F.posexplode("identityMap").alias("_p", "_namespace", "_ids"))
+    exploded = by_namespace.select(
+        *columns,
+        "_p",
+        normalize_namespace(F.col("_namespace")).alias("namespace"),
+        F.posexplode("_ids").alias("_q", "_item"),
     )
-    return keyed.join(touched, on="_row", how="left_semi").drop("_row")
+    matched = exploded.select(*columns, "_p", "_q", "namespace", F.col("_item.id").alias("id")).join(
+        F.broadcast(identities), on=_KEY, how="left_semi"
+    )
+    grouped = matched.groupBy(_exact_key(records, columns).alias("_key")).agg(
+        F.first(F.struct(*columns)).alias("_row"),
+        (F.count(F.lit(1)) / F.count_distinct("_p", "_q")).cast("int").alias("_copies"),
+    )
+    return grouped.select(F.explode(F.array_repeat(F.col("_row"), F.col("_copies"))).alias("_row")).select("_row.*")
 
 
 def _touching_links(links: DataFrame, identities: DataFrame) -> DataFrame:
@@ -175,8 +196,8 @@ def _touching_links(links: DataFrame, identities: DataFrame) -> DataFrame:
 
 
 def touching(as_of: AsOfInputs, identities: DataFrame) -> AsOfInputs:
-    """The records and links of ``as_of`` that hold at least one of ``identities`` (plus, rarely, rows whose
-    row hash collides with one of them), with the columns identity resolution reads."""
+    """The records and links of ``as_of`` that hold at least one of ``identities``, with the columns identity
+    resolution reads."""
 
     def part(df: DataFrame | None, name: str) -> DataFrame | None:
         return None if df is None else _touching_records(df, _RECORD_COLUMNS[name], identities)
