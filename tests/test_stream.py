@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -270,15 +271,17 @@ def test_a_member_exits_when_its_window_passes_with_no_new_row(
     assert app.run_stream(spark, load_config(confs["a"]), evaluation_time=t2).micro_batches == []
 
 
+@pytest.mark.parametrize("killed_after", ["unified_profiles", "activation/aam/edge_streaming"])
 def test_a_stream_killed_mid_micro_batch_restarts_to_the_same_lake(
-    spark: SparkSession, tmp_path: Path, engine: str
+    spark: SparkSession, tmp_path: Path, engine: str, killed_after: str
 ) -> None:
     """Exactly once under kill -9: a stream (its own process) is killed with SIGKILL between two table commits of
-    its micro-batch, then started again: Spark replays the micro-batch with the same offsets, ``T`` and run id,
-    which first undoes the killed attempt's commits; the lake ends equal to one an uninterrupted stream wrote —
-    no change row twice or missing. Then the process "dies" after the micro-batch's run-log row but before Spark
-    recorded it as done (its commit file removed from the checkpoint, exactly what such a death leaves): Spark
-    replays it, and it writes nothing."""
+    its micro-batch — early (after its second table) or late (its first change rows committed; the other change
+    tables, the activated sets and the run-log row not) — then started again: Spark replays the micro-batch with
+    the same offsets, ``T`` and run id, which first undoes the killed attempt's commits; the lake ends equal to one
+    an uninterrupted stream wrote — no change row twice or missing. Then the process "dies" after the micro-batch's
+    run-log row but before Spark recorded it as done (its commit file removed from the checkpoint, exactly what
+    such a death leaves): Spark replays it, and it writes nothing."""
     store = open_storage(spark, engine)
     confs = {lake: write_conf(tmp_path / f"conf-{lake}", tmp_path / lake, engine) for lake in ("a", "b")}
     write_inputs_t1(spark, store, str(tmp_path / "a"))
@@ -301,13 +304,13 @@ def test_a_stream_killed_mid_micro_batch_restarts_to_the_same_lake(
             start_new_session=True,  # SIGKILL reaches its JVM too
         )
     try:
-        wait_for(lambda: committed_by(tmp_path / "a" / "unified_profiles", micro), "the micro-batch's first commits")
+        wait_for(lambda: committed_by(tmp_path / "a" / killed_after, micro), f"the micro-batch's {killed_after} commit")
         os.killpg(killed.pid, signal.SIGKILL)
         assert killed.wait(timeout=60) == -signal.SIGKILL
     finally:
         if killed.poll() is None:
             os.killpg(killed.pid, signal.SIGKILL)
-    assert committed_by(tmp_path / "a" / "unified_profiles", micro)
+    assert committed_by(tmp_path / "a" / killed_after, micro)
     assert not committed_by(tmp_path / "a" / "activation_runs", micro)
 
     config = load_config(confs["a"])
@@ -321,6 +324,46 @@ def test_a_stream_killed_mid_micro_batch_restarts_to_the_same_lake(
     replayed = app.run_stream(spark, config, evaluation_time=T2)
     assert replayed.micro_batches == [] and replayed.skipped == [micro]
     assert outputs(tmp_path / "a") == UNINTERRUPTED[engine]
+
+
+def test_ctrl_c_stops_after_the_current_micro_batch_and_the_restart_goes_on(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    """Ctrl-C during a micro-batch of an interval stream whose micro-batches take longer than the interval (the
+    next trigger is due at once): the stream ends after that micro-batch, the next one it had planned writes
+    nothing, and a restart runs the rest. (The stop logic is the same on both engines: delta-rs only.)"""
+    store = open_storage(spark, "delta-rs")
+    conf = write_conf(tmp_path / "conf", tmp_path / "lake", "delta-rs")
+    write_inputs_t1(spark, store, str(tmp_path / "lake"))
+    run(spark, conf, T1)
+    write_changes(spark, store, tmp_path / "lake")  # four commits: two micro-batches of two
+
+    def press_ctrl_c(table: str) -> None:
+        if table == "identity_clusters":
+            os.kill(os.getpid(), signal.SIGINT)
+
+    config = load_config(conf)
+    messages: list[str] = []
+    stopped = app.run_stream(
+        spark,
+        config,
+        trigger="1 second",
+        evaluation_time=T2,
+        max_versions_per_trigger=2,
+        progress=messages.append,
+        on_commit=press_ctrl_c,
+    )
+    assert [m.run_id for m in stopped.micro_batches] == ["streaming-20261108T000000Z-0"]
+    assert "stopping after the current micro-batch (Ctrl-C again to cancel it)" in messages
+    runs = rows(tmp_path / "lake" / "activation_runs", "run_id", "status")
+    assert runs == [("batch-20261101T000000Z", "completed"), ("streaming-20261108T000000Z-0", "completed")]
+
+    restarted = app.run_stream(spark, config, evaluation_time=T2, max_versions_per_trigger=2)
+    assert [m.run_id for m in restarted.micro_batches] == ["streaming-20261108T000000Z-1"]
+    assert restarted.micro_batches[-1].input_versions == {
+        name: DeltaTable(str(tmp_path / "lake" / name)).version()
+        for name in ("profile_fragments", "experience_events", "identity_graph", "region_information")
+    }
 
 
 def outputs(lake: Path) -> dict[str, list]:
@@ -447,16 +490,25 @@ COMMITS = st.lists(
 
 
 @pytest.fixture(scope="module")
-def t1_lake(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def t1_lake(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
     """The batch tests' T1 inputs, run by the batch job at T1, with both a streamed event segment and a profile
-    one mapped to both destinations."""
-    base = tmp_path_factory.mktemp("t1")
-    conf = write_conf(base / "conf", base / "lake", "delta-rs")
-    (conf / "segments.yaml").write_text(yaml.safe_dump({"segments": [*SEGMENTS["segments"], RECENT]}))
-    (conf / "destinations.yaml").write_text(yaml.safe_dump(destinations(["us", "recent"], ["us", "recent", "buyers"])))
-    write_inputs_t1(spark, open_storage(spark, "delta-rs"), str(base / "lake"))
-    run(spark, conf, T1)
-    return base
+    one mapped to both destinations: one lake per engine, made on first use."""
+    made: dict[str, Path] = {}
+
+    def lake_for(engine: str) -> Path:
+        if engine not in made:
+            base = tmp_path_factory.mktemp(f"t1-{engine}")
+            conf = write_conf(base / "conf", base / "lake", engine)
+            (conf / "segments.yaml").write_text(yaml.safe_dump({"segments": [*SEGMENTS["segments"], RECENT]}))
+            (conf / "destinations.yaml").write_text(
+                yaml.safe_dump(destinations(["us", "recent"], ["us", "recent", "buyers"]))
+            )
+            write_inputs_t1(spark, open_storage(spark, engine), str(base / "lake"))
+            run(spark, conf, T1)
+            made[engine] = base
+        return made[engine]
+
+    return lake_for
 
 
 @settings(
@@ -467,22 +519,28 @@ def t1_lake(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Pa
 )
 @given(commits=COMMITS, per_trigger=st.sampled_from([1, 2]))
 def test_streaming_every_row_up_to_t_equals_a_batch_run_at_t(
-    spark: SparkSession, t1_lake: Path, tmp_path: Path, commits: list[tuple[str, list[tuple]]], per_trigger: int
+    spark: SparkSession,
+    t1_lake: Callable[[str], Path],
+    tmp_path: Path,
+    engine: str,
+    commits: list[tuple[str, list[tuple]]],
+    per_trigger: int,
 ) -> None:
     """Consistency: after the stream has processed every row up to T (several micro-batches of up to
     ``per_trigger`` commits each, random appends: new persons, links that merge persons, consent flips, fresh and
     stale region captures, events inside and outside the 24-hour window), the membership of every streamed
     segment, the activated sets of every destination for them and the identity clusters equal what a batch run
-    at T from the same starting state gives. (delta-rs: the engines are compared by the tests above.)"""
-    store = open_storage(spark, "delta-rs")
+    at T from the same starting state gives, on each engine."""
+    store = open_storage(spark, engine)
+    base = t1_lake(engine)
     example = Path(tempfile.mkdtemp(dir=tmp_path))
     confs = {}
     for lake in ("a", "b"):
-        shutil.copytree(t1_lake / "lake", example / lake)
+        shutil.copytree(base / "lake", example / lake)
         confs[lake] = example / f"conf-{lake}"
-        shutil.copytree(t1_lake / "conf", confs[lake])
+        shutil.copytree(base / "conf", confs[lake])
         (confs[lake] / "job.yaml").write_text(
-            yaml.safe_dump({"lake": {"root": str(example / lake)}, "storage": {"engine": "delta-rs"}})
+            yaml.safe_dump({"lake": {"root": str(example / lake)}, "storage": {"engine": engine}})
         )
         for table, new in commits:
             store.append(spark.createDataFrame(new, SCHEMAS[table]), f"{example / lake}/{table}")

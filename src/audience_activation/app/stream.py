@@ -28,9 +28,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pyspark.errors import StreamingQueryException
@@ -51,6 +53,8 @@ from ..stream_source import SOURCE_NAME, InputVersions, offset_time
 from . import state, writer
 from .batch import commit_outputs, fail_attempt, recover
 from .context import OnCommit, Progress, no_hook, quiet, storage_for
+
+log = logging.getLogger(__name__)
 
 #: Trigger of a stream that processes what is there, then stops.
 AVAILABLE_NOW = "available-now"
@@ -290,11 +294,17 @@ def run_stream(
         reader = reader.option("sweepSeconds", str(sweep))
 
     failures: list[BaseException] = []
+    stopping = threading.Event()  # Ctrl-C: no micro-batch starts any more
+    stop_logs = _StopLogs()
 
     def handle(batch: DataFrame, batch_id: int) -> None:
         rows = batch.collect()  # one row per input commit of the micro-batch (bounded by the rate limit)
         if not rows:
             return
+        if stopping.is_set():  # planned after Ctrl-C: left unfinished, so a restart runs it (same offsets and T)
+            failures.append(_StopRequested(batch_id))
+            stop_logs.silence(spark, query)
+            raise failures[-1]
         t = runlog.parse_utc_time(rows[0]["evaluation_time"])
         versions = {k: int(v) for k, v in rows[0]["versions"].items()}
         commits = sum(1 for row in rows if row["table"] is not None)
@@ -316,20 +326,70 @@ def run_stream(
     summary.query_id = str(query.id)
     progress(f"stream {summary.query_id} started (checkpoint {summary.checkpoint}, trigger {trigger})")
     try:
-        _await(query, progress)
+        _await(query, stopping, progress)
     except StreamingQueryException as exc:
-        if failures:
+        if failures and isinstance(failures[0], _StopRequested):
+            progress(f"micro-batch {failures[0].batch_id} was planned but not started: the restart runs it")
+        elif failures:
             raise failures[0] from exc
-        raise
+        else:
+            raise
+    finally:
+        stop_logs.restore()
     return summary
 
 
-def _await(query: StreamingQuery, progress: Progress) -> None:
+class _StopLogs:
+    """While a query ends because of :class:`_StopRequested`, the error logs that ending prints (py4j's
+    traceback of the callback, Spark's "terminated with error" with three copies of it) say nothing the user
+    needs: they are turned off, and set back when the stream returns (best effort)."""
+
+    PY4J = "py4j.clientserver"
+
+    def __init__(self) -> None:
+        self._restore: list[Callable[[], None]] = []
+
+    def silence(self, spark: SparkSession, query: StreamingQuery) -> None:
+        py4j = logging.getLogger(self.PY4J)
+        level = py4j.level
+        py4j.setLevel(logging.CRITICAL)
+        self._restore.append(lambda: py4j.setLevel(level))
+        try:
+            execution = query._jsq.streamingQuery()  # noqa: SLF001 - StreamingQueryWrapper -> StreamExecution
+            name = execution.getClass().getName()
+            log4j = spark.sparkContext._jvm.org.apache.logging.log4j  # type: ignore[union-attr]  # noqa: SLF001
+            previous = log4j.LogManager.getLogger(name).getLevel()
+            log4j.core.config.Configurator.setLevel(name, log4j.Level.OFF)
+            self._restore.append(lambda: log4j.core.config.Configurator.setLevel(name, previous))
+        except Exception as exc:  # noqa: BLE001 - logging settings never stop a stream
+            log.debug("could not quiet the stream's stop logs: %s", exc)
+
+    def restore(self) -> None:
+        restore, self._restore = self._restore, []
+        for undo in reversed(restore):
+            try:
+                undo()
+            except Exception as exc:  # noqa: BLE001 - logging settings never stop a stream
+                log.debug("could not restore a stream log level: %s", exc)
+
+
+class _StopRequested(Exception):
+    """Raised in place of a micro-batch planned after Ctrl-C: nothing is written and Spark does not record the
+    micro-batch as done, so the restarted stream runs it with the same offsets."""
+
+    def __init__(self, batch_id: int) -> None:
+        super().__init__(f"stopped before micro-batch {batch_id}")
+        self.batch_id = batch_id
+
+
+def _await(query: StreamingQuery, stopping: threading.Event, progress: Progress) -> None:
     """Wait for the query to end; the first Ctrl-C stops it after the current micro-batch, a second cancels it.
 
     PySpark's own SIGINT handler cancels every running job at once (a micro-batch would fail half-way and be
-    rolled back), so it is replaced while the stream runs, in the main thread only."""
-    stopping = threading.Event()
+    rolled back), so it is replaced while the stream runs, in the main thread only. After the first Ctrl-C the
+    query is stopped as soon as no trigger is active; a micro-batch Spark starts before that (the next trigger
+    is due at once when micro-batches take longer than the interval) sees ``stopping`` and ends the query
+    without writing. Raises the query's error, if it failed."""
 
     def on_interrupt(_signum: int, _frame: object) -> None:
         if stopping.is_set():
@@ -345,6 +405,7 @@ def _await(query: StreamingQuery, progress: Progress) -> None:
                 while query.isActive and query.status.get("isTriggerActive"):
                     time.sleep(0.5)
                 query.stop()
+                query.awaitTermination()  # raises when the query failed before it was stopped
                 return
     finally:
         if main and previous is not None:
