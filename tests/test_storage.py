@@ -698,5 +698,11 @@ def test_local_checkpoint_keeps_the_rows_cuts_the_lineage_and_releases_its_block
     assert sorted(map(tuple, grouped.collect())) == [("a", 4), ("b", 2)]
     assert barrier(grouped.where("total > 2")).collect() == [Row(k="a", total=4)]
     assert spark.sparkContext._jsc.sc().getPersistentRDDs().size() == before + 2  # noqa: SLF001
+    # Spark's "cannot be recomputed after unpersisting" warnings are silenced while releasing, levels set back.
+    log4j = spark.sparkContext._jvm.org.apache.logging.log4j  # noqa: SLF001
+    names = sorted({rdd.getClass().getName() for rdd in barrier._blocks})  # noqa: SLF001
+    levels = [str(log4j.LogManager.getLogger(name).getLevel()) for name in names]
     barrier.cleanup()
     assert spark.sparkContext._jsc.sc().getPersistentRDDs().size() == before  # noqa: SLF001
+    assert [str(log4j.LogManager.getLogger(name).getLevel()) for name in names] == levels
+    barrier.cleanup()  # nothing left to release

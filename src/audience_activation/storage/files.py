@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 from urllib.parse import unquote
 
@@ -91,23 +91,57 @@ class LocalCheckpoint:
     def __init__(self) -> None:
         self.writes = 0
         self._blocks: list[Any] = []
+        self._jvm: Any = None
 
     def __call__(self, df: DataFrame, partition_by: Sequence[str] = ()) -> DataFrame:
         """Materialise ``df`` eagerly; ``partition_by`` only matters to file layouts and is ignored here."""
         self.writes += 1
+        self._jvm = df.sparkSession.sparkContext._jvm  # noqa: SLF001 - log4j is reached through the JVM gateway
         materialised = df.localCheckpoint(eager=True)
         plan = materialised._jdf.queryExecution().analyzed()  # a LogicalRDD over the checkpointed RDD
         self._blocks.append(plan.rdd())
         return materialised
 
     def cleanup(self) -> None:
-        """Release every checkpointed block (best effort: a failure to release never fails a run)."""
+        """Release every checkpointed block (best effort: a failure to release never fails a run).
+
+        Spark warns, for each one, that a locally checkpointed RDD cannot be recomputed after it is released —
+        exactly the intent here — so the RDDs' loggers are raised to ERROR while they are released, then set
+        back."""
         blocks, self._blocks = self._blocks, []
-        for rdd in blocks:
-            try:
-                rdd.unpersist(False)
-            except Exception as exc:  # noqa: BLE001 - py4j raises its own error types; cleanup must not fail
-                log.warning("could not release a local checkpoint: %s", exc)
+        if not blocks:
+            return
+        restore = _quiet_loggers(self._jvm, blocks)
+        try:
+            for rdd in blocks:
+                try:
+                    rdd.unpersist(False)
+                except Exception as exc:  # noqa: BLE001 - py4j raises its own error types; cleanup must not fail
+                    log.warning("could not release a local checkpoint: %s", exc)
+        finally:
+            restore()
+
+
+def _quiet_loggers(jvm: Any, rdds: Sequence[Any]) -> Callable[[], None]:
+    """Raise the log4j loggers of the RDDs' classes to ERROR; returns what sets them back (best effort)."""
+    try:
+        log4j = jvm.org.apache.logging.log4j
+        names = sorted({rdd.getClass().getName() for rdd in rdds})
+        levels = {name: log4j.LogManager.getLogger(name).getLevel() for name in names}
+        for name in names:
+            log4j.core.config.Configurator.setLevel(name, log4j.Level.ERROR)
+    except Exception as exc:  # noqa: BLE001 - logging settings never fail a run
+        log.debug("could not quiet the local checkpoint warnings: %s", exc)
+        return lambda: None
+
+    def restore() -> None:
+        try:
+            for name, level in levels.items():
+                log4j.core.config.Configurator.setLevel(name, level)
+        except Exception as exc:  # noqa: BLE001 - logging settings never fail a run
+            log.debug("could not restore the local checkpoint loggers: %s", exc)
+
+    return restore
 
 
 #: Hadoop scheme -> pyarrow scheme, for the driver-side file operations (listing, deleting).
