@@ -17,8 +17,8 @@ Steps:
    stops the stream with Ctrl-C (SIGINT: it ends after the current micro-batch) and waits for it.
 4. **Latency** of a commit: from its commit time to the end of the first micro-batch whose input versions
    include it (``ended_at`` in the run log: its activation rows and state are committed by then). Percentiles
-   over the commits processed. **Lag** at the end: the commits no micro-batch had taken when the writer stopped.
-   The rate is *sustained* when the lag stays bounded: the last commit processed within two micro-batches.
+   over the commits processed. **Backlog**: the commits no micro-batch that had ended took when the writer stopped.
+   The rate is *sustained* when that backlog is at most two micro-batches' worth of commits.
 """
 
 from __future__ import annotations
@@ -163,6 +163,7 @@ def measure(conf: Path, lake: str, args: argparse.Namespace) -> dict[str, Any]:
     time.sleep(args.warmup)  # the stream's first (catch-up) micro-batch, not measured
     first = len(micro_batches(lake, started))
     writer.run(args.duration)
+    writer_stopped = dt.datetime.now(dt.timezone.utc)
     stream.send_signal(signal.SIGINT)  # Ctrl-C: stops after the current micro-batch
     stream.wait(timeout=3600)
     stop.set()
@@ -177,8 +178,20 @@ def measure(conf: Path, lake: str, args: argparse.Namespace) -> dict[str, Any]:
             latencies.append((_utc(taking["ended_at"]) - commit["committed_at"]).total_seconds())
             processed += 1
     durations = [(_utc(b["ended_at"]) - _utc(b["started_at"])).total_seconds() for b in batches]
-    lag = len(writer.commits) - processed
+    done_before_stop = [
+        dict(b["input_versions"]).get("experience_events", -1) for b in batches if _utc(b["ended_at"]) <= writer_stopped
+    ]
+    taken = max(done_before_stop, default=-1)
+    lag = sum(1 for c in writer.commits if c["version"] > taken)
     per_batch = max(1, round(statistics.mean(durations) / args.commit_seconds)) if durations else 0
+    sizes = [
+        {
+            "events": dict(b["counts"]).get("rows.experience_events.new", 0),
+            "persons": dict(b["counts"]).get("persons", 0),
+            "seconds": round(seconds, 1),
+        }
+        for b, seconds in zip(batches, durations, strict=True)
+    ]
     return {
         "rate_events_per_second": args.rate,
         "commit_seconds": args.commit_seconds,
@@ -194,7 +207,12 @@ def measure(conf: Path, lake: str, args: argparse.Namespace) -> dict[str, Any]:
             "p95": percentile(latencies, 0.95) if latencies else None,
             "max": round(max(latencies), 1) if latencies else None,
         },
-        "commits_not_processed_at_stop": lag,
+        "micro_batch_sizes": sizes,
+        "largest_micro_batch_events_per_second": max(
+            (round(b["events"] / b["seconds"]) for b in sizes if b["seconds"]), default=0
+        ),
+        "commits_processed_by_the_end": processed,
+        "commits_not_processed_when_the_writer_stopped": lag,
         "sustained": bool(latencies) and lag <= 2 * per_batch,
         "stream_peak_rss_gib": round(peak[0] / 2**30, 2),
         "stream_exit_code": stream.returncode,
@@ -204,6 +222,7 @@ def measure(conf: Path, lake: str, args: argparse.Namespace) -> dict[str, Any]:
 
 def markdown(results: dict[str, Any]) -> str:
     r = results["result"]
+    sizes = "; ".join(f"{b['events']:,}, {b['persons']:,}, {b['seconds']} s" for b in r["micro_batch_sizes"])
     lines = [
         f"# Streaming latency: {results['persons']:,} persons, {r['rate_events_per_second']} events/s "
         f"({results['engine']})",
@@ -218,8 +237,12 @@ def markdown(results: dict[str, Any]) -> str:
         f"{r['micro_batch_seconds']['max']} s) |",
         f"| latency p50 / p95 / max | {r['latency_seconds']['p50']} / {r['latency_seconds']['p95']} / "
         f"{r['latency_seconds']['max']} s |",
-        f"| commits not processed when the writer stopped | {r['commits_not_processed_at_stop']} |",
-        f"| sustained (bounded lag) | {'yes' if r['sustained'] else 'no'} |",
+        f"| micro-batches (events, persons, seconds) | {sizes} |",
+        f"| largest micro-batch's throughput | {r['largest_micro_batch_events_per_second']:,} events/s |",
+        f"| commits not processed when the writer stopped (no micro-batch that had ended took them) | "
+        f"{r['commits_not_processed_when_the_writer_stopped']} of {r['commits']} |",
+        f"| sustained (that backlog within two micro-batches' worth of commits) | "
+        f"{'yes' if r['sustained'] else 'no'} |",
         f"| stream peak RSS | {r['stream_peak_rss_gib']} GiB |",
         "",
     ]
