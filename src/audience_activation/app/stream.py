@@ -26,6 +26,7 @@ stopped) is skipped when that run read all of its input versions, and refused ot
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -34,6 +35,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NoReturn
 
 from pyspark.errors import StreamingQueryException
 from pyspark.sql import DataFrame, SparkSession
@@ -43,6 +45,7 @@ from pyspark.sql.types import StructType
 from .. import pipeline, recovery, runlog, tables
 from ..config import AppConfig
 from ..lease import LakeLease, LeaseHeldError, LeaseLostError
+from ..logs import quiet_jvm_loggers
 from ..pipeline.micro_batch import Changes, MicroBatchResults, TableChange, evaluate_micro_batch
 from ..runlog import FAILED, RunCounts, RunSummary
 from ..schemas import INPUT_TABLES, check_input_schemas
@@ -297,14 +300,24 @@ def run_stream(
     stopping = threading.Event()  # Ctrl-C: no micro-batch starts any more
     stop_logs = _StopLogs()
 
+    def stop_before(batch_id: int, cause: BaseException | None = None) -> NoReturn:
+        """A micro-batch planned after Ctrl-C: left unfinished, so a restart runs it (same offsets and T)."""
+        failures.append(_StopRequested(batch_id))
+        stop_logs.silence(spark, query)
+        raise failures[-1] from cause
+
     def handle(batch: DataFrame, batch_id: int) -> None:
-        rows = batch.collect()  # one row per input commit of the micro-batch (bounded by the rate limit)
+        if stopping.is_set():
+            stop_before(batch_id)
+        try:
+            rows = batch.collect()  # one row per input commit of the micro-batch (bounded by the rate limit)
+        except BaseException as exc:
+            if stopping.is_set():  # cancelled by the stop: nothing was written
+                stop_before(batch_id, exc)
+            failures.append(exc)
+            raise
         if not rows:
             return
-        if stopping.is_set():  # planned after Ctrl-C: left unfinished, so a restart runs it (same offsets and T)
-            failures.append(_StopRequested(batch_id))
-            stop_logs.silence(spark, query)
-            raise failures[-1]
         t = runlog.parse_utc_time(rows[0]["evaluation_time"])
         versions = {k: int(v) for k, v in rows[0]["versions"].items()}
         commits = sum(1 for row in rows if row["table"] is not None)
@@ -342,14 +355,18 @@ def run_stream(
 class _StopLogs:
     """While a query ends because of :class:`_StopRequested`, the error logs that ending prints (py4j's
     traceback of the callback, Spark's "terminated with error" with three copies of it) say nothing the user
-    needs: they are turned off, and set back when the stream returns (best effort)."""
+    needs: they are turned off, and set back when the stream returns (best effort; once set back, never turned
+    off again by a late micro-batch)."""
 
     PY4J = "py4j.clientserver"
 
     def __init__(self) -> None:
         self._restore: list[Callable[[], None]] = []
+        self._closed = False
 
     def silence(self, spark: SparkSession, query: StreamingQuery) -> None:
+        if self._closed or self._restore:
+            return
         py4j = logging.getLogger(self.PY4J)
         level = py4j.level
         py4j.setLevel(logging.CRITICAL)
@@ -357,20 +374,17 @@ class _StopLogs:
         try:
             execution = query._jsq.streamingQuery()  # noqa: SLF001 - StreamingQueryWrapper -> StreamExecution
             name = execution.getClass().getName()
-            log4j = spark.sparkContext._jvm.org.apache.logging.log4j  # type: ignore[union-attr]  # noqa: SLF001
-            previous = log4j.LogManager.getLogger(name).getLevel()
-            log4j.core.config.Configurator.setLevel(name, log4j.Level.OFF)
-            self._restore.append(lambda: log4j.core.config.Configurator.setLevel(name, previous))
         except Exception as exc:  # noqa: BLE001 - logging settings never stop a stream
-            log.debug("could not quiet the stream's stop logs: %s", exc)
+            log.debug("could not find the stream's execution class: %s", exc)
+            return
+        jvm = spark.sparkContext._jvm  # noqa: SLF001 - log4j is reached through the JVM gateway
+        self._restore.append(quiet_jvm_loggers(jvm, [name], "OFF"))
 
     def restore(self) -> None:
+        self._closed = True
         restore, self._restore = self._restore, []
         for undo in reversed(restore):
-            try:
-                undo()
-            except Exception as exc:  # noqa: BLE001 - logging settings never stop a stream
-                log.debug("could not restore a stream log level: %s", exc)
+            undo()
 
 
 class _StopRequested(Exception):
@@ -407,6 +421,10 @@ def _await(query: StreamingQuery, stopping: threading.Event, progress: Progress)
                 query.stop()
                 query.awaitTermination()  # raises when the query failed before it was stopped
                 return
+    except KeyboardInterrupt:  # the second Ctrl-C: the query is stopped too, not left running
+        with contextlib.suppress(Exception):
+            query.stop()
+        raise
     finally:
         if main and previous is not None:
             signal.signal(signal.SIGINT, previous)

@@ -12,13 +12,14 @@ import json
 import logging
 import os
 import re
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 from urllib.parse import unquote
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from ..logs import quiet_jvm_loggers
 from .errors import DamagedTableError, damaged
 
 log = logging.getLogger(__name__)
@@ -107,11 +108,11 @@ class LocalCheckpoint:
 
         Spark warns, for each one, that a locally checkpointed RDD cannot be recomputed after it is released —
         exactly the intent here — so the RDDs' loggers are raised to ERROR while they are released, then set
-        back."""
+        back (:func:`audience_activation.logs.quiet_jvm_loggers`)."""
         blocks, self._blocks = self._blocks, []
         if not blocks:
             return
-        restore = _quiet_loggers(self._jvm, blocks)
+        restore = quiet_jvm_loggers(self._jvm, [rdd.getClass().getName() for rdd in blocks])
         try:
             for rdd in blocks:
                 try:
@@ -120,28 +121,6 @@ class LocalCheckpoint:
                     log.warning("could not release a local checkpoint: %s", exc)
         finally:
             restore()
-
-
-def _quiet_loggers(jvm: Any, rdds: Sequence[Any]) -> Callable[[], None]:
-    """Raise the log4j loggers of the RDDs' classes to ERROR; returns what sets them back (best effort)."""
-    try:
-        log4j = jvm.org.apache.logging.log4j
-        names = sorted({rdd.getClass().getName() for rdd in rdds})
-        levels = {name: log4j.LogManager.getLogger(name).getLevel() for name in names}
-        for name in names:
-            log4j.core.config.Configurator.setLevel(name, log4j.Level.ERROR)
-    except Exception as exc:  # noqa: BLE001 - logging settings never fail a run
-        log.debug("could not quiet the local checkpoint warnings: %s", exc)
-        return lambda: None
-
-    def restore() -> None:
-        try:
-            for name, level in levels.items():
-                log4j.core.config.Configurator.setLevel(name, level)
-        except Exception as exc:  # noqa: BLE001 - logging settings never fail a run
-            log.debug("could not restore the local checkpoint loggers: %s", exc)
-
-    return restore
 
 
 #: Hadoop scheme -> pyarrow scheme, for the driver-side file operations (listing, deleting).
