@@ -25,6 +25,7 @@ from typing import Any
 
 from pyspark.sql import SparkSession
 
+from .logs import quiet_jvm_loggers
 from .storage.connector import connector_conf, find_delta_jars
 
 log = logging.getLogger(__name__)
@@ -186,10 +187,7 @@ def quiet_task_errors(spark: SparkSession) -> None:
     Connect) is left as it is."""
     try:
         jvm = spark.sparkContext._jvm  # noqa: SLF001 - log4j is configured through the JVM gateway
-        if jvm is None:
-            return
-        level = jvm.org.apache.logging.log4j.Level.OFF
-        for name in TASK_ERROR_LOGGERS:
-            jvm.org.apache.logging.log4j.core.config.Configurator.setLevel(name, level)
     except Exception as exc:  # noqa: BLE001 - logging settings never fail a run
         log.debug("could not quiet Spark's task error logs: %s", exc)
+        return
+    quiet_jvm_loggers(jvm, TASK_ERROR_LOGGERS, "OFF")  # for the whole session: never set back
