@@ -14,10 +14,10 @@ from hypothesis import strategies as st
 from pyspark.sql import DataFrame, SparkSession
 
 import identity_reference as rules
-from audience_activation.affected import new_rows, resolve_affected, seed_identities, touching
+from audience_activation.affected import holding, new_rows, resolve_affected, seed_identities, touching
 from audience_activation.as_of import AsOfInputs, as_of
 from audience_activation.config import IdentitySettings, NamespaceConfig, NamespacesConfig, NamespaceType
-from audience_activation.storage.base import ParquetCheckpoint
+from audience_activation.storage.base import LocalCheckpoint, ParquetCheckpoint
 from test_identity import POOL, REFERENCE_NS  # the identity tests' namespaces and identity pool
 
 T = dt.datetime(2026, 11, 29)
@@ -237,3 +237,31 @@ def test_touching_records_keeps_each_touching_row_as_often_as_it_is_there(spark:
         for r in part.collect()
     )
     assert got == sorted(key(r) for r in rows[:7])
+
+
+def test_holding_keeps_every_row_that_holds_an_identity_with_its_other_columns(spark: SparkSession) -> None:
+    """The micro-batch's filter before validating primary identities: each row holding an affected identity (any
+    namespace spelling, any position, duplicates kept), whole; a row holding none is left out."""
+
+    def fragment(name: str, ids: dict[str, list[str]] | None) -> tuple:
+        return (name, None if ids is None else {ns: [(i, False) for i in values] for ns, values in ids.items()})
+
+    rows = [
+        fragment("both", {"ECID": [E1], "EMAIL": ["x@example.com"]}),
+        fragment("both", {"ECID": [E1], "EMAIL": ["x@example.com"]}),  # the same row twice: kept twice
+        fragment("second", {"EMAIL": ["y@example.com", "x@example.com"]}),  # second in its list
+        fragment("hash", {"Email_LC_SHA256": ["h1"]}),  # namespace normalised before matching
+        fragment("other", {"ECID": [E2], "EMAIL": ["y@example.com"]}),  # touches nothing
+        fragment("none", None),
+    ]
+    fragments = spark.createDataFrame(rows, f"name string, identityMap {IDENTITY_MAP}")
+    affected = spark.createDataFrame(
+        [("ECID", E1), ("EMAIL", "x@example.com"), ("EMAIL_LC_SHA256", "h1")], "namespace string, id string"
+    )
+    barrier = LocalCheckpoint()
+    try:
+        kept = holding(fragments, affected, barrier)
+        assert kept.columns == ["name", "identityMap"]
+        assert sorted(r["name"] for r in kept.collect()) == ["both", "both", "hash", "second"]
+    finally:
+        barrier.cleanup()

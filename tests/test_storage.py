@@ -23,7 +23,7 @@ import pyarrow as pa
 import pytest
 from chispa import assert_df_equality
 from deltalake import DeltaTable, TableFeatures, write_deltalake
-from pyspark.sql import Row, SparkSession
+from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 
 from audience_activation.storage import (
@@ -33,6 +33,7 @@ from audience_activation.storage import (
     StorageError,
     TableNotFoundError,
     UnsupportedTableFeatureError,
+    files,
     open_storage,
 )
 from audience_activation.storage.base import CHANGE_DATA_FEED, LocalCheckpoint, uncommitted_data_files
@@ -709,3 +710,52 @@ def test_local_checkpoint_keeps_the_rows_cuts_the_lineage_and_releases_its_block
     loggers = log4j.core.LoggerContext.getContext(False).getConfiguration().getLoggers()
     assert not any(loggers.containsKey(name) for name in names)
     barrier.cleanup()  # nothing left to release
+
+
+def test_local_checkpoint_marks_small_results_for_broadcast_and_leaves_large_ones(
+    spark: SparkSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A checkpointed part is sized by its stored blocks, not by the estimate of the plan that made it: a small
+    one (or an empty one) is broadcast in a join with a big input, which is then not shuffled; one above
+    ``BROADCAST_BYTES`` is left to the planner; ``autoBroadcastJoinThreshold=-1`` turns the marking off. Spark's
+    warnings about hints a plan cannot use are silenced while the barrier's results are in use, then restored."""
+    big = spark.range(200_000).select((F.col("id") % 50_000).alias("k"), "id")
+    derived = big.groupBy("k").count().where("k < 10")  # planned as big as its source
+
+    def plan(df: DataFrame) -> str:
+        return big.join(df, on="k", how="left_semi")._jdf.queryExecution().executedPlan().toString()  # noqa: SLF001
+
+    threshold = spark.conf.get("spark.sql.autoBroadcastJoinThreshold")
+    spark.conf.set("spark.sql.autoBroadcastJoinThreshold", "1k")  # the planner broadcasts no side of its own
+    assert "SortMergeJoin" in plan(derived)
+    barrier = LocalCheckpoint()
+    log4j = spark.sparkContext._jvm.org.apache.logging.log4j  # noqa: SLF001
+    try:
+        small = barrier(derived)
+        empty = barrier(derived.where("k < 0"))
+        assert barrier.broadcast == 2
+        assert "BroadcastHashJoin" in plan(small) and "BroadcastHashJoin" in plan(empty)
+        assert sorted(r["k"] for r in big.join(small, on="k", how="left_semi").select("k").distinct().collect()) == [
+            *range(10)
+        ]
+        assert log4j.LogManager.getLogger(files.HINT_LOGGER).getLevel().toString() == "ERROR"
+        monkeypatch.setattr(files, "BROADCAST_BYTES", 16)
+        assert "SortMergeJoin" in plan(barrier(derived))
+        monkeypatch.setattr(files, "BROADCAST_BYTES", 64 << 20)
+        spark.conf.set("spark.sql.autoBroadcastJoinThreshold", "-1")
+        barrier(derived)
+        assert barrier.broadcast == 2 and barrier.writes == 4
+    finally:
+        spark.conf.set("spark.sql.autoBroadcastJoinThreshold", threshold)
+        barrier.cleanup()
+    loggers = log4j.core.LoggerContext.getContext(False).getConfiguration().getLoggers()
+    assert not loggers.containsKey(files.HINT_LOGGER)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [("10485760", 10 << 20), ("10MB", 10 << 20), ("64m", 64 << 20), ("-1", -1)]
+)
+def test_parse_bytes_reads_spark_byte_sizes(value: str, expected: int) -> None:
+    assert files.parse_bytes(value) == expected
+    with pytest.raises(ValueError, match="not a byte size"):
+        files.parse_bytes("ten megabytes")

@@ -185,6 +185,23 @@ def _touching_records(records: DataFrame, columns: tuple[str, ...], identities: 
     return grouped.select(F.explode(F.array_repeat(F.col("_row"), F.col("_copies"))).alias("_row")).select("_row.*")
 
 
+def holding(records: DataFrame, identities: DataFrame, checkpoint: Checkpoint) -> DataFrame:
+    """The rows of ``records`` (any columns, with ``identityMap``) that may hold one of ``identities``: every row
+    that does, and rarely a few that do not — a filter for the steps that then join on an identity anyway.
+
+    Two light passes instead of validating and ranking the identities of every row: the identity lists that hold
+    one of ``identities`` are found by exploding them (their 64-bit hashes, materialised by ``checkpoint``), then
+    the rows with one of those hashes are kept (a row with an equal list holds the identity too; a hash collision
+    only lets an unrelated row through)."""
+    listed = F.xxhash64(F.map_entries("identityMap"))
+    by_namespace = records.select(listed.alias("_list"), F.explode("identityMap").alias("_namespace", "_ids"))
+    exploded = by_namespace.select(
+        "_list", normalize_namespace(F.col("_namespace")).alias("namespace"), F.explode("_ids.id").alias("id")
+    )
+    lists = checkpoint(exploded.join(F.broadcast(identities), on=_KEY, how="left_semi").select("_list").distinct())
+    return records.join(lists, on=listed == F.col("_list"), how="left_semi")
+
+
 def _touching_links(links: DataFrame, identities: DataFrame) -> DataFrame:
     ends = []
     for side in ("src", "dst"):
@@ -210,11 +227,13 @@ def touching(as_of: AsOfInputs, identities: DataFrame) -> AsOfInputs:
     )
 
 
-def _with_previous_persons(identities: DataFrame, previous: DataFrame | None) -> DataFrame:
-    """``identities`` and every identity of the previous persons that hold one of them."""
+def _with_previous_persons(identities: DataFrame, previous: DataFrame | None, checkpoint: Checkpoint) -> DataFrame:
+    """``identities`` and every identity of the previous persons that hold one of them (the persons are
+    materialised: a barrier that measures them lets the second join broadcast them)."""
     if previous is None:
         return identities
-    persons = previous.join(identities, on=_KEY, how="left_semi").select("person_id").distinct()
+    identities = checkpoint(identities)
+    persons = checkpoint(previous.join(identities, on=_KEY, how="left_semi").select("person_id").distinct())
     members = previous.join(persons, on="person_id", how="left_semi").select(*_KEY)
     return identities.unionByName(members).distinct()
 
@@ -240,12 +259,18 @@ def resolve_affected(
     Raises:
         RuntimeError: the closure did not end within :data:`MAX_ROUNDS` rounds (a bug, not a big graph).
     """
-    identities = _with_previous_persons(seeds.select(*_KEY).distinct(), previous_clusters)
+    identities = _with_previous_persons(seeds.select(*_KEY).distinct(), previous_clusters, checkpoint)
     # Rule 3: the neighbours of the set from the start (one scan of the part, far cheaper than a second round).
     neighbours = seed_identities(touching(as_of, checkpoint(identities)))
-    identities = checkpoint(_with_previous_persons(identities.unionByName(neighbours).distinct(), previous_clusters))
+    identities = checkpoint(
+        _with_previous_persons(identities.unionByName(neighbours).distinct(), previous_clusters, checkpoint)
+    )
     for rounds in range(1, MAX_ROUNDS + 1):
-        resolved = resolve_identities(touching(as_of, identities), namespaces, settings, checkpoint)
+        part = touching(as_of, identities)  # materialised: resolution reads each table of it more than once
+        part = AsOfInputs(
+            *(None if df is None else checkpoint(df) for df in (part.fragments, part.events, part.links, part.regions))
+        )
+        resolved = resolve_identities(part, namespaces, settings, checkpoint)
         if resolved.components is None:  # pragma: no cover - resolve_identities always labels components
             raise RuntimeError("identity resolution did not return its components")
         nodes = checkpoint(resolved.components)
@@ -254,7 +279,7 @@ def resolve_affected(
         if outside.isEmpty():  # the convergence test of an iterative algorithm (like connected components)
             clusters = checkpoint(resolved.clusters.join(identities, on=_KEY, how="left_semi"))
             previous_persons = (
-                previous_clusters.join(identities, on=_KEY, how="left_semi").select("person_id").distinct()
+                checkpoint(previous_clusters.join(identities, on=_KEY, how="left_semi").select("person_id").distinct())
                 if previous_clusters is not None
                 else clusters.sparkSession.createDataFrame([], "person_id string")
             )
@@ -269,5 +294,7 @@ def resolve_affected(
                 rounds=rounds,
             )
         added = outside.select(*_KEY)
-        identities = checkpoint(_with_previous_persons(identities.unionByName(added).distinct(), previous_clusters))
+        identities = checkpoint(
+            _with_previous_persons(identities.unionByName(added).distinct(), previous_clusters, checkpoint)
+        )
     raise RuntimeError(f"the affected persons did not close within {MAX_ROUNDS} rounds")

@@ -36,6 +36,7 @@ Pure: DataFrames in, DataFrames out; the convergence test of the affected-person
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from dataclasses import dataclass
 from functools import reduce
@@ -148,9 +149,12 @@ def _replace(previous: DataFrame | None, new: DataFrame, keys: DataFrame, on: li
     return previous.join(F.broadcast(keys), on=on, how="left_anti").unionByName(new.select(*previous.columns))
 
 
-def _copies(events: DataFrame, some: DataFrame) -> DataFrame:
-    """Every event of ``events`` that has the de-duplication key (``_id``) of one of ``some`` (same columns)."""
-    keys = some.select(profile.event_key(some).alias("_key")).distinct()
+def _copies(events: DataFrame, some: DataFrame, barrier: Barrier) -> DataFrame:
+    """Every event of ``events`` that has the de-duplication key (``_id``) of one of ``some`` (same columns).
+
+    The keys are materialised first: a barrier measures them, so the join broadcasts them instead of shuffling
+    every event (:class:`~audience_activation.storage.base.LocalCheckpoint`)."""
+    keys = barrier(some.select(profile.event_key(some).alias("_key")).distinct())
     return events.withColumn("_key", profile.event_key(events)).join(keys, on="_key", how="left_semi").drop("_key")
 
 
@@ -235,7 +239,7 @@ def evaluate_micro_batch(
         seeds = seeds.unionByName(affected_rules.seed_identities(removed))  # a removed row can split a person
     for events_ in (fresh.events, removed.events):
         if events_ is not None and as_of.events is not None:  # an earlier copy can move an event to its person
-            copies = AsOfInputs(None, _copies(as_of.events, events_), None, None)
+            copies = AsOfInputs(None, _copies(as_of.events, events_, barrier), None, None)
             seeds = seeds.unionByName(affected_rules.seed_identities(copies))
     spark = inputs.fragments.sparkSession
     streamed = streamed_segments(compiled)
@@ -253,10 +257,16 @@ def evaluate_micro_batch(
     if as_of.events is not None:
         # Duplicates of an event count once, the first copy by time among all of them (rule 3): every copy of
         # the affected persons' events is attributed, then only their persons' events are kept.
-        theirs = profile.attach_persons(as_of.events, clusters).drop("primary_namespace", "primary_id", "person_id")
-        candidates = _copies(as_of.events, theirs)
+        holding = affected_rules.holding(as_of.events, affected.identities, barrier)
+        theirs = profile.attach_persons(holding, clusters).drop("primary_namespace", "primary_id", "person_id")
+        candidates = barrier(_copies(as_of.events, theirs, barrier))
         events = barrier(profile.person_events(candidates, all_clusters).join(persons, on="person_id", how="left_semi"))
-    unified = barrier(stages.profiles(as_of, events, clusters, config))
+    # Only the fragments that hold an affected identity can be theirs (the profiles stage joins on the primary one).
+    fragments = (
+        None if as_of.fragments is None else affected_rules.holding(as_of.fragments, affected.identities, barrier)
+    )
+    theirs_only = dataclasses.replace(as_of, fragments=fragments)
+    unified = barrier(stages.profiles(theirs_only, events, clusters, config))
 
     say(f"evaluating {len(streamed)} streamed segments")
     evaluated = barrier(stages.segments(compiled, unified, events))
@@ -287,7 +297,7 @@ def evaluate_micro_batch(
     previous_clusters = (
         None
         if previous.clusters is None
-        else previous.clusters.join(affected.previous_persons, on="person_id", how="left_semi")
+        else barrier(previous.clusters.join(affected.previous_persons, on="person_id", how="left_semi"))
     )
     routed = stages.routing(diff.changes, clusters, as_of.regions, previous_clusters, config, evaluation_time)
     changes_out = barrier(routed, partition_by=("destination_id", "route"))
