@@ -46,6 +46,8 @@ from deltalake import DeltaTable, write_deltalake
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = str(Path(sys.executable).parent / "audience-activation")
+#: How many existing events the writer copies (round robin), taken evenly over the table.
+SAMPLE_ROWS = 100_000
 
 
 def conf_dir(base: Path, lake: str, args: argparse.Namespace) -> Path:
@@ -92,7 +94,12 @@ class Writer:
     def __init__(self, lake: str, rate: int, commit_seconds: float) -> None:
         self.table = DeltaTable(f"{lake}/experience_events")
         self.schema = pa.schema(self.table.schema().to_arrow())
-        self.sample = self.table.to_pyarrow_dataset().head(10_000)
+        # Events spread over the whole table, so the appended events belong to many persons (a sample from its
+        # head, as before, gave every appended event to the same ~1,300 persons, whose histories then grew with
+        # each run on a reused lake).
+        dataset = self.table.to_pyarrow_dataset()
+        rows = dataset.count_rows()
+        self.sample = dataset.take(list(range(0, rows, max(1, rows // SAMPLE_ROWS)))[:SAMPLE_ROWS])
         self.per_commit = max(1, round(rate * commit_seconds))
         self.commit_seconds = commit_seconds
         self.commits: list[dict[str, Any]] = []  # version, committed_at (UTC), rows
@@ -228,7 +235,8 @@ def markdown(results: dict[str, Any]) -> str:
         f"({results['engine']})",
         "",
         f"Machine: {results['machine']}. Trigger `{results['trigger']}`, one commit every {r['commit_seconds']} s, "
-        f"{results['duration_seconds']} s of writing after {results['warmup_seconds']} s of warm-up.",
+        f"{results['duration_seconds']} s of writing after {results['warmup_seconds']} s of warm-up. "
+        f"Driver memory (JVM heap, local mode): {results.get('driver_memory', 'not recorded')}.",
         "",
         "| measure | value |",
         "|---|---|",
@@ -273,6 +281,7 @@ def main() -> None:
         "trigger": args.trigger,
         "duration_seconds": args.duration,
         "warmup_seconds": args.warmup,
+        "driver_memory": args.driver_memory,
         "machine": machine(),
         "measured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "result": result,
