@@ -726,11 +726,11 @@ def test_local_checkpoint_marks_small_results_for_broadcast_and_leaves_large_one
         return big.join(df, on="k", how="left_semi")._jdf.queryExecution().executedPlan().toString()  # noqa: SLF001
 
     threshold = spark.conf.get("spark.sql.autoBroadcastJoinThreshold")
-    spark.conf.set("spark.sql.autoBroadcastJoinThreshold", "1k")  # the planner broadcasts no side of its own
-    assert "SortMergeJoin" in plan(derived)
     barrier = LocalCheckpoint()
     log4j = spark.sparkContext._jvm.org.apache.logging.log4j  # noqa: SLF001
     try:
+        spark.conf.set("spark.sql.autoBroadcastJoinThreshold", "1k")  # the planner broadcasts no side of its own
+        assert "SortMergeJoin" in plan(derived)
         small = barrier(derived)
         empty = barrier(derived.where("k < 0"))
         assert barrier.broadcast == 2
@@ -750,12 +750,3 @@ def test_local_checkpoint_marks_small_results_for_broadcast_and_leaves_large_one
         barrier.cleanup()
     loggers = log4j.core.LoggerContext.getContext(False).getConfiguration().getLoggers()
     assert not loggers.containsKey(files.HINT_LOGGER)
-
-
-@pytest.mark.parametrize(
-    ("value", "expected"), [("10485760", 10 << 20), ("10MB", 10 << 20), ("64m", 64 << 20), ("-1", -1)]
-)
-def test_parse_bytes_reads_spark_byte_sizes(value: str, expected: int) -> None:
-    assert files.parse_bytes(value) == expected
-    with pytest.raises(ValueError, match="not a byte size"):
-        files.parse_bytes("ten megabytes")

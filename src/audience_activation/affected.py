@@ -274,8 +274,8 @@ def resolve_affected(
         if resolved.components is None:  # pragma: no cover - resolve_identities always labels components
             raise RuntimeError("identity resolution did not return its components")
         nodes = checkpoint(resolved.components)
-        holding = nodes.join(identities, on=_KEY, how="left_semi").select("component").distinct()
-        outside = nodes.join(holding, on="component", how="left_semi").join(identities, on=_KEY, how="left_anti")
+        theirs = nodes.join(identities, on=_KEY, how="left_semi").select("component").distinct()
+        outside = nodes.join(theirs, on="component", how="left_semi").join(identities, on=_KEY, how="left_anti")
         if outside.isEmpty():  # the convergence test of an iterative algorithm (like connected components)
             clusters = checkpoint(resolved.clusters.join(identities, on=_KEY, how="left_semi"))
             previous_persons = (

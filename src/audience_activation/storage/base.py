@@ -45,6 +45,8 @@ from .errors import (
     lost_race,
 )
 from .files import (
+    BROADCAST_BYTES,
+    HINT_LOGGER,
     LocalCheckpoint,
     ParquetCheckpoint,
     arrow_filesystem,
@@ -58,7 +60,9 @@ from .files import (
 )
 
 __all__ = [
+    "BROADCAST_BYTES",
     "CHANGE_DATA_FEED",
+    "HINT_LOGGER",
     "PARTITION_TYPES",
     "RESERVED_COMMIT_KEYS",
     "ConcurrentWriteError",

@@ -93,7 +93,10 @@ class LocalCheckpoint:
     small part shuffled the big input (on the 1M-person demo lake: the 3.5 million events, 450 MB, for one
     join). The barrier knows better: a result whose stored blocks are no larger than :data:`BROADCAST_BYTES` is
     returned with a ``broadcast`` hint, so joins broadcast it (Spark ignores the hint where a join cannot
-    broadcast that side). ``spark.sql.autoBroadcastJoinThreshold=-1`` turns this off with every other broadcast.
+    broadcast that side). Like any hint, it follows the result through later projections, filters, aggregations
+    and generators up to the first join. ``spark.sql.autoBroadcastJoinThreshold=-1`` turns the marking off.
+    Spark's warnings about hints a plan cannot use are silenced from the first mark to :meth:`cleanup` (for every
+    hint in that time); barriers used at the same time must be cleaned up in the reverse order.
     """
 
     def __init__(self) -> None:
@@ -112,7 +115,7 @@ class LocalCheckpoint:
         self._blocks.append(rdd)
         if _fits_broadcast(df.sparkSession, rdd):
             self.broadcast += 1
-            if self._restore_hint_log is None:  # Spark warns of each hint a plan cannot use: our hints, not the user's
+            if self._restore_hint_log is None:  # Spark warns of each hint a plan cannot use (any hint, until cleanup)
                 self._restore_hint_log = quiet_jvm_loggers(self._jvm, [HINT_LOGGER])
             return materialised.hint("broadcast")
         return materialised
@@ -152,28 +155,26 @@ BROADCAST_BYTES = 64 << 20
 
 def _fits_broadcast(spark: SparkSession, rdd: Any) -> bool:
     """Whether a persisted RDD's blocks (memory and disk) are within :data:`BROADCAST_BYTES` (none is when
-    ``spark.sql.autoBroadcastJoinThreshold`` is -1: broadcasts are turned off)."""
-    if parse_bytes(spark.conf.get("spark.sql.autoBroadcastJoinThreshold") or "10MB") < 0:
+    ``spark.sql.autoBroadcastJoinThreshold`` is -1: broadcasts are turned off).
+
+    The sizes come from Spark's status store, which its listener bus fills asynchronously; the bus is drained
+    first, and a result not every partition of which is listed yet counts as too large."""
+    if spark._jsparkSession.sessionState().conf().autoBroadcastJoinThreshold() < 0:  # noqa: SLF001 - parsed by Spark
         return False
-    threshold = BROADCAST_BYTES
-    if len(rdd.partitions()) == 0:  # an empty result stores no block
+    partitions = len(rdd.partitions())
+    if partitions == 0:  # an empty result stores no block
         return True
+    context = spark.sparkContext._jsc.sc()  # noqa: SLF001 - the block manager's sizes
+    try:
+        context.listenerBus().waitUntilEmpty()
+    except Exception as exc:  # noqa: BLE001 - py4j raises its own error types; the check below still holds
+        log.debug("could not drain Spark's listener bus: %s", exc)
     wanted = rdd.id()
-    for info in spark.sparkContext._jsc.sc().getRDDStorageInfo():  # noqa: SLF001 - the block manager's sizes
+    for info in context.getRDDStorageInfo():
         if info.id() == wanted:
-            return int(info.memSize()) + int(info.diskSize()) <= threshold
+            complete = int(info.numCachedPartitions()) == partitions
+            return complete and int(info.memSize()) + int(info.diskSize()) <= BROADCAST_BYTES
     return False
-
-
-_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "m": 1 << 20, "mb": 1 << 20, "g": 1 << 30, "gb": 1 << 30}
-
-
-def parse_bytes(value: str) -> int:
-    """A Spark byte-size setting (``10485760``, ``10MB``, ``64m``, ``-1``) in bytes."""
-    match = re.fullmatch(r"\s*(-?\d+)\s*([a-zA-Z]*)\s*", value)
-    if match is None or match.group(2).lower() not in _UNITS:
-        raise ValueError(f"not a byte size: {value!r}")
-    return int(match.group(1)) * _UNITS[match.group(2).lower()]
 
 
 #: Hadoop scheme -> pyarrow scheme, for the driver-side file operations (listing, deleting).
