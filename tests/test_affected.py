@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from pyspark.sql import DataFrame, SparkSession
 
 import identity_reference as rules
+from audience_activation import input_index
 from audience_activation.affected import holding, new_rows, resolve_affected, seed_identities, touching
 from audience_activation.as_of import AsOfInputs, as_of
 from audience_activation.config import IdentitySettings, NamespaceConfig, NamespacesConfig, NamespaceType
@@ -31,6 +32,13 @@ NAMESPACES = NamespacesConfig(namespaces={"STORE": NamespaceConfig(type=Namespac
 Link = tuple[str, str, str, str, dt.datetime]
 Fragment = tuple[dict[str, list[str]], dt.datetime]
 Clusters = dict[tuple[str, str], tuple[str, int]]
+
+
+@pytest.fixture(params=["scan", "index"])
+def lookup(request: pytest.FixtureRequest) -> str:
+    """How the rows touching the affected identities are found: by scanning the inputs (the default of
+    :func:`resolve_affected`) or through the identity index the running stream keeps (:mod:`input_index`)."""
+    return str(request.param)
 
 
 @pytest.fixture()
@@ -74,6 +82,7 @@ def affected(
     checkpoint: ParquetCheckpoint,
     old: tuple[Sequence[Link], Sequence[Fragment], Sequence[tuple[str, str]]],
     new: tuple[Sequence[Link], Sequence[Fragment], Sequence[tuple[str, str]]],
+    lookup: str,
     limits: tuple[int, int] = (3, 4),
 ) -> tuple[Clusters, set[tuple[str, str]], set[str], Clusters, Clusters]:
     """Run :func:`resolve_affected` on old + new rows, the previous clusters being the reference on the old.
@@ -90,8 +99,12 @@ def affected(
     )
     settings_ = IdentitySettings(max_links_per_identity=limits[0], max_identities_per_graph=limits[1])
     seeds = seed_identities(as_of(new_fragments, None, new_links, new_regions, T))
+    find = None
+    if lookup == "index":
+        index = input_index.index_inputs(fragments, None, links, regions)
+        find = lambda ids: input_index.touching(index, ids, T)  # noqa: E731
     result = resolve_affected(
-        as_of(fragments, None, links, regions, T), seeds, previous, NAMESPACES, settings_, checkpoint
+        as_of(fragments, None, links, regions, T), seeds, previous, NAMESPACES, settings_, checkpoint, find
     )
     clusters = {(r.namespace, r.id): (r.person_id, r.graph_size) for r in result.clusters.collect()}
     identities = {(r.namespace, r.id) for r in result.identities.collect()}
@@ -112,12 +125,12 @@ def check(
     assert persons == {before[k][0] for k in identities if k in before}
 
 
-def test_a_new_link_merges_two_persons(spark: SparkSession, checkpoint: ParquetCheckpoint) -> None:
+def test_a_new_link_merges_two_persons(spark: SparkSession, checkpoint: ParquetCheckpoint, lookup: str) -> None:
     old_links = [("ECID", E1, "Email", "m1", T - 3 * DAY), ("ECID", E2, "CRMID", "c2", T - 3 * DAY)]
     untouched = [("IDFA", "d9", "Email", "m9", T - 3 * DAY)]
     new = [("Email", "m1", "CRMID", "c2", T - DAY)]
     clusters, identities, persons, before, after = affected(
-        spark, checkpoint, (old_links + untouched, [], []), (new, [], [])
+        spark, checkpoint, (old_links + untouched, [], []), (new, [], []), lookup
     )
     check(clusters, identities, persons, before, after)
     assert identities == {("ECID", E1), ("Email", "m1"), ("ECID", E2), ("CRMID", "c2")}
@@ -125,23 +138,25 @@ def test_a_new_link_merges_two_persons(spark: SparkSession, checkpoint: ParquetC
     assert len(persons) == 2  # both earlier persons are revisited (they no longer exist)
 
 
-def test_a_new_link_that_makes_a_hub_splits_its_person(spark: SparkSession, checkpoint: ParquetCheckpoint) -> None:
+def test_a_new_link_that_makes_a_hub_splits_its_person(
+    spark: SparkSession, checkpoint: ParquetCheckpoint, lookup: str
+) -> None:
     # ECID E1 links three devices (the limit); a fourth makes it a hub, and its person falls apart.
     old = [("ECID", E1, "IDFA", f"d{k}", T - 3 * DAY) for k in range(3)]
     new = [("ECID", E1, "IDFA", "d3", T - DAY)]
-    clusters, identities, persons, before, after = affected(spark, checkpoint, (old, [], []), (new, [], []))
+    clusters, identities, persons, before, after = affected(spark, checkpoint, (old, [], []), (new, [], []), lookup)
     check(clusters, identities, persons, before, after)
     assert len({person for person, _ in clusters.values()}) == 5
 
 
 def test_a_component_split_by_a_unique_namespace_closes_over_both_parts(
-    spark: SparkSession, checkpoint: ParquetCheckpoint
+    spark: SparkSession, checkpoint: ParquetCheckpoint, lookup: str
 ) -> None:
     # Two CRMIDs on one cookie: the replay keeps the older link, the newer CRMID is a person of its own.
     old = [("ECID", E1, "CRMID", "c1", T - 3 * DAY), ("ECID", E1, "CRMID", "c2", T - 2 * DAY)]
     # A new, older link of c2 elsewhere touches only c2's person; the component reaches c1's through E1.
     new = [("CRMID", "c2", "IDFA", "d1", T - 4 * DAY)]
-    clusters, identities, persons, before, after = affected(spark, checkpoint, (old, [], []), (new, [], []))
+    clusters, identities, persons, before, after = affected(spark, checkpoint, (old, [], []), (new, [], []), lookup)
     check(clusters, identities, persons, before, after)
     assert {("ECID", E1), ("CRMID", "c1")} <= identities
 
@@ -168,11 +183,11 @@ rows = st.tuples(links, fragments, st.lists(identity, max_size=1))
 )
 @given(old=rows, new=rows)
 def test_affected_persons_match_a_whole_resolution(
-    spark: SparkSession, checkpoint: ParquetCheckpoint, old: tuple, new: tuple
+    spark: SparkSession, checkpoint: ParquetCheckpoint, lookup: str, old: tuple, new: tuple
 ) -> None:
     if not any(new):
         return  # no new rows: nothing to seed from (the stream skips such a micro-batch)
-    check(*affected(spark, checkpoint, old, new))
+    check(*affected(spark, checkpoint, old, new, lookup))
 
 
 def test_new_rows_are_added_files_and_rows_whose_time_has_come(spark: SparkSession) -> None:

@@ -59,6 +59,8 @@ from .schemas import EXPERIENCE_EVENTS, IDENTITY_GRAPH, PROFILE_FRAGMENTS
 
 #: A lineage barrier (see :class:`audience_activation.pipeline.Barrier`).
 Checkpoint = Callable[[DataFrame], DataFrame]
+#: The rows of the inputs as of ``T`` that touch some identities (``namespace, id``), as :func:`touching` gives.
+Lookup = Callable[[DataFrame], AsOfInputs]
 
 #: Give up after this many closure rounds: each adds at least one identity, and real graphs close in one or two.
 MAX_ROUNDS = 50
@@ -66,7 +68,7 @@ MAX_ROUNDS = 50
 _KEY = ["namespace", "id"]
 _TABLES = {"fragments": PROFILE_FRAGMENTS, "events": EXPERIENCE_EVENTS, "links": IDENTITY_GRAPH}
 #: What identity resolution reads of each record table (narrower rows through the restriction).
-_RECORD_COLUMNS = {
+RECORD_COLUMNS = {
     "fragments": ("identityMap", "ingested_at", "dataset"),
     "events": ("_id", "timestamp", "identityMap"),
     "regions": ("identityMap", "userActivityRegions"),
@@ -217,7 +219,7 @@ def touching(as_of: AsOfInputs, identities: DataFrame) -> AsOfInputs:
     resolution reads."""
 
     def part(df: DataFrame | None, name: str) -> DataFrame | None:
-        return None if df is None else _touching_records(df, _RECORD_COLUMNS[name], identities)
+        return None if df is None else _touching_records(df, RECORD_COLUMNS[name], identities)
 
     return AsOfInputs(
         fragments=part(as_of.fragments, "fragments"),
@@ -245,6 +247,7 @@ def resolve_affected(
     namespaces: NamespacesConfig,
     settings: IdentitySettings,
     checkpoint: Checkpoint,
+    lookup: Lookup | None = None,
 ) -> Affected:
     """Resolve the persons that ``seeds`` can change (rules in the module docstring).
 
@@ -255,18 +258,21 @@ def resolve_affected(
         namespaces: namespace types, uniqueness and priorities.
         settings: identity limits and the co-occurrence switch.
         checkpoint: lineage barrier (the affected set and each round's resolution are materialised).
+        lookup: finds the rows of ``as_of`` that touch some identities (default :func:`touching` of ``as_of``;
+            the streaming job passes :func:`audience_activation.input_index.touching` over its kept index).
 
     Raises:
         RuntimeError: the closure did not end within :data:`MAX_ROUNDS` rounds (a bug, not a big graph).
     """
+    find = lookup or (lambda ids: touching(as_of, ids))
     identities = _with_previous_persons(seeds.select(*_KEY).distinct(), previous_clusters, checkpoint)
     # Rule 3: the neighbours of the set from the start (one scan of the part, far cheaper than a second round).
-    neighbours = seed_identities(touching(as_of, checkpoint(identities)))
+    neighbours = seed_identities(find(checkpoint(identities)))
     identities = checkpoint(
         _with_previous_persons(identities.unionByName(neighbours).distinct(), previous_clusters, checkpoint)
     )
     for rounds in range(1, MAX_ROUNDS + 1):
-        part = touching(as_of, identities)  # materialised: resolution reads each table of it more than once
+        part = find(identities)  # materialised: resolution reads each table of it more than once
         part = AsOfInputs(
             *(None if df is None else checkpoint(df) for df in (part.fragments, part.events, part.links, part.regions))
         )

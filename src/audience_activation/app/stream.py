@@ -56,6 +56,7 @@ from ..stream_source import SOURCE_NAME, InputVersions, offset_time
 from . import state, writer
 from .batch import commit_outputs, fail_attempt, recover
 from .context import OnCommit, Progress, no_hook, quiet, storage_for
+from .index_cache import InputIndexCache
 
 log = logging.getLogger(__name__)
 
@@ -161,8 +162,12 @@ def process_micro_batch(
     *,
     progress: Progress = quiet,
     on_commit: OnCommit = no_hook,
+    index_cache: InputIndexCache | None = None,
 ) -> RunSummary | None:
-    """Process one micro-batch (steps in the module docstring); None when it had completed already."""
+    """Process one micro-batch (steps in the module docstring); None when it had completed already.
+
+    ``index_cache``: the running stream's identity index of the inputs, brought to the versions read (without
+    it, every lookup of the affected persons' rows scans the inputs)."""
     store = storage_for(spark, config)
     run = runlog.stream_run_id(evaluation_time, batch_id)
     if run in state.completed_run_ids(store, config, [run]):
@@ -202,9 +207,10 @@ def process_micro_batch(
         previous_profiles = (
             None if profiles_version is None else store.read(tables.PROFILES.location(config.job), profiles_version).df
         )
+        index = None if index_cache is None else index_cache.update(summary.input_versions)
         micro = evaluate_micro_batch(
             inputs, changes, previous, previous_profiles, config, summary.evaluation_time,
-            barrier=barrier, progress=progress,
+            barrier=barrier, progress=progress, index=index,
         )  # fmt: skip
         summary.classification = micro.results.classification
         summary.cc_rounds = micro.results.cc_rounds
@@ -296,6 +302,7 @@ def run_stream(
     if sweep and streamed_time_dependence(config).time_dependent:
         reader = reader.option("sweepSeconds", str(sweep))
 
+    index_cache = InputIndexCache(store, config, progress)
     failures: list[BaseException] = []
     stopping = threading.Event()  # Ctrl-C: no micro-batch starts any more
     stop_logs = _StopLogs()
@@ -324,7 +331,9 @@ def run_stream(
         kind = f"{commits} input commit(s)" if commits else "sweep (no new commit)"
         progress(f"micro-batch {batch_id}: {kind}, T = {offset_time(t)}")
         try:
-            done = process_micro_batch(spark, config, batch_id, t, versions, progress=progress, on_commit=on_commit)
+            done = process_micro_batch(
+                spark, config, batch_id, t, versions, progress=progress, on_commit=on_commit, index_cache=index_cache
+            )
         except BaseException as exc:
             failures.append(exc)  # re-raised as itself once the query has stopped (not as a streaming error)
             raise
@@ -349,6 +358,7 @@ def run_stream(
             raise
     finally:
         stop_logs.restore()
+        index_cache.close()
     return summary
 
 

@@ -47,7 +47,7 @@ from pyspark.sql import functions as F
 
 from .. import activation as activation_rules
 from .. import affected as affected_rules
-from .. import profile
+from .. import input_index, profile
 from ..as_of import TIME_COLUMNS, AsOfInputs
 from ..as_of import as_of as inputs_as_of
 from ..config import AppConfig, DestinationConfig
@@ -158,6 +158,15 @@ def _copies(events: DataFrame, some: DataFrame, barrier: Barrier) -> DataFrame:
     return events.withColumn("_key", profile.event_key(events)).join(keys, on="_key", how="left_semi").drop("_key")
 
 
+def _holding(
+    records: DataFrame, index: input_index.TableIndex | None, identities: DataFrame, barrier: Barrier
+) -> DataFrame:
+    """The rows of ``records`` that may hold one of ``identities``, through the index when there is one."""
+    if index is None:
+        return affected_rules.holding(records, identities, barrier)
+    return input_index.holding(records, index, identities)
+
+
 def _time_seeds(
     spark: SparkSession,
     compiled: stages.Compiled,
@@ -207,6 +216,7 @@ def evaluate_micro_batch(
     barrier: Barrier = no_barrier,
     compiled: stages.Compiled | None = None,
     progress: Any = None,
+    index: input_index.InputsIndex | None = None,
 ) -> MicroBatchResults:
     """Everything a micro-batch at ``T`` computes (rules in the module docstring); nothing is written.
 
@@ -220,6 +230,8 @@ def evaluate_micro_batch(
         barrier: where results are materialised.
         compiled: :func:`stages.compile_run`'s result when the caller compiled already.
         progress: called with a one-line message as each step starts.
+        index: the identity index of ``inputs`` (:mod:`audience_activation.input_index`), when the caller keeps
+            one: the rows touching the affected identities are then looked up in it (same results, no scan).
 
     Raises:
         ValueError: no previous run (a stream continues from a batch run's state).
@@ -245,8 +257,9 @@ def evaluate_micro_batch(
     streamed = streamed_segments(compiled)
     seeds = seeds.unionByName(_time_seeds(spark, compiled, streamed, as_of, previous, evaluation_time))
     seeds = barrier(seeds.distinct())
+    lookup = None if index is None else (lambda ids: input_index.touching(index, ids, evaluation_time))
     affected = affected_rules.resolve_affected(
-        as_of, seeds, previous.clusters, config.namespaces, config.job.identity, barrier
+        as_of, seeds, previous.clusters, config.namespaces, config.job.identity, barrier, lookup
     )
     clusters = affected.clusters
     persons = barrier(clusters.select("person_id").unionByName(affected.previous_persons).distinct())
@@ -257,13 +270,15 @@ def evaluate_micro_batch(
     if as_of.events is not None:
         # Duplicates of an event count once, the first copy by time among all of them (rule 3): every copy of
         # the affected persons' events is attributed, then only their persons' events are kept.
-        holding = affected_rules.holding(as_of.events, affected.identities, barrier)
+        holding = _holding(as_of.events, None if index is None else index.events, affected.identities, barrier)
         theirs = profile.attach_persons(holding, clusters).drop("primary_namespace", "primary_id", "person_id")
         candidates = barrier(_copies(as_of.events, theirs, barrier))
         events = barrier(profile.person_events(candidates, all_clusters).join(persons, on="person_id", how="left_semi"))
     # Only the fragments that hold an affected identity can be theirs (the profiles stage joins on the primary one).
     fragments = (
-        None if as_of.fragments is None else affected_rules.holding(as_of.fragments, affected.identities, barrier)
+        None
+        if as_of.fragments is None
+        else _holding(as_of.fragments, None if index is None else index.fragments, affected.identities, barrier)
     )
     theirs_only = dataclasses.replace(as_of, fragments=fragments)
     unified = barrier(stages.profiles(theirs_only, events, clusters, config))
