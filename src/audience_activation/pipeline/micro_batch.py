@@ -158,6 +158,15 @@ def _copies(events: DataFrame, some: DataFrame, barrier: Barrier) -> DataFrame:
     return events.withColumn("_key", profile.event_key(events)).join(keys, on="_key", how="left_semi").drop("_key")
 
 
+def _narrow_events(as_of: AsOfInputs, index: input_index.InputsIndex, evaluation_time: dt.datetime) -> AsOfInputs:
+    """``as_of`` with its events replaced by the index's kept rows of them (``_id``, ``timestamp``,
+    ``identityMap``) as of ``T``: the same events, narrower and already in memory."""
+    if index.events is None:
+        return as_of
+    rows = index.events.rows.drop("_list")
+    return dataclasses.replace(as_of, events=inputs_as_of(None, rows, None, None, evaluation_time).events)
+
+
 def _holding(
     records: DataFrame, index: input_index.TableIndex | None, identities: DataFrame, barrier: Barrier
 ) -> DataFrame:
@@ -249,13 +258,16 @@ def evaluate_micro_batch(
     seeds = affected_rules.seed_identities(fresh)
     if any(t is not None for t in (removed.fragments, removed.events, removed.links, removed.regions)):
         seeds = seeds.unionByName(affected_rules.seed_identities(removed))  # a removed row can split a person
+    # The seeds read only the events' identities and times: the index's narrow rows serve them when there is one.
+    identified = as_of if index is None else _narrow_events(as_of, index, evaluation_time)
     for events_ in (fresh.events, removed.events):
-        if events_ is not None and as_of.events is not None:  # an earlier copy can move an event to its person
-            copies = AsOfInputs(None, _copies(as_of.events, events_, barrier), None, None)
+        if events_ is not None and identified.events is not None:  # an earlier copy can move an event's person
+            some = events_.select(*identified.events.columns)
+            copies = AsOfInputs(None, _copies(identified.events, some, barrier), None, None)
             seeds = seeds.unionByName(affected_rules.seed_identities(copies))
     spark = inputs.fragments.sparkSession
     streamed = streamed_segments(compiled)
-    seeds = seeds.unionByName(_time_seeds(spark, compiled, streamed, as_of, previous, evaluation_time))
+    seeds = seeds.unionByName(_time_seeds(spark, compiled, streamed, identified, previous, evaluation_time))
     seeds = barrier(seeds.distinct())
     lookup = None if index is None else (lambda ids: input_index.touching(index, ids, evaluation_time))
     affected = affected_rules.resolve_affected(
