@@ -16,7 +16,8 @@ first step is identity resolution on a part of the inputs that gives, for those 
    the part are missing, it looks like no hub, and the closure (rule 6) would need a second resolution round
    to find it. Adding the neighbours costs one scan of the part instead; the result is the same, since any
    closed set that holds the seeds gives the exact persons.
-4. **The part of the inputs.** The records and links that touch an affected identity (:func:`touching`). Every
+4. **The part of the inputs.** The records and links that touch an affected identity (:func:`touching`, or the
+   same rows through the running stream's identity index, :mod:`audience_activation.input_index`). Every
    link, co-occurrence and crowded record of an affected identity is in it, so an affected identity's
    neighbour count (hub guardrail) is exact, and so is every rule of a component made of affected identities
    only (unique-namespace replay, size limit, person id).
@@ -73,6 +74,8 @@ RECORD_COLUMNS = {
     "events": ("_id", "timestamp", "identityMap"),
     "regions": ("identityMap", "userActivityRegions"),
 }
+#: What identity resolution reads of ``identity_graph`` (:func:`audience_activation.identity.link_entries`).
+LINK_COLUMNS = ("src_namespace", "src_id", "dst_namespace", "dst_id", "last_seen_at")
 
 
 @dataclass(frozen=True)
@@ -205,6 +208,7 @@ def holding(records: DataFrame, identities: DataFrame, checkpoint: Checkpoint) -
 
 
 def _touching_links(links: DataFrame, identities: DataFrame) -> DataFrame:
+    links = links.select(*LINK_COLUMNS)
     ends = []
     for side in ("src", "dst"):
         end = identities.select(F.col("namespace").alias("_ns"), F.col("id").alias("_id"))

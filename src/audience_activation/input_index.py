@@ -7,8 +7,8 @@ its data file is first seen, and the running stream keeps it across micro-batche
 (:class:`audience_activation.app.index_cache.InputIndexCache`). Its parts, per input table:
 
 - **rows**: the table's rows with the columns identity resolution reads, and ``_list``, the 64-bit hash of the
-  row's identity list (``xxhash64(map_entries(identityMap))``); links keep every column, with ``_src`` and
-  ``_dst``, the hashes of their two ends.
+  row's identity list (``xxhash64(map_entries(identityMap))``); links with ``_src`` and ``_dst``, the hashes of
+  their two ends.
 - **entries** (record tables): the distinct pairs ``_identity, _list`` of the rows: the hash of each normalised
   ``namespace, id`` of an identity list and the hash of that list.
 
@@ -64,20 +64,12 @@ class TableIndex:
     """The index of one input table (or of some of its data files).
 
     Attributes:
-        rows: the rows with the columns identity resolution reads and ``_list`` (links: every column, ``_src``
-            and ``_dst``).
+        rows: the rows with the columns identity resolution reads and ``_list`` (links: ``_src`` and ``_dst``).
         entries: ``_identity, _list``, distinct (None for links).
     """
 
     rows: DataFrame
     entries: DataFrame | None
-
-    def union(self, other: TableIndex) -> TableIndex:
-        """The index of both parts' rows (entries de-duplicated)."""
-        entries = None
-        if self.entries is not None and other.entries is not None:
-            entries = self.entries.unionByName(other.entries).distinct()
-        return TableIndex(rows=self.rows.unionByName(other.rows), entries=entries)
 
 
 @dataclass(frozen=True)
@@ -103,9 +95,9 @@ def index_records(records: DataFrame, table: str) -> TableIndex:
 
 
 def index_links(links: DataFrame) -> TableIndex:
-    """Index ``identity_graph``: every column, with the hashes of the two ends."""
+    """Index ``identity_graph``: the columns identity resolution reads, with the hashes of the two ends."""
     ends = (_end_hash("src").alias("_src"), _end_hash("dst").alias("_dst"))
-    return TableIndex(rows=links.select("*", *ends), entries=None)
+    return TableIndex(rows=links.select(*affected.LINK_COLUMNS, *ends), entries=None)
 
 
 def index_inputs(

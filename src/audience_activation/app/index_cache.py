@@ -1,5 +1,5 @@
 """The identity index of the input tables (:mod:`audience_activation.input_index`), kept by a running stream
-across its micro-batches (docs/streaming.md, "The identity index").
+across its micro-batches (docs/streaming.md, "The identity index of the inputs").
 
 Rules, per input table, in the order :meth:`InputIndexCache.update` applies them:
 
@@ -7,10 +7,13 @@ Rules, per input table, in the order :meth:`InputIndexCache.update` applies them
 2. **Same version**: the kept index is used as it is.
 3. **Appends only**: when the micro-batch reads a later version and no data file was removed since the kept one
    (:meth:`DeltaStorage.read_changes` has no removed row), the rows of the added files are indexed as a new part.
-   Data files never change once written, so the parts together are the index of the version read.
+   Data files never change once written, so the parts together are the index of the version read. Not on a
+   table with deletion vectors enabled (``delta.enableDeletionVectors``): a delete there can keep its file and
+   mark rows deleted beside it, which a list of files does not show.
 4. **Anything else** (a compaction, a delete or an overwrite removed files; an older version; a table that
-   disappeared) drops the table's parts; rule 1 applies again.
-5. **Merging**: more than :data:`MAX_PARTS` parts are merged into one (each scan of the index reads every part).
+   disappeared; deletion vectors) drops the table's parts; rule 1 applies again.
+5. **At most** :data:`MAX_PARTS` **parts**: one more is not appended; the table is indexed whole again (one
+   part, whose plan is one scan: merging the parts instead would keep every earlier part's plan).
 
 Parts are materialised in memory, spilling to disk (``MEMORY_AND_DISK``), and released by :meth:`close`.
 """
@@ -46,14 +49,20 @@ def _index(df: DataFrame, field_name: str) -> TableIndex:
 
 
 def _kept(index: TableIndex) -> TableIndex:
-    """``index`` materialised (rows first: the entries are computed from the kept rows)."""
-    rows = index.rows.persist(StorageLevel.MEMORY_AND_DISK)
-    rows.count()
-    entries = None
-    if index.entries is not None:
-        entries = index.entries.persist(StorageLevel.MEMORY_AND_DISK)
-        entries.count()
-    return TableIndex(rows=rows, entries=entries)
+    """``index`` materialised (rows first: the entries are computed from the kept rows); nothing stays cached
+    when that fails."""
+    kept = TableIndex(
+        rows=index.rows.persist(StorageLevel.MEMORY_AND_DISK),
+        entries=None if index.entries is None else index.entries.persist(StorageLevel.MEMORY_AND_DISK),
+    )
+    try:
+        kept.rows.count()
+        if kept.entries is not None:
+            kept.entries.count()
+    except BaseException:
+        _release(kept)
+        raise
+    return kept
 
 
 def _release(index: TableIndex) -> None:
@@ -100,20 +109,16 @@ class InputIndexCache:
         kept = self._tables.get(name)
         if kept is not None and kept.version == version:  # rule 2
             return kept
-        if kept is not None and kept.version < version:  # rule 3
+        if kept is not None and kept.version < version and len(kept.parts) < MAX_PARTS:  # rules 3 and 5
+            vectors = self._store.properties(location).get("delta.enableDeletionVectors", "false").lower() == "true"
             changes = self._store.read_changes(location, kept.version, version)
-            if changes.removed.isEmpty():
+            if not vectors and changes.removed.isEmpty():
                 self._progress(f"indexing the rows added to {name} up to version {version}")
                 kept.parts.append(_kept(_index(changes.added, field_name)))
                 kept.version = version
                 self.appended += 1
-                if len(kept.parts) > MAX_PARTS:  # rule 5
-                    merged = reduce(TableIndex.union, kept.parts)
-                    old, kept.parts = kept.parts, [_kept(merged)]
-                    for part in old:
-                        _release(part)
                 return kept
-        self._drop(name)  # rule 4, then rule 1
+        self._drop(name)  # rules 4 and 5, then rule 1
         self._progress(f"indexing the identities of {name} (version {version})")
         table = _Table(version=version, parts=[_kept(_index(self._store.read(location, version).df, field_name))])
         self._tables[name] = table
