@@ -10,7 +10,7 @@ Steps:
 1. A demo lake of ``--persons`` persons (generated unless the lake already holds them) with the shipped
    configuration, and a batch run (the state the stream continues from) unless one completed already.
 2. ``audience-activation stream --trigger "<--trigger>"`` in its own process (a fresh checkpoint), its peak
-   resident memory (process tree) sampled every 0.2 s.
+   memory (process tree, every 0.2 s: PSS, which counts a page shared by processes once, and the RSS sum).
 3. This process appends ``--rate`` events per second to ``experience_events`` in one commit every
    ``--commit-seconds`` (copies of existing events with a new ``_id`` and the commit's wall-clock time, so the
    events belong to existing persons and fall inside the 24-hour windows), for ``--duration`` seconds; then it
@@ -127,15 +127,34 @@ class Writer:
             time.sleep(max(0.0, tick - time.monotonic()))
 
 
-def sample_memory(pid: int, peak: list[int], stop: threading.Event) -> None:
+def _kind(process: psutil.Process, root: int) -> str:
+    """What a process of the stream's tree is: the JVM, the stream's Python driver, or a Python worker."""
+    if process.pid == root:
+        return "python driver"
+    return "jvm" if process.name() == "java" else "python workers"
+
+
+def sample_memory(pid: int, peak: dict[str, Any], stop: threading.Event) -> None:
+    """Every 0.2 s the memory of the stream's process tree; ``peak`` keeps the highest proportional set size
+    (PSS: a page shared by several processes counted once, split among them) with its parts by kind at that
+    moment, and the highest sum of resident set sizes (RSS), which counts shared pages in every process that maps
+    them — a worker that the JVM forks carries the JVM's whole resident heap until it execs, so that sum can
+    briefly show almost twice the JVM."""
     watched = psutil.Process(pid)
     while not stop.is_set():
-        total = 0
+        parts: dict[str, int] = {}
+        rss = 0
         with suppress(psutil.Error):
             for member in [watched, *watched.children(recursive=True)]:
                 with suppress(psutil.Error):
-                    total += member.memory_info().rss
-        peak[0] = max(peak[0], total)
+                    memory = member.memory_full_info()
+                    kind = _kind(member, pid)
+                    parts[kind] = parts.get(kind, 0) + memory.pss
+                    rss += memory.rss
+        total = sum(parts.values())
+        if total > peak["total"]:
+            peak.update(total=total, parts=parts)
+        peak["rss"] = max(peak["rss"], rss)
         time.sleep(0.2)
 
 
@@ -163,7 +182,8 @@ def measure(conf: Path, lake: str, args: argparse.Namespace) -> dict[str, Any]:
     log = Path(checkpoint + ".log")
     with log.open("wb") as out:
         stream = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
-    peak, stop = [0], threading.Event()
+    peak: dict[str, Any] = {"total": 0, "parts": {}, "rss": 0}
+    stop = threading.Event()
     sampler = threading.Thread(target=sample_memory, args=(stream.pid, peak, stop), daemon=True)
     sampler.start()
     writer = Writer(lake, args.rate, args.commit_seconds)
@@ -221,7 +241,9 @@ def measure(conf: Path, lake: str, args: argparse.Namespace) -> dict[str, Any]:
         "commits_processed_by_the_end": processed,
         "commits_not_processed_when_the_writer_stopped": lag,
         "sustained": bool(latencies) and lag <= 2 * per_batch,
-        "stream_peak_rss_gib": round(peak[0] / 2**30, 2),
+        "stream_peak_pss_gib": round(peak["total"] / 2**30, 2),
+        "stream_peak_pss_parts_gib": {kind: round(v / 2**30, 2) for kind, v in sorted(peak["parts"].items())},
+        "stream_peak_rss_gib": round(peak["rss"] / 2**30, 2),
         "stream_exit_code": stream.returncode,
         "stream_log_tail": log.read_text(errors="replace")[-1500:],
     }
@@ -251,7 +273,10 @@ def markdown(results: dict[str, Any]) -> str:
         f"{r['commits_not_processed_when_the_writer_stopped']} of {r['commits']} |",
         f"| sustained (that backlog within two micro-batches' worth of commits) | "
         f"{'yes' if r['sustained'] else 'no'} |",
-        f"| stream peak RSS | {r['stream_peak_rss_gib']} GiB |",
+        f"| stream peak memory (PSS: shared pages once) | {r.get('stream_peak_pss_gib', 'not recorded')} GiB |",
+        f"| its parts at that moment | "
+        f"{', '.join(f'{k} {v} GiB' for k, v in r.get('stream_peak_pss_parts_gib', {}).items()) or 'not recorded'} |",
+        f"| stream peak RSS summed over its processes (shared pages in each) | {r['stream_peak_rss_gib']} GiB |",
         "",
     ]
     return "\n".join(lines)
