@@ -58,6 +58,7 @@ def conf_dir(base: Path, lake: str, args: argparse.Namespace) -> Path:
     job["lake"]["root"] = lake
     job["storage"]["engine"] = args.engine
     job.setdefault("spark", {})["conf"] = {"spark.driver.memory": args.driver_memory}
+    job.setdefault("stream", {})["identity_index"] = args.identity_index
     (conf / "job.yaml").write_text(yaml.safe_dump(job))
     return conf
 
@@ -258,7 +259,8 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         f"Machine: {results['machine']}. Trigger `{results['trigger']}`, one commit every {r['commit_seconds']} s, "
         f"{results['duration_seconds']} s of writing after {results['warmup_seconds']} s of warm-up. "
-        f"Driver memory (JVM heap, local mode): {results.get('driver_memory', 'not recorded')}.",
+        f"Driver memory (JVM heap, local mode): {results.get('driver_memory', 'not recorded')}. "
+        f"Identity index (`stream.identity_index`): {results.get('identity_index', 'not recorded')}.",
         "",
         "| measure | value |",
         "|---|---|",
@@ -293,6 +295,7 @@ def main() -> None:
     parser.add_argument("--trigger", default="5 seconds")
     parser.add_argument("--driver-memory", default="8g")
     parser.add_argument("--lake", default=None, help="lake root (default /tmp/aa-stream-<persons>)")
+    parser.add_argument("--identity-index", action="store_true", help="stream.identity_index: true")
     parser.add_argument("--label", default="")
     args = parser.parse_args()
     lake = args.lake or f"/tmp/aa-stream-{args.persons}"
@@ -307,6 +310,7 @@ def main() -> None:
         "duration_seconds": args.duration,
         "warmup_seconds": args.warmup,
         "driver_memory": args.driver_memory,
+        "identity_index": args.identity_index,
         "machine": machine(),
         "measured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "result": result,

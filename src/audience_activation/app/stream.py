@@ -302,7 +302,7 @@ def run_stream(
     if sweep and streamed_time_dependence(config).time_dependent:
         reader = reader.option("sweepSeconds", str(sweep))
 
-    index_cache = InputIndexCache(store, config, progress)
+    index_cache = InputIndexCache(store, config, progress) if config.job.stream.identity_index else None
     failures: list[BaseException] = []
     stopping = threading.Event()  # Ctrl-C: no micro-batch starts any more
     stop_logs = _StopLogs()
@@ -358,7 +358,8 @@ def run_stream(
             raise
     finally:
         stop_logs.restore()
-        index_cache.close()
+        if index_cache is not None:
+            index_cache.close()
     return summary
 
 

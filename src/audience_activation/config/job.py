@@ -167,9 +167,13 @@ class StreamSettings(_Model):
         sweep_interval_seconds: With no new input commit for this long, the stream still runs a micro-batch (a
             *sweep*) so that members of time-windowed streamed segments exit when their window passes; 0 turns
             sweeps off. Only when a streamed segment depends on the time.
+        identity_index: Keep an identity index of the inputs in the running stream (``input_index``), so the
+            rows touching the affected persons are looked up instead of scanned. Off by default while its memory
+            use in long-lived JVMs is examined.
     """
 
     sweep_interval_seconds: Annotated[StrictInt, Field(ge=0)] = 300
+    identity_index: StrictBool = False
 
 
 class SparkSettings(_Model):
