@@ -14,7 +14,7 @@ first step is identity resolution on a part of the inputs that gives, for those 
    with its previous person (rule 2). A neighbour outside the previous persons is usually a hub (an identity
    whose links the guardrail drops, so it is a person of its own): without it in the set, its links outside
    the part are missing, it looks like no hub, and the closure (rule 6) would need a second resolution round
-   to find it. Adding the neighbours costs one scan of the part instead; the result is the same, since any
+   to find it. Adding the neighbours costs one lookup of the inputs instead; the result is the same, since any
    closed set that holds the seeds gives the exact persons.
 4. **The part of the inputs.** The records and links that touch an affected identity (:func:`touching`, or the
    same rows through the running stream's identity index, :mod:`audience_activation.input_index`). Every

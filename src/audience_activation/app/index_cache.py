@@ -32,7 +32,7 @@ from ..input_index import InputsIndex, TableIndex
 from ..storage import DeltaStorage
 from .context import Progress, quiet
 
-#: Parts of one table's index before they are merged into one.
+#: Parts of one table's index at most (the whole-table part and appended ones); one more indexes the table whole.
 MAX_PARTS = 8
 
 #: Input table -> its name in :class:`InputsIndex`.
