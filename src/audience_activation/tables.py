@@ -298,6 +298,9 @@ RUNS = TableSpec(
 )
 
 INPUTS: tuple[TableSpec, ...] = (FRAGMENTS, EVENTS, GRAPH, REGIONS)
+#: Input table -> its attribute in the pipeline's holders of the four inputs (``Inputs``, ``AsOfInputs``,
+#: ``Changes``, ``InputsIndex``).
+INPUT_FIELDS = {FRAGMENTS.name: "fragments", EVENTS.name: "events", GRAPH.name: "links", REGIONS.name: "regions"}
 #: The outputs in the order a batch run commits them (the run log last: its row says the run completed).
 OUTPUTS: tuple[TableSpec, ...] = (
     CLUSTERS,

@@ -35,14 +35,6 @@ from .context import Progress, quiet
 #: Parts of one table's index at most (the whole-table part and appended ones); one more indexes the table whole.
 MAX_PARTS = 8
 
-#: Input table -> its name in :class:`InputsIndex`.
-_TABLES = {
-    tables.FRAGMENTS.name: "fragments",
-    tables.EVENTS.name: "events",
-    tables.GRAPH.name: "links",
-    tables.REGIONS.name: "regions",
-}
-
 
 def _index(df: DataFrame, field_name: str) -> TableIndex:
     return input_index.index_links(df) if field_name == "links" else input_index.index_records(df, field_name)
@@ -97,7 +89,7 @@ class InputIndexCache:
     def update(self, versions: dict[str, int | None]) -> InputsIndex:
         """The index of each input table at ``versions`` (the versions a micro-batch read; None: absent)."""
         found: dict[str, TableIndex | None] = {}
-        for name, field_name in _TABLES.items():
+        for name, field_name in tables.INPUT_FIELDS.items():
             version = versions.get(name)
             found[field_name] = None if version is None else self._table(name, field_name, version).index()
             if version is None:

@@ -64,12 +64,6 @@ log = logging.getLogger(__name__)
 AVAILABLE_NOW = "available-now"
 #: How long a micro-batch waits between attempts to take a lease another run holds.
 LEASE_WAIT_SECONDS = 5.0
-_INPUT_KEYS = {
-    tables.FRAGMENTS.name: "fragments",
-    tables.EVENTS.name: "events",
-    tables.GRAPH.name: "links",
-    tables.REGIONS.name: "regions",
-}
 
 
 class StreamStartError(RuntimeError):
@@ -139,7 +133,7 @@ def _read(
         links=frames[tables.GRAPH.name],
         regions=frames[tables.REGIONS.name],
     )
-    changes = Changes(**{_INPUT_KEYS[name]: df for name, df in changed.items()})
+    changes = Changes(**{tables.INPUT_FIELDS[name]: df for name, df in changed.items()})
     return inputs, changes, versions
 
 
