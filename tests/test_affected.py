@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from unittest.mock import ANY
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -15,7 +16,7 @@ from pyspark.sql import DataFrame, SparkSession
 
 import identity_reference as rules
 from audience_activation import input_index
-from audience_activation.affected import holding, new_rows, resolve_affected, seed_identities, touching
+from audience_activation.affected import holding, new_rows, resolve_affected, seed_identities, split_seeds, touching
 from audience_activation.as_of import AsOfInputs, as_of
 from audience_activation.config import IdentitySettings, NamespaceConfig, NamespacesConfig, NamespaceType
 from audience_activation.storage.base import LocalCheckpoint, ParquetCheckpoint
@@ -98,13 +99,14 @@ def affected(
         "namespace string, id string, person_id string, graph_size int",
     )
     settings_ = IdentitySettings(max_links_per_identity=limits[0], max_identities_per_graph=limits[1])
-    seeds = seed_identities(as_of(new_fragments, None, new_links, new_regions, T))
+    # As the stream seeds: rows that can change the graph are resolved, the others revisit their persons.
+    seeds, adding = split_seeds(as_of(new_fragments, None, new_links, new_regions, T), NAMESPACES, settings_)
     find = None
     if lookup == "index":
         index = input_index.index_inputs(fragments, None, links, regions)
         find = lambda ids: input_index.touching(index, ids, T)  # noqa: E731
     result = resolve_affected(
-        as_of(fragments, None, links, regions, T), seeds, previous, NAMESPACES, settings_, checkpoint, find
+        as_of(fragments, None, links, regions, T), seeds, previous, NAMESPACES, settings_, checkpoint, find, adding
     )
     clusters = {(r.namespace, r.id): (r.person_id, r.graph_size) for r in result.clusters.collect()}
     identities = {(r.namespace, r.id) for r in result.identities.collect()}
@@ -159,6 +161,66 @@ def test_a_component_split_by_a_unique_namespace_closes_over_both_parts(
     clusters, identities, persons, before, after = affected(spark, checkpoint, (old, [], []), (new, [], []), lookup)
     check(clusters, identities, persons, before, after)
     assert {("ECID", E1), ("CRMID", "c1")} <= identities
+
+
+def test_split_seeds_resolves_only_rows_that_can_change_the_graph(spark: SparkSession) -> None:
+    """Links and records with two or more linking identities can change persons; a record with one linking
+    identity (a non-people identity beside it does not link), a region row of any size, and every record when
+    co-occurrence links are off, can only add identities. An identity of both kinds of row is changing only."""
+    fragments = spark.createDataFrame(
+        [
+            ({"ECID": [(E1, True)]}, "ds", T - DAY),  # one identity
+            ({"ECID": [(E2, True)], "Email": [("m2", False)]}, "ds", T - DAY),  # two linking identities
+            ({"CRMID": [("c3", True)], "STORE": [("s1", False)]}, "ds", T - DAY),  # STORE is non_people
+            ({"Email": [("m2", True)]}, "ds", T - DAY),  # also in a changing row
+        ],
+        f"identityMap {IDENTITY_MAP}, dataset string, ingested_at timestamp",
+    )
+    regions = spark.createDataFrame(
+        [({"ECID": [("3" * 38, True)], "IDFA": [("d3", False)]}, {"VA6": (T - DAY,)})], REGIONS_DDL
+    )
+    links = spark.createDataFrame([("IDFA", "d1", "Email", "m1", T - DAY)], LINKS_DDL)
+    rows_ = as_of(fragments, None, links, regions, T)
+
+    def split(cooccurrence: bool) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
+        changing, adding = split_seeds(rows_, NAMESPACES, IdentitySettings(cooccurrence_links=cooccurrence))
+        return {(r.namespace, r.id) for r in changing.collect()}, {(r.namespace, r.id) for r in adding.collect()}
+
+    alone = {("ECID", E1), ("CRMID", "c3"), ("STORE", "s1"), ("ECID", "3" * 38), ("IDFA", "d3")}
+    ends = {("IDFA", "d1"), ("Email", "m1")}
+    assert split(True) == ({("ECID", E2), ("Email", "m2")} | ends, alone)
+    assert split(False) == (ends, alone | {("ECID", E2), ("Email", "m2")})
+    assert split(True)[0] | split(True)[1] == {(r.namespace, r.id) for r in seed_identities(rows_).collect()}
+
+
+def test_a_row_that_repeats_a_known_identity_revisits_its_person_without_resolving(
+    spark: SparkSession, checkpoint: ParquetCheckpoint
+) -> None:
+    """Rule 7: a new single-identity fragment of a known identity gives its whole previous person, with its
+    previous rows, and no resolution round; one of a new identity is resolved (a person of its own)."""
+    old = [("ECID", E1, "Email", "m1", T - 3 * DAY), ("ECID", E2, "CRMID", "c2", T - 3 * DAY)]
+    before = reference(old, [], [], (3, 4))
+    previous = spark.createDataFrame(
+        [(ns, i, p, size) for (ns, i), (p, size) in before.items()],
+        "namespace string, id string, person_id string, graph_size int",
+    )
+    settings_ = IdentitySettings(max_links_per_identity=3, max_identities_per_graph=4)
+
+    def run(new: list[Fragment]) -> tuple[Clusters, int]:
+        links, fragments, regions = frames(spark, old, new, [])
+        seeds, adding = split_seeds(as_of(frames(spark, [], new, [])[1], None, None, None, T), NAMESPACES, settings_)
+        result = resolve_affected(
+            as_of(fragments, None, links, regions, T), seeds, previous, NAMESPACES, settings_, checkpoint, None, adding
+        )
+        assert {r.person_id for r in result.previous_persons.collect()} <= {p for p, _ in before.values()}
+        return {(r.namespace, r.id): (r.person_id, r.graph_size) for r in result.clusters.collect()}, result.rounds
+
+    clusters, rounds = run([({"ECID": [E1]}, T - DAY)])
+    assert rounds == 0
+    assert clusters == {k: before[k] for k in (("ECID", E1), ("Email", "m1"))}
+    clusters, rounds = run([({"ECID": [E1]}, T - DAY), ({"CRMID": ["new"]}, T - DAY)])
+    assert rounds == 1
+    assert clusters == {k: before[k] for k in (("ECID", E1), ("Email", "m1"))} | {("CRMID", "new"): (ANY, 1)}
 
 
 identity = st.sampled_from([(ns, i) for ns, ids in POOL.items() for i in ids])

@@ -34,6 +34,15 @@ first step is identity resolution on a part of the inputs that gives, for those 
    (every rule applied to complete links) are then exact. The set only grows, so the loop ends; a graph
    usually closes in one or two rounds.
 
+7. **Identities whose persons cannot change** (:func:`split_seeds`). A new fragment or event with fewer than
+   two linking identities (or any record when co-occurrence links are off), and any ``region_information`` row,
+   creates no link and can make no hub: it can only add an identity. When the previous ``identity_clusters``
+   already hold its identities, their persons are exactly as before, unless a changing row reaches them — and
+   then the closure holds their whole previous persons (rule 2). So those persons are revisited (their profiles,
+   segments and activations are recomputed) with their previous rows, and are not resolved again. Most events
+   carry one identity, so most persons a micro-batch revisits take this path. Their hub and eviction quarantine
+   rows are not repeated: nothing about them changed.
+
 The part holds exactly the rows that touch an affected identity (links: a link touching two comes twice,
 and resolution de-duplicates explicit links); rows touching none would be harmless anyway: they would be
 resolved into persons that hold no affected identity and dropped.
@@ -54,9 +63,10 @@ from .as_of import TIME_COLUMNS, AsOfInputs, first_capture
 from .as_of import as_of as inputs_as_of
 from .columns import normalize_namespace, timestamp_literal
 from .config import IdentitySettings, NamespacesConfig
-from .identity import link_entries, record_entries, resolve_identities, valid_identities
+from .identity import link_entries, linking_keys, record_entries, resolve_identities, valid_identities
 from .identity_rules import GRAPH_SIZE_EVICTION, HUB_IDENTITY
-from .schemas import EXPERIENCE_EVENTS, IDENTITY_GRAPH, PROFILE_FRAGMENTS
+from .namespaces import NamespaceLookup
+from .schemas import EXPERIENCE_EVENTS, IDENTITY_GRAPH, PROFILE_FRAGMENTS, REGION_INFORMATION
 
 #: A lineage barrier (see :class:`audience_activation.pipeline.Barrier`).
 Checkpoint = Callable[[DataFrame], DataFrame]
@@ -76,6 +86,8 @@ RECORD_COLUMNS = {
 }
 #: What identity resolution reads of ``identity_graph`` (:func:`audience_activation.identity.link_entries`).
 LINK_COLUMNS = ("src_namespace", "src_id", "dst_namespace", "dst_id", "last_seen_at")
+#: The columns of ``identity_clusters``.
+CLUSTER_COLUMNS = ("namespace", "id", "person_id", "graph_size")
 
 
 @dataclass(frozen=True)
@@ -83,14 +95,15 @@ class Affected:
     """Identity resolution for the persons new rows can change.
 
     Attributes:
-        identities: ``namespace, id`` of every affected identity (the closed set).
+        identities: ``namespace, id`` of every affected identity: the closed set, and the identities of the
+            persons revisited unchanged (rule 7).
         clusters: ``identity_clusters`` rows of the affected identities (``namespace, id, person_id,
             graph_size``), equal to what a resolution of every input gives for them.
         previous_persons: ``person_id`` of every previous person that held an affected identity (those whose
             membership and activations the micro-batch revisits, including persons that no longer exist).
-        quarantine: the hub and graph-size eviction quarantine rows of the affected identities
+        quarantine: the hub and graph-size eviction quarantine rows of the identities resolved again
             (``source_table, namespace, id, row_key, reason``).
-        rounds: closure rounds run.
+        rounds: closure rounds run (0: nothing needed resolving).
     """
 
     identities: DataFrame
@@ -146,16 +159,55 @@ def seed_identities(new_rows: AsOfInputs) -> DataFrame:
     if records is None:
         if links is None:
             raise ValueError("no new rows to seed from")
-        return reduce(
-            DataFrame.unionByName,
-            [
-                links.where(F.col(f"{side}_reason").isNull()).select(
-                    F.col(f"{side}_ns").alias("namespace"), F.col(f"{side}_id").alias("id")
-                )
-                for side in ("src", "dst")
-            ],
-        ).distinct()
+        return _link_ends(links).distinct()
     return valid_identities(records, links)
+
+
+def _link_ends(links: DataFrame) -> DataFrame:
+    """The valid ends of :func:`~audience_activation.identity.link_entries` rows, as ``namespace, id``."""
+    return reduce(
+        DataFrame.unionByName,
+        [
+            links.where(F.col(f"{side}_reason").isNull()).select(
+                F.col(f"{side}_ns").alias("namespace"), F.col(f"{side}_id").alias("id")
+            )
+            for side in ("src", "dst")
+        ],
+    )
+
+
+def split_seeds(
+    new_rows: AsOfInputs, namespaces: NamespacesConfig, settings: IdentitySettings
+) -> tuple[DataFrame, DataFrame]:
+    """The valid identities of ``new_rows`` (those of :func:`seed_identities`) in two sets: ``(changing,
+    adding)``.
+
+    ``changing``: the identities of the rows that can change the identity graph — links, and fragments or events
+    with two or more linking identities when co-occurrence links are on. ``adding``: the identities of the other
+    records, which can only add an identity (rule 7); an identity of both kinds of row is in ``changing`` only.
+
+    Example:
+        >>> changing, adding = split_seeds(fresh, config.namespaces, config.job.identity)  # doctest: +SKIP
+    """
+    tables = (new_rows.fragments, new_rows.events, new_rows.regions)
+    links = None if new_rows.links is None else _link_ends(link_entries(new_rows.links))
+    if not any(t is not None for t in tables):
+        if links is None:
+            raise ValueError("no new rows to seed from")
+        return links.distinct(), links.sparkSession.createDataFrame([], "namespace string, id string")
+    records = record_entries(new_rows)
+    if settings.cooccurrence_links:
+        lookup = NamespaceLookup(namespaces)
+        linking = F.size(linking_keys(F.col("entries"), lookup)) >= 2
+        changes = (F.col("source_table") != REGION_INFORMATION) & linking
+    else:
+        changes = F.lit(False)
+    flagged = records.select("entries", changes.alias("_changes"))
+    changing = valid_identities(flagged.where("_changes"), None)
+    if links is not None:
+        changing = changing.unionByName(links).distinct()
+    adding = valid_identities(flagged.where(~F.col("_changes")), None).join(changing, on=_KEY, how="left_anti")
+    return changing, adding
 
 
 def _exact_key(records: DataFrame, columns: tuple[str, ...]) -> Column:
@@ -252,24 +304,74 @@ def resolve_affected(
     settings: IdentitySettings,
     checkpoint: Checkpoint,
     lookup: Lookup | None = None,
+    adding: DataFrame | None = None,
 ) -> Affected:
     """Resolve the persons that ``seeds`` can change (rules in the module docstring).
 
     Args:
         as_of: every input as of ``T`` (the old rows and the new).
-        seeds: ``namespace, id`` of the new rows (:func:`seed_identities`).
+        seeds: ``namespace, id`` of the new rows (:func:`seed_identities`, or the ``changing`` part of
+            :func:`split_seeds`).
         previous_clusters: ``identity_clusters`` of the previous run, or None before the first.
         namespaces: namespace types, uniqueness and priorities.
         settings: identity limits and the co-occurrence switch.
         checkpoint: lineage barrier (the affected set and each round's resolution are materialised).
         lookup: finds the rows of ``as_of`` that touch some identities (default :func:`touching` of ``as_of``;
             the streaming job passes :func:`audience_activation.input_index.touching` over its kept index).
+        adding: ``namespace, id`` of rows that can only add an identity (the ``adding`` part of
+            :func:`split_seeds`, and any identity whose person is to be revisited without a change of the
+            inputs): those the previous clusters hold are revisited with their previous persons (rule 7), the
+            others are seeds.
 
     Raises:
         RuntimeError: the closure did not end within :data:`MAX_ROUNDS` rounds (a bug, not a big graph).
     """
     find = lookup or (lambda ids: touching(as_of, ids))
-    identities = _with_previous_persons(seeds.select(*_KEY).distinct(), previous_clusters, checkpoint)
+    seeds = seeds.select(*_KEY)
+    if adding is None:
+        return _closure(as_of, seeds, previous_clusters, namespaces, settings, checkpoint, find)
+    if previous_clusters is None:
+        return _closure(as_of, seeds.unionByName(adding.select(*_KEY)), None, namespaces, settings, checkpoint, find)
+    # Rule 7: the added identities the previous clusters hold keep their persons; the others are seeds.
+    adding = checkpoint(adding.select(*_KEY).distinct())
+    known = checkpoint(previous_clusters.join(adding, on=_KEY, how="left_semi").select(*CLUSTER_COLUMNS))
+    seeds = checkpoint(seeds.unionByName(adding.join(known.select(*_KEY), on=_KEY, how="left_anti")).distinct())
+    if seeds.isEmpty():  # nothing to resolve: every new row only repeats identities
+        spark = seeds.sparkSession
+        resolved = Affected(
+            identities=seeds,
+            clusters=spark.createDataFrame([], "namespace string, id string, person_id string, graph_size int"),
+            previous_persons=spark.createDataFrame([], "person_id string"),
+            quarantine=spark.createDataFrame(
+                [], "source_table string, namespace string, id string, row_key string, reason string"
+            ),
+            rounds=0,
+        )
+    else:
+        resolved = _closure(as_of, seeds, previous_clusters, namespaces, settings, checkpoint, find)
+    # Their persons: none of their identities is in the closed set (it holds whole previous persons, rule 2).
+    persons = checkpoint(known.join(resolved.identities, on=_KEY, how="left_anti").select("person_id").distinct())
+    rows = checkpoint(previous_clusters.join(persons, on="person_id", how="left_semi").select(*CLUSTER_COLUMNS))
+    return Affected(
+        identities=resolved.identities.unionByName(rows.select(*_KEY)),
+        clusters=resolved.clusters.select(*CLUSTER_COLUMNS).unionByName(rows),
+        previous_persons=resolved.previous_persons.unionByName(persons),
+        quarantine=resolved.quarantine,
+        rounds=resolved.rounds,
+    )
+
+
+def _closure(
+    as_of: AsOfInputs,
+    seeds: DataFrame,
+    previous_clusters: DataFrame | None,
+    namespaces: NamespacesConfig,
+    settings: IdentitySettings,
+    checkpoint: Checkpoint,
+    find: Lookup,
+) -> Affected:
+    """Rules 2-6: the closed set of identities around ``seeds`` and its exact resolution."""
+    identities = _with_previous_persons(seeds.distinct(), previous_clusters, checkpoint)
     # Rule 3: the neighbours of the set from the start (one scan of the part, far cheaper than a second round).
     neighbours = seed_identities(find(checkpoint(identities)))
     identities = checkpoint(

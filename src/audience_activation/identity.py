@@ -223,14 +223,24 @@ def _record_identities(records: DataFrame, lookup: NamespaceLookup) -> DataFrame
         F.when(F.col("source_table") == PROFILE_FRAGMENTS, F.lit(_source_rank(PROFILE_FRAGMENTS)))
         .otherwise(F.lit(_source_rank(EXPERIENCE_EVENTS)))
         .alias("source_rank"),
-        F.array_sort(
-            F.array_distinct(
-                F.transform(
-                    F.filter("entries", lambda e: e["reason"].isNull() & lookup.links(e["namespace"])),
-                    lambda e: node_key(e["namespace"], e["id"]),
-                )
+        linking_keys(F.col("entries"), lookup).alias("ids"),
+    )
+
+
+def linking_keys(entries: Column, lookup: NamespaceLookup) -> Column:
+    """The distinct valid identities of linking namespaces among a record's ``entries``
+    (:func:`identity_entries`), as sorted :func:`node_key` strings: the identities its co-occurrence links join.
+
+    Example:
+        >>> records.where(F.size(linking_keys(F.col("entries"), lookup)) >= 2)  # doctest: +SKIP
+    """
+    return F.array_sort(
+        F.array_distinct(
+            F.transform(
+                F.filter(entries, lambda e: e["reason"].isNull() & lookup.links(e["namespace"])),
+                lambda e: node_key(e["namespace"], e["id"]),
             )
-        ).alias("ids"),
+        )
     )
 
 

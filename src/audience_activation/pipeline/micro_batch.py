@@ -255,7 +255,8 @@ def evaluate_micro_batch(
     fresh = affected_rules.new_rows(before, changes.side(inputs, "added"), previous.evaluation_time, evaluation_time)
     removed = inputs_as_of(gone.fragments, gone.events, gone.links, gone.regions, evaluation_time)
     say("resolving the identities of the affected persons")
-    seeds = affected_rules.seed_identities(fresh)
+    # Rows that can change the identity graph seed a resolution; the others only revisit their persons.
+    seeds, revisit = affected_rules.split_seeds(fresh, config.namespaces, config.job.identity)
     if any(t is not None for t in (removed.fragments, removed.events, removed.links, removed.regions)):
         seeds = seeds.unionByName(affected_rules.seed_identities(removed))  # a removed row can split a person
     # The seeds read only the events' identities and times: the index's narrow rows serve them when there is one.
@@ -264,14 +265,14 @@ def evaluate_micro_batch(
         if events_ is not None and identified.events is not None:  # an earlier copy can move an event's person
             some = events_.select(*identified.events.columns)
             copies = AsOfInputs(None, _copies(identified.events, some, barrier), None, None)
-            seeds = seeds.unionByName(affected_rules.seed_identities(copies))
+            revisit = revisit.unionByName(affected_rules.seed_identities(copies))
     spark = inputs.fragments.sparkSession
     streamed = streamed_segments(compiled)
-    seeds = seeds.unionByName(_time_seeds(spark, compiled, streamed, identified, previous, evaluation_time))
-    seeds = barrier(seeds.distinct())
+    # The time-driven rows were there before (a new one is a new row): they only revisit their persons.
+    revisit = revisit.unionByName(_time_seeds(spark, compiled, streamed, identified, previous, evaluation_time))
     lookup = None if index is None else (lambda ids: input_index.touching(index, ids, evaluation_time))
     affected = affected_rules.resolve_affected(
-        as_of, seeds, previous.clusters, config.namespaces, config.job.identity, barrier, lookup
+        as_of, seeds, previous.clusters, config.namespaces, config.job.identity, barrier, lookup, revisit
     )
     clusters = affected.clusters
     persons = barrier(clusters.select("person_id").unionByName(affected.previous_persons).distinct())
