@@ -352,10 +352,11 @@ def resolve_affected(
     # Their persons: none of their identities is in the closed set (it holds whole previous persons, rule 2).
     persons = checkpoint(known.join(resolved.identities, on=_KEY, how="left_anti").select("person_id").distinct())
     rows = checkpoint(previous_clusters.join(persons, on="person_id", how="left_semi").select(*CLUSTER_COLUMNS))
+    # Materialised like the closure's own results: a barrier measures them, so later joins can broadcast them.
     return Affected(
-        identities=resolved.identities.unionByName(rows.select(*_KEY)),
-        clusters=resolved.clusters.select(*CLUSTER_COLUMNS).unionByName(rows),
-        previous_persons=resolved.previous_persons.unionByName(persons),
+        identities=checkpoint(resolved.identities.unionByName(rows.select(*_KEY))),
+        clusters=checkpoint(resolved.clusters.select(*CLUSTER_COLUMNS).unionByName(rows)),
+        previous_persons=checkpoint(resolved.previous_persons.unionByName(persons)),
         quarantine=resolved.quarantine,
         rounds=resolved.rounds,
     )
