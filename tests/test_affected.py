@@ -7,7 +7,6 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from unittest.mock import ANY
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -108,7 +107,9 @@ def affected(
     result = resolve_affected(
         as_of(fragments, None, links, regions, T), seeds, previous, NAMESPACES, settings_, checkpoint, find, adding
     )
-    clusters = {(r.namespace, r.id): (r.person_id, r.graph_size) for r in result.clusters.collect()}
+    rows_ = result.clusters.collect()
+    clusters = {(r.namespace, r.id): (r.person_id, r.graph_size) for r in rows_}
+    assert len(rows_) == len(clusters)  # one row per identity (a revisited row never beside a resolved one)
     identities = {(r.namespace, r.id) for r in result.identities.collect()}
     persons = {r.person_id for r in result.previous_persons.collect()}
     return clusters, identities, persons, before, after
@@ -218,9 +219,24 @@ def test_a_row_that_repeats_a_known_identity_revisits_its_person_without_resolvi
     clusters, rounds = run([({"ECID": [E1]}, T - DAY)])
     assert rounds == 0
     assert clusters == {k: before[k] for k in (("ECID", E1), ("Email", "m1"))}
-    clusters, rounds = run([({"ECID": [E1]}, T - DAY), ({"CRMID": ["new"]}, T - DAY)])
+    new = [({"ECID": [E1]}, T - DAY), ({"CRMID": ["new"]}, T - DAY)]
+    clusters, rounds = run(new)
     assert rounds == 1
-    assert clusters == {k: before[k] for k in (("ECID", E1), ("Email", "m1"))} | {("CRMID", "new"): (ANY, 1)}
+    after = reference(old, new, [], (3, 4))
+    assert clusters == {k: after[k] for k in (("ECID", E1), ("Email", "m1"), ("CRMID", "new"))}
+    assert after[("CRMID", "new")][1] == 1 and after[("ECID", E1)] == before[("ECID", E1)]
+
+
+def test_a_new_record_with_two_known_identities_merges_their_persons(
+    spark: SparkSession, checkpoint: ParquetCheckpoint, lookup: str
+) -> None:
+    """A fragment holding identities of two persons links them (co-occurrence): it is resolved, not revisited."""
+    old = [("ECID", E1, "Email", "m1", T - 3 * DAY), ("ECID", E2, "CRMID", "c2", T - 3 * DAY)]
+    new = [({"Email": ["m1"], "CRMID": ["c2"]}, T - DAY)]
+    clusters, identities, persons, before, after = affected(spark, checkpoint, (old, [], []), ([], new, []), lookup)
+    check(clusters, identities, persons, before, after)
+    assert identities == {("ECID", E1), ("Email", "m1"), ("ECID", E2), ("CRMID", "c2")}
+    assert len({person for person, _ in clusters.values()}) == 1 and len(persons) == 2
 
 
 identity = st.sampled_from([(ns, i) for ns, ids in POOL.items() for i in ids])

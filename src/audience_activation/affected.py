@@ -5,8 +5,9 @@ first step is identity resolution on a part of the inputs that gives, for those 
 ``identity_clusters`` rows a resolution of every input would give. The rules, in the order
 :func:`resolve_affected` applies them:
 
-1. **Seeds.** The valid identities of the new rows (:func:`seed_identities`: fragments, events, links and region
-   rows that became visible).
+1. **Seeds.** The valid identities of the new rows that can change the identity graph (:func:`split_seeds`;
+   all of them, :func:`seed_identities`, without the split), and the identities of rule 7 that the previous
+   clusters do not hold. Rule 7 is applied first.
 2. **Previous persons.** Every identity of a person (in the previous ``identity_clusters``) that holds an
    affected identity is affected too: new links can split a person (a new hub, an eviction), and its other
    identities must then be resolved again.

@@ -29,9 +29,11 @@ Rules, in the order :func:`evaluate_micro_batch` applies them:
 7. **State after the micro-batch**: each state table of the previous run with the affected persons' rows
    (identities, for ``identity_clusters``) replaced by the new ones.
 8. **Quarantine**: the new rows' invalid identities, rows without a valid identity or a time, and the hub and
-   eviction rows of affected identities.
+   eviction rows of the identities resolved again (not of persons only revisited, rule 7 of
+   :mod:`audience_activation.affected`).
 
-Pure: DataFrames in, DataFrames out; the convergence test of the affected-persons closure is the one action.
+Pure: DataFrames in, DataFrames out; the actions are the affected-persons closure's convergence test and its
+"anything to resolve" test.
 """
 
 from __future__ import annotations
