@@ -13,7 +13,8 @@ Steps:
    memory (process tree, every 0.2 s: PSS, which counts a page shared by processes once, and the RSS sum).
 3. This process appends ``--rate`` events per second to ``experience_events`` in one commit every
    ``--commit-seconds`` (copies of existing events with a new ``_id`` and the commit's wall-clock time, so the
-   events belong to existing persons and fall inside the 24-hour windows), for ``--duration`` seconds; then it
+   events belong to existing persons and fall inside the 24-hour windows; taken in turn from a pool of ``--pool``
+   events spread evenly over the table, which caps the persons they reach), for ``--duration`` seconds; then it
    stops the stream with Ctrl-C (SIGINT: it ends after the current micro-batch) and waits for it.
 4. **Latency** of a commit: from its commit time to the end of the first micro-batch whose input versions
    include it (``ended_at`` in the run log: its activation rows and state are committed by then). Percentiles
@@ -47,6 +48,7 @@ from deltalake import DeltaTable, write_deltalake
 ROOT = Path(__file__).resolve().parents[1]
 CLI = str(Path(sys.executable).parent / "audience-activation")
 #: How many existing events the writer copies (round robin), taken evenly over the table.
+#: The writer's default pool of events to copy (``--pool``): a pool caps the persons the appended events reach.
 SAMPLE_ROWS = 100_000
 
 
@@ -92,7 +94,7 @@ def _iso(value: dt.datetime) -> str:
 class Writer:
     """Step 3: appends copies of existing events, one commit every ``commit_seconds``."""
 
-    def __init__(self, lake: str, rate: int, commit_seconds: float) -> None:
+    def __init__(self, lake: str, rate: int, commit_seconds: float, pool: int = SAMPLE_ROWS) -> None:
         self.table = DeltaTable(f"{lake}/experience_events")
         self.schema = pa.schema(self.table.schema().to_arrow())
         # Events spread over the whole table, so the appended events belong to many persons (a sample from its
@@ -100,7 +102,7 @@ class Writer:
         # each run on a reused lake).
         dataset = self.table.to_pyarrow_dataset()
         rows = dataset.count_rows()
-        self.sample = dataset.take(list(range(0, rows, max(1, rows // SAMPLE_ROWS)))[:SAMPLE_ROWS])
+        self.sample = dataset.take(list(range(0, rows, max(1, rows // pool)))[:pool])
         self.per_commit = max(1, round(rate * commit_seconds))
         self.commit_seconds = commit_seconds
         self.commits: list[dict[str, Any]] = []  # version, committed_at (UTC), rows
@@ -187,7 +189,7 @@ def measure(conf: Path, lake: str, args: argparse.Namespace) -> dict[str, Any]:
     stop = threading.Event()
     sampler = threading.Thread(target=sample_memory, args=(stream.pid, peak, stop), daemon=True)
     sampler.start()
-    writer = Writer(lake, args.rate, args.commit_seconds)
+    writer = Writer(lake, args.rate, args.commit_seconds, args.pool)
     time.sleep(args.warmup)  # the stream's first (catch-up) micro-batch, not measured
     first = len(micro_batches(lake, started))
     writer.run(args.duration)
@@ -260,7 +262,8 @@ def markdown(results: dict[str, Any]) -> str:
         f"Machine: {results['machine']}. Trigger `{results['trigger']}`, one commit every {r['commit_seconds']} s, "
         f"{results['duration_seconds']} s of writing after {results['warmup_seconds']} s of warm-up. "
         f"Driver memory (JVM heap, local mode): {results.get('driver_memory', 'not recorded')}. "
-        f"Identity index (`stream.identity_index`): {results.get('identity_index', 'not recorded')}.",
+        f"Identity index (`stream.identity_index`): {results.get('identity_index', 'not recorded')}. "
+        f"Writer's pool of events to copy: {results.get('pool', SAMPLE_ROWS):,}.",
         "",
         "| measure | value |",
         "|---|---|",
@@ -296,6 +299,13 @@ def main() -> None:
     parser.add_argument("--driver-memory", default="8g")
     parser.add_argument("--lake", default=None, help="lake root (default /tmp/aa-stream-<persons>)")
     parser.add_argument("--identity-index", action="store_true", help="stream.identity_index: true")
+    parser.add_argument(
+        "--pool",
+        type=int,
+        default=SAMPLE_ROWS,
+        help="events taken evenly over the table for the writer to copy: the persons it can reach (throughput runs "
+        "need one as large as the events a micro-batch takes, or they measure the pool)",
+    )
     parser.add_argument("--label", default="")
     args = parser.parse_args()
     lake = args.lake or f"/tmp/aa-stream-{args.persons}"
@@ -311,6 +321,7 @@ def main() -> None:
         "warmup_seconds": args.warmup,
         "driver_memory": args.driver_memory,
         "identity_index": args.identity_index,
+        "pool": args.pool,
         "machine": machine(),
         "measured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "result": result,
