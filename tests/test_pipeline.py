@@ -19,7 +19,7 @@ from chispa import assert_df_equality
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from audience_activation import demo_data, pipeline, tables
+from audience_activation import columns, demo_data, pipeline, tables
 from audience_activation.config import AppConfig, TableName, load_config
 from audience_activation.pipeline import Inputs, PreviousState
 from audience_activation.runlog import ChangeKey, RunCounts
@@ -154,3 +154,41 @@ def test_every_table_has_one_spec_and_a_configurable_location(config: AppConfig)
     for spec in tables.OUTPUTS:
         assert spec.role is tables.Role.OUTPUT and spec.mode is not tables.WriteMode.READ_ONLY
         assert (tables.RUN_ID in spec.partition_by) == (spec.mode is tables.WriteMode.RUN_PARTITION)
+
+
+def test_row_differences_compare_maps_by_content_and_rows_as_multisets(spark: SparkSession) -> None:
+    """A micro-batch leaves a state table unwritten only when its rows equal the rows they replace: maps (at any
+    depth) are equal whatever order their entries were built in, a changed value, an extra copy of a row or a
+    null in place of a value is a difference, and rows of other columns or types are never "the same"."""
+    schema = "k string, m map<string, array<struct<id string, primary boolean>>>, s struct<n map<string, int>>"
+    before = spark.createDataFrame(
+        [("p1", {"ECID": [("e1", True)], "CRMID": [("c1", False)]}, ({"a": 1, "b": 2},)), ("p2", None, None)], schema
+    )
+    crm_first = F.map_concat(
+        F.map_filter("m", lambda k, _v: k == "CRMID"), F.map_filter("m", lambda k, _v: k != "CRMID")
+    )
+    b_first = F.map_from_arrays(F.array(F.lit("b"), F.lit("a")), F.array(F.lit(2), F.lit(1)))
+    reordered = before.select(
+        "k", crm_first.alias("m"), F.when(F.col("s").isNotNull(), F.struct(b_first.alias("n"))).alias("s")
+    )
+    assert [r.m for r in reordered.where("k = 'p1'").select(F.map_keys("m").alias("m")).collect()] == [
+        ["CRMID", "ECID"]
+    ]
+    same = columns.row_differences(before, reordered)
+    assert same is not None and same.collect() == []
+
+    primary_off = F.array(F.struct(F.lit("e1").alias("id"), F.lit(False).alias("primary")))
+    one_entry = F.map_from_entries(F.array(F.struct(F.lit("ECID"), primary_off)))
+    changed = before.withColumn("m", F.when(F.col("k") == "p1", one_entry))
+    differences = columns.row_differences(before, changed)
+    assert differences is not None
+    assert sorted((r.k, r.m is None) for r in differences.collect()) == [("p1", False), ("p1", False)]
+
+    twice = columns.row_differences(before, before.unionByName(before.where("k = 'p2'")))
+    assert twice is not None and [r.k for r in twice.collect()] == ["p2"]
+    nulled = columns.row_differences(before, before.withColumn("s", F.lit(None).cast("struct<n map<string, int>>")))
+    assert nulled is not None and sorted(r.k for r in nulled.collect()) == ["p1", "p1"]
+
+    assert columns.row_differences(before, before.drop("s")) is None
+    assert columns.row_differences(before, before.withColumn("k", F.lit(1))) is None
+    assert columns.row_differences(before.select("k"), before.select("k", F.col("k").alias("k2"))) is None

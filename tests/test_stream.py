@@ -248,11 +248,19 @@ def test_a_member_exits_when_its_window_passes_with_no_new_row(
     store.overwrite(spark.createDataFrame(purchases, EVENTS), f"{a}/experience_events")
     run(spark, confs["a"], t1)
     shutil.copytree(tmp_path / "a", tmp_path / "b")
+    state_tables = ("identity_clusters", "unified_profiles", "segment_membership", "activation_state")
+    before = {name: DeltaTable(f"{a}/{name}").version() for name in state_tables}
 
     streamed = app.run_stream(spark, load_config(confs["a"]), evaluation_time=t2)
     run(spark, confs["b"], t2)
 
     [sweep] = streamed.micro_batches
+    # No row changed a cluster or a profile: those tables are not rewritten, and the run log points at the
+    # versions the sweep read; its membership and activation state changed.
+    after = {name: DeltaTable(f"{a}/{name}").version() for name in state_tables}
+    assert after == {**before, "segment_membership": before["segment_membership"] + 1,
+                     "activation_state": before["activation_state"] + 1}  # fmt: skip
+    assert {name: sweep.output_versions[name] for name in state_tables} == after
     assert sweep.input_versions == {"profile_fragments": 0, "experience_events": 0, "identity_graph": None,
                                     "region_information": None}  # fmt: skip
     assert sweep.counts.persons == 1  # c3 only: its event crossed the window's edge

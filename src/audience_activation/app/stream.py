@@ -15,7 +15,8 @@ micro-batch, in order:
 4. evaluates :func:`audience_activation.pipeline.micro_batch.evaluate_micro_batch` and commits, in the batch
    job's order, the state tables, the changed destinations' edge and hub tables (partition ``run_id``), the
    activation state, quarantine and, last, its ``activation_runs`` row (kind ``streaming``, the previous
-   run's mappings, its counts);
+   run's mappings, its counts). A state table whose replaced rows the micro-batch would write back unchanged
+   is not written: its ``output_versions`` entry is the version the micro-batch read;
 5. on failure, restores every table it committed and records a failed row, as the batch job does; the query
    stops and the stream raises the micro-batch's own error (a lease, input or configuration error keeps its
    exit code).
@@ -147,6 +148,21 @@ def _count(micro: MicroBatchResults) -> RunCounts:
     return RunCounts.from_rows([row.asDict() for row in rows], micro.results.segment_ids)
 
 
+def _unchanged(micro: MicroBatchResults, previous_run: runlog.PreviousRun, progress: Progress) -> dict[str, int]:
+    """The state tables the micro-batch leaves as they were (its replacement rows equal the rows they replace),
+    each with the version the micro-batch read: they are not written, and the run log records that version."""
+    kept: dict[str, int] = {}
+    for name, replaced in micro.replaced.items():
+        version = previous_run.output_versions.get(name)
+        if version is None:
+            continue
+        differences = replaced.differences()
+        if differences is not None and differences.isEmpty():
+            kept[name] = version
+            progress(f"{name} unchanged: not rewritten (stays at version {version})")
+    return kept
+
+
 def process_micro_batch(
     spark: SparkSession,
     config: AppConfig,
@@ -210,8 +226,14 @@ def process_micro_batch(
         summary.cc_rounds = micro.results.cc_rounds
         lease.check()
         destinations = [d.id for d in micro.destinations]
-        outputs = pipeline.batch_outputs(micro.results, run, summary.evaluation_time, destinations)
+        unchanged = _unchanged(micro, previous_run, progress)
+        outputs = [
+            output
+            for output in pipeline.batch_outputs(micro.results, run, summary.evaluation_time, destinations)
+            if output.key not in unchanged
+        ]
         commit_outputs(store, config, outputs, summary, lease, commit_info, progress, on_commit)
+        summary.output_versions.update(unchanged)
         summary.counts = _count(micro)
         summary.ended_at = dt.datetime.now(dt.timezone.utc)
         summary.status = runlog.COMPLETED

@@ -27,7 +27,10 @@ Rules, in the order :func:`evaluate_micro_batch` applies them:
    changes (``backfill``, ``unmapped``) and new destinations are the batch job's: a micro-batch records the
    previous run's mappings unchanged.
 7. **State after the micro-batch**: each state table of the previous run with the affected persons' rows
-   (identities, for ``identity_clusters``) replaced by the new ones.
+   (identities, for ``identity_clusters``) replaced by the new ones. The rows replaced and the rows written in
+   their place are kept side by side (:class:`Replaced`): when they are the same rows, the table after the
+   micro-batch is the table before it, and the job leaves it unwritten (an events-only micro-batch changes no
+   cluster and no unified profile of a known person).
 8. **Quarantine**: the new rows' invalid identities, rows without a valid identity or a time, and the hub and
    eviction rows of the identities resolved again (not of persons only revisited, rule 7 of
    :mod:`audience_activation.affected`).
@@ -49,9 +52,10 @@ from pyspark.sql import functions as F
 
 from .. import activation as activation_rules
 from .. import affected as affected_rules
-from .. import input_index, profile
+from .. import input_index, profile, tables
 from ..as_of import TIME_COLUMNS, AsOfInputs
 from ..as_of import as_of as inputs_as_of
+from ..columns import row_differences
 from ..config import AppConfig, DestinationConfig
 from ..identity import invalid_identity_quarantine, link_entries, record_entries
 from ..pql.classify import EvaluationMethod
@@ -106,6 +110,24 @@ class Changes:
 
 
 @dataclass(frozen=True)
+class Replaced:
+    """The rows of one state table a micro-batch replaces (rule 7) and the rows it writes in their place.
+
+    Attributes:
+        previous: the previous run's rows for the replaced keys, or None when it had no such table.
+        new: the rows written for those keys.
+    """
+
+    previous: DataFrame | None
+    new: DataFrame
+
+    def differences(self) -> DataFrame | None:
+        """The rows on one side only (:func:`audience_activation.columns.row_differences`); None when the table
+        changes whatever the rows (no previous table, other columns). Empty: the table is unchanged."""
+        return None if self.previous is None else row_differences(self.previous, self.new)
+
+
+@dataclass(frozen=True)
 class MicroBatchResults:
     """A micro-batch's results: the state after it (whole tables) and what it changed.
 
@@ -116,12 +138,15 @@ class MicroBatchResults:
         new_rows: the new rows per input table (step 1).
         persons: ``person_id`` of every person the micro-batch revisited (new ids and previous ones).
         destinations: the destinations and mapped segments it activated (step 6).
+        replaced: per state table (``identity_clusters``, ``unified_profiles``, ``segment_membership``,
+            ``activation_state``), the rows it replaces and their replacement (step 7).
     """
 
     results: Results
     new_rows: AsOfInputs
     persons: DataFrame
     destinations: list[DestinationConfig]
+    replaced: dict[str, Replaced] = dataclasses.field(default_factory=dict)
 
 
 def streamed_segments(compiled: stages.Compiled) -> list[str]:
@@ -341,6 +366,22 @@ def evaluate_micro_batch(
     routed = stages.routing(diff.changes, clusters, as_of.regions, previous_clusters, config, evaluation_time)
     changes_out = barrier(routed, partition_by=("destination_id", "route"))
 
+    # Every previous identity of the affected ones is in a previous person's (rule 2 of affected): their
+    # previous rows are among ``previous_clusters``.
+    replaced = {
+        tables.CLUSTERS.name: Replaced(
+            None
+            if previous_clusters is None
+            else previous_clusters.join(affected.identities, on=["namespace", "id"], how="left_semi"),
+            clusters,
+        ),
+        tables.PROFILES.name: Replaced(
+            None if previous_profiles is None else previous_profiles.join(persons, on="person_id", how="left_semi"),
+            unified,
+        ),
+        tables.MEMBERSHIP.name: Replaced(previous_membership, membership),
+        tables.ACTIVATION_STATE.name: Replaced(previous_state, diff.state),
+    }
     revisited = persons.crossJoin(F.broadcast(spark.createDataFrame([(s,) for s in streamed], "segment_id string")))
     pairs = persons.crossJoin(F.broadcast(mappings))
     results = Results(
@@ -360,4 +401,6 @@ def evaluate_micro_batch(
         },
         cc_rounds=affected.rounds,
     )
-    return MicroBatchResults(results=results, new_rows=fresh, persons=persons, destinations=destinations)
+    return MicroBatchResults(
+        results=results, new_rows=fresh, persons=persons, destinations=destinations, replaced=replaced
+    )
