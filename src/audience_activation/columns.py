@@ -180,10 +180,12 @@ def comparable(column: Column, data_type: DataType) -> Column:
 
 
 def row_differences(before: DataFrame, after: DataFrame) -> DataFrame | None:
-    """The rows of ``before`` missing from ``after`` and those of ``after`` missing from ``before`` (as
-    multisets, maps compared by content, columns matched by name; null equals null, as in ``exceptAll``).
-    None when the two cannot be the same rows: other column names, or another type for a column (nullability
-    aside).
+    """The rows whose number of copies differs between ``before`` and ``after`` (as multisets, maps compared by
+    content, columns matched by name; null equals null, as in ``exceptAll``): one row per such distinct row,
+    with ``_surplus``, its copies in ``before`` minus those in ``after``. Empty exactly when the two hold the
+    same rows. None when they cannot: other column names, or another type for a column (nullability aside).
+
+    One aggregation over both sides (``exceptAll`` both ways would aggregate twice).
 
     Example:
         >>> row_differences(previous_rows, new_rows).isEmpty()  # doctest: +SKIP
@@ -196,7 +198,9 @@ def row_differences(before: DataFrame, after: DataFrame) -> DataFrame | None:
         return None
     left = before.select(*[comparable(F.col(c), types[c]).alias(c) for c in before.columns])
     right = after.select(*[comparable(F.col(c), types[c]).alias(c) for c in before.columns])
-    return left.exceptAll(right).unionByName(right.exceptAll(left))
+    both = left.withColumn("_surplus", F.lit(1)).unionByName(right.withColumn("_surplus", F.lit(-1)))
+    counted = both.groupBy(*before.columns).agg(F.sum("_surplus").alias("_surplus"))
+    return counted.where(F.col("_surplus") != 0)
 
 
 __all__ = [

@@ -176,6 +176,10 @@ def _replace(previous: DataFrame | None, new: DataFrame, keys: DataFrame, on: li
     return previous.join(F.broadcast(keys), on=on, how="left_anti").unionByName(new.select(*previous.columns))
 
 
+def _materialised(barrier: Barrier, df: DataFrame | None) -> DataFrame | None:
+    return None if df is None else barrier(df)
+
+
 def _copies(events: DataFrame, some: DataFrame, barrier: Barrier) -> DataFrame:
     """Every event of ``events`` that has the de-duplication key (``_id``) of one of ``some`` (same columns).
 
@@ -280,6 +284,15 @@ def evaluate_micro_batch(
     old, gone = changes.side(inputs, "before"), changes.side(inputs, "removed")
     before = inputs_as_of(old.fragments, old.events, old.links, old.regions, evaluation_time)
     fresh = affected_rules.new_rows(before, changes.side(inputs, "added"), previous.evaluation_time, evaluation_time)
+    # The new rows are read by the seeds, the copies, the quarantine and the run counts, and each read would scan
+    # every input again for the old rows whose time passed: materialised once (they are the micro-batch's rows).
+    fresh = AsOfInputs(
+        fragments=_materialised(barrier, fresh.fragments),
+        events=_materialised(barrier, fresh.events),
+        links=_materialised(barrier, fresh.links),
+        regions=_materialised(barrier, fresh.regions),
+        undated=_materialised(barrier, fresh.undated),
+    )
     removed = inputs_as_of(gone.fragments, gone.events, gone.links, gone.regions, evaluation_time)
     say("resolving the identities of the affected persons")
     # Rows that can change the identity graph seed a resolution; the others only revisit their persons.
@@ -335,10 +348,12 @@ def evaluate_micro_batch(
     say(f"evaluating {len(streamed)} streamed segments")
     evaluated = barrier(stages.segments(compiled, unified, events))
     in_streamed = F.col("segment_id").isin(streamed)
+    # The previous rows of the revisited persons are read by their stage, by activation and by the comparison
+    # of rule 7: materialised once.
     previous_membership = (
         None
         if previous.membership is None
-        else previous.membership.where(in_streamed).join(persons, on="person_id", how="left_semi")
+        else barrier(previous.membership.where(in_streamed).join(persons, on="person_id", how="left_semi"))
     )
     membership = barrier(
         stages.membership(evaluated, streamed, previous_membership, evaluation_time, config, method=STREAMING_METHOD)
@@ -350,9 +365,11 @@ def evaluate_micro_batch(
     previous_state = (
         None
         if previous.activation_state is None
-        else previous.activation_state.join(
-            F.broadcast(mappings), on=["destination_id", "segment_id"], how="left_semi"
-        ).join(persons, on="person_id", how="left_semi")
+        else barrier(
+            previous.activation_state.join(
+                F.broadcast(mappings), on=["destination_id", "segment_id"], how="left_semi"
+            ).join(persons, on="person_id", how="left_semi")
+        )
     )
     current = activation_rules.current_members(membership, unified, destinations, compiled.consents, config.namespaces)
     diff = activation_rules.diff_activations(
