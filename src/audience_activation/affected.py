@@ -16,7 +16,9 @@ first step is identity resolution on a part of the inputs that gives, for those 
    whose links the guardrail drops, so it is a person of its own): without it in the set, its links outside
    the part are missing, it looks like no hub, and the closure (rule 6) would need a second resolution round
    to find it. Adding the neighbours costs one lookup of the inputs instead; the result is the same, since any
-   closed set that holds the seeds gives the exact persons.
+   closed set that holds the seeds gives the exact persons. Usually every neighbour is in the previous persons
+   already: the set does not grow, and the rows that lookup found are the first round's part (rule 4) as they
+   are — the same identities touch the same rows, so the inputs are not looked up again.
 4. **The part of the inputs.** The records and links that touch an affected identity (:func:`touching`, or the
    same rows through the running stream's identity index, :mod:`audience_activation.input_index`). Every
    link, co-occurrence and crowded record of an affected identity is in it, so an affected identity's
@@ -363,6 +365,12 @@ def resolve_affected(
     )
 
 
+def _materialised(part: AsOfInputs, checkpoint: Checkpoint) -> AsOfInputs:
+    """Each table of ``part`` through ``checkpoint``."""
+    tables = (part.fragments, part.events, part.links, part.regions)
+    return AsOfInputs(*(None if df is None else checkpoint(df) for df in tables))
+
+
 def _closure(
     as_of: AsOfInputs,
     seeds: DataFrame,
@@ -373,17 +381,20 @@ def _closure(
     find: Lookup,
 ) -> Affected:
     """Rules 2-6: the closed set of identities around ``seeds`` and its exact resolution."""
-    identities = _with_previous_persons(seeds.distinct(), previous_clusters, checkpoint)
+    start = checkpoint(_with_previous_persons(seeds.distinct(), previous_clusters, checkpoint))
     # Rule 3: the neighbours of the set from the start (one scan of the part, far cheaper than a second round).
-    neighbours = seed_identities(find(checkpoint(identities)))
+    # The part is materialised: resolution reads each table of it more than once.
+    first = _materialised(find(start), checkpoint)
+    neighbours = seed_identities(first)
     identities = checkpoint(
-        _with_previous_persons(identities.unionByName(neighbours).distinct(), previous_clusters, checkpoint)
+        _with_previous_persons(start.unionByName(neighbours).distinct(), previous_clusters, checkpoint)
     )
+    # Usually the neighbours are in the previous persons already: the set did not grow, and the rows found for
+    # the neighbours are the first round's part (the same identities touch the same rows).
+    part: AsOfInputs | None = first if identities.join(start, on=_KEY, how="left_anti").isEmpty() else None
     for rounds in range(1, MAX_ROUNDS + 1):
-        part = find(identities)  # materialised: resolution reads each table of it more than once
-        part = AsOfInputs(
-            *(None if df is None else checkpoint(df) for df in (part.fragments, part.events, part.links, part.regions))
-        )
+        if part is None:
+            part = _materialised(find(identities), checkpoint)
         resolved = resolve_identities(part, namespaces, settings, checkpoint)
         if resolved.components is None:  # pragma: no cover - resolve_identities always labels components
             raise RuntimeError("identity resolution did not return its components")
@@ -411,4 +422,5 @@ def _closure(
         identities = checkpoint(
             _with_previous_persons(identities.unionByName(added).distinct(), previous_clusters, checkpoint)
         )
+        part = None
     raise RuntimeError(f"the affected persons did not close within {MAX_ROUNDS} rounds")
