@@ -202,6 +202,11 @@ def test_an_earlier_copy_of_an_event_moves_it_to_another_person(spark: SparkSess
     earlier = ("e1", t1.replace(tzinfo=None) - dt.timedelta(hours=3), "commerce.purchases", {"CRMID": [("c2", True)]})
     store.append(spark.createDataFrame([earlier], EVENTS), f"{lake}/experience_events")
     shutil.copytree(tmp_path / "a", tmp_path / "b")
+    # Another job (here: a hand-made overwrite) leaves a newer unified_profiles than the run log's: the micro-batch
+    # must not leave it there, even though its own rows for the revisited persons are unchanged.
+    profiles = f"{lake}/unified_profiles"
+    store.overwrite(store.read(profiles).df.where("person_id != 'CRMID:c1'"), profiles)
+    clusters_version = DeltaTable(f"{lake}/identity_clusters").version()
 
     app.run_stream(spark, load_config(conf), evaluation_time=t2)
     batch_conf = write_conf(tmp_path / "conf-b", tmp_path / "b", "delta-rs")
@@ -217,6 +222,12 @@ def test_an_earlier_copy_of_an_event_moves_it_to_another_person(spark: SparkSess
     assert rows(tmp_path / "b" / "segment_membership", *membership) == rows(
         tmp_path / "a" / "segment_membership", *membership
     )
+    # An events-only micro-batch: identity_clusters unchanged and not rewritten; unified_profiles rewritten to
+    # the state the stream continues from (the batch lake's).
+    assert DeltaTable(f"{lake}/identity_clusters").version() == clusters_version
+    profile_columns = ("person_id", "fragment_count")
+    assert rows(tmp_path / "a" / "unified_profiles", *profile_columns) == [("CRMID:c1", 1), ("CRMID:c2", 1)]
+    assert rows(tmp_path / "b" / "unified_profiles", *profile_columns) == [("CRMID:c1", 1), ("CRMID:c2", 1)]
 
 
 def test_a_member_exits_when_its_window_passes_with_no_new_row(

@@ -184,6 +184,7 @@ def row_differences(before: DataFrame, after: DataFrame) -> DataFrame | None:
     content, columns matched by name; null equals null, as in ``exceptAll``): one row per such distinct row,
     with ``_surplus``, its copies in ``before`` minus those in ``after``. Empty exactly when the two hold the
     same rows. None when they cannot: other column names, or another type for a column (nullability aside).
+    Values are grouped as Spark groups them: ``-0.0`` equals ``0.0`` and ``NaN`` equals ``NaN``.
 
     One aggregation over both sides (``exceptAll`` both ways would aggregate twice).
 

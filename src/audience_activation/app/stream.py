@@ -148,13 +148,25 @@ def _count(micro: MicroBatchResults) -> RunCounts:
     return RunCounts.from_rows([row.asDict() for row in rows], micro.results.segment_ids)
 
 
-def _unchanged(micro: MicroBatchResults, previous_run: runlog.PreviousRun, progress: Progress) -> dict[str, int]:
-    """The state tables the micro-batch leaves as they were (its replacement rows equal the rows they replace),
-    each with the version the micro-batch read: they are not written, and the run log records that version."""
+def _unchanged(
+    store: DeltaStorage,
+    config: AppConfig,
+    micro: MicroBatchResults,
+    previous_run: runlog.PreviousRun,
+    progress: Progress,
+) -> dict[str, int]:
+    """The state tables the micro-batch leaves as they were, each with the version it read: they are not written,
+    and the run log records that version.
+
+    A table is left as it was when its replacement rows equal the rows they replace, and when its latest version
+    is still the one the micro-batch read: a job that writes a state table without a run to continue from
+    (``identities``, a forced batch run at an older ``T``) leaves a newer version, which the micro-batch then
+    overwrites with the state it continues from, as before."""
+    specs = {spec.name: spec for spec in (tables.CLUSTERS, tables.PROFILES, tables.MEMBERSHIP, tables.ACTIVATION_STATE)}
     kept: dict[str, int] = {}
     for name, replaced in micro.replaced.items():
         version = previous_run.output_versions.get(name)
-        if version is None:
+        if version is None or store.version(specs[name].location(config.job)) != version:
             continue
         differences = replaced.differences()
         if differences is not None and differences.isEmpty():
@@ -224,9 +236,9 @@ def process_micro_batch(
         )  # fmt: skip
         summary.classification = micro.results.classification
         summary.cc_rounds = micro.results.cc_rounds
-        lease.check()
         destinations = [d.id for d in micro.destinations]
-        unchanged = _unchanged(micro, previous_run, progress)
+        unchanged = _unchanged(store, config, micro, previous_run, progress)
+        lease.check()
         outputs = [
             output
             for output in pipeline.batch_outputs(micro.results, run, summary.evaluation_time, destinations)

@@ -35,8 +35,8 @@ Rules, in the order :func:`evaluate_micro_batch` applies them:
    eviction rows of the identities resolved again (not of persons only revisited, rule 7 of
    :mod:`audience_activation.affected`).
 
-Pure: DataFrames in, DataFrames out; the actions are the affected-persons closure's convergence test and its
-"anything to resolve" test.
+Pure: DataFrames in, DataFrames out; the actions are the affected-persons closure's tests (anything to resolve,
+did the neighbours grow the set, convergence).
 """
 
 from __future__ import annotations
@@ -384,7 +384,8 @@ def evaluate_micro_batch(
     changes_out = barrier(routed, partition_by=("destination_id", "route"))
 
     # Every previous identity of the affected ones is in a previous person's (rule 2 of affected): their
-    # previous rows are among ``previous_clusters``.
+    # previous rows are among ``previous_clusters`` (identity resolution gives each identity one row, with a
+    # person id, so the rows of the replaced identities are exactly those).
     replaced = {
         tables.CLUSTERS.name: Replaced(
             None
