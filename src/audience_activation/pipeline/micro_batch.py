@@ -122,8 +122,9 @@ class Replaced:
     new: DataFrame
 
     def differences(self) -> DataFrame | None:
-        """The rows on one side only (:func:`audience_activation.columns.row_differences`); None when the table
-        changes whatever the rows (no previous table, other columns). Empty: the table is unchanged."""
+        """The rows whose number of copies differs between the two sides
+        (:func:`audience_activation.columns.row_differences`); None when the table changes whatever the rows (no
+        previous table, other columns). Empty: the table is unchanged."""
         return None if self.previous is None else row_differences(self.previous, self.new)
 
 
