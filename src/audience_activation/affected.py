@@ -365,12 +365,6 @@ def resolve_affected(
     )
 
 
-def _materialised(part: AsOfInputs, checkpoint: Checkpoint) -> AsOfInputs:
-    """Each table of ``part`` through ``checkpoint``."""
-    tables = (part.fragments, part.events, part.links, part.regions)
-    return AsOfInputs(*(None if df is None else checkpoint(df) for df in tables))
-
-
 def _closure(
     as_of: AsOfInputs,
     seeds: DataFrame,
@@ -384,7 +378,7 @@ def _closure(
     start = checkpoint(_with_previous_persons(seeds.distinct(), previous_clusters, checkpoint))
     # Rule 3: the neighbours of the set from the start (one scan of the part, far cheaper than a second round).
     # The part is materialised: resolution reads each table of it more than once.
-    first = _materialised(find(start), checkpoint)
+    first = find(start).map(checkpoint)
     neighbours = seed_identities(first)
     identities = checkpoint(
         _with_previous_persons(start.unionByName(neighbours).distinct(), previous_clusters, checkpoint)
@@ -394,7 +388,7 @@ def _closure(
     part: AsOfInputs | None = first if identities.join(start, on=_KEY, how="left_anti").isEmpty() else None
     for rounds in range(1, MAX_ROUNDS + 1):
         if part is None:
-            part = _materialised(find(identities), checkpoint)
+            part = find(identities).map(checkpoint)
         resolved = resolve_identities(part, namespaces, settings, checkpoint)
         if resolved.components is None:  # pragma: no cover - resolve_identities always labels components
             raise RuntimeError("identity resolution did not return its components")

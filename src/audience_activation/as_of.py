@@ -8,6 +8,7 @@ quarantine rows. The run counts use the same predicates (:mod:`audience_activati
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import reduce
@@ -33,6 +34,11 @@ class AsOfInputs:
     links: DataFrame | None
     regions: DataFrame | None
     undated: DataFrame | None = None
+
+    def map(self, function: Callable[[DataFrame], DataFrame]) -> AsOfInputs:
+        """The same holder with ``function`` applied to each table present (e.g. a lineage barrier)."""
+        tables = (self.fragments, self.events, self.links, self.regions, self.undated)
+        return AsOfInputs(*(None if df is None else function(df) for df in tables))
 
 
 MISSING_TIMESTAMP = "missing_timestamp"

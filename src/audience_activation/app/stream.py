@@ -162,11 +162,10 @@ def _unchanged(
     is still the one the micro-batch read: a job that writes a state table without a run to continue from
     (``identities``, a forced batch run at an older ``T``) leaves a newer version, which the micro-batch then
     overwrites with the state it continues from, as before."""
-    specs = {spec.name: spec for spec in (tables.CLUSTERS, tables.PROFILES, tables.MEMBERSHIP, tables.ACTIVATION_STATE)}
     kept: dict[str, int] = {}
     for name, replaced in micro.replaced.items():
         version = previous_run.output_versions.get(name)
-        if version is None or store.version(specs[name].location(config.job)) != version:
+        if version is None or store.version(tables.by_name(name).location(config.job)) != version:
             continue
         differences = replaced.differences()
         if differences is not None and differences.isEmpty():

@@ -177,10 +177,6 @@ def _replace(previous: DataFrame | None, new: DataFrame, keys: DataFrame, on: li
     return previous.join(F.broadcast(keys), on=on, how="left_anti").unionByName(new.select(*previous.columns))
 
 
-def _materialised(barrier: Barrier, df: DataFrame | None) -> DataFrame | None:
-    return None if df is None else barrier(df)
-
-
 def _copies(events: DataFrame, some: DataFrame, barrier: Barrier) -> DataFrame:
     """Every event of ``events`` that has the de-duplication key (``_id``) of one of ``some`` (same columns).
 
@@ -287,13 +283,7 @@ def evaluate_micro_batch(
     fresh = affected_rules.new_rows(before, changes.side(inputs, "added"), previous.evaluation_time, evaluation_time)
     # The new rows are read by the seeds, the copies, the quarantine and the run counts, and each read would scan
     # every input again for the old rows whose time passed: materialised once (they are the micro-batch's rows).
-    fresh = AsOfInputs(
-        fragments=_materialised(barrier, fresh.fragments),
-        events=_materialised(barrier, fresh.events),
-        links=_materialised(barrier, fresh.links),
-        regions=_materialised(barrier, fresh.regions),
-        undated=_materialised(barrier, fresh.undated),
-    )
+    fresh = fresh.map(barrier)
     removed = inputs_as_of(gone.fragments, gone.events, gone.links, gone.regions, evaluation_time)
     say("resolving the identities of the affected persons")
     # Rows that can change the identity graph seed a resolution; the others only revisit their persons.
