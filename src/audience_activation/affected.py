@@ -104,6 +104,8 @@ class Affected:
             graph_size``), equal to what a resolution of every input gives for them.
         previous_persons: ``person_id`` of every previous person that held an affected identity (those whose
             membership and activations the micro-batch revisits, including persons that no longer exist).
+        previous_clusters: the previous ``identity_clusters`` rows of those persons (found on the way; None
+            without previous clusters).
         quarantine: the hub and graph-size eviction quarantine rows of the identities resolved again
             (``source_table, namespace, id, row_key, reason``).
         rounds: closure rounds run (0: nothing needed resolving).
@@ -112,8 +114,24 @@ class Affected:
     identities: DataFrame
     clusters: DataFrame
     previous_persons: DataFrame
+    previous_clusters: DataFrame | None
     quarantine: DataFrame
     rounds: int
+
+
+@dataclass(frozen=True)
+class _Around:
+    """An identity set closed under rule 2, with what closing it found.
+
+    Attributes:
+        identities: ``namespace, id``: the identities and every identity of their previous persons.
+        persons: ``person_id`` of the previous persons that hold one of them.
+        rows: the previous ``identity_clusters`` rows of those persons (None without previous clusters).
+    """
+
+    identities: DataFrame
+    persons: DataFrame
+    rows: DataFrame | None
 
 
 def new_rows(
@@ -245,21 +263,28 @@ def _touching_records(records: DataFrame, columns: tuple[str, ...], identities: 
     return grouped.select(F.explode(F.array_repeat(F.col("_row"), F.col("_copies"))).alias("_row")).select("_row.*")
 
 
+def held_by(records: DataFrame, identities: DataFrame, key: Column) -> DataFrame:
+    """The distinct values ``_held`` of ``key`` (an expression over ``records``' columns) on the rows of ``records``
+    that hold one of ``identities`` (``namespace, id``, broadcast), found by exploding their identity lists: exact,
+    one pass, no validation or ranking of any row's identities."""
+    by_namespace = records.select(key.alias("_held"), F.explode("identityMap").alias("_namespace", "_ids"))
+    exploded = by_namespace.select(
+        "_held", normalize_namespace(F.col("_namespace")).alias("namespace"), F.explode("_ids.id").alias("id")
+    )
+    return exploded.join(F.broadcast(identities), on=_KEY, how="left_semi").select("_held").distinct()
+
+
 def holding(records: DataFrame, identities: DataFrame, checkpoint: Checkpoint) -> DataFrame:
     """The rows of ``records`` (any columns, with ``identityMap``) that may hold one of ``identities``: every row
     that does, and rarely a few that do not — a filter for the steps that then join on an identity anyway.
 
     Two light passes instead of validating and ranking the identities of every row: the identity lists that hold
-    one of ``identities`` are found by exploding them (their 64-bit hashes, materialised by ``checkpoint``), then
-    the rows with one of those hashes are kept (a row with an equal list holds the identity too; a hash collision
-    only lets an unrelated row through)."""
+    one of ``identities`` are found by exploding them (their 64-bit hashes, :func:`held_by`, materialised by
+    ``checkpoint``), then the rows with one of those hashes are kept (a row with an equal list holds the identity
+    too; a hash collision only lets an unrelated row through)."""
     listed = F.xxhash64(F.map_entries("identityMap"))
-    by_namespace = records.select(listed.alias("_list"), F.explode("identityMap").alias("_namespace", "_ids"))
-    exploded = by_namespace.select(
-        "_list", normalize_namespace(F.col("_namespace")).alias("namespace"), F.explode("_ids.id").alias("id")
-    )
-    lists = checkpoint(exploded.join(F.broadcast(identities), on=_KEY, how="left_semi").select("_list").distinct())
-    return records.join(lists, on=listed == F.col("_list"), how="left_semi")
+    lists = checkpoint(held_by(records, identities, listed))
+    return records.join(lists, on=listed == F.col("_held"), how="left_semi")
 
 
 def _touching_links(links: DataFrame, identities: DataFrame) -> DataFrame:
@@ -288,15 +313,16 @@ def touching(as_of: AsOfInputs, identities: DataFrame) -> AsOfInputs:
     )
 
 
-def _with_previous_persons(identities: DataFrame, previous: DataFrame | None, checkpoint: Checkpoint) -> DataFrame:
-    """``identities`` and every identity of the previous persons that hold one of them (the persons are
-    materialised: a barrier that measures them lets the second join broadcast them)."""
+def _with_previous_persons(identities: DataFrame, previous: DataFrame | None, checkpoint: Checkpoint) -> _Around:
+    """``identities`` and every identity of the previous persons that hold one of them (rule 2). The persons and
+    their rows are materialised: a barrier that measures them lets later joins broadcast them, and the closure
+    keeps them (the persons of the closed set are those of the set it was closed from)."""
     if previous is None:
-        return identities
+        return _Around(identities, identities.sparkSession.createDataFrame([], "person_id string"), None)
     identities = checkpoint(identities)
     persons = checkpoint(previous.join(identities, on=_KEY, how="left_semi").select("person_id").distinct())
-    members = previous.join(persons, on="person_id", how="left_semi").select(*_KEY)
-    return identities.unionByName(members).distinct()
+    rows = checkpoint(previous.join(persons, on="person_id", how="left_semi").select(*CLUSTER_COLUMNS))
+    return _Around(identities.unionByName(rows.select(*_KEY)).distinct(), persons, rows)
 
 
 def resolve_affected(
@@ -341,10 +367,12 @@ def resolve_affected(
     seeds = checkpoint(seeds.unionByName(adding.join(known.select(*_KEY), on=_KEY, how="left_anti")).distinct())
     if seeds.isEmpty():  # nothing to resolve: every new row only repeats identities
         spark = seeds.sparkSession
+        no_clusters = spark.createDataFrame([], "namespace string, id string, person_id string, graph_size int")
         resolved = Affected(
             identities=seeds,
-            clusters=spark.createDataFrame([], "namespace string, id string, person_id string, graph_size int"),
+            clusters=no_clusters,
             previous_persons=spark.createDataFrame([], "person_id string"),
+            previous_clusters=no_clusters,
             quarantine=spark.createDataFrame(
                 [], "source_table string, namespace string, id string, row_key string, reason string"
             ),
@@ -360,6 +388,9 @@ def resolve_affected(
         identities=checkpoint(resolved.identities.unionByName(rows.select(*_KEY))),
         clusters=checkpoint(resolved.clusters.select(*CLUSTER_COLUMNS).unionByName(rows)),
         previous_persons=checkpoint(resolved.previous_persons.unionByName(persons)),
+        previous_clusters=checkpoint(
+            rows if resolved.previous_clusters is None else resolved.previous_clusters.unionByName(rows)
+        ),
         quarantine=resolved.quarantine,
         rounds=resolved.rounds,
     )
@@ -375,17 +406,19 @@ def _closure(
     find: Lookup,
 ) -> Affected:
     """Rules 2-6: the closed set of identities around ``seeds`` and its exact resolution."""
-    start = checkpoint(_with_previous_persons(seeds.distinct(), previous_clusters, checkpoint))
+    around = _with_previous_persons(seeds.distinct(), previous_clusters, checkpoint)
+    start = checkpoint(around.identities)
     # Rule 3: the neighbours of the set from the start (one scan of the part, far cheaper than a second round).
     # The part is materialised: resolution reads each table of it more than once.
     first = find(start).map(checkpoint)
-    neighbours = seed_identities(first)
-    identities = checkpoint(
-        _with_previous_persons(start.unionByName(neighbours).distinct(), previous_clusters, checkpoint)
-    )
+    grown = checkpoint(seed_identities(first).join(start, on=_KEY, how="left_anti").distinct())
     # Usually the neighbours are in the previous persons already: the set did not grow, and the rows found for
     # the neighbours are the first round's part (the same identities touch the same rows).
-    part: AsOfInputs | None = first if identities.join(start, on=_KEY, how="left_anti").isEmpty() else None
+    identities: DataFrame = start
+    part: AsOfInputs | None = first
+    if not grown.isEmpty():
+        around = _with_previous_persons(start.unionByName(grown).distinct(), previous_clusters, checkpoint)
+        identities, part = checkpoint(around.identities), None
     for rounds in range(1, MAX_ROUNDS + 1):
         if part is None:
             part = find(identities).map(checkpoint)
@@ -397,24 +430,20 @@ def _closure(
         outside = nodes.join(theirs, on="component", how="left_semi").join(identities, on=_KEY, how="left_anti")
         if outside.isEmpty():  # the convergence test of an iterative algorithm (like connected components)
             clusters = checkpoint(resolved.clusters.join(identities, on=_KEY, how="left_semi"))
-            previous_persons = (
-                checkpoint(previous_clusters.join(identities, on=_KEY, how="left_semi").select("person_id").distinct())
-                if previous_clusters is not None
-                else clusters.sparkSession.createDataFrame([], "person_id string")
-            )
             quarantine = resolved.quarantine.where(F.col("reason").isin(HUB_IDENTITY, GRAPH_SIZE_EVICTION)).join(
                 identities, on=_KEY, how="left_semi"
             )
             return Affected(
                 identities=identities,
                 clusters=clusters,
-                previous_persons=previous_persons,
+                # The set is closed under rule 2, so the previous persons of its identities are those the last
+                # closing found (they hold the identities it was closed from, and only those persons' others).
+                previous_persons=around.persons,
+                previous_clusters=around.rows,
                 quarantine=quarantine,
                 rounds=rounds,
             )
         added = outside.select(*_KEY)
-        identities = checkpoint(
-            _with_previous_persons(identities.unionByName(added).distinct(), previous_clusters, checkpoint)
-        )
-        part = None
+        around = _with_previous_persons(identities.unionByName(added).distinct(), previous_clusters, checkpoint)
+        identities, part = checkpoint(around.identities), None
     raise RuntimeError(f"the affected persons did not close within {MAX_ROUNDS} rounds")

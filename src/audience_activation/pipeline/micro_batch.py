@@ -177,13 +177,40 @@ def _replace(previous: DataFrame | None, new: DataFrame, keys: DataFrame, on: li
     return previous.join(F.broadcast(keys), on=on, how="left_anti").unionByName(new.select(*previous.columns))
 
 
-def _copies(events: DataFrame, some: DataFrame, barrier: Barrier) -> DataFrame:
-    """Every event of ``events`` that has the de-duplication key (``_id``) of one of ``some`` (same columns).
+#: The columns of ``experience_events`` its identities are read from (:func:`identity.record_entries`).
+_IDENTIFYING_EVENT_COLUMNS = ("_id", TIME_COLUMNS[EXPERIENCE_EVENTS], "identityMap")
 
-    The keys are materialised first: a barrier measures them, so the join broadcasts them instead of shuffling
-    every event (:class:`~audience_activation.storage.base.LocalCheckpoint`)."""
-    keys = barrier(some.select(profile.event_key(some).alias("_key")).distinct())
+
+def _with_keys(events: DataFrame, keys: DataFrame) -> DataFrame:
+    """Every event of ``events`` whose de-duplication key (``_id``, :func:`profile.event_key`) is one of
+    ``keys`` (``_key``; materialised, so the join broadcasts them instead of shuffling every event)."""
     return events.withColumn("_key", profile.event_key(events)).join(keys, on="_key", how="left_semi").drop("_key")
+
+
+def _their_event_keys(
+    events: DataFrame,
+    index: input_index.InputsIndex | None,
+    affected: affected_rules.Affected,
+    clusters: DataFrame,
+    barrier: Barrier,
+) -> DataFrame:
+    """The de-duplication keys (``_key``) of the events that hold an affected identity, materialised.
+
+    Without an index, one pass over the events: their identity lists exploded and matched, the keys kept
+    (:func:`affected.held_by`). Through the index, the rows it finds, attributed to the affected clusters. The
+    first can hold a few keys more (an event holding an affected identity whose primary identity is not
+    affected): their copies are attributed to their own persons and dropped with the other persons' events."""
+    if index is None or index.events is None:
+        # An event's key is its ``_id`` when it has one; only events without one are read whole (for its hash).
+        with_id = events.where(F.col("_id").isNotNull()).select("_id", "identityMap")
+        without = events.where(F.col("_id").isNull())
+        held = affected_rules.held_by(with_id, affected.identities, F.col("_id")).unionByName(
+            affected_rules.held_by(without, affected.identities, profile.event_key(without))
+        )
+        return barrier(held.select(F.col("_held").alias("_key")).distinct())
+    holding = input_index.holding(events, index.events, affected.identities)
+    theirs = profile.attach_persons(holding, clusters).drop("primary_namespace", "primary_id", "person_id")
+    return barrier(theirs.select(profile.event_key(theirs).alias("_key")).distinct())
 
 
 def _narrow_events(as_of: AsOfInputs, index: input_index.InputsIndex, evaluation_time: dt.datetime) -> AsOfInputs:
@@ -204,26 +231,50 @@ def _holding(
     return input_index.holding(records, index, identities)
 
 
-def _time_seeds(
+def _revisiting_events(
     spark: SparkSession,
     compiled: stages.Compiled,
     streamed: list[str],
     as_of: AsOfInputs,
+    changed: list[DataFrame],
     previous: PreviousState,
     evaluation_time: dt.datetime,
+    barrier: Barrier,
 ) -> DataFrame:
-    """Rule 1's time-driven seeds: the identities whose streamed segments' results the passing of time alone can
-    change since the previous run's ``T`` — those of the events that entered or left an event window, or every
-    identity when a streamed segment reads the time otherwise (``birthDate occurs today``)."""
+    """The identities of rows that were there before whose persons the micro-batch revisits, in one pass over the
+    events: every copy (same ``_id``) of the ``changed`` events (new or removed: an earlier copy can move an
+    event's person, rule 3), and rule 1's time-driven seeds — the events that entered or left an event window of
+    a streamed segment since the previous run's ``T``, or every identity when a streamed segment reads the time
+    otherwise (``birthDate occurs today``; a superset of the rest)."""
+    no_identities = spark.createDataFrame([], "namespace string, id string")
     dependence = combined(compiled.segments.time_dependence.get(s, TimeDependence()) for s in streamed)
     since = previous.evaluation_time
-    if dependence.other and since is not None and since < evaluation_time:
+    time_moved = since is not None and since < evaluation_time
+    if dependence.other and time_moved:
         return affected_rules.seed_identities(as_of)
-    if as_of.events is None or since is None or since >= evaluation_time or not dependence.event_windows:
-        return spark.createDataFrame([], "namespace string, id string")
-    timestamp = F.col(TIME_COLUMNS[EXPERIENCE_EVENTS])
-    moved = as_of.events.where(window_changes(timestamp, dependence.event_windows, since, evaluation_time))
-    return affected_rules.seed_identities(AsOfInputs(None, moved, None, None))
+    if as_of.events is None:
+        return no_identities
+    # Only the columns the identities are read from: the scan skips the rest of each event.
+    narrow = [c for c in as_of.events.columns if c in _IDENTIFYING_EVENT_COLUMNS]
+    events, hits, parts = as_of.events.select(*narrow), [], []
+    if changed:
+        some = reduce(DataFrame.unionByName, (c.select(*as_of.events.columns) for c in changed))
+        # The keys are materialised first: a barrier measures them, so the join broadcasts them instead of
+        # shuffling every event (:class:`~audience_activation.storage.base.LocalCheckpoint`).
+        keys = barrier(some.select(profile.event_key(some).alias("_key")).distinct())
+        # An event's key is its ``_id`` when it has one; only events without one need the whole row (its hash).
+        events = events.join(keys.select(F.col("_key").alias("_id"), F.lit(True).alias("_copy")), on="_id", how="left")
+        hits.append(F.col("_copy").isNotNull())
+        parts.append(_with_keys(as_of.events.where(F.col("_id").isNull()), keys).select(*narrow))
+    if since is not None and time_moved and dependence.event_windows:
+        timestamp = F.col(TIME_COLUMNS[EXPERIENCE_EVENTS])
+        hits.append(window_changes(timestamp, dependence.event_windows, since, evaluation_time))
+    if hits:
+        parts.append(events.where(reduce(lambda a, b: a | b, hits)).select(*narrow))
+    if not parts:
+        return no_identities
+    revisiting = reduce(DataFrame.unionByName, parts)
+    return affected_rules.seed_identities(AsOfInputs(None, revisiting, None, None))
 
 
 def _quarantine(fresh: AsOfInputs, affected: affected_rules.Affected) -> DataFrame:
@@ -292,15 +343,14 @@ def evaluate_micro_batch(
         seeds = seeds.unionByName(affected_rules.seed_identities(removed))  # a removed row can split a person
     # The seeds read only the events' identities and times: the index's narrow rows serve them when there is one.
     identified = as_of if index is None else _narrow_events(as_of, index, evaluation_time)
-    for events_ in (fresh.events, removed.events):
-        if events_ is not None and identified.events is not None:  # an earlier copy can move an event's person
-            some = events_.select(*identified.events.columns)
-            copies = AsOfInputs(None, _copies(identified.events, some, barrier), None, None)
-            revisit = revisit.unionByName(affected_rules.seed_identities(copies))
     spark = inputs.fragments.sparkSession
     streamed = streamed_segments(compiled)
-    # The time-driven rows were there before (a new one is a new row): they only revisit their persons.
-    revisit = revisit.unionByName(_time_seeds(spark, compiled, streamed, identified, previous, evaluation_time))
+    # The earlier copies of new events and the time-driven rows were there before (a new one is a new row):
+    # they only revisit their persons.
+    changed = [e for e in (fresh.events, removed.events) if e is not None]
+    revisit = revisit.unionByName(
+        _revisiting_events(spark, compiled, streamed, identified, changed, previous, evaluation_time, barrier)
+    )
     lookup = None if index is None else (lambda ids: input_index.touching(index, ids, evaluation_time))
     affected = affected_rules.resolve_affected(
         as_of, seeds, previous.clusters, config.namespaces, config.job.identity, barrier, lookup, revisit
@@ -314,9 +364,9 @@ def evaluate_micro_batch(
     if as_of.events is not None:
         # Duplicates of an event count once, the first copy by time among all of them (rule 3): every copy of
         # the affected persons' events is attributed, then only their persons' events are kept.
-        holding = _holding(as_of.events, None if index is None else index.events, affected.identities, barrier)
-        theirs = profile.attach_persons(holding, clusters).drop("primary_namespace", "primary_id", "person_id")
-        candidates = barrier(_copies(as_of.events, theirs, barrier))
+        candidates = barrier(
+            _with_keys(as_of.events, _their_event_keys(as_of.events, index, affected, clusters, barrier))
+        )
         # Only the clusters of the candidates' primary identities: a few hundred thousand rows, where joining
         # every cluster shuffled the whole table (4.3 million rows at 1M persons) for any micro-batch.
         primary = profile.with_primary_identity(candidates).select(
@@ -366,11 +416,7 @@ def evaluate_micro_batch(
     diff = activation_rules.diff_activations(
         current, previous_state, previous_membership, membership, mappings, mappings, evaluation_time, barrier
     )
-    previous_clusters = (
-        None
-        if previous.clusters is None
-        else barrier(previous.clusters.join(affected.previous_persons, on="person_id", how="left_semi"))
-    )
+    previous_clusters = affected.previous_clusters  # the previous persons' rows, found by the closure
     routed = stages.routing(diff.changes, clusters, as_of.regions, previous_clusters, config, evaluation_time)
     changes_out = barrier(routed, partition_by=("destination_id", "route"))
 
