@@ -112,6 +112,13 @@ def affected(
     assert len(rows_) == len(clusters)  # one row per identity (a revisited row never beside a resolved one)
     identities = {(r.namespace, r.id) for r in result.identities.collect()}
     persons = {r.person_id for r in result.previous_persons.collect()}
+    # The previous persons' cluster rows, found on the way: exactly theirs, one row per identity.
+    assert result.previous_clusters is not None
+    previous_rows = result.previous_clusters.collect()
+    assert len(previous_rows) == len({(r.namespace, r.id) for r in previous_rows})
+    assert {(r.namespace, r.id): (r.person_id, r.graph_size) for r in previous_rows} == {
+        k: v for k, v in before.items() if v[0] in persons
+    }
     return clusters, identities, persons, before, after
 
 

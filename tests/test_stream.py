@@ -230,6 +230,43 @@ def test_an_earlier_copy_of_an_event_moves_it_to_another_person(spark: SparkSess
     assert rows(tmp_path / "b" / "unified_profiles", *profile_columns) == [("CRMID:c1", 1), ("CRMID:c2", 1)]
 
 
+def test_events_without_an_id_differing_beyond_time_and_identities_are_two_events(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    """The stream finds the copies of an event by its ``_id``, time and identities only (its copy key); an event
+    without ``_id`` is still told apart from another by its whole row, as in a batch run: a purchase appended
+    with the time and identities of an earlier page view is a new event, and qualifies its person. (Four persons:
+    were the two merged into one event, the page view would survive for some of them.)"""
+    store = open_storage(spark, "delta-rs")
+    t1 = T1 + dt.timedelta(hours=12)
+    t2 = t1 + dt.timedelta(minutes=1)
+    conf = write_conf(tmp_path / "conf", tmp_path / "a", "delta-rs")
+    (conf / "segments.yaml").write_text(yaml.safe_dump({"segments": [RECENT]}))
+    (conf / "destinations.yaml").write_text(yaml.safe_dump({"destinations": []}))
+    lake = str(tmp_path / "a")
+    crmids = ["c1", "c2", "c3", "c4"]
+    fragments = [frag({"CRMID": c}, N1, "US", "y") for c in crmids]
+    store.overwrite(spark.createDataFrame(fragments, FRAGMENTS), f"{lake}/profile_fragments")
+    at = t1.replace(tzinfo=None) - dt.timedelta(hours=2)
+    views = [(None, at, "web.webpagedetails.pageViews", {"CRMID": [(c, True)]}) for c in crmids]
+    store.overwrite(spark.createDataFrame(views, EVENTS), f"{lake}/experience_events")
+    run(spark, conf, t1)
+    purchases = [(None, at, "commerce.purchases", {"CRMID": [(c, True)]}) for c in crmids]
+    store.append(spark.createDataFrame(purchases + views[:1], EVENTS), f"{lake}/experience_events")  # + a true copy
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+
+    app.run_stream(spark, load_config(conf), evaluation_time=t2)
+    batch_conf = write_conf(tmp_path / "conf-b", tmp_path / "b", "delta-rs")
+    (batch_conf / "segments.yaml").write_text(yaml.safe_dump({"segments": [RECENT]}))
+    (batch_conf / "destinations.yaml").write_text(yaml.safe_dump({"destinations": []}))
+    run(spark, batch_conf, t2)
+
+    membership = ("person_id", "segment_id", "status")
+    expected = [(f"CRMID:{c}", "recent", "realized") for c in crmids]
+    assert rows(tmp_path / "a" / "segment_membership", *membership) == expected
+    assert rows(tmp_path / "b" / "segment_membership", *membership) == expected
+
+
 def test_a_member_exits_when_its_window_passes_with_no_new_row(
     spark: SparkSession, tmp_path: Path, engine: str
 ) -> None:

@@ -316,7 +316,8 @@ def touching(as_of: AsOfInputs, identities: DataFrame) -> AsOfInputs:
 def _with_previous_persons(identities: DataFrame, previous: DataFrame | None, checkpoint: Checkpoint) -> _Around:
     """``identities`` and every identity of the previous persons that hold one of them (rule 2). The persons and
     their rows are materialised: a barrier that measures them lets later joins broadcast them, and the closure
-    keeps them (the persons of the closed set are those of the set it was closed from)."""
+    keeps them: ``identity_clusters`` has one row per identity, so an identity added here belongs to one of the
+    persons found, and the persons holding an identity of the closed set are exactly those."""
     if previous is None:
         return _Around(identities, identities.sparkSession.createDataFrame([], "person_id string"), None)
     identities = checkpoint(identities)
@@ -388,6 +389,8 @@ def resolve_affected(
         identities=checkpoint(resolved.identities.unionByName(rows.select(*_KEY))),
         clusters=checkpoint(resolved.clusters.select(*CLUSTER_COLUMNS).unionByName(rows)),
         previous_persons=checkpoint(resolved.previous_persons.unionByName(persons)),
+        # (The closure found its persons' rows: with previous clusters it always does; ``rows`` alone is the
+        # guard a type checker asks for.) The two sets of persons are disjoint, rule 2.
         previous_clusters=checkpoint(
             rows if resolved.previous_clusters is None else resolved.previous_clusters.unionByName(rows)
         ),
@@ -437,7 +440,7 @@ def _closure(
                 identities=identities,
                 clusters=clusters,
                 # The set is closed under rule 2, so the previous persons of its identities are those the last
-                # closing found (they hold the identities it was closed from, and only those persons' others).
+                # closing found (one cluster row per identity: each identity it added is one of theirs).
                 previous_persons=around.persons,
                 previous_clusters=around.rows,
                 quarantine=quarantine,

@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from functools import reduce
 from typing import Any
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from .. import activation as activation_rules
@@ -177,14 +177,24 @@ def _replace(previous: DataFrame | None, new: DataFrame, keys: DataFrame, on: li
     return previous.join(F.broadcast(keys), on=on, how="left_anti").unionByName(new.select(*previous.columns))
 
 
-#: The columns of ``experience_events`` its identities are read from (:func:`identity.record_entries`).
-_IDENTIFYING_EVENT_COLUMNS = ("_id", TIME_COLUMNS[EXPERIENCE_EVENTS], "identityMap")
+#: The columns of ``experience_events`` its identities are read from (:func:`identity.record_entries`), in the
+#: order :func:`_copy_key` hashes them.
+_IDENTIFYING_EVENT_COLUMNS = affected_rules.RECORD_COLUMNS["events"]
+
+
+def _copy_key(events: DataFrame) -> Column:
+    """A key every copy of an event shares, read from its ``_id``, time and identities only (a scan skips the
+    rest of the row): its ``_id``, or for an event without one, a hash of those three
+    (:func:`profile.event_key` of them). The copies of an event (same :func:`profile.event_key`) share it; events
+    without ``_id`` that differ only elsewhere share it too, and finding those as well only revisits or attributes
+    a few more events — each to its own person, by its own key — never fewer."""
+    return profile.event_key(events.select(*_IDENTIFYING_EVENT_COLUMNS))  # one column order for every caller
 
 
 def _with_keys(events: DataFrame, keys: DataFrame) -> DataFrame:
-    """Every event of ``events`` whose de-duplication key (``_id``, :func:`profile.event_key`) is one of
-    ``keys`` (``_key``; materialised, so the join broadcasts them instead of shuffling every event)."""
-    return events.withColumn("_key", profile.event_key(events)).join(keys, on="_key", how="left_semi").drop("_key")
+    """Every event of ``events`` whose :func:`_copy_key` is one of ``keys`` (``_key``; materialised, so the join
+    broadcasts them instead of shuffling every event)."""
+    return events.withColumn("_key", _copy_key(events)).join(keys, on="_key", how="left_semi").drop("_key")
 
 
 def _their_event_keys(
@@ -194,23 +204,19 @@ def _their_event_keys(
     clusters: DataFrame,
     barrier: Barrier,
 ) -> DataFrame:
-    """The de-duplication keys (``_key``) of the events that hold an affected identity, materialised.
+    """The :func:`_copy_key` (``_key``) of the events that hold an affected identity, materialised.
 
-    Without an index, one pass over the events: their identity lists exploded and matched, the keys kept
-    (:func:`affected.held_by`). Through the index, the rows it finds, attributed to the affected clusters. The
-    first can hold a few keys more (an event holding an affected identity whose primary identity is not
-    affected): their copies are attributed to their own persons and dropped with the other persons' events."""
+    Without an index, one pass over the events' narrow columns: their identity lists exploded and matched, the
+    keys kept (:func:`affected.held_by`). Through the index, the rows it finds, attributed to the affected
+    clusters. The first can hold a few keys more (an event holding an affected identity whose primary identity
+    is not affected): their copies are attributed to their own persons and dropped with the other persons'
+    events."""
     if index is None or index.events is None:
-        # An event's key is its ``_id`` when it has one; only events without one are read whole (for its hash).
-        with_id = events.where(F.col("_id").isNotNull()).select("_id", "identityMap")
-        without = events.where(F.col("_id").isNull())
-        held = affected_rules.held_by(with_id, affected.identities, F.col("_id")).unionByName(
-            affected_rules.held_by(without, affected.identities, profile.event_key(without))
-        )
-        return barrier(held.select(F.col("_held").alias("_key")).distinct())
+        held = affected_rules.held_by(events, affected.identities, _copy_key(events))
+        return barrier(held.select(F.col("_held").alias("_key")))
     holding = input_index.holding(events, index.events, affected.identities)
     theirs = profile.attach_persons(holding, clusters).drop("primary_namespace", "primary_id", "person_id")
-    return barrier(theirs.select(profile.event_key(theirs).alias("_key")).distinct())
+    return barrier(theirs.select(_copy_key(theirs).alias("_key")).distinct())
 
 
 def _narrow_events(as_of: AsOfInputs, index: input_index.InputsIndex, evaluation_time: dt.datetime) -> AsOfInputs:
@@ -242,10 +248,10 @@ def _revisiting_events(
     barrier: Barrier,
 ) -> DataFrame:
     """The identities of rows that were there before whose persons the micro-batch revisits, in one pass over the
-    events: every copy (same ``_id``) of the ``changed`` events (new or removed: an earlier copy can move an
-    event's person, rule 3), and rule 1's time-driven seeds — the events that entered or left an event window of
-    a streamed segment since the previous run's ``T``, or every identity when a streamed segment reads the time
-    otherwise (``birthDate occurs today``; a superset of the rest)."""
+    events: every event sharing the copy key (:func:`_copy_key`) of one of the ``changed`` events (new or
+    removed: an earlier copy can move an event's person, rule 3), and rule 1's time-driven seeds — the events
+    that entered or left an event window of a streamed segment since the previous run's ``T``, or every identity
+    when a streamed segment reads the time otherwise (``birthDate occurs today``; a superset of the rest)."""
     no_identities = spark.createDataFrame([], "namespace string, id string")
     dependence = combined(compiled.segments.time_dependence.get(s, TimeDependence()) for s in streamed)
     since = previous.evaluation_time
@@ -255,25 +261,21 @@ def _revisiting_events(
     if as_of.events is None:
         return no_identities
     # Only the columns the identities are read from: the scan skips the rest of each event.
-    narrow = [c for c in as_of.events.columns if c in _IDENTIFYING_EVENT_COLUMNS]
-    events, hits, parts = as_of.events.select(*narrow), [], []
+    narrow = list(_IDENTIFYING_EVENT_COLUMNS)
+    events, hits = as_of.events.select(*narrow), []
     if changed:
-        some = reduce(DataFrame.unionByName, (c.select(*as_of.events.columns) for c in changed))
+        some = reduce(DataFrame.unionByName, (c.select(*narrow) for c in changed))
         # The keys are materialised first: a barrier measures them, so the join broadcasts them instead of
         # shuffling every event (:class:`~audience_activation.storage.base.LocalCheckpoint`).
-        keys = barrier(some.select(profile.event_key(some).alias("_key")).distinct())
-        # An event's key is its ``_id`` when it has one; only events without one need the whole row (its hash).
-        events = events.join(keys.select(F.col("_key").alias("_id"), F.lit(True).alias("_copy")), on="_id", how="left")
+        keys = barrier(some.select(_copy_key(some).alias("_key")).distinct().withColumn("_copy", F.lit(True)))
+        events = events.withColumn("_key", _copy_key(events)).join(keys, on="_key", how="left")
         hits.append(F.col("_copy").isNotNull())
-        parts.append(_with_keys(as_of.events.where(F.col("_id").isNull()), keys).select(*narrow))
     if since is not None and time_moved and dependence.event_windows:
         timestamp = F.col(TIME_COLUMNS[EXPERIENCE_EVENTS])
         hits.append(window_changes(timestamp, dependence.event_windows, since, evaluation_time))
-    if hits:
-        parts.append(events.where(reduce(lambda a, b: a | b, hits)).select(*narrow))
-    if not parts:
+    if not hits:
         return no_identities
-    revisiting = reduce(DataFrame.unionByName, parts)
+    revisiting = events.where(reduce(lambda a, b: a | b, hits)).select(*narrow)
     return affected_rules.seed_identities(AsOfInputs(None, revisiting, None, None))
 
 
