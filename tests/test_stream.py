@@ -180,15 +180,21 @@ RECENT = {
 }
 
 
+def recent_only(conf: Path, lake: Path) -> Path:
+    """A delta-rs configuration of ``lake`` in ``conf`` with the ``recent`` segment and no destination."""
+    write_conf(conf, lake, "delta-rs")
+    (conf / "segments.yaml").write_text(yaml.safe_dump({"segments": [RECENT]}))
+    (conf / "destinations.yaml").write_text(yaml.safe_dump({"destinations": []}))
+    return conf
+
+
 def test_an_earlier_copy_of_an_event_moves_it_to_another_person(spark: SparkSession, tmp_path: Path) -> None:
     """Duplicates of an event count once, the first copy by time, as in a batch run: an earlier copy appended
     under another person takes the event (and the streaming segment) away from a person no new row touches."""
     store = open_storage(spark, "delta-rs")
     t1 = T1 + dt.timedelta(hours=12)
     t2 = t1 + dt.timedelta(minutes=1)
-    conf = write_conf(tmp_path / "conf", tmp_path / "a", "delta-rs")
-    (conf / "segments.yaml").write_text(yaml.safe_dump({"segments": [RECENT]}))
-    (conf / "destinations.yaml").write_text(yaml.safe_dump({"destinations": []}))
+    conf = recent_only(tmp_path / "conf", tmp_path / "a")
     lake = str(tmp_path / "a")
     store.overwrite(
         spark.createDataFrame([frag({"CRMID": "c1"}, N1, "US", "y"), frag({"CRMID": "c2"}, N1, "US", "y")], FRAGMENTS),
@@ -209,10 +215,7 @@ def test_an_earlier_copy_of_an_event_moves_it_to_another_person(spark: SparkSess
     clusters_version = DeltaTable(f"{lake}/identity_clusters").version()
 
     app.run_stream(spark, load_config(conf), evaluation_time=t2)
-    batch_conf = write_conf(tmp_path / "conf-b", tmp_path / "b", "delta-rs")
-    (batch_conf / "segments.yaml").write_text(yaml.safe_dump({"segments": [RECENT]}))
-    (batch_conf / "destinations.yaml").write_text(yaml.safe_dump({"destinations": []}))
-    run(spark, batch_conf, t2)
+    run(spark, recent_only(tmp_path / "conf-b", tmp_path / "b"), t2)
 
     membership = ("person_id", "segment_id", "status")
     assert rows(tmp_path / "a" / "segment_membership", *membership) == [
@@ -240,9 +243,7 @@ def test_events_without_an_id_differing_beyond_time_and_identities_are_two_event
     store = open_storage(spark, "delta-rs")
     t1 = T1 + dt.timedelta(hours=12)
     t2 = t1 + dt.timedelta(minutes=1)
-    conf = write_conf(tmp_path / "conf", tmp_path / "a", "delta-rs")
-    (conf / "segments.yaml").write_text(yaml.safe_dump({"segments": [RECENT]}))
-    (conf / "destinations.yaml").write_text(yaml.safe_dump({"destinations": []}))
+    conf = recent_only(tmp_path / "conf", tmp_path / "a")
     lake = str(tmp_path / "a")
     crmids = ["c1", "c2", "c3", "c4"]
     fragments = [frag({"CRMID": c}, N1, "US", "y") for c in crmids]
@@ -256,10 +257,7 @@ def test_events_without_an_id_differing_beyond_time_and_identities_are_two_event
     shutil.copytree(tmp_path / "a", tmp_path / "b")
 
     app.run_stream(spark, load_config(conf), evaluation_time=t2)
-    batch_conf = write_conf(tmp_path / "conf-b", tmp_path / "b", "delta-rs")
-    (batch_conf / "segments.yaml").write_text(yaml.safe_dump({"segments": [RECENT]}))
-    (batch_conf / "destinations.yaml").write_text(yaml.safe_dump({"destinations": []}))
-    run(spark, batch_conf, t2)
+    run(spark, recent_only(tmp_path / "conf-b", tmp_path / "b"), t2)
 
     membership = ("person_id", "segment_id", "status")
     expected = [(f"CRMID:{c}", "recent", "realized") for c in crmids]
