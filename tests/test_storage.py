@@ -33,10 +33,11 @@ from audience_activation.storage import (
     StorageError,
     TableNotFoundError,
     UnsupportedTableFeatureError,
+    delta_spark,
     files,
     open_storage,
 )
-from audience_activation.storage.base import CHANGE_DATA_FEED, LocalCheckpoint, uncommitted_data_files
+from audience_activation.storage.base import CHANGE_DATA_FEED, LocalCheckpoint, added_file_names, uncommitted_data_files
 
 UTC = dt.timezone.utc
 
@@ -405,6 +406,46 @@ def test_deletion_vectors_and_column_mapping_read_correctly_under_delta_spark(sp
     assert any(add.get("deletionVector") for add in adds), "DELETE wrote a deletion vector"
     snapshot = open_storage(spark, "delta-spark").read(location)
     assert sorted(snapshot.df.collect()) == [Row(k=1, label="a"), Row(k=3, label="c")]
+
+
+def test_changes_see_rows_deleted_and_restored_in_place_by_deletion_vectors(
+    spark: SparkSession, lake: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A delete on a table with deletion vectors keeps the data file and hides rows beside it, and a restore shows
+    them again: the file lists of two versions are the same, yet the rows differ. They are changes all the same:
+    a deleted row is removed, a restored one added, each once, partition values and renamed columns included, with
+    an append in the same range read as before."""
+    location = str(lake / "dv")
+    table = f"delta.`{location}`"
+    spark.sql(
+        f"CREATE TABLE {table} (k INT, v STRING, part STRING) USING delta PARTITIONED BY (part) TBLPROPERTIES ("
+        "'delta.enableDeletionVectors' = 'true', 'delta.columnMapping.mode' = 'name')"
+    )
+    spark.sql(f"INSERT INTO {table} VALUES (1, 'a', 'x:1'), (2, 'b', 'x:1'), (3, 'c', 'y'), (4, 'd', 'y')")  # v1
+    spark.sql(f"ALTER TABLE {table} RENAME COLUMN v TO label")  # v2
+    spark.sql(f"DELETE FROM {table} WHERE k IN (2, 3)")  # v3: deletion vectors, no file removed
+    spark.sql(f"INSERT INTO {table} VALUES (5, 'e', 'y')")  # v4
+    store = open_storage(spark, "delta-spark")
+    assert store._files(location, 2) <= store._files(location, 3)  # the delete removed no file
+
+    deleted = store.read_changes(location, 2, 4)
+    assert sorted(deleted.added.collect()) == [Row(k=5, label="e", part="y")]
+    assert sorted(deleted.removed.collect()) == [Row(k=2, label="b", part="x:1"), Row(k=3, label="c", part="y")]
+    assert store.read_changes(location, 3).removed.collect() == []  # before the range: not removed again
+
+    spark.sql(f"RESTORE TABLE {table} TO VERSION AS OF 2")  # v5: the same files again, without the vectors
+    restored = store.read_changes(location, 4, 5)
+    assert sorted(restored.added.collect()) == [Row(k=2, label="b", part="x:1"), Row(k=3, label="c", part="y")]
+    assert restored.removed.collect() == [Row(k=5, label="e", part="y")]
+    # Compared with a version before the delete, the restored files show the same rows: no change.
+    assert store.read_changes(location, 2, 5).added.collect() == []
+    assert store.read_changes(location, 2, 5).removed.collect() == []
+
+    # Commits of the range gone (log cleanup): every kept file's rows are compared, with the same result.
+    assert added_file_names(location, 4, 6) is None
+    monkeypatch.setattr(delta_spark, "added_file_names", lambda *_: None)
+    assert sorted(store.read_changes(location, 2, 4).removed.collect()) == sorted(deleted.removed.collect())
+    assert store.read_changes(location, 2, 5).removed.collect() == []
 
 
 def test_delta_rs_engine_refuses_deletion_vectors_and_column_mapping_by_name(spark: SparkSession, lake: Path) -> None:

@@ -180,9 +180,9 @@ RECENT = {
 }
 
 
-def recent_only(conf: Path, lake: Path) -> Path:
-    """A delta-rs configuration of ``lake`` in ``conf`` with the ``recent`` segment and no destination."""
-    write_conf(conf, lake, "delta-rs")
+def recent_only(conf: Path, lake: Path, engine: str = "delta-rs") -> Path:
+    """A configuration of ``lake`` in ``conf`` with the ``recent`` segment and no destination."""
+    write_conf(conf, lake, engine)
     (conf / "segments.yaml").write_text(yaml.safe_dump({"segments": [RECENT]}))
     (conf / "destinations.yaml").write_text(yaml.safe_dump({"destinations": []}))
     return conf
@@ -261,6 +261,41 @@ def test_events_without_an_id_differing_beyond_time_and_identities_are_two_event
 
     membership = ("person_id", "segment_id", "status")
     expected = [(f"CRMID:{c}", "recent", "realized") for c in crmids]
+    assert rows(tmp_path / "a" / "segment_membership", *membership) == expected
+    assert rows(tmp_path / "b" / "segment_membership", *membership) == expected
+
+
+def test_an_event_deleted_by_a_deletion_vector_is_gone_from_the_stream(spark: SparkSession, tmp_path: Path) -> None:
+    """On the delta-spark engine, a DELETE on an input table with deletion vectors keeps the event's data file and
+    hides the row beside it. The micro-batch still sees the row removed: its person loses the purchase and exits,
+    as a batch run decides; the other buyer, whose row shares the file, stays."""
+    if "delta-spark" not in selected_engines():
+        pytest.skip(f"{ENGINES_ENV} selects delta-rs only")
+    store = open_storage(spark, "delta-spark")
+    t1 = T1 + dt.timedelta(hours=12)
+    t2 = t1 + dt.timedelta(minutes=1)
+    conf = recent_only(tmp_path / "conf", tmp_path / "a", "delta-spark")
+    lake = str(tmp_path / "a")
+    store.overwrite(
+        spark.createDataFrame([frag({"CRMID": c}, N1, "US", "y") for c in ("c1", "c2")], FRAGMENTS),
+        f"{lake}/profile_fragments",
+    )
+    at = t1.replace(tzinfo=None) - dt.timedelta(hours=2)
+    purchases = [(e, at, "commerce.purchases", {"CRMID": [(c, True)]}) for e, c in (("e1", "c1"), ("e2", "c2"))]
+    events = f"delta.`{lake}/experience_events`"
+    store.overwrite(spark.createDataFrame(purchases, EVENTS).coalesce(1), f"{lake}/experience_events")
+    spark.sql(f"ALTER TABLE {events} SET TBLPROPERTIES ('delta.enableDeletionVectors' = 'true')")
+    run(spark, conf, t1)
+    files = DeltaTable(f"{lake}/experience_events").file_uris()
+    spark.sql(f"DELETE FROM {events} WHERE _id = 'e1'")
+    assert DeltaTable(f"{lake}/experience_events").file_uris() == files  # the row is hidden, its file kept
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+
+    app.run_stream(spark, load_config(conf), evaluation_time=t2)
+    run(spark, recent_only(tmp_path / "conf-b", tmp_path / "b", "delta-spark"), t2)
+
+    membership = ("person_id", "segment_id", "status")
+    expected = [("CRMID:c1", "recent", "exited"), ("CRMID:c2", "recent", "realized")]
     assert rows(tmp_path / "a" / "segment_membership", *membership) == expected
     assert rows(tmp_path / "b" / "segment_membership", *membership) == expected
 

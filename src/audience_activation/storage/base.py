@@ -49,6 +49,7 @@ from .files import (
     HINT_LOGGER,
     LocalCheckpoint,
     ParquetCheckpoint,
+    added_file_names,
     arrow_filesystem,
     commit_info,
     commit_versions,
@@ -78,6 +79,7 @@ __all__ = [
     "TableState",
     "UnsupportedTableFeatureError",
     "WriteMode",
+    "added_file_names",
     "arrow_filesystem",
     "check_partition_columns",
     "commit_info",
@@ -133,6 +135,10 @@ class TableChanges:
     not in ``since``, ``removed`` the rows of the files in ``since`` that are no longer in ``version``. An
     append gives added rows only; a compaction or an update gives the rows it rewrote on both sides. The
     streaming job seeds its affected persons from both, so a rewrite costs work but never loses a change.
+
+    A file kept by both versions can still change its rows when the table has deletion vectors: a delete marks
+    rows deleted beside the file, a restore can unmark them. Such a file's rows that ``version`` no longer shows
+    are in ``removed``, and those it shows again are in ``added`` (:meth:`DeltaStorage._rows_changed_in_place`).
 
     Attributes:
         location: the table's URI or path.
@@ -242,11 +248,13 @@ class DeltaStorage(abc.ABC):
         after = self._files(location, end)
         before = self._files(location, since) if since is not None else set()
         added = self._rows_of_files(location, end, sorted(after - before))
-        removed = (
-            self._rows_of_files(location, since, sorted(before - after))
-            if since is not None
-            else self.spark.createDataFrame([], added.schema)
-        )
+        if since is None:
+            return TableChanges(location, since, end, added, self.spark.createDataFrame([], added.schema))
+        removed = self._rows_of_files(location, since, sorted(before - after))
+        rewritten = self._changed_in_place(location, since, end, after & before) if since < end else set()
+        if rewritten:
+            gained, lost = self._rows_changed_in_place(location, since, end, sorted(rewritten))
+            added, removed = added.unionByName(gained), removed.unionByName(lost)
         return TableChanges(location=location, since=since, version=end, added=added, removed=removed)
 
     @abc.abstractmethod
@@ -256,6 +264,18 @@ class DeltaStorage(abc.ABC):
     @abc.abstractmethod
     def _rows_of_files(self, location: str, version: int, files: Sequence[str]) -> DataFrame:
         """The rows of ``files`` (from :meth:`_files` of that ``version``), with the table's schema then."""
+
+    def _changed_in_place(self, location: str, since: int, version: int, kept: set[str]) -> set[str]:
+        """The files of ``kept`` (data files of both versions) whose rows may differ between them. None by
+        default: a data file never changes once written. An engine that reads deletion vectors overrides it."""
+        return set()
+
+    def _rows_changed_in_place(
+        self, location: str, since: int, version: int, files: Sequence[str]
+    ) -> tuple[DataFrame, DataFrame]:
+        """``(gained, lost)``: the rows of ``files`` (from :meth:`_changed_in_place`) that ``version`` shows and
+        ``since`` did not, and those ``since`` showed and ``version`` does not."""
+        raise NotImplementedError(f"{type(self).__name__} reads no table whose files change in place")
 
     @abc.abstractmethod
     def schema(self, location: str) -> StructType:

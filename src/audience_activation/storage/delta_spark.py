@@ -33,6 +33,7 @@ import time
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
+from urllib.parse import unquote
 
 from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
@@ -43,6 +44,7 @@ from . import errors
 from .base import CommitPlan, DeltaStorage, PartitionValue, TableSnapshot, TableState
 from .errors import ConcurrentWriteError, StorageError, TableNotFoundError, UnsupportedTableFeatureError, damaged
 from .files import (
+    added_file_names,
     arrow_filesystem,
     commit_info,
     commit_versions,
@@ -72,6 +74,18 @@ def _sql_literal(value: PartitionValue) -> str:
 
 def _quoted_path(location: str) -> str:
     return "delta.`" + location.replace("`", "``") + "`"
+
+
+def _file_name(path: str) -> str:
+    """A data file's name (the last part of its path, unescaped): unique in a Delta table (a UUID each)."""
+    return unquote(path.rstrip("/").rsplit("/", 1)[-1])
+
+
+def _unused(columns: set[str], name: str) -> str:
+    """``name``, with leading underscores added until it is none of ``columns``."""
+    while name in columns:
+        name = f"_{name}"
+    return name
 
 
 def _condition(exc: Exception) -> str:
@@ -176,8 +190,39 @@ class DeltaSparkStorage(DeltaStorage):
         # Compared by file name: Delta's data file names are unique in a table (a UUID each) and need no escaping,
         # whereas the paths of partition folders are URL-encoded in ``_metadata.file_path``.
         df = self._snapshot(location, version).df
-        names = sorted({file.rstrip("/").rsplit("/", 1)[-1] for file in files})
+        names = sorted({_file_name(file) for file in files})
         return df.where(F.col("_metadata.file_name").isin(names)).select(*[F.col(f"`{c}`") for c in df.columns])
+
+    def _changed_in_place(self, location: str, since: int, version: int, kept: set[str]) -> set[str]:
+        # Deletion vectors: a delete (or a restore) adds a kept file again, with the rows it now hides beside it.
+        # The commits after ``since`` name every such file; without them (cleaned up), every kept file may have.
+        added = added_file_names(location, since + 1, version)
+        if added is None:
+            log.warning("%s: commits after version %s are gone; comparing every data file's rows", location, since)
+            return kept
+        return {file for file in kept if _file_name(file) in added}
+
+    def _rows_changed_in_place(
+        self, location: str, since: int, version: int, files: Sequence[str]
+    ) -> tuple[DataFrame, DataFrame]:
+        # A row of a data file is its file and its position in it (``_metadata.row_index``, which deletion vectors
+        # are made of): the rows of the files at each version, compared by that pair.
+        names = sorted({_file_name(file) for file in files})
+        old, new = self._snapshot(location, since).df, self._snapshot(location, version).df
+        taken = set(old.columns) | set(new.columns)
+        key = [_unused(taken, "_file"), _unused(taken, "_row")]
+
+        def located(df: DataFrame) -> DataFrame:
+            return df.where(F.col("_metadata.file_name").isin(names)).select(
+                *[F.col(f"`{c}`") for c in df.columns],
+                F.col("_metadata.file_name").alias(key[0]),
+                F.col("_metadata.row_index").alias(key[1]),
+            )
+
+        before, after = located(old), located(new)
+        gained = after.join(before.select(*key), on=key, how="left_anti").drop(*key)
+        lost = before.join(after.select(*key), on=key, how="left_anti").drop(*key)
+        return gained, lost
 
     # -- committing ----------------------------------------------------------------------------------
     def _table_state(self, location: str, version: int | None) -> TableState | None:

@@ -222,6 +222,29 @@ def commit_info(location: str, version: int) -> dict[str, Any]:
     return {"version": version}
 
 
+def added_file_names(location: str, first: int, last: int) -> set[str] | None:
+    """The file names (the last part of the path, unescaped) that the ``add`` actions of commits ``first`` to
+    ``last`` name, or None when one of those commit files is gone (log cleanup keeps only recent commits).
+
+    A file name is unique in a Delta table (a UUID each), so a name added while a file of that name was already in
+    the table is the same file added again: with another deletion vector (a delete, a restore), or other
+    statistics."""
+    filesystem, base = arrow_filesystem(location.rstrip("/"))
+    names: set[str] = set()
+    for version in range(first, last + 1):
+        try:
+            with filesystem.open_input_stream(f"{base}/_delta_log/{version:020d}.json") as stream:
+                lines = stream.read().decode("utf-8").splitlines()
+        except FileNotFoundError:
+            return None
+        for line in lines:
+            if '"add"' in line:
+                path = (json.loads(line).get("add") or {}).get("path")
+                if path:
+                    names.add(unquote(path.rstrip("/").rsplit("/", 1)[-1]))
+    return names
+
+
 def uncommitted_data_files(location: str) -> dict[str, Any]:
     """Parquet data files under a table's folder that no add, remove or cdc action of its log names.
 
