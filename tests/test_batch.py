@@ -88,9 +88,10 @@ def write_conf(conf: Path, lake: Path, engine: str) -> Path:
 
 @pytest.fixture()
 def setup(spark: SparkSession, tmp_path: Path, engine: str) -> Iterator[tuple[Path, DeltaStorage]]:
-    conf = write_conf(tmp_path / "conf", tmp_path / "lake", engine)
+    # A space in the lake's folder (``/Users/Jane Doe/lake``): every file operation must take it as it is.
+    conf = write_conf(tmp_path / "conf", tmp_path / "my lake", engine)
     yield conf, open_storage(spark, engine)
-    shutil.rmtree(tmp_path / "lake", ignore_errors=True)
+    shutil.rmtree(tmp_path / "my lake", ignore_errors=True)
 
 
 def write_inputs_t1(spark: SparkSession, store: DeltaStorage, lake: str) -> None:

@@ -37,7 +37,13 @@ from audience_activation.storage import (
     files,
     open_storage,
 )
-from audience_activation.storage.base import CHANGE_DATA_FEED, LocalCheckpoint, added_file_names, uncommitted_data_files
+from audience_activation.storage.base import (
+    CHANGE_DATA_FEED,
+    LocalCheckpoint,
+    added_file_names,
+    commit_versions,
+    uncommitted_data_files,
+)
 
 UTC = dt.timezone.utc
 
@@ -190,6 +196,25 @@ def test_changes_between_versions_are_the_rows_of_added_and_removed_files(
 
 def arrow_rows_any(path: str) -> list[dict]:
     return DeltaTable(path).to_pyarrow_table().to_pylist()
+
+
+def test_a_folder_name_with_a_space_is_taken_as_it_is(spark: SparkSession, store: DeltaStorage, lake: Path) -> None:
+    """A table under ``/Users/Jane Doe/lake``: writes, reads, the log's versions, changes and cleanup work as
+    anywhere else (a local path is no URI, so its space is no syntax error)."""
+    location = str(lake / "Jane Doe" / "t")
+    store.append(spark.createDataFrame([(1,)], "k int"), location)
+    store.append(spark.createDataFrame([(2,)], "k int"), location)
+    assert store.version(location) == 1 and commit_versions(location) == [0, 1]
+    assert sorted(store.read(location).df.collect()) == [Row(k=1), Row(k=2)]
+    assert store.read_changes(location, 0).added.collect() == [Row(k=2)]
+    assert [entry["version"] for entry in store.history(location)] == [1, 0]
+    leftovers = uncommitted_data_files(location)  # (Spark may write an empty file that Delta does not commit)
+    assert uncommitted_data_files(f"file:{location}").keys() == leftovers.keys()  # a Hadoop URI, not encoded
+    committed = {Path(file).name for file in store._files(location, 1)}
+    assert committed and not committed & leftovers.keys()
+    store.cleanup(location, older_than=dt.timedelta(0))
+    assert uncommitted_data_files(location) == {}
+    assert sorted(store.read(location).df.collect()) == [Row(k=1), Row(k=2)]
 
 
 def test_overwrite_replaces_everything(spark: SparkSession, store: DeltaStorage, lake: Path) -> None:

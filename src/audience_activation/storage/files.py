@@ -184,13 +184,18 @@ _ARROW_SCHEMES = {"s3a": "s3", "s3n": "s3", "gs": "gs", "gcs": "gs", "abfs": "ab
 def arrow_filesystem(location: str) -> tuple[Any, str]:
     """The pyarrow filesystem and path of a local path or URI (``s3a://`` is read as ``s3://``).
 
+    A local path, or a ``file:`` URI as Hadoop writes them (not percent-encoded: ``file:/my lake``), is the local
+    filesystem's path as it is: a space in a folder name is no URI syntax error.
+
     Raises:
         ValueError: pyarrow has no filesystem for the URI's scheme.
     """
     import pyarrow.fs as pafs  # noqa: PLC0415 - keeps pyarrow out of the import of the interface
 
+    if location.startswith("file:"):
+        location = "/" + location.removeprefix("file:").lstrip("/")
     if "://" not in location:
-        return pafs.FileSystem.from_uri(f"file://{os.path.abspath(location)}")
+        return pafs.LocalFileSystem(), os.path.abspath(location)
     scheme, rest = location.split("://", 1)
     return pafs.FileSystem.from_uri(f"{_ARROW_SCHEMES.get(scheme, scheme)}://{rest}")
 
