@@ -473,6 +473,29 @@ def test_changes_see_rows_deleted_and_restored_in_place_by_deletion_vectors(
     assert store.read_changes(location, 2, 5).removed.collect() == []
 
 
+def test_the_files_a_range_of_commits_adds_again_leave_out_adds_that_change_no_row(tmp_path: Path) -> None:
+    """``added_file_names``: the names of the files the commits of a range add (unescaped, partition folders
+    dropped), but not those of adds marked ``dataChange: false`` (statistics recomputed: no row changed); None
+    when a commit of the range is gone."""
+    log_dir = tmp_path / "t" / "_delta_log"
+    log_dir.mkdir(parents=True)
+    commits = [
+        [{"add": {"path": "p=a%3Ab/f1.parquet", "dataChange": True}}],
+        [
+            {"commitInfo": {"operation": "ANALYZE", "operationParameters": {"note": '"add" inside a string'}}},
+            {"add": {"path": "p=a%3Ab/f1.parquet", "dataChange": False}},
+            {"add": {"path": "f2.parquet", "dataChange": True, "deletionVector": {"cardinality": 1}}},
+            {"remove": {"path": "f0.parquet", "dataChange": True}},
+        ],
+    ]
+    for version, actions in enumerate(commits):
+        (log_dir / f"{version:020d}.json").write_text("\n".join(json.dumps(a) for a in actions) + "\n")
+    location = str(tmp_path / "t")
+    assert added_file_names(location, 0, 1) == {"f1.parquet", "f2.parquet"}
+    assert added_file_names(location, 1, 1) == {"f2.parquet"}
+    assert added_file_names(location, 1, 2) is None
+
+
 def test_delta_rs_engine_refuses_deletion_vectors_and_column_mapping_by_name(spark: SparkSession, lake: Path) -> None:
     location = str(lake / "dv_cm")
     dv_and_column_mapping_table(spark, location)

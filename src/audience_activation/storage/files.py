@@ -232,8 +232,9 @@ def added_file_names(location: str, first: int, last: int) -> set[str] | None:
     ``last`` name, or None when one of those commit files is gone (log cleanup keeps only recent commits).
 
     A file name is unique in a Delta table (a UUID each), so a name added while a file of that name was already in
-    the table is the same file added again: with another deletion vector (a delete, a restore), or other
-    statistics."""
+    the table is the same file added again, with another deletion vector (a delete, a restore). Adds marked
+    ``dataChange: false`` are left out: by the Delta protocol they change no row (statistics recomputed, row
+    tracking backfilled, files rearranged)."""
     filesystem, base = arrow_filesystem(location.rstrip("/"))
     names: set[str] = set()
     for version in range(first, last + 1):
@@ -244,7 +245,8 @@ def added_file_names(location: str, first: int, last: int) -> set[str] | None:
             return None
         for line in lines:
             if '"add"' in line:
-                path = (json.loads(line).get("add") or {}).get("path")
+                add = json.loads(line).get("add") or {}
+                path = add.get("path") if add.get("dataChange", True) else None
                 if path:
                     names.add(unquote(path.rstrip("/").rsplit("/", 1)[-1]))
     return names
