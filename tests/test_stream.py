@@ -331,6 +331,8 @@ def test_a_member_exits_when_its_window_passes_with_no_new_row(
     shutil.copytree(tmp_path / "a", tmp_path / "b")
     state_tables = ("identity_clusters", "unified_profiles", "segment_membership", "activation_state")
     before = {name: DeltaTable(f"{a}/{name}").version() for name in state_tables}
+    per_run = [f"activation/{d}/{route}" for d in ("aam", "cja") for route in ("edge_streaming", "hub_batch")]
+    per_run_before = {name: DeltaTable(f"{a}/{name}").version() for name in [*per_run, "quarantine"]}
 
     streamed = app.run_stream(spark, load_config(confs["a"]), evaluation_time=t2)
     run(spark, confs["b"], t2)
@@ -342,6 +344,13 @@ def test_a_member_exits_when_its_window_passes_with_no_new_row(
     assert after == {**before, "segment_membership": before["segment_membership"] + 1,
                      "activation_state": before["activation_state"] + 1}  # fmt: skip
     assert {name: sweep.output_versions[name] for name in state_tables} == after
+    # Nor are the per-run tables it has no row for: only cja's hub table gets a change row (below).
+    per_run_after = {name: DeltaTable(f"{a}/{name}").version() for name in per_run_before}
+    assert per_run_after == {
+        **per_run_before,
+        "activation/cja/hub_batch": per_run_before["activation/cja/hub_batch"] + 1,
+    }
+    assert {name: sweep.output_versions[name] for name in per_run_before} == per_run_after
     assert sweep.input_versions == {"profile_fragments": 0, "experience_events": 0, "identity_graph": None,
                                     "region_information": None}  # fmt: skip
     assert sweep.counts.persons == 1  # c3 only: its event crossed the window's edge

@@ -16,7 +16,9 @@ micro-batch, in order:
    job's order, the state tables, the changed destinations' edge and hub tables (partition ``run_id``), the
    activation state, quarantine and, last, its ``activation_runs`` row (kind ``streaming``, the previous
    run's mappings, its counts). A state table whose replaced rows the micro-batch would write back unchanged
-   is not written: its ``output_versions`` entry is the version the micro-batch read;
+   is not written: its ``output_versions`` entry is the version the micro-batch read. Nor is a destination's
+   edge or hub table it has no change row for, or the quarantine when it has no row: its entry is the table's
+   latest version (an empty partition would add a version to every such table per micro-batch);
 5. on failure, restores every table it committed and records a failed row, as the batch job does; the query
    stops and the stream raises the micro-batch's own error (a lease, input or configuration error keeps its
    exit code).
@@ -174,6 +176,25 @@ def _unchanged(
     return kept
 
 
+def _without_rows(
+    store: DeltaStorage, config: AppConfig, outputs: list[pipeline.Output], counts: RunCounts
+) -> dict[str, int]:
+    """The per-run outputs the micro-batch has no row for, each with the table's latest version: a destination's
+    edge or hub table without a change row of its route, the quarantine without a row (step 4). Read from the
+    micro-batch's counts, so no output is read to know it. A table that does not exist yet is written (created)."""
+    routed = {(key.destination_id, key.route) for key, n in counts.changes.items() if n}
+    found: dict[str, int] = {}
+    for output in outputs:
+        if output.spec.name in pipeline.ROUTES:
+            empty = (output.destination_id, pipeline.ROUTES[output.spec.name]) not in routed
+        else:
+            empty = output.spec.name == tables.QUARANTINE.name and not any(counts.quarantine.values())
+        location = output.spec.location(config.job, output.destination_id)
+        if empty and store.exists(location):
+            found[output.key] = store.version(location)
+    return found
+
+
 def process_micro_batch(
     spark: SparkSession,
     config: AppConfig,
@@ -237,15 +258,16 @@ def process_micro_batch(
         summary.cc_rounds = micro.results.cc_rounds
         destinations = [d.id for d in micro.destinations]
         unchanged = _unchanged(store, config, micro, previous_run, progress)
+        summary.counts = _count(micro)
+        outputs = pipeline.batch_outputs(micro.results, run, summary.evaluation_time, destinations)
+        empty = _without_rows(store, config, outputs, summary.counts)
+        if empty:
+            progress(f"no rows for {len(empty)} of the per-run tables (change tables, quarantine): not written")
+        unchanged.update(empty)
         lease.check()
-        outputs = [
-            output
-            for output in pipeline.batch_outputs(micro.results, run, summary.evaluation_time, destinations)
-            if output.key not in unchanged
-        ]
+        outputs = [output for output in outputs if output.key not in unchanged]
         commit_outputs(store, config, outputs, summary, lease, commit_info, progress, on_commit)
         summary.output_versions.update(unchanged)
-        summary.counts = _count(micro)
         summary.ended_at = dt.datetime.now(dt.timezone.utc)
         summary.status = runlog.COMPLETED
         lease.check()

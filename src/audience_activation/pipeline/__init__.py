@@ -14,7 +14,7 @@ from __future__ import annotations
 from .counts import micro_batch_counts, run_counts
 from .micro_batch import STREAMING_METHOD, Changes, MicroBatchResults, evaluate_micro_batch
 from .model import Barrier, Inputs, PreviousState, Results, no_barrier
-from .outputs import Output, batch_outputs
+from .outputs import ROUTES, Output, batch_outputs
 from .stages import (
     BATCH_METHOD,
     Compiled,
@@ -31,6 +31,7 @@ from .stages import (
 
 __all__ = [
     "BATCH_METHOD",
+    "ROUTES",
     "STREAMING_METHOD",
     "Barrier",
     "Changes",

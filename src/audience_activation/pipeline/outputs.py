@@ -35,6 +35,10 @@ class Output:
         return tables.activation_key(self.destination_id, self.spec)
 
 
+#: The route of the change rows each per-destination activation table holds.
+ROUTES = {tables.ACTIVATION_EDGE.name: EDGE, tables.ACTIVATION_HUB.name: HUB}
+
+
 def batch_outputs(
     results: Results, run_id: str, evaluation_time: dt.datetime, destination_ids: Sequence[str]
 ) -> list[Output]:
@@ -50,9 +54,8 @@ def batch_outputs(
     stamped = results.changes.select(
         F.lit(run_id).alias(tables.RUN_ID), timestamp_literal(evaluation_time).alias("evaluated_at"), "*"
     )
-    routes = {tables.ACTIVATION_EDGE.name: EDGE, tables.ACTIVATION_HUB.name: HUB}
     activation = [
-        Output(spec, stamped.where((F.col("destination_id") == d) & (F.col("route") == routes[spec.name])), d)
+        Output(spec, stamped.where((F.col("destination_id") == d) & (F.col("route") == ROUTES[spec.name])), d)
         for d in destination_ids
         for spec in tables.ACTIVATION_TABLES
     ]
