@@ -473,6 +473,27 @@ def test_changes_see_rows_deleted_and_restored_in_place_by_deletion_vectors(
     assert store.read_changes(location, 2, 5).removed.collect() == []
 
 
+def test_rows_deleted_in_place_are_told_apart_from_a_same_named_file_in_another_partition(
+    spark: SparkSession, lake: Path
+) -> None:
+    """A plain parquet writer (here the delta-rs engine's: one task, two partitions) names the files of both
+    partition folders alike. A row a deletion vector hides in one is still a removed row, although the other file
+    keeps a row at the same position."""
+    location = str(lake / "t")
+    ddl = "k int, part string"
+    rows = spark.createDataFrame([(1, "a"), (3, "a"), (2, "b"), (4, "b")], ddl).coalesce(1)
+    open_storage(spark, "delta-rs").append(rows, location, partition_by=["part"])  # v0
+    store = open_storage(spark, "delta-spark")
+    assert len({Path(file).name for file in store._files(location, 0)}) == 1  # one name, two folders
+    table = f"delta.`{location}`"
+    spark.sql(f"ALTER TABLE {table} SET TBLPROPERTIES ('delta.enableDeletionVectors' = 'true')")  # v1
+    spark.sql(f"DELETE FROM {table} WHERE k = 1")  # v2: a row of part=a hidden, its file kept
+    assert store._files(location, 1) == store._files(location, 2)
+    changes = store.read_changes(location, 1, 2)
+    assert changes.removed.collect() == [Row(k=1, part="a")]
+    assert changes.added.collect() == []
+
+
 def test_the_files_a_range_of_commits_adds_again_leave_out_adds_that_change_no_row(tmp_path: Path) -> None:
     """``added_file_names``: the names of the files the commits of a range add (unescaped, partition folders
     dropped), but not those of adds marked ``dataChange: false`` (statistics recomputed: no row changed); None

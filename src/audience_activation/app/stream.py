@@ -280,6 +280,7 @@ def process_micro_batch(
         if summary.output_versions:
             summary.status = FAILED
             summary.ended_at = dt.datetime.now(dt.timezone.utc)
+            summary.counts = RunCounts()  # its rows are rolled back: a failed row counts nothing, as a batch run's
             handed_on = fail_attempt(spark, config, store, lease, summary, mappings, exc, progress)
         raise
     finally:

@@ -82,7 +82,8 @@ def _file_name(path: str) -> str:
 
 
 def _unused(columns: set[str], name: str) -> str:
-    """``name``, with leading underscores added until it is none of ``columns``."""
+    """``name``, with leading underscores added until it is none of ``columns`` (lower-cased: Spark resolves
+    column names without regard to case)."""
     while name in columns:
         name = f"_{name}"
     return name
@@ -206,16 +207,18 @@ class DeltaSparkStorage(DeltaStorage):
         self, location: str, since: int, version: int, files: Sequence[str]
     ) -> tuple[DataFrame, DataFrame]:
         # A row of a data file is its file and its position in it (``_metadata.row_index``, which deletion vectors
-        # are made of): the rows of the files at each version, compared by that pair.
+        # are made of): the rows of the files at each version, compared by that pair. The files are picked by name
+        # (a file written by a plain parquet writer can share its name with one in another partition folder: its
+        # rows come too, the same at both versions) and told apart by their whole path.
         names = sorted({_file_name(file) for file in files})
         old, new = self._snapshot(location, since).df, self._snapshot(location, version).df
-        taken = set(old.columns) | set(new.columns)
+        taken = {c.lower() for c in (*old.columns, *new.columns)}
         key = [_unused(taken, "_file"), _unused(taken, "_row")]
 
         def located(df: DataFrame) -> DataFrame:
             return df.where(F.col("_metadata.file_name").isin(names)).select(
                 *[F.col(f"`{c}`") for c in df.columns],
-                F.col("_metadata.file_name").alias(key[0]),
+                F.col("_metadata.file_path").alias(key[0]),
                 F.col("_metadata.row_index").alias(key[1]),
             )
 

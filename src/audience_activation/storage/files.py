@@ -185,7 +185,8 @@ def arrow_filesystem(location: str) -> tuple[Any, str]:
     """The pyarrow filesystem and path of a local path or URI (``s3a://`` is read as ``s3://``).
 
     A local path, or a ``file:`` URI as Hadoop writes them (not percent-encoded: ``file:/my lake``), is the local
-    filesystem's path as it is: a space in a folder name is no URI syntax error.
+    filesystem's path as it is: a space in a folder name is no URI syntax error. A ``file:`` URI with a ``%``
+    escape (``file:///my%20lake``) is decoded, as delta-rs reads it; one with a host is left to pyarrow.
 
     Raises:
         ValueError: pyarrow has no filesystem for the URI's scheme.
@@ -193,7 +194,10 @@ def arrow_filesystem(location: str) -> tuple[Any, str]:
     import pyarrow.fs as pafs  # noqa: PLC0415 - keeps pyarrow out of the import of the interface
 
     if location.startswith("file:"):
-        location = "/" + location.removeprefix("file:").lstrip("/")
+        rest = location.removeprefix("file:")
+        if "%" in rest or (rest.startswith("//") and not rest.startswith("///")):
+            return pafs.FileSystem.from_uri(location)
+        location = "/" + rest.lstrip("/")
     if "://" not in location:
         return pafs.LocalFileSystem(), os.path.abspath(location)
     scheme, rest = location.split("://", 1)
