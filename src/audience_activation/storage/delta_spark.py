@@ -33,7 +33,6 @@ import time
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
-from urllib.parse import unquote
 
 from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
@@ -49,6 +48,7 @@ from .files import (
     commit_info,
     commit_versions,
     damaged_log_entry,
+    file_name,
     require_files,
     uncommitted_data_files,
     with_user_metadata,
@@ -74,11 +74,6 @@ def _sql_literal(value: PartitionValue) -> str:
 
 def _quoted_path(location: str) -> str:
     return "delta.`" + location.replace("`", "``") + "`"
-
-
-def _file_name(path: str) -> str:
-    """A data file's name (the last part of its path, unescaped): unique in a Delta table (a UUID each)."""
-    return unquote(path.rstrip("/").rsplit("/", 1)[-1])
 
 
 def _unused(columns: set[str], name: str) -> str:
@@ -191,7 +186,7 @@ class DeltaSparkStorage(DeltaStorage):
         # Compared by file name: Delta's data file names are unique in a table (a UUID each) and need no escaping,
         # whereas the paths of partition folders are URL-encoded in ``_metadata.file_path``.
         df = self._snapshot(location, version).df
-        names = sorted({_file_name(file) for file in files})
+        names = sorted({file_name(file) for file in files})
         return df.where(F.col("_metadata.file_name").isin(names)).select(*[F.col(f"`{c}`") for c in df.columns])
 
     def _changed_in_place(self, location: str, since: int, version: int, kept: set[str]) -> set[str]:
@@ -201,7 +196,7 @@ class DeltaSparkStorage(DeltaStorage):
         if added is None:
             log.warning("%s: commits after version %s are gone; comparing every data file's rows", location, since)
             return kept
-        return {file for file in kept if _file_name(file) in added}
+        return {file for file in kept if file_name(file) in added}
 
     def _rows_changed_in_place(
         self, location: str, since: int, version: int, files: Sequence[str]
@@ -210,7 +205,7 @@ class DeltaSparkStorage(DeltaStorage):
         # are made of): the rows of the files at each version, compared by that pair. The files are picked by name
         # (a file written by a plain parquet writer can share its name with one in another partition folder: its
         # rows come too, the same at both versions) and told apart by their whole path.
-        names = sorted({_file_name(file) for file in files})
+        names = sorted({file_name(file) for file in files})
         old, new = self._snapshot(location, since).df, self._snapshot(location, version).df
         taken = {c.lower() for c in (*old.columns, *new.columns)}
         key = [_unused(taken, "_file"), _unused(taken, "_row")]

@@ -231,14 +231,20 @@ def commit_info(location: str, version: int) -> dict[str, Any]:
     return {"version": version}
 
 
-def added_file_names(location: str, first: int, last: int) -> set[str] | None:
-    """The file names (the last part of the path, unescaped) that the ``add`` actions of commits ``first`` to
-    ``last`` name, or None when one of those commit files is gone (log cleanup keeps only recent commits).
+def file_name(path: str) -> str:
+    """A data file's name: the last part of its path or URI, unescaped. Delta's own writer makes each unique in a
+    table (a UUID each); a plain parquet writer can give the files of two partition folders the same one."""
+    return unquote(path.rstrip("/").rsplit("/", 1)[-1])
 
-    A file name is unique in a Delta table (a UUID each), so a name added while a file of that name was already in
-    the table is the same file added again, with another deletion vector (a delete, a restore). Adds marked
-    ``dataChange: false`` are left out: by the Delta protocol they change no row (statistics recomputed, row
-    tracking backfilled, files rearranged)."""
+
+def added_file_names(location: str, first: int, last: int) -> set[str] | None:
+    """The file names (:func:`file_name`) that the ``add`` actions of commits ``first`` to ``last`` name, or None
+    when one of those commit files is gone (log cleanup keeps only recent commits).
+
+    A name added while a file of that name was already in the table is usually that file added again, with
+    another deletion vector (a delete, a restore); a file of the same name in another partition folder is a
+    candidate too, which costs work only. Adds marked ``dataChange: false`` are left out: by the Delta protocol
+    they change no row (statistics recomputed, row tracking backfilled, files rearranged)."""
     filesystem, base = arrow_filesystem(location.rstrip("/"))
     names: set[str] = set()
     for version in range(first, last + 1):
@@ -252,7 +258,7 @@ def added_file_names(location: str, first: int, last: int) -> set[str] | None:
                 add = json.loads(line).get("add") or {}
                 path = add.get("path") if add.get("dataChange", True) else None
                 if path:
-                    names.add(unquote(path.rstrip("/").rsplit("/", 1)[-1]))
+                    names.add(file_name(path))
     return names
 
 
