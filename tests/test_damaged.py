@@ -40,6 +40,20 @@ def test_a_missing_data_file_is_named(spark: SparkSession, store: DeltaStorage, 
     assert victim.name in message and "\n" not in message
 
 
+def test_a_data_file_missing_since_its_version_was_read_is_named(
+    spark: SparkSession, store: DeltaStorage, tmp_path: Path
+) -> None:
+    """The delta-spark engine keeps the versions it read: reading one again still checks its data files."""
+    table = tmp_path / "t"
+    two_versions(spark, store, table)
+    assert sorted(store.read(str(table), 1).df.collect()) == [(1, "a"), (2, "b"), (3, "c")]
+    victim = data_files(table)[0]
+    victim.unlink()
+    with pytest.raises(DamagedTableError, match="a data file of its current version is missing") as error:
+        store.read(str(table), 1)
+    assert victim.name in str(error.value)
+
+
 def test_a_truncated_log_entry_is_named(spark: SparkSession, store: DeltaStorage, tmp_path: Path) -> None:
     table = tmp_path / "t"
     two_versions(spark, store, table)

@@ -11,6 +11,7 @@ import datetime as dt
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -151,6 +152,58 @@ def test_append_versions_history_and_time_travel(spark: SparkSession, store: Del
     assert [entry["run_id"] for entry in history] == ["r2", "r1"]
     assert all(entry["engine"] == store.name for entry in history)
     assert sorted(row["k"] for row in arrow_rows_any(location)) == [1, 2]
+
+
+def test_a_table_deleted_and_created_again_is_read_anew(spark: SparkSession, store: DeltaStorage, lake: Path) -> None:
+    """Versions read are kept by the delta-spark engine; a new table at the same place has new versions."""
+    location = str(lake / "t")
+    store.append(spark.createDataFrame([(1, "a")], "k int, v string"), location)
+    assert store.read(location, 0).df.collect() == [Row(k=1, v="a")]
+    shutil.rmtree(location)
+    store.append(spark.createDataFrame([(2, "b"), (3, "c")], "k int, v string"), location)
+    assert sorted(store.read(location, 0).df.collect()) == [Row(k=2, v="b"), Row(k=3, v="c")]
+
+
+def test_delta_spark_engine_reads_a_version_once_per_session(spark: SparkSession, lake: Path) -> None:
+    """A version of a Delta table never changes: the engines a job opens share one read of it (a Delta snapshot
+    costs a Spark job), the latest version too; a new version is read anew."""
+    location = str(lake / "t")
+    first = open_storage(spark, "delta-spark")
+    first.append(spark.createDataFrame([(1, "a")], "k int, v string"), location)
+    read = first.read(location)
+    assert open_storage(spark, "delta-spark").read(location, 0).df is read.df
+    first.append(spark.createDataFrame([(2, "b")], "k int, v string"), location)
+    latest = first.read(location)
+    assert latest.version == 1 and latest.df is not read.df
+    assert first.read(location, 0).df is read.df
+
+
+def test_swap_replaces_the_row_only_while_it_is_as_read(
+    spark: SparkSession, store: DeltaStorage, lake: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Compare-and-swap of a one-row table: the row is replaced, every value exact (a timestamp to the
+    microsecond, an empty list, a null), only while the swap column holds the value read; a swap based on an
+    older read changes nothing and says so. The driver's local time is Berlin's, on the night its 02:30 comes
+    twice: a time passed through local time would move by an hour."""
+    location = str(lake / "lease")
+    ddl = "epoch bigint, holder string, at timestamp, pending array<string>, note string"
+    at = dt.datetime(2026, 10, 25, 0, 30, 0, 123456, tzinfo=UTC)  # 02:30 CEST, the first 02:30 of that night
+    monkeypatch.setenv("TZ", "Europe/Berlin")
+    time.tzset()
+    try:
+        first = spark.createDataFrame([(1, "a", at, ["x"], "n")], ddl)
+        assert store.swap(first, location, version=None, column="epoch", expected=None)
+        read = store.read(location)
+        new = spark.createDataFrame([(2, "b", at + dt.timedelta(microseconds=1), [], None)], ddl)
+        assert store.swap(new, location, version=read.version, column="epoch", expected=1)
+        stale = spark.createDataFrame([(2, "c", at, ["y"], "late")], ddl)
+        assert not store.swap(stale, location, version=read.version, column="epoch", expected=1)
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    expected = [{"epoch": 2, "holder": "b", "at": at + dt.timedelta(microseconds=1), "pending": [], "note": None}]
+    assert arrow_rows_any(location) == expected
+    assert store.version(location) == read.version + 1
 
 
 def test_changes_between_versions_are_the_rows_of_added_and_removed_files(
