@@ -547,6 +547,23 @@ def test_rows_deleted_in_place_are_told_apart_from_a_same_named_file_in_another_
     assert changes.added.collect() == []
 
 
+def test_the_rows_of_a_removed_file_leave_out_a_same_named_file_in_another_partition(
+    spark: SparkSession, lake: Path
+) -> None:
+    """The rows of the files a commit removed are those files' rows only, although a plain parquet writer gave a
+    file of another partition folder the same name (a folder name escaped on disk: ``x%3Ay z``)."""
+    location = str(lake / "t")
+    ddl = "k int, part string"
+    rows = spark.createDataFrame([(1, "x:y z"), (3, "x:y z"), (2, "b"), (4, "b")], ddl).coalesce(1)
+    open_storage(spark, "delta-rs").append(rows, location, partition_by=["part"])  # v0
+    store = open_storage(spark, "delta-spark")
+    assert len({Path(file).name for file in store._files(location, 0)}) == 1  # one name, two folders
+    spark.sql(f"DELETE FROM delta.`{location}` WHERE part = 'x:y z'")  # v1: that folder's file removed whole
+    changes = store.read_changes(location, 0, 1)
+    assert sorted(changes.removed.collect()) == [Row(k=1, part="x:y z"), Row(k=3, part="x:y z")]
+    assert changes.added.collect() == []
+
+
 def test_the_files_a_range_of_commits_adds_again_leave_out_adds_that_change_no_row(tmp_path: Path) -> None:
     """``added_file_names``: the names of the files the commits of a range add (unescaped, partition folders
     dropped), but not those of adds marked ``dataChange: false`` (statistics recomputed: no row changed); None

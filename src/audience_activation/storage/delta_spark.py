@@ -55,6 +55,7 @@ from .files import (
     arrow_filesystem,
     commit_info,
     commit_versions,
+    comparable_path,
     damaged_log_entry,
     file_name,
     require_files,
@@ -180,6 +181,10 @@ class DeltaSparkStorage(DeltaStorage):
         return [name for name in section if name and not name.startswith("#")]
 
     def _snapshot(self, location: str, version: int | None) -> TableSnapshot:
+        return self._snapshot_and_files(location, version)[0]
+
+    def _snapshot_and_files(self, location: str, version: int | None) -> tuple[TableSnapshot, list[str]]:
+        """:meth:`_snapshot` and the version's data files (``inputFiles()``: Hadoop path strings)."""
         resolved = self.version(location) if version is None else version
         key = self._version_key(location, resolved)
         kept = None
@@ -191,7 +196,7 @@ class DeltaSparkStorage(DeltaStorage):
         if kept is not None:
             df, files = kept
             require_files(location, files)
-            return TableSnapshot(location=location, version=resolved, df=df)
+            return TableSnapshot(location=location, version=resolved, df=df), files
         try:
             df = self.spark.read.format("delta").option("versionAsOf", resolved).load(location)
             # The snapshot's files (metadata only): a missing one is named now, not by a failed task later.
@@ -211,7 +216,7 @@ class DeltaSparkStorage(DeltaStorage):
                 self._kept[key] = (df, files)
                 while len(self._kept) > KEPT_VERSIONS:
                     self._kept.popitem(last=False)
-        return TableSnapshot(location=location, version=resolved, df=df)
+        return TableSnapshot(location=location, version=resolved, df=df), files
 
     def _version_key(self, location: str, version: int) -> tuple[int, str, int, int, int] | None:
         """What identifies a version read in this session (None: its commit file is gone, so it is not kept)."""
@@ -224,16 +229,35 @@ class DeltaSparkStorage(DeltaStorage):
         return (id(self.spark), location.rstrip("/"), version, int(info.size or 0), int(info.mtime_ns or 0))
 
     def _files(self, location: str, version: int) -> set[str]:
-        return set(self._snapshot(location, version).df.inputFiles())
+        return set(self._snapshot_and_files(location, version)[1])
 
     def _rows_of_files(self, location: str, version: int, files: Sequence[str]) -> DataFrame:
         # The version's rows narrowed by the file each comes from (partition values and column mapping as
         # Delta reads them); the list is the few files of a micro-batch, not the table's.
-        # Compared by file name: Delta's data file names are unique in a table (a UUID each) and need no escaping,
-        # whereas the paths of partition folders are URL-encoded in ``_metadata.file_path``.
-        df = self._snapshot(location, version).df
-        names = sorted({file_name(file) for file in files})
-        return df.where(F.col("_metadata.file_name").isin(names)).select(*[F.col(f"`{c}`") for c in df.columns])
+        # Picked by file name: Delta's data file names are unique in a table (a UUID each), whereas the paths of
+        # partition folders are escaped once more in ``_metadata.file_path`` than in ``inputFiles()``. A plain
+        # parquet writer can give files of two partition folders one name: for such a name, the paths of the
+        # files that bear it are looked up (one small query) and only those asked for are kept.
+        snapshot, every_file = self._snapshot_and_files(location, version)
+        df = snapshot.df
+        names = {file_name(file) for file in files}
+        bearing: dict[str, int] = {}
+        for file in every_file:
+            if (name := file_name(file)) in names:
+                bearing[name] = bearing.get(name, 0) + 1
+        shared = sorted(name for name, count in bearing.items() if count > 1)
+        picked = F.col("_metadata.file_name").isin(sorted(names - set(shared)))
+        if shared:
+            wanted = {comparable_path(file, encoded=False) for file in files if file_name(file) in shared}
+            candidates = (
+                df.where(F.col("_metadata.file_name").isin(shared))
+                .select(F.col("_metadata.file_path").alias("path"))
+                .distinct()
+                .collect()
+            )
+            paths = sorted(row["path"] for row in candidates if comparable_path(row["path"], encoded=True) in wanted)
+            picked = picked | F.col("_metadata.file_path").isin(paths)
+        return df.where(picked).select(*[F.col(f"`{c}`") for c in df.columns])
 
     def _changed_in_place(self, location: str, since: int, version: int, kept: set[str]) -> set[str]:
         # Deletion vectors: a delete (or a restore) adds a kept file again, with the rows it now hides beside it.

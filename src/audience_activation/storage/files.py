@@ -237,6 +237,18 @@ def file_name(path: str) -> str:
     return unquote(path.rstrip("/").rsplit("/", 1)[-1])
 
 
+def comparable_path(path: str, *, encoded: bool) -> str:
+    """A data file's path in one form for comparing paths from two sources: a local ``file:`` URI as the plain
+    absolute path, and percent escapes decoded once when ``encoded`` — a URI string, such as Spark's
+    ``_metadata.file_path``, escapes every folder name once more than the path strings ``inputFiles()`` gives,
+    which show folder names as they are on disk (Hive-escaped partition values included)."""
+    if encoded:
+        path = unquote(path)
+    if path.startswith("file:"):
+        path = "/" + path.removeprefix("file:").lstrip("/")
+    return path
+
+
 def added_file_names(location: str, first: int, last: int) -> set[str] | None:
     """The file names (:func:`file_name`) that the ``add`` actions of commits ``first`` to ``last`` name, or None
     when one of those commit files is gone (log cleanup keeps only recent commits).
