@@ -183,27 +183,38 @@ def test_swap_replaces_the_row_only_while_it_is_as_read(
 ) -> None:
     """Compare-and-swap of a one-row table: the row is replaced, every value exact (a timestamp to the
     microsecond, an empty list, a null), only while the swap column holds the value read; a swap based on an
-    older read changes nothing and says so. The driver's local time is Berlin's, on the night its 02:30 comes
-    twice: a time passed through local time would move by an hour."""
+    older read changes nothing and says so — also where Delta records an UPDATE that matches no row as an empty
+    commit. The driver's local time is Berlin's, on the night its 02:30 comes twice: a time passed through local
+    time would move by an hour."""
     location = str(lake / "lease")
     ddl = "epoch bigint, holder string, at timestamp, pending array<string>, note string"
-    at = dt.datetime(2026, 10, 25, 0, 30, 0, 123456, tzinfo=UTC)  # 02:30 CEST, the first 02:30 of that night
+    first_0230 = dt.datetime(2026, 10, 25, 0, 30, 0, 123456, tzinfo=UTC)  # 02:30 CEST
+    second_0230 = dt.datetime(2026, 10, 25, 1, 30, 0, 654321, tzinfo=UTC)  # 02:30 CET
     monkeypatch.setenv("TZ", "Europe/Berlin")
     time.tzset()
     try:
-        first = spark.createDataFrame([(1, "a", at, ["x"], "n")], ddl)
-        assert store.swap(first, location, version=None, column="epoch", expected=None)
+        assert store.swap(
+            spark.createDataFrame([(1, "a", None, ["x"], "n")], ddl),
+            location,
+            version=None,
+            column="epoch",
+            expected=None,
+        )
         read = store.read(location)
-        new = spark.createDataFrame([(2, "b", at + dt.timedelta(microseconds=1), [], None)], ddl)
-        assert store.swap(new, location, version=read.version, column="epoch", expected=1)
-        stale = spark.createDataFrame([(2, "c", at, ["y"], "late")], ddl)
+        for epoch, at in ((2, first_0230), (3, second_0230)):
+            new = spark.createDataFrame([(epoch, "b", at, [], None)], ddl)
+            assert store.swap(new, location, version=store.version(location), column="epoch", expected=epoch - 1)
+            assert arrow_rows_any(location) == [{"epoch": epoch, "holder": "b", "at": at, "pending": [], "note": None}]
+        landed = store.version(location)
+        spark.conf.set("spark.databricks.delta.skipRecordingEmptyCommits", "false")
+        stale = spark.createDataFrame([(2, "c", first_0230, ["y"], "late")], ddl)
         assert not store.swap(stale, location, version=read.version, column="epoch", expected=1)
     finally:
+        spark.conf.unset("spark.databricks.delta.skipRecordingEmptyCommits")
         monkeypatch.undo()
         time.tzset()
-    expected = [{"epoch": 2, "holder": "b", "at": at + dt.timedelta(microseconds=1), "pending": [], "note": None}]
-    assert arrow_rows_any(location) == expected
-    assert store.version(location) == read.version + 1
+    assert arrow_rows_any(location) == [{"epoch": 3, "holder": "b", "at": second_0230, "pending": [], "note": None}]
+    assert store.version(location) in (landed, landed + 1)  # delta-spark: an empty commit, or none
 
 
 def test_changes_between_versions_are_the_rows_of_added_and_removed_files(
@@ -561,6 +572,25 @@ def test_the_rows_of_a_removed_file_leave_out_a_same_named_file_in_another_parti
     spark.sql(f"DELETE FROM delta.`{location}` WHERE part = 'x:y z'")  # v1: that folder's file removed whole
     changes = store.read_changes(location, 0, 1)
     assert sorted(changes.removed.collect()) == [Row(k=1, part="x:y z"), Row(k=3, part="x:y z")]
+    assert changes.added.collect() == []
+
+
+def test_rows_deleted_in_place_beside_a_removed_same_named_file_count_once(spark: SparkSession, lake: Path) -> None:
+    """In one range of commits, a file of one partition folder is removed whole while deletion vectors hide a row of
+    the same-named file of another folder: each row removed counts once (the removed file's rows are not also
+    taken for rows of the file changed in place)."""
+    location = str(lake / "t")
+    ddl = "k int, part string"
+    rows = spark.createDataFrame([(1, "x:y z"), (3, "x:y z"), (2, "b"), (4, "b")], ddl).coalesce(1)
+    open_storage(spark, "delta-rs").append(rows, location, partition_by=["part"])  # v0
+    store = open_storage(spark, "delta-spark")
+    table = f"delta.`{location}`"
+    spark.sql(f"ALTER TABLE {table} SET TBLPROPERTIES ('delta.enableDeletionVectors' = 'true')")  # v1
+    spark.sql(f"DELETE FROM {table} WHERE part = 'x:y z'")  # v2: that folder's file removed whole
+    spark.sql(f"DELETE FROM {table} WHERE k = 2")  # v3: a row of part=b hidden, its file kept
+    assert len(store._files(location, 3)) == 1 and len({Path(file).name for file in store._files(location, 1)}) == 1
+    changes = store.read_changes(location, 1, 3)
+    assert sorted(changes.removed.collect()) == [Row(k=1, part="x:y z"), Row(k=2, part="b"), Row(k=3, part="x:y z")]
     assert changes.added.collect() == []
 
 

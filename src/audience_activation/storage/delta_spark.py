@@ -38,7 +38,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -53,6 +53,7 @@ from .errors import ConcurrentWriteError, StorageError, TableNotFoundError, Unsu
 from .files import (
     added_file_names,
     arrow_filesystem,
+    commit_adds_files,
     commit_info,
     commit_versions,
     comparable_path,
@@ -65,8 +66,11 @@ from .files import (
 
 log = logging.getLogger(__name__)
 
-#: How many table versions read the engine keeps (their DataFrames; see the module docstring).
+#: How many table versions read the engine keeps (their DataFrames; see the module docstring), in all and per table.
 KEPT_VERSIONS = 64
+KEPT_VERSIONS_PER_TABLE = 4
+#: The session setting that gives a Delta commit without a ``userMetadata`` writer option its custom commitInfo.
+_USER_METADATA = "spark.databricks.delta.commitInfo.userMetadata"
 
 #: Error conditions of Delta meaning "this release cannot read (or write) this table's protocol".
 _UNSUPPORTED_FEATURE_CONDITIONS = (
@@ -82,6 +86,15 @@ def _sql_literal(value: PartitionValue) -> str:
     if isinstance(value, int):
         return str(value)
     return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _quoted(name: str) -> str:
+    """A column name quoted for Spark (backticks doubled inside)."""
+    return "`" + name.replace("`", "``") + "`"
+
+
+def _column(name: str) -> Column:
+    return F.col(_quoted(name))
 
 
 def _quoted_path(location: str) -> str:
@@ -101,6 +114,35 @@ def _condition(exc: Exception) -> str:
     return (getter() if getter else None) or ""
 
 
+def _of_files(df: DataFrame, every_file: Sequence[str], files: Sequence[str]) -> Column:
+    """A filter of ``df`` (a table version read through Delta, whose data files are among ``every_file``) keeping
+    the rows of ``files`` (some of them, as ``inputFiles()`` names them; each a file of ``df``).
+
+    By file name (``_metadata.file_name``): Delta names every data file uniquely, whereas a partition folder's name
+    is escaped once more in ``_metadata.file_path`` than in ``inputFiles()``. A plain parquet writer can give files
+    of two partition folders one name: for such a name the paths of the files that bear it are looked up (one
+    small query) and only those asked for are kept, compared with one escape decoded (:func:`comparable_path`).
+    """
+    names = {file_name(file) for file in files}
+    bearing: dict[str, int] = {}
+    for file in set(every_file):
+        if (name := file_name(file)) in names:
+            bearing[name] = bearing.get(name, 0) + 1
+    shared = sorted(name for name, count in bearing.items() if count > 1)
+    wanted = F.col("_metadata.file_name").isin(sorted(names - set(shared)))
+    if not shared:
+        return wanted
+    paths = {comparable_path(file, encoded=False) for file in files if file_name(file) in shared}
+    bearers = (
+        df.where(F.col("_metadata.file_name").isin(shared))
+        .select(F.col("_metadata.file_path").alias("path"))
+        .distinct()
+        .collect()
+    )
+    chosen = sorted(row["path"] for row in bearers if comparable_path(row["path"], encoded=True) in paths)
+    return wanted | F.col("_metadata.file_path").isin(chosen)
+
+
 class DeltaSparkStorage(DeltaStorage):
     """Delta tables through the Delta Lake Spark connector (requires its jars on the classpath)."""
 
@@ -110,6 +152,10 @@ class DeltaSparkStorage(DeltaStorage):
     #: live session is never another's.
     _kept: OrderedDict[tuple[int, str, int, int, int], tuple[DataFrame, list[str]]] = OrderedDict()
     _kept_lock = threading.Lock()
+    #: Held while a commit takes its commitInfo from the session (``_USER_METADATA``) and around every other
+    #: commit made without the writer option: the setting is the session's, shared by every engine object and
+    #: thread (the lease's renewals commit from their own thread).
+    _session_conf_lock = threading.Lock()
 
     def __init__(self, spark: SparkSession) -> None:
         super().__init__(spark)
@@ -118,7 +164,6 @@ class DeltaSparkStorage(DeltaStorage):
         from delta.tables import DeltaTable  # noqa: PLC0415
 
         self._delta_table = DeltaTable
-        self._session_conf_lock = threading.Lock()
         #: Delta's commit-conflict exceptions (they share no base class in Python).
         self._conflicts: tuple[type[BaseException], ...] = tuple(
             getattr(delta_exceptions, name) for name in delta_exceptions.__all__
@@ -214,6 +259,9 @@ class DeltaSparkStorage(DeltaStorage):
         if key is not None:
             with self._kept_lock:
                 self._kept[key] = (df, files)
+                same_table = [kept for kept in self._kept if kept[:2] == key[:2]]
+                for old in same_table[: max(len(same_table) - KEPT_VERSIONS_PER_TABLE, 0)]:
+                    del self._kept[old]  # the least recently read versions of this table
                 while len(self._kept) > KEPT_VERSIONS:
                     self._kept.popitem(last=False)
         return TableSnapshot(location=location, version=resolved, df=df), files
@@ -234,30 +282,9 @@ class DeltaSparkStorage(DeltaStorage):
     def _rows_of_files(self, location: str, version: int, files: Sequence[str]) -> DataFrame:
         # The version's rows narrowed by the file each comes from (partition values and column mapping as
         # Delta reads them); the list is the few files of a micro-batch, not the table's.
-        # Picked by file name: Delta's data file names are unique in a table (a UUID each), whereas the paths of
-        # partition folders are escaped once more in ``_metadata.file_path`` than in ``inputFiles()``. A plain
-        # parquet writer can give files of two partition folders one name: for such a name, the paths of the
-        # files that bear it are looked up (one small query) and only those asked for are kept.
         snapshot, every_file = self._snapshot_and_files(location, version)
         df = snapshot.df
-        names = {file_name(file) for file in files}
-        bearing: dict[str, int] = {}
-        for file in every_file:
-            if (name := file_name(file)) in names:
-                bearing[name] = bearing.get(name, 0) + 1
-        shared = sorted(name for name, count in bearing.items() if count > 1)
-        picked = F.col("_metadata.file_name").isin(sorted(names - set(shared)))
-        if shared:
-            wanted = {comparable_path(file, encoded=False) for file in files if file_name(file) in shared}
-            candidates = (
-                df.where(F.col("_metadata.file_name").isin(shared))
-                .select(F.col("_metadata.file_path").alias("path"))
-                .distinct()
-                .collect()
-            )
-            paths = sorted(row["path"] for row in candidates if comparable_path(row["path"], encoded=True) in wanted)
-            picked = picked | F.col("_metadata.file_path").isin(paths)
-        return df.where(picked).select(*[F.col(f"`{c}`") for c in df.columns])
+        return df.where(_of_files(df, every_file, files)).select(*[F.col(f"`{c}`") for c in df.columns])
 
     def _changed_in_place(self, location: str, since: int, version: int, kept: set[str]) -> set[str]:
         # Deletion vectors: a delete (or a restore) adds a kept file again, with the rows it now hides beside it.
@@ -272,16 +299,20 @@ class DeltaSparkStorage(DeltaStorage):
         self, location: str, since: int, version: int, files: Sequence[str]
     ) -> tuple[DataFrame, DataFrame]:
         # A row of a data file is its file and its position in it (``_metadata.row_index``, which deletion vectors
-        # are made of): the rows of the files at each version, compared by that pair. The files are picked by name
-        # (a file written by a plain parquet writer can share its name with one in another partition folder: its
-        # rows come too, the same at both versions) and told apart by their whole path.
-        names = sorted({file_name(file) for file in files})
-        old, new = self._snapshot(location, since).df, self._snapshot(location, version).df
+        # are made of): the rows of the files at each version, compared by that pair.
+        (before_read, old_files), (after_read, new_files) = (
+            self._snapshot_and_files(location, since),
+            self._snapshot_and_files(location, version),
+        )
+        old, new = before_read.df, after_read.df
+        # The files are in both versions, at the same paths: one filter serves both, with the names borne by more
+        # than one file of either version resolved to paths.
+        wanted = _of_files(new, [*old_files, *new_files], files)
         taken = {c.lower() for c in (*old.columns, *new.columns)}
         key = [_unused(taken, "_file"), _unused(taken, "_row")]
 
         def located(df: DataFrame) -> DataFrame:
-            return df.where(F.col("_metadata.file_name").isin(names)).select(
+            return df.where(wanted).select(
                 *[F.col(f"`{c}`") for c in df.columns],
                 F.col("_metadata.file_path").alias(key[0]),
                 F.col("_metadata.row_index").alias(key[1]),
@@ -311,7 +342,8 @@ class DeltaSparkStorage(DeltaStorage):
 
     def _set_properties(self, location: str, properties: Mapping[str, str], base: TableState) -> None:
         assignments = ", ".join(f"{_sql_literal(key)} = {_sql_literal(value)}" for key, value in properties.items())
-        self.spark.sql(f"ALTER TABLE {_quoted_path(location)} SET TBLPROPERTIES ({assignments})")
+        with self._session_metadata(None):  # a commit without the writer option: not while a swap's is set
+            self.spark.sql(f"ALTER TABLE {_quoted_path(location)} SET TBLPROPERTIES ({assignments})")
 
     def _commit(self, df: DataFrame, location: str, plan: CommitPlan) -> int:
         mode, base, where, properties = plan.mode, plan.base, plan.where, plan.properties
@@ -350,14 +382,16 @@ class DeltaSparkStorage(DeltaStorage):
         # A Delta write is based on the snapshot of its own start, not on ``version``: the condition is checked on
         # the data instead. ``UPDATE ... SET <df's row> WHERE column = expected`` rewrites the file holding the row
         # only while it still has the expected value; two swaps racing both read and rewrite that file, so Delta's
-        # conflict detection fails one. An UPDATE that matches no row commits nothing, so the swap landed exactly
-        # when a commit carries this write's id. (One Spark job: a MERGE of the same row took about twice as long
-        # and warned of a source scanned twice.)
+        # conflict detection fails one. The swap landed when a commit after ``version`` carries this write's id
+        # and adds a file: an UPDATE that matches no row commits nothing by default, but an empty commit (with
+        # the id) where empty commits are recorded (``spark.databricks.delta.skipRecordingEmptyCommits=false``, or
+        # the WriteSerializable isolation of Databricks). One Spark job: a MERGE of the same row took about twice
+        # as long and warned of a source scanned twice.
         # The row's values become literals; a timestamp travels as microseconds (a Python datetime would pass
         # through local time, which is ambiguous for an hour a year).
         instants = {field.name for field in df.schema.fields if isinstance(field.dataType, TimestampType)}
         rows = df.select(
-            *[F.unix_micros(c).alias(c) if c in instants else F.col(f"`{c}`") for c in df.columns]
+            *[(F.unix_micros(_column(c)) if c in instants else _column(c)).alias(c) for c in df.columns]
         ).collect()
         if len(rows) != 1:
             raise ValueError(f"{location}: the delta-spark engine swaps one-row tables, got {len(rows)} rows")
@@ -366,42 +400,50 @@ class DeltaSparkStorage(DeltaStorage):
             return F.timestamp_micros(F.lit(value)) if name in instants else F.lit(value)
 
         values: dict[str, str | Column] = {
-            f"`{field.name}`": literal(field.name, rows[0][field.name]).cast(field.dataType)
+            _quoted(field.name): literal(field.name, rows[0][field.name]).cast(field.dataType)
             for field in df.schema.fields
         }
         write_id = uuid.uuid4().hex
-        key = "spark.databricks.delta.commitInfo.userMetadata"
-        with self._session_conf_lock:  # UPDATE has no writer option for userMetadata (as RESTORE, below)
-            self.spark.conf.set(key, json.dumps(commit_metadata(write_id, self.name, None)))
+        # UPDATE has no writer option for userMetadata: the session's setting is used (as by RESTORE, below).
+        with self._session_metadata(commit_metadata(write_id, self.name, None)):
             try:
-                self._delta_table.forPath(self.spark, location).update(F.col(f"`{column}`") == F.lit(expected), values)
+                self._delta_table.forPath(self.spark, location).update(_column(column) == F.lit(expected), values)
             except self._conflicts:
                 return False
-            finally:
-                self.spark.conf.unset(key)
-        # The commit, if any, follows the version the caller read.
-        return any(
-            commit_info(location, later).get("writeId") == write_id
-            for later in commit_versions(location)
-            if later > version
-        )
+        for later in commit_versions(location):
+            if later > version and commit_info(location, later).get("writeId") == write_id:
+                return commit_adds_files(location, later)
+        return False
 
     def _restore(self, location: str, version: int, *, write_id: str, metadata: Mapping[str, str]) -> int:
         table = self._require(location)
-        # RESTORE has no writer option for userMetadata: the session setting is set around it (under a lock,
-        # as a lease heartbeat may commit from another thread).
-        key = "spark.databricks.delta.commitInfo.userMetadata"
-        with self._session_conf_lock:
-            self.spark.conf.set(key, json.dumps(metadata))
+        with self._session_metadata(metadata):  # RESTORE has no writer option for userMetadata either
             try:
                 table.restoreToVersion(version)
             except self._conflicts as exc:
                 raise ConcurrentWriteError(f"{location}: another writer committed during the restore: {exc}") from exc
-            finally:
-                self.spark.conf.unset(key)
         restored = self._committed_version(location, write_id)
         log.info("%s: restored version %d as version %s", location, version, restored)
         return restored if restored is not None else self.version(location)
+
+    @contextlib.contextmanager
+    def _session_metadata(self, metadata: Mapping[str, str] | None) -> Iterator[None]:
+        """Commits made meanwhile by this thread get ``metadata`` as their custom commitInfo (the session setting,
+        put back as it was afterwards); with None, nothing is set. Either way the session-conf lock is held, so no
+        other thread's commit (a lease renewal) takes this setting, nor this commit another's."""
+        with self._session_conf_lock:
+            if metadata is None:
+                yield
+                return
+            previous = self.spark.conf.get(_USER_METADATA, None)
+            self.spark.conf.set(_USER_METADATA, json.dumps(metadata))
+            try:
+                yield
+            finally:
+                if previous is None:
+                    self.spark.conf.unset(_USER_METADATA)
+                else:
+                    self.spark.conf.set(_USER_METADATA, previous)
 
     def _committed_version(self, location: str, write_id: str) -> int | None:
         """The version whose commit carries ``write_id``, or None when that write never committed.

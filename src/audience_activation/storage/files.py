@@ -231,6 +231,13 @@ def commit_info(location: str, version: int) -> dict[str, Any]:
     return {"version": version}
 
 
+def commit_adds_files(location: str, version: int) -> bool:
+    """Whether the commit file of ``version`` holds an ``add`` action (it wrote rows: an empty commit holds none)."""
+    filesystem, base = arrow_filesystem(location.rstrip("/"))
+    with filesystem.open_input_stream(f"{base}/_delta_log/{version:020d}.json") as stream:
+        return any("add" in json.loads(line) for line in stream.read().decode("utf-8").splitlines() if line.strip())
+
+
 def file_name(path: str) -> str:
     """A data file's name: the last part of its path or URI, unescaped. Delta's own writer makes each unique in a
     table (a UUID each); a plain parquet writer can give the files of two partition folders the same one."""
