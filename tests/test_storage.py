@@ -176,6 +176,11 @@ def test_delta_spark_engine_reads_a_version_once_per_session(spark: SparkSession
     latest = first.read(location)
     assert latest.version == 1 and latest.df is not read.df
     assert first.read(location, 0).df is read.df
+    for k in range(2, 6):  # at most four versions of one table are kept: the least recently read go first
+        first.append(spark.createDataFrame([(k, "c")], "k int, v string"), location)
+        first.read(location)
+    kept = sorted(key[2] for key in delta_spark.DeltaSparkStorage._kept if key[1] == location)
+    assert kept == [2, 3, 4, 5]
 
 
 def test_swap_replaces_the_row_only_while_it_is_as_read(
