@@ -8,7 +8,8 @@ interface as the delta-rs engine so jobs do not know which one runs:
   ``versionAsOf``, so the version recorded in the run log is exactly the one read. A table needing a reader
   feature this Delta release does not know fails with
   :class:`~audience_activation.storage.base.UnsupportedTableFeatureError` naming table and feature.
-- **A version read is kept** (the last :data:`KEPT_VERSIONS` of them): a version of a Delta table never changes,
+- **A version read is kept** (the last :data:`KEPT_VERSIONS_PER_TABLE` of each table, :data:`KEPT_VERSIONS` in
+  all, per Spark session): a version of a Delta table never changes,
   and Delta loads a snapshot (its log replayed, a Spark job) for every time-travel read of a version that is
   not the one it last updated to — ~1 s each on the 1M-person demo lake, where a micro-batch of the stream reads
   the same input version three times and the versions the micro-batch before read again. The key holds the
@@ -23,6 +24,10 @@ interface as the delta-rs engine so jobs do not know which one runs:
   :class:`~audience_activation.storage.base.ConcurrentWriteError` with the same message as under delta-rs.
   Delta decides what conflicts: an overwrite or a ``replaceWhere`` conflicts with files added concurrently
   to what it replaces, a blind append does not conflict with other appends.
+- **Compare-and-swap** (the lake lease) is an ``UPDATE ... WHERE <column> = <value read>`` of the one-row table;
+  it landed when a commit after the version read carries its write id and adds a file. Commands without a
+  ``userMetadata`` writer option (``UPDATE``, ``RESTORE``) get theirs from the session setting, under one
+  process-wide lock that ``ALTER TABLE`` takes too.
 - **Table properties** (e.g. ``delta.enableChangeDataFeed``) go into the creating commit as writer options,
   and an existing table lacking them gets them with ``ALTER TABLE ... SET TBLPROPERTIES`` first.
 - **Cleanup** removes data files that no commit of the retained log mentions (a killed writer's files),
