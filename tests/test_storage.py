@@ -542,6 +542,17 @@ def test_changes_see_rows_deleted_and_restored_in_place_by_deletion_vectors(
     assert store.read_changes(location, 2, 5).removed.collect() == []
 
 
+def same_named_files_in_two_folders(spark: SparkSession, location: str, part: str) -> DeltaStorage:
+    """Version 0 of a table partitioned by ``part``: rows 1 and 3 in folder ``part``, 2 and 4 in folder ``b``, written
+    by a plain parquet writer (the delta-rs engine's: one task, two partitions), which names both files alike.
+    Returns the delta-spark engine."""
+    rows = spark.createDataFrame([(1, part), (3, part), (2, "b"), (4, "b")], "k int, part string").coalesce(1)
+    open_storage(spark, "delta-rs").append(rows, location, partition_by=["part"])
+    store = open_storage(spark, "delta-spark")
+    assert len({Path(file).name for file in store._files(location, 0)}) == 1  # one name, two folders
+    return store
+
+
 def test_rows_deleted_in_place_are_told_apart_from_a_same_named_file_in_another_partition(
     spark: SparkSession, lake: Path
 ) -> None:
@@ -549,11 +560,7 @@ def test_rows_deleted_in_place_are_told_apart_from_a_same_named_file_in_another_
     partition folders alike. A row a deletion vector hides in one is still a removed row, although the other file
     keeps a row at the same position."""
     location = str(lake / "t")
-    ddl = "k int, part string"
-    rows = spark.createDataFrame([(1, "a"), (3, "a"), (2, "b"), (4, "b")], ddl).coalesce(1)
-    open_storage(spark, "delta-rs").append(rows, location, partition_by=["part"])  # v0
-    store = open_storage(spark, "delta-spark")
-    assert len({Path(file).name for file in store._files(location, 0)}) == 1  # one name, two folders
+    store = same_named_files_in_two_folders(spark, location, "a")
     table = f"delta.`{location}`"
     spark.sql(f"ALTER TABLE {table} SET TBLPROPERTIES ('delta.enableDeletionVectors' = 'true')")  # v1
     spark.sql(f"DELETE FROM {table} WHERE k = 1")  # v2: a row of part=a hidden, its file kept
@@ -569,11 +576,7 @@ def test_the_rows_of_a_removed_file_leave_out_a_same_named_file_in_another_parti
     """The rows of the files a commit removed are those files' rows only, although a plain parquet writer gave a
     file of another partition folder the same name (a folder name escaped on disk: ``x%3Ay z``)."""
     location = str(lake / "t")
-    ddl = "k int, part string"
-    rows = spark.createDataFrame([(1, "x:y z"), (3, "x:y z"), (2, "b"), (4, "b")], ddl).coalesce(1)
-    open_storage(spark, "delta-rs").append(rows, location, partition_by=["part"])  # v0
-    store = open_storage(spark, "delta-spark")
-    assert len({Path(file).name for file in store._files(location, 0)}) == 1  # one name, two folders
+    store = same_named_files_in_two_folders(spark, location, "x:y z")
     spark.sql(f"DELETE FROM delta.`{location}` WHERE part = 'x:y z'")  # v1: that folder's file removed whole
     changes = store.read_changes(location, 0, 1)
     assert sorted(changes.removed.collect()) == [Row(k=1, part="x:y z"), Row(k=3, part="x:y z")]
@@ -585,15 +588,12 @@ def test_rows_deleted_in_place_beside_a_removed_same_named_file_count_once(spark
     the same-named file of another folder: each row removed counts once (the removed file's rows are not also
     taken for rows of the file changed in place)."""
     location = str(lake / "t")
-    ddl = "k int, part string"
-    rows = spark.createDataFrame([(1, "x:y z"), (3, "x:y z"), (2, "b"), (4, "b")], ddl).coalesce(1)
-    open_storage(spark, "delta-rs").append(rows, location, partition_by=["part"])  # v0
-    store = open_storage(spark, "delta-spark")
+    store = same_named_files_in_two_folders(spark, location, "x:y z")
     table = f"delta.`{location}`"
     spark.sql(f"ALTER TABLE {table} SET TBLPROPERTIES ('delta.enableDeletionVectors' = 'true')")  # v1
     spark.sql(f"DELETE FROM {table} WHERE part = 'x:y z'")  # v2: that folder's file removed whole
     spark.sql(f"DELETE FROM {table} WHERE k = 2")  # v3: a row of part=b hidden, its file kept
-    assert len(store._files(location, 3)) == 1 and len({Path(file).name for file in store._files(location, 1)}) == 1
+    assert len(store._files(location, 3)) == 1
     changes = store.read_changes(location, 1, 3)
     assert sorted(changes.removed.collect()) == [Row(k=1, part="x:y z"), Row(k=2, part="b"), Row(k=3, part="x:y z")]
     assert changes.added.collect() == []
