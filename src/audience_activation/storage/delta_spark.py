@@ -42,7 +42,7 @@ import logging
 import threading
 import time
 import uuid
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
@@ -59,6 +59,7 @@ from .files import (
     added_file_names,
     arrow_filesystem,
     commit_adds_files,
+    commit_file,
     commit_info,
     commit_versions,
     comparable_path,
@@ -129,11 +130,8 @@ def _of_files(df: DataFrame, every_file: Sequence[str], files: Sequence[str]) ->
     small query) and only those asked for are kept, compared with one escape decoded (:func:`comparable_path`).
     """
     names = {file_name(file) for file in files}
-    bearing: dict[str, int] = {}
-    for file in set(every_file):
-        if (name := file_name(file)) in names:
-            bearing[name] = bearing.get(name, 0) + 1
-    shared = sorted(name for name, count in bearing.items() if count > 1)
+    bearing = Counter(file_name(file) for file in set(every_file))
+    shared = sorted(name for name in names if bearing[name] > 1)
     wanted = F.col("_metadata.file_name").isin(sorted(names - set(shared)))
     if not shared:
         return wanted
@@ -264,9 +262,9 @@ class DeltaSparkStorage(DeltaStorage):
         if key is not None:
             with self._kept_lock:
                 self._kept[key] = (df, files)
-                same_table = [kept for kept in self._kept if kept[:2] == key[:2]]
-                for old in same_table[: max(len(same_table) - KEPT_VERSIONS_PER_TABLE, 0)]:
-                    del self._kept[old]  # the least recently read versions of this table
+                same_table = [other for other in self._kept if other[:2] == key[:2]]
+                for stale in same_table[: max(len(same_table) - KEPT_VERSIONS_PER_TABLE, 0)]:
+                    del self._kept[stale]  # the least recently read versions of this table
                 while len(self._kept) > KEPT_VERSIONS:
                     self._kept.popitem(last=False)
         return TableSnapshot(location=location, version=resolved, df=df), files
@@ -275,8 +273,8 @@ class DeltaSparkStorage(DeltaStorage):
         """What identifies a version read in this session (None: its commit file is gone, so it is not kept)."""
         import pyarrow.fs as pafs  # noqa: PLC0415
 
-        filesystem, base = arrow_filesystem(location.rstrip("/"))
-        info = filesystem.get_file_info(f"{base}/_delta_log/{version:020d}.json")
+        filesystem, path = commit_file(location, version)
+        info = filesystem.get_file_info(path)
         if info.type != pafs.FileType.File:
             return None
         return (id(self.spark), location.rstrip("/"), version, int(info.size or 0), int(info.mtime_ns or 0))

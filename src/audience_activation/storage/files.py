@@ -220,10 +220,16 @@ def commit_versions(location: str) -> list[int]:
     return sorted(int(match.group(1)) for info in infos if (match := _COMMIT_FILE.match(info.base_name)))
 
 
+def commit_file(location: str, version: int) -> tuple[Any, str]:
+    """The pyarrow filesystem and path of the commit file of ``version`` in a table's ``_delta_log``."""
+    filesystem, base = arrow_filesystem(location.rstrip("/"))
+    return filesystem, f"{base}/_delta_log/{version:020d}.json"
+
+
 def commit_info(location: str, version: int) -> dict[str, Any]:
     """The ``commitInfo`` action of one commit file, with its ``userMetadata`` keys merged in."""
-    filesystem, base = arrow_filesystem(location.rstrip("/"))
-    with filesystem.open_input_stream(f"{base}/_delta_log/{version:020d}.json") as stream:
+    filesystem, path = commit_file(location, version)
+    with filesystem.open_input_stream(path) as stream:
         for line in stream.read().decode("utf-8").splitlines():
             if '"commitInfo"' in line:
                 info = json.loads(line).get("commitInfo") or {}
@@ -233,8 +239,8 @@ def commit_info(location: str, version: int) -> dict[str, Any]:
 
 def commit_adds_files(location: str, version: int) -> bool:
     """Whether the commit file of ``version`` holds an ``add`` action (it wrote rows: an empty commit holds none)."""
-    filesystem, base = arrow_filesystem(location.rstrip("/"))
-    with filesystem.open_input_stream(f"{base}/_delta_log/{version:020d}.json") as stream:
+    filesystem, path = commit_file(location, version)
+    with filesystem.open_input_stream(path) as stream:
         return any("add" in json.loads(line) for line in stream.read().decode("utf-8").splitlines() if line.strip())
 
 
@@ -264,11 +270,11 @@ def added_file_names(location: str, first: int, last: int) -> set[str] | None:
     another deletion vector (a delete, a restore); a file of the same name in another partition folder is a
     candidate too, which costs work only. Adds marked ``dataChange: false`` are left out: by the Delta protocol
     they change no row (statistics recomputed, row tracking backfilled, files rearranged)."""
-    filesystem, base = arrow_filesystem(location.rstrip("/"))
     names: set[str] = set()
     for version in range(first, last + 1):
+        filesystem, commit_path = commit_file(location, version)
         try:
-            with filesystem.open_input_stream(f"{base}/_delta_log/{version:020d}.json") as stream:
+            with filesystem.open_input_stream(commit_path) as stream:
                 lines = stream.read().decode("utf-8").splitlines()
         except FileNotFoundError:
             return None
