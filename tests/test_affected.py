@@ -5,8 +5,9 @@ plain-Python reference model on random graphs split into old and new rows, and o
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from random import Random
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -65,7 +66,14 @@ def frames(
 def reference(
     links: Sequence[Link], fragments: Sequence[Fragment], regions: Sequence[tuple[str, str]], limits: tuple[int, int]
 ) -> Clusters:
-    clusters, _ = rules.resolve_identities(
+    return reference_with_hubs(links, fragments, regions, limits)[0]
+
+
+def reference_with_hubs(
+    links: Sequence[Link], fragments: Sequence[Fragment], regions: Sequence[tuple[str, str]], limits: tuple[int, int]
+) -> tuple[Clusters, set[tuple[str, str]]]:
+    """The reference model's clusters and its hubs."""
+    clusters, quarantine = rules.resolve_identities(
         links,
         [rules.Record([(ns, i) for ns, ids in m.items() for i in ids], t) for m, t in fragments],
         [rules.Record([r], T - DAY) for r in regions],
@@ -74,7 +82,7 @@ def reference(
         max_links_per_identity=limits[0],
         max_identities_per_graph=limits[1],
     )
-    return clusters
+    return clusters, {(ns, i) for ns, i, reason in quarantine if reason == rules.HUB_IDENTITY}
 
 
 def affected(
@@ -84,12 +92,14 @@ def affected(
     new: tuple[Sequence[Link], Sequence[Fragment], Sequence[tuple[str, str]]],
     lookup: str,
     limits: tuple[int, int] = (3, 4),
+    known_hubs: Callable[[set[tuple[str, str]]], set[tuple[str, str]]] | None = None,
 ) -> tuple[Clusters, set[tuple[str, str]], set[str], Clusters, Clusters]:
-    """Run :func:`resolve_affected` on old + new rows, the previous clusters being the reference on the old.
+    """Run :func:`resolve_affected` on old + new rows, the previous clusters being the reference on the old;
+    ``known_hubs`` picks the known hubs handed to it among the hubs of the old rows (rule 8).
 
     Returns the affected clusters, the affected identities, the previous persons, and the reference clusters
     before and after the new rows."""
-    before = reference(*old, limits)
+    before, old_hubs = reference_with_hubs(*old, limits)
     after = reference(*(list(o) + list(n) for o, n in zip(old, new, strict=True)), limits)  # type: ignore[arg-type]
     links, fragments, regions = frames(spark, *(list(o) + list(n) for o, n in zip(old, new, strict=True)))
     new_links, new_fragments, new_regions = frames(spark, *new)
@@ -104,8 +114,19 @@ def affected(
     if lookup == "index":
         index = input_index.index_inputs(fragments, None, links, regions)
         find = lambda ids: input_index.touching(index, ids, T)  # noqa: E731
+    known = None
+    if known_hubs is not None:
+        known = spark.createDataFrame(sorted(known_hubs(old_hubs)), "namespace string, id string")
     result = resolve_affected(
-        as_of(fragments, None, links, regions, T), seeds, previous, NAMESPACES, settings_, checkpoint, find, adding
+        as_of(fragments, None, links, regions, T),
+        seeds,
+        previous,
+        NAMESPACES,
+        settings_,
+        checkpoint,
+        find,
+        adding,
+        known,
     )
     rows_ = result.clusters.collect()
     clusters = {(r.namespace, r.id): (r.person_id, r.graph_size) for r in rows_}
@@ -169,6 +190,24 @@ def test_a_component_split_by_a_unique_namespace_closes_over_both_parts(
     clusters, identities, persons, before, after = affected(spark, checkpoint, (old, [], []), (new, [], []), lookup)
     check(clusters, identities, persons, before, after)
     assert {("ECID", E1), ("CRMID", "c1")} <= identities
+
+
+def test_a_known_hub_neighbour_is_resolved_as_a_hub_without_its_rows(
+    spark: SparkSession, checkpoint: ParquetCheckpoint, lookup: str
+) -> None:
+    """Rule 8: a new record links E1, whose old link reaches a hub. Unknown, the hub joins the set (its rows are
+    looked up, a second time); known, it stays out, and the persons are the same."""
+    old = [("IDFA", "hub", "ECID", e, T - 3 * DAY) for e in (E1, E2, "3" * 38, "4" * 38)]
+    new = [({"ECID": [E1], "Email": ["m1"]}, T - DAY)]
+    hub = ("IDFA", "hub")
+    for known in (None, lambda hubs: hubs):
+        clusters, identities, persons, before, after = affected(
+            spark, checkpoint, (old, [], []), ([], new, []), lookup, known_hubs=known
+        )
+        check(clusters, identities, persons, before, after)
+        assert after[hub] == ("IDFA:hub", 1)
+        assert (hub in identities) == (known is None)
+    assert identities == {("ECID", E1), ("Email", "m1")}
 
 
 def test_split_seeds_resolves_only_rows_that_can_change_the_graph(spark: SparkSession) -> None:
@@ -266,13 +305,15 @@ rows = st.tuples(links, fragments, st.lists(identity, max_size=1))
 @settings(
     max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
 )
-@given(old=rows, new=rows)
+@given(old=rows, new=rows, known=st.none() | st.randoms(use_true_random=False))
 def test_affected_persons_match_a_whole_resolution(
-    spark: SparkSession, checkpoint: ParquetCheckpoint, lookup: str, old: tuple, new: tuple
+    spark: SparkSession, checkpoint: ParquetCheckpoint, lookup: str, old: tuple, new: tuple, known: Random | None
 ) -> None:
+    """Exact on random graphs, with or without known hubs (a random subset of the old rows' hubs, rule 8)."""
     if not any(new):
         return  # no new rows: nothing to seed from (the stream skips such a micro-batch)
-    check(*affected(spark, checkpoint, old, new, lookup))
+    pick = None if known is None else (lambda hubs: {h for h in sorted(hubs) if known.random() < 0.7})
+    check(*affected(spark, checkpoint, old, new, lookup, known_hubs=pick))
 
 
 def test_new_rows_are_added_files_and_rows_whose_time_has_come(spark: SparkSession) -> None:

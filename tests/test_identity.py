@@ -64,6 +64,7 @@ def run(
     max_graph: int = 50,
     cooccurrence: bool = True,
     at: dt.datetime = T,
+    known_hubs: Sequence[tuple[str, str]] | None = None,
 ) -> tuple[Clusters, set[tuple[str, str, str | None, str]]]:
     """Run the Spark identity job on tiny inputs; return clusters and quarantine rows."""
     fragments_in = fragments_df(spark, fragments)
@@ -89,6 +90,7 @@ def run(
             max_links_per_identity=max_links, max_identities_per_graph=max_graph, cooccurrence_links=cooccurrence
         ),
         checkpoint,
+        None if known_hubs is None else spark.createDataFrame(list(known_hubs), "namespace string, id string"),
     )
     rows = result.clusters.collect()
     clusters = {(r.namespace, r.id): (r.person_id, r.graph_size) for r in rows}
@@ -253,6 +255,22 @@ def test_hub_guardrail(spark: SparkSession, checkpoint: ParquetCheckpoint) -> No
         ("Email", "m"): (EMAIL_M, 1),
     }
     assert quarantine == {("identity_graph", "IDFA", "hub", "hub_identity")}
+
+
+def test_a_known_hub_is_a_hub_whatever_its_count_in_the_part(
+    spark: SparkSession, checkpoint: ParquetCheckpoint
+) -> None:
+    """The streaming job resolves a part of the inputs: a hub of the whole input may have few links in it.
+    Handed on as known, it is resolved as the whole input resolves it; an identity known as a hub that the part
+    does not touch adds nothing."""
+    part = [("IDFA", "hub", "ECID", e, T - DAY) for e in (E1, E2)]
+    whole, _ = run(spark, checkpoint, links=[*part, ("IDFA", "hub", "Email", "m", T - DAY)], max_links=2)
+    clusters, quarantine = run(spark, checkpoint, links=part, max_links=2, known_hubs=[("IDFA", "hub"), ("IDFA", "x")])
+    assert clusters == {k: v for k, v in whole.items() if k != ("Email", "m")}
+    assert clusters[("IDFA", "hub")] == ("IDFA:hub", 1)
+    assert quarantine == {("identity_graph", "IDFA", "hub", "hub_identity")}
+    unknown, _ = run(spark, checkpoint, links=part, max_links=2)
+    assert unknown[("IDFA", "hub")] == ("IDFA:hub", 3)  # without it, the part keeps the hub's links
 
 
 def test_invalid_identities_are_quarantined_with_each_reason(

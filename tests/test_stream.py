@@ -545,6 +545,44 @@ def test_stream_and_batch_on_one_lake_take_turns(spark: SparkSession, tmp_path: 
     assert not [r for r in changes(lake, "batch-20261109", STREAMED)]  # the stream had sent them all
 
 
+def test_a_hub_found_by_one_micro_batch_is_known_to_the_next(spark: SparkSession, tmp_path: Path) -> None:
+    """Known hubs in a running stream (rule 8 of ``affected``): the first micro-batch makes IDFA d a hub (three
+    cookies, the limit two); the second links c1's cookie E1 again, whose old link reaches d. d is handed to it as
+    a hub (its rows not looked up), and the stream ends where a batch run at T2 from the same state ends."""
+    base = tmp_path / "base"
+    conf = write_conf(base / "conf", base / "lake", "delta-rs")
+    job = {**yaml.safe_load((conf / "job.yaml").read_text()), "identity": {"max_links_per_identity": 2}}
+    (conf / "job.yaml").write_text(yaml.safe_dump(job))
+    store = open_storage(spark, "delta-rs")
+    write_inputs_t1(spark, store, str(base / "lake"))
+    run(spark, conf, T1)
+    commits = [[("IDFA", "d", "ECID", e, N2 - DAY) for e in (E1, E2, E4)], [("ECID", E1, "CRMID", "c1", N2 - DAY)]]
+    confs = {}
+    for lake in ("a", "b"):
+        shutil.copytree(base / "lake", tmp_path / lake)
+        confs[lake] = tmp_path / f"conf-{lake}"
+        shutil.copytree(conf, confs[lake])
+        (confs[lake] / "job.yaml").write_text(yaml.safe_dump({**job, "lake": {"root": str(tmp_path / lake)}}))
+        for links in commits:
+            store.append(spark.createDataFrame(links, LINKS), f"{tmp_path / lake}/identity_graph")
+
+    said: list[str] = []
+    streamed = app.run_stream(
+        spark, load_config(confs["a"]), evaluation_time=T2, max_versions_per_trigger=1, progress=said.append
+    )
+    run(spark, confs["b"], T2)
+
+    assert len(streamed.micro_batches) == 2
+    assert [m for m in said if "known" in m] == [
+        "1 hub(s) known from the previous micro-batches: their rows are not looked up"
+    ]
+    a, b = state(tmp_path / "a"), state(tmp_path / "b")
+    assert ("IDFA", "d", "IDFA:d", 1) in a["clusters"]
+    assert a["clusters"] == b["clusters"]
+    assert only(a["membership"], STREAMED, 1) == only(b["membership"], STREAMED, 1)
+    assert only(a["activation"], STREAMED, 1) == only(b["activation"], STREAMED, 1)
+
+
 # --- consistency property -------------------------------------------------------------------------------------
 
 CUSTOMERS = [f"c{k}" for k in range(1, 10)]

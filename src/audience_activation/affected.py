@@ -46,6 +46,15 @@ first step is identity resolution on a part of the inputs that gives, for those 
    carry one identity, so most persons a micro-batch revisits take this path. Their hub and eviction quarantine
    rows are not repeated: nothing about them changed.
 
+8. **Known hubs.** A hub stays a hub while the inputs only gain rows and ``T`` only moves forward: an identity's
+   distinct neighbours and crowded records only grow. So the hubs an earlier resolution found (a hub of a part is
+   a hub of the whole input, rule 6) can be handed on (``known_hubs``; any subset of the hubs will do, an unknown
+   one is found as before). A neighbour known to be a hub is not added to the set (rule 3): resolution counts it
+   a hub whatever its count in the part (:func:`audience_activation.identity.find_hubs`), so its links are
+   dropped as in a resolution of every input, without its rows being looked up. A hub is a person of its own,
+   unchanged unless a new row holds it, which makes it a seed. (In a large micro-batch one such neighbour had
+   cost a second lookup of every input and a second round.) Its hub quarantine row is then not repeated.
+
 The part holds exactly the rows that touch an affected identity (links: a link touching two comes twice,
 and resolution de-duplicates explicit links); rows touching none would be harmless anyway: they would be
 resolved into persons that hold no affected identity and dropped.
@@ -109,6 +118,8 @@ class Affected:
         quarantine: the hub and graph-size eviction quarantine rows of the identities resolved again
             (``source_table, namespace, id, row_key, reason``).
         rounds: closure rounds run (0: nothing needed resolving).
+        hubs: ``namespace, id`` of the hubs of the last round's part (the known hubs it touches among them): hubs
+            of the whole input too (rule 8).
     """
 
     identities: DataFrame
@@ -117,6 +128,7 @@ class Affected:
     previous_clusters: DataFrame | None
     quarantine: DataFrame
     rounds: int
+    hubs: DataFrame
 
 
 @dataclass(frozen=True)
@@ -335,6 +347,7 @@ def resolve_affected(
     checkpoint: Checkpoint,
     lookup: Lookup | None = None,
     adding: DataFrame | None = None,
+    known_hubs: DataFrame | None = None,
 ) -> Affected:
     """Resolve the persons that ``seeds`` can change (rules in the module docstring).
 
@@ -352,16 +365,22 @@ def resolve_affected(
             :func:`split_seeds`, and any identity whose person is to be revisited without a change of the
             inputs): those the previous clusters hold are revisited with their previous persons (rule 7), the
             others are seeds.
+        known_hubs: ``namespace, id`` of identities known to be hubs of ``as_of`` (rule 8), or None.
 
     Raises:
         RuntimeError: the closure did not end within :data:`MAX_ROUNDS` rounds (a bug, not a big graph).
     """
     find = lookup or (lambda ids: touching(as_of, ids))
+    hubs = None if known_hubs is None else checkpoint(known_hubs.select(*_KEY).distinct())
+
+    def closure(seeds: DataFrame, previous: DataFrame | None) -> Affected:
+        return _closure(seeds, previous, namespaces, settings, checkpoint, find, hubs)
+
     seeds = seeds.select(*_KEY)
     if adding is None:
-        return _closure(as_of, seeds, previous_clusters, namespaces, settings, checkpoint, find)
+        return closure(seeds, previous_clusters)
     if previous_clusters is None:
-        return _closure(as_of, seeds.unionByName(adding.select(*_KEY)), None, namespaces, settings, checkpoint, find)
+        return closure(seeds.unionByName(adding.select(*_KEY)), None)
     # Rule 7: the added identities the previous clusters hold keep their persons; the others are seeds.
     adding = checkpoint(adding.select(*_KEY).distinct())
     known = checkpoint(previous_clusters.join(adding, on=_KEY, how="left_semi").select(*CLUSTER_COLUMNS))
@@ -378,9 +397,10 @@ def resolve_affected(
                 [], "source_table string, namespace string, id string, row_key string, reason string"
             ),
             rounds=0,
+            hubs=spark.createDataFrame([], "namespace string, id string"),
         )
     else:
-        resolved = _closure(as_of, seeds, previous_clusters, namespaces, settings, checkpoint, find)
+        resolved = closure(seeds, previous_clusters)
     # Their persons: none of their identities is in the closed set (it holds whole previous persons, rule 2).
     persons = checkpoint(known.join(resolved.identities, on=_KEY, how="left_anti").select("person_id").distinct())
     rows = checkpoint(previous_clusters.join(persons, on="person_id", how="left_semi").select(*CLUSTER_COLUMNS))
@@ -396,25 +416,29 @@ def resolve_affected(
         ),
         quarantine=resolved.quarantine,
         rounds=resolved.rounds,
+        hubs=resolved.hubs,
     )
 
 
 def _closure(
-    as_of: AsOfInputs,
     seeds: DataFrame,
     previous_clusters: DataFrame | None,
     namespaces: NamespacesConfig,
     settings: IdentitySettings,
     checkpoint: Checkpoint,
     find: Lookup,
+    known_hubs: DataFrame | None,
 ) -> Affected:
-    """Rules 2-6: the closed set of identities around ``seeds`` and its exact resolution."""
+    """Rules 2-6 and 8: the closed set of identities around ``seeds`` and its exact resolution."""
     around = _with_previous_persons(seeds.distinct(), previous_clusters, checkpoint)
     start = checkpoint(around.identities)
     # Rule 3: the neighbours of the set from the start (one scan of the part, far cheaper than a second round).
     # The part is materialised: resolution reads each table of it more than once.
     first = find(start).map(checkpoint)
-    grown = checkpoint(seed_identities(first).join(start, on=_KEY, how="left_anti").distinct())
+    neighbours = seed_identities(first).join(start, on=_KEY, how="left_anti")
+    if known_hubs is not None:  # rule 8: a known hub is resolved as a hub without its rows
+        neighbours = neighbours.join(F.broadcast(known_hubs), on=_KEY, how="left_anti")
+    grown = checkpoint(neighbours.distinct())
     # Usually the neighbours are in the previous persons already: the set did not grow, and the rows found for
     # the neighbours are the first round's part (the same identities touch the same rows).
     identities: DataFrame = start
@@ -425,9 +449,9 @@ def _closure(
     for rounds in range(1, MAX_ROUNDS + 1):
         if part is None:
             part = find(identities).map(checkpoint)
-        resolved = resolve_identities(part, namespaces, settings, checkpoint)
-        if resolved.components is None:  # pragma: no cover - resolve_identities always labels components
-            raise RuntimeError("identity resolution did not return its components")
+        resolved = resolve_identities(part, namespaces, settings, checkpoint, known_hubs)
+        if resolved.components is None or resolved.hubs is None:  # pragma: no cover - it always returns both
+            raise RuntimeError("identity resolution did not return its components and hubs")
         nodes = checkpoint(resolved.components)
         theirs = nodes.join(identities, on=_KEY, how="left_semi").select("component").distinct()
         outside = nodes.join(theirs, on="component", how="left_semi").join(identities, on=_KEY, how="left_anti")
@@ -445,6 +469,7 @@ def _closure(
                 previous_clusters=around.rows,
                 quarantine=quarantine,
                 rounds=rounds,
+                hubs=resolved.hubs,
             )
         added = outside.select(*_KEY)
         around = _with_previous_persons(identities.unionByName(added).distinct(), previous_clusters, checkpoint)

@@ -360,14 +360,26 @@ def _ends(links: DataFrame) -> DataFrame:
     )
 
 
-def find_hubs(links: DataFrame, max_links_per_identity: int, crowded: DataFrame | None = None) -> DataFrame:
+def find_hubs(
+    links: DataFrame,
+    max_links_per_identity: int,
+    crowded: DataFrame | None = None,
+    known: DataFrame | None = None,
+) -> DataFrame:
     """Identities with more than ``max_links_per_identity`` distinct neighbours: ``namespace, id, source_rank``.
 
     ``links`` holds each pair once, so an identity's link count is its number of distinct neighbours.
     ``crowded`` identities (:func:`crowded_record_identities`) are hubs whatever their count; their
-    ``source_rank`` is the first source among their links and their crowded records.
+    ``source_rank`` is the first source among their links and their crowded records. ``known`` identities
+    (``namespace, id``: hubs of a larger input that ``links`` holds only part of, broadcast) are hubs whatever
+    their count too, when ``links`` touch them.
     """
     ends = _ends(links).select("namespace", "id", "source_rank", F.lit(1).alias("link"), F.lit(False).alias("crowded"))
+    if known is not None:
+        flagged = F.broadcast(known.select("namespace", "id").distinct().withColumn("_known", F.lit(True)))
+        ends = ends.join(flagged, on=["namespace", "id"], how="left").select(
+            "namespace", "id", "source_rank", "link", F.coalesce("_known", "crowded").alias("crowded")
+        )
     if crowded is not None:
         ends = ends.unionByName(
             crowded.select("namespace", "id", "source_rank", F.lit(0).alias("link"), F.lit(True).alias("crowded"))
@@ -523,6 +535,8 @@ class IdentityResult:
     #: ``component, namespace, id`` of every linked identity: its connected component over the links kept after
     #: the hub guardrail, before the per-component rules (the streaming job's closure reads it).
     components: DataFrame | None = None
+    #: ``namespace, id`` of the hubs (:func:`find_hubs`, materialised).
+    hubs: DataFrame | None = None
 
 
 def resolve_identities(
@@ -530,6 +544,7 @@ def resolve_identities(
     namespaces: NamespacesConfig,
     settings: IdentitySettings,
     checkpoint: Checkpoint,
+    known_hubs: DataFrame | None = None,
 ) -> IdentityResult:
     """Identity resolution end to end: ``identity_clusters`` and the identity ``quarantine`` rows.
 
@@ -538,6 +553,9 @@ def resolve_identities(
         namespaces: namespace types, uniqueness and priorities.
         settings: limits and the co-occurrence switch.
         checkpoint: the lineage barrier used between connected-components rounds.
+        known_hubs: ``namespace, id`` of identities known to be hubs of a larger input that ``inputs`` is a part
+            of (the streaming job's part of the inputs): hubs here whatever their count in ``inputs``
+            (:func:`find_hubs`).
 
     Returns:
         ``clusters`` (``namespace, id, person_id, graph_size``), ``quarantine``
@@ -561,7 +579,7 @@ def resolve_identities(
         )
     )
     crowded = crowded_record_identities(records, lookup, limit, linking) if linking is not None else None
-    hubs = checkpoint(find_hubs(links, limit, crowded))
+    hubs = checkpoint(find_hubs(links, limit, crowded, known_hubs))
     kept = drop_hub_links(links, hubs)
     components = connected_components(
         kept.select(
@@ -610,5 +628,10 @@ def resolve_identities(
         .select("source_table", "namespace", "id", "row_key", "reason")
     )
     return IdentityResult(
-        clusters=clusters, quarantine=quarantine, rounds=components.rounds, records=records, components=nodes
+        clusters=clusters,
+        quarantine=quarantine,
+        rounds=components.rounds,
+        records=records,
+        components=nodes,
+        hubs=hubs.select("namespace", "id"),
     )

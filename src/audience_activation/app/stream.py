@@ -60,6 +60,7 @@ from . import state, writer
 from .batch import commit_outputs, fail_attempt, recover
 from .context import OnCommit, Progress, no_hook, quiet, storage_for
 from .index_cache import InputIndexCache
+from .known_hubs import KnownHubs
 
 log = logging.getLogger(__name__)
 
@@ -205,11 +206,14 @@ def process_micro_batch(
     progress: Progress = quiet,
     on_commit: OnCommit = no_hook,
     index_cache: InputIndexCache | None = None,
+    known_hubs: KnownHubs | None = None,
 ) -> RunSummary | None:
     """Process one micro-batch (steps in the module docstring); None when it had completed already.
 
     ``index_cache``: the running stream's identity index of the inputs, brought to the versions read (without
-    it, every lookup of the affected persons' rows scans the inputs)."""
+    it, every lookup of the affected persons' rows scans the inputs). ``known_hubs``: the hubs the running
+    stream's earlier micro-batches found, handed to this one's identity resolution when they still hold, and
+    updated once it completed (:mod:`audience_activation.app.known_hubs`)."""
     store = storage_for(spark, config)
     run = runlog.stream_run_id(evaluation_time, batch_id)
     if run in state.completed_run_ids(store, config, [run]):
@@ -250,10 +254,14 @@ def process_micro_batch(
             None if profiles_version is None else store.read(tables.PROFILES.location(config.job), profiles_version).df
         )
         index = None if index_cache is None else index_cache.update(summary.input_versions)
+        hubs = None if known_hubs is None else known_hubs.for_micro_batch(spark, config, previous_run.run_id, changes)
+        if known_hubs is not None and hubs is not None:
+            progress(f"{len(known_hubs)} hub(s) known from the previous micro-batches: their rows are not looked up")
         micro = evaluate_micro_batch(
             inputs, changes, previous, previous_profiles, config, summary.evaluation_time,
-            barrier=barrier, progress=progress, index=index,
+            barrier=barrier, progress=progress, index=index, known_hubs=hubs,
         )  # fmt: skip
+        found = [] if known_hubs is None else known_hubs.found(micro.hubs)
         summary.classification = micro.results.classification
         summary.cc_rounds = micro.results.cc_rounds
         destinations = [d.id for d in micro.destinations]
@@ -272,6 +280,8 @@ def process_micro_batch(
         summary.status = runlog.COMPLETED
         lease.check()
         writer.record_run(spark, store, config, summary, mappings, None, commit_info)
+        if known_hubs is not None:
+            known_hubs.remember(run, config, found)
         on_commit("activation_runs")
     except LeaseLostError:
         handed_on = True
@@ -353,6 +363,7 @@ def run_stream(
         reader = reader.option("sweepSeconds", str(sweep))
 
     index_cache = InputIndexCache(store, config, progress) if config.job.stream.identity_index else None
+    known_hubs = KnownHubs()
     failures: list[BaseException] = []
     stopping = threading.Event()  # Ctrl-C: no micro-batch starts any more
     stop_logs = _StopLogs()
@@ -382,8 +393,9 @@ def run_stream(
         progress(f"micro-batch {batch_id}: {kind}, T = {offset_time(t)}")
         try:
             done = process_micro_batch(
-                spark, config, batch_id, t, versions, progress=progress, on_commit=on_commit, index_cache=index_cache
-            )
+                spark, config, batch_id, t, versions,
+                progress=progress, on_commit=on_commit, index_cache=index_cache, known_hubs=known_hubs,
+            )  # fmt: skip
         except BaseException as exc:
             failures.append(exc)  # re-raised as itself once the query has stopped (not as a streaming error)
             raise

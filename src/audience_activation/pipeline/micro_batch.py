@@ -141,6 +141,8 @@ class MicroBatchResults:
         destinations: the destinations and mapped segments it activated (step 6).
         replaced: per state table (``identity_clusters``, ``unified_profiles``, ``segment_membership``,
             ``activation_state``), the rows it replaces and their replacement (step 7).
+        hubs: ``namespace, id`` of the hubs its identity resolution found (hubs of the inputs it read, at ``T``;
+            rule 8 of :mod:`audience_activation.affected`), or None when it resolved nothing.
     """
 
     results: Results
@@ -148,6 +150,7 @@ class MicroBatchResults:
     persons: DataFrame
     destinations: list[DestinationConfig]
     replaced: dict[str, Replaced] = dataclasses.field(default_factory=dict)
+    hubs: DataFrame | None = None
 
 
 def streamed_segments(compiled: stages.Compiled) -> list[str]:
@@ -307,6 +310,7 @@ def evaluate_micro_batch(
     compiled: stages.Compiled | None = None,
     progress: Any = None,
     index: input_index.InputsIndex | None = None,
+    known_hubs: DataFrame | None = None,
 ) -> MicroBatchResults:
     """Everything a micro-batch at ``T`` computes (rules in the module docstring); nothing is written.
 
@@ -322,6 +326,8 @@ def evaluate_micro_batch(
         progress: called with a one-line message as each step starts.
         index: the identity index of ``inputs`` (:mod:`audience_activation.input_index`), when the caller keeps
             one: the rows touching the affected identities are then looked up in it (same results, no scan).
+        known_hubs: ``namespace, id`` of identities known to be hubs of ``inputs`` at ``T`` (rule 8 of
+            :mod:`audience_activation.affected`; same results, fewer rows looked up).
 
     Raises:
         ValueError: no previous run (a stream continues from a batch run's state).
@@ -355,7 +361,7 @@ def evaluate_micro_batch(
     )
     lookup = None if index is None else (lambda ids: input_index.touching(index, ids, evaluation_time))
     affected = affected_rules.resolve_affected(
-        as_of, seeds, previous.clusters, config.namespaces, config.job.identity, barrier, lookup, revisit
+        as_of, seeds, previous.clusters, config.namespaces, config.job.identity, barrier, lookup, revisit, known_hubs
     )
     clusters = affected.clusters
     persons = barrier(clusters.select("person_id").unionByName(affected.previous_persons).distinct())
@@ -459,5 +465,10 @@ def evaluate_micro_batch(
         cc_rounds=affected.rounds,
     )
     return MicroBatchResults(
-        results=results, new_rows=fresh, persons=persons, destinations=destinations, replaced=replaced
+        results=results,
+        new_rows=fresh,
+        persons=persons,
+        destinations=destinations,
+        replaced=replaced,
+        hubs=affected.hubs if affected.rounds else None,
     )

@@ -1,0 +1,85 @@
+"""The hubs a running stream has found, handed to its next micro-batch's identity resolution (rule 8 of
+:mod:`audience_activation.affected`; docs/streaming.md, "Known hubs").
+
+Rules, in the order a micro-batch meets them:
+
+1. **Handed on** (:meth:`KnownHubs.for_micro_batch`) only while they are sure to be hubs of the inputs the
+   micro-batch reads at its ``T``: it continues from the run that kept them (no other run completed in
+   between), with the same identity settings and namespaces, and no input row was removed since that run's
+   versions (:meth:`DeltaStorage.read_changes` gives no removed row: rows were only added, and ``T`` never goes
+   back, so an identity's neighbours only grew). Otherwise they are forgotten.
+2. **Found** (:meth:`KnownHubs.found`): the hubs the micro-batch's own resolution found
+   (``MicroBatchResults.hubs``; hubs of a part of the inputs are hubs of the whole), read before it commits.
+3. **Kept** (:meth:`KnownHubs.remember`) once the micro-batch completed: the hubs handed to it and those it
+   found, with its run id; at most :data:`MAX_KNOWN_HUBS` (any subset of the hubs will do: an identity not
+   known is counted as before). A micro-batch that fails keeps nothing new: its replay continues from the
+   same run and is handed the same hubs.
+
+They live in the stream's driver only: never part of the exactly-once state, a restarted stream starts with
+none (its first micro-batch finds them again).
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import DataFrame, SparkSession
+
+from ..config import AppConfig
+from ..pipeline.micro_batch import Changes
+
+#: Hubs kept at most (sorted, the first ones). A hub has more distinct neighbours than the guardrail allows,
+#: so a graph holds few of them; the bound keeps the driver's copy small whatever the graph.
+MAX_KNOWN_HUBS = 10_000
+
+Identity = tuple[str, str]
+
+
+def _removes_rows(changes: Changes) -> bool:
+    """Whether any input lost a row since the previous run's versions (one small query per changed table)."""
+    tables = (changes.fragments, changes.events, changes.links, changes.regions)
+    return any(not change.removed.isEmpty() for change in tables if change is not None)
+
+
+def _settings_of(config: AppConfig) -> str:
+    """What decides which identities are hubs, besides the rows: the identity settings and the namespaces."""
+    return config.job.identity.model_dump_json() + config.namespaces.model_dump_json()
+
+
+class KnownHubs:
+    """The hubs kept between a running stream's micro-batches (rules in the module docstring)."""
+
+    def __init__(self) -> None:
+        self._run_id: str | None = None
+        self._settings = ""
+        self._hubs: tuple[Identity, ...] = ()
+        self._handed: tuple[Identity, ...] = ()
+
+    def for_micro_batch(
+        self, spark: SparkSession, config: AppConfig, previous_run_id: str, changes: Changes
+    ) -> DataFrame | None:
+        """The hubs (``namespace, id``) to hand to the micro-batch that continues from ``previous_run_id`` with
+        ``changes``, or None (none kept, or they may no longer be hubs: then forgotten). Rule 1."""
+        self._handed = ()
+        if not self._hubs:
+            return None
+        if self._run_id != previous_run_id or self._settings != _settings_of(config) or _removes_rows(changes):
+            self._hubs, self._run_id = (), None
+            return None
+        self._handed = self._hubs
+        return spark.createDataFrame(list(self._hubs), "namespace string, id string")
+
+    @staticmethod
+    def found(hubs: DataFrame | None) -> list[Identity]:
+        """The hubs a micro-batch's identity resolution found (:attr:`MicroBatchResults.hubs`), at most
+        :data:`MAX_KNOWN_HUBS` (rule 2)."""
+        if hubs is None:
+            return []
+        rows = hubs.orderBy("namespace", "id").limit(MAX_KNOWN_HUBS).collect()
+        return [(row.namespace, row.id) for row in rows]
+
+    def remember(self, run_id: str, config: AppConfig, found: list[Identity]) -> None:
+        """Keep the hubs handed to the completed micro-batch ``run_id`` and those it ``found`` (rule 3)."""
+        self._hubs = tuple(sorted(set(self._handed) | set(found))[:MAX_KNOWN_HUBS])
+        self._run_id, self._settings, self._handed = run_id, _settings_of(config), ()
+
+    def __len__(self) -> int:
+        return len(self._hubs)

@@ -1,0 +1,91 @@
+"""The hubs a running stream keeps between micro-batches (``app/known_hubs.py``): handed on only while they are
+sure to be hubs — the next micro-batch continues from the run that kept them, with the same identity settings,
+and no input row was removed since — kept merged and bounded otherwise."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from pyspark.sql import DataFrame, SparkSession
+
+from audience_activation.app import known_hubs
+from audience_activation.app.known_hubs import KnownHubs
+from audience_activation.config import AppConfig, load_config
+from audience_activation.pipeline.micro_batch import Changes, TableChange
+from test_batch import write_conf
+
+IDENTITY = "namespace string, id string"
+LINKS = "src_namespace string, src_id string, dst_namespace string, dst_id string"
+
+
+@pytest.fixture()
+def config(tmp_path: Path) -> AppConfig:
+    return load_config(write_conf(tmp_path / "conf", tmp_path / "lake", "delta-rs"))
+
+
+def appended(spark: SparkSession, removed: list[tuple[str, ...]] | None = None) -> Changes:
+    """A change of ``identity_graph``: one link added, ``removed`` rows removed."""
+    added = spark.createDataFrame([("ECID", "e", "IDFA", "d")], LINKS)
+    gone = spark.createDataFrame(removed or [], LINKS)
+    return Changes(links=TableChange(before=added.limit(0), added=added, removed=gone))
+
+
+def handed(hubs: DataFrame | None) -> list[tuple[str, str]] | None:
+    return None if hubs is None else sorted((r.namespace, r.id) for r in hubs.collect())
+
+
+def test_hubs_are_handed_to_the_micro_batch_that_continues_from_their_run(
+    spark: SparkSession, config: AppConfig
+) -> None:
+    kept = KnownHubs()
+    assert kept.for_micro_batch(spark, config, "batch-1", appended(spark)) is None  # none yet
+    kept.remember("streaming-1", config, KnownHubs.found(spark.createDataFrame([("IDFA", "d")], IDENTITY)))
+    assert handed(kept.for_micro_batch(spark, config, "streaming-1", appended(spark))) == [("IDFA", "d")]
+    # The micro-batch found another one: both are kept for the next.
+    kept.remember("streaming-2", config, [("IDFA", "x")])
+    assert handed(kept.for_micro_batch(spark, config, "streaming-2", Changes())) == [("IDFA", "d"), ("IDFA", "x")]
+
+
+def test_hubs_are_forgotten_when_they_may_no_longer_be_hubs(
+    spark: SparkSession, config: AppConfig, tmp_path: Path
+) -> None:
+    def kept_after(previous_run: str, changes: Changes, settings: AppConfig = config) -> KnownHubs:
+        kept = KnownHubs()
+        kept.remember("streaming-1", config, [("IDFA", "d")])
+        assert kept.for_micro_batch(spark, settings, previous_run, changes) is None
+        return kept
+
+    # Another run completed in between (a batch run, a micro-batch of another stream).
+    forgotten = kept_after("batch-2", appended(spark))
+    assert len(forgotten) == 0
+    assert forgotten.for_micro_batch(spark, config, "streaming-1", appended(spark)) is None  # for good
+    # A row was removed since (a delete, a compaction): an identity's neighbours may have shrunk.
+    kept_after("streaming-1", appended(spark, [("ECID", "e", "IDFA", "d")]))
+    # Other identity settings decide other hubs.
+    (tmp_path / "conf" / "job.yaml").write_text(
+        yaml.safe_dump(
+            {**yaml.safe_load((tmp_path / "conf" / "job.yaml").read_text()), "identity": {"max_links_per_identity": 9}}
+        )
+    )
+    kept_after("streaming-1", appended(spark), load_config(tmp_path / "conf"))
+    # A micro-batch that failed keeps nothing new: its replay continues from the same run and gets them again.
+    kept = KnownHubs()
+    kept.remember("streaming-1", config, [("IDFA", "d")])
+    assert kept.for_micro_batch(spark, config, "streaming-1", appended(spark)) is not None
+    assert kept.for_micro_batch(spark, config, "streaming-1", appended(spark)) is not None
+    kept.remember("streaming-2", config, [])  # the replay completed, finding no hub: those handed to it stay
+    assert handed(kept.for_micro_batch(spark, config, "streaming-2", appended(spark))) == [("IDFA", "d")]
+
+
+def test_at_most_so_many_hubs_are_kept(spark: SparkSession, config: AppConfig, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(known_hubs, "MAX_KNOWN_HUBS", 2)
+    found = KnownHubs.found(spark.createDataFrame([("IDFA", "c"), ("IDFA", "a"), ("IDFA", "b")], IDENTITY))
+    assert found == [("IDFA", "a"), ("IDFA", "b")]
+    kept = KnownHubs()
+    kept.remember("streaming-1", config, found)
+    kept.for_micro_batch(spark, config, "streaming-1", Changes())
+    kept.remember("streaming-2", config, [("ECID", "z")])
+    assert len(kept) == 2
+    assert handed(kept.for_micro_batch(spark, config, "streaming-2", Changes())) == [("ECID", "z"), ("IDFA", "a")]
