@@ -19,7 +19,10 @@ Steps:
 4. **Latency** of a commit: from its commit time to the end of the first micro-batch whose input versions
    include it (``ended_at`` in the run log: its activation rows and state are committed by then). Percentiles
    over the commits processed. **Backlog**: the commits no micro-batch that had ended took when the writer stopped.
-   The rate is *sustained* when that backlog is at most two micro-batches' worth of commits.
+   The rate is *sustained* when that backlog is at most two micro-batches' worth of commits and the last
+   micro-batch kept pace: it took in at least as many events per second of its run as the writer appends (one
+   slower than the writer leaves a larger next one; a stream whose micro-batches grow each time had a backlog
+   within two of its long micro-batches and was called sustained before this second test).
 """
 
 from __future__ import annotations
@@ -243,13 +246,21 @@ def measure(conf: Path, lake: str, args: argparse.Namespace) -> dict[str, Any]:
         ),
         "commits_processed_by_the_end": processed,
         "commits_not_processed_when_the_writer_stopped": lag,
-        "sustained": bool(latencies) and lag <= 2 * per_batch,
+        "last_micro_batch_events_per_second": round(sizes[-1]["events"] / sizes[-1]["seconds"])
+        if sizes and sizes[-1]["seconds"]
+        else 0,
+        "sustained": bool(latencies) and lag <= 2 * per_batch and keeps_pace(sizes, args.rate),
         "stream_peak_pss_gib": round(peak["total"] / 2**30, 2),
         "stream_peak_pss_parts_gib": {kind: round(v / 2**30, 2) for kind, v in sorted(peak["parts"].items())},
         "stream_peak_rss_gib": round(peak["rss"] / 2**30, 2),
         "stream_exit_code": stream.returncode,
         "stream_log_tail": log.read_text(errors="replace")[-1500:],
     }
+
+
+def keeps_pace(sizes: list[dict[str, Any]], rate: float) -> bool:
+    """Whether the last micro-batch took in at least ``rate`` events per second of its run."""
+    return bool(sizes) and sizes[-1]["seconds"] > 0 and sizes[-1]["events"] / sizes[-1]["seconds"] >= rate
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -276,8 +287,9 @@ def markdown(results: dict[str, Any]) -> str:
         f"| largest micro-batch's throughput | {r['largest_micro_batch_events_per_second']:,} events/s |",
         f"| commits not processed when the writer stopped (no micro-batch that had ended took them) | "
         f"{r['commits_not_processed_when_the_writer_stopped']} of {r['commits']} |",
-        f"| sustained (that backlog within two micro-batches' worth of commits) | "
-        f"{'yes' if r['sustained'] else 'no'} |",
+        f"| last micro-batch's throughput | {r['last_micro_batch_events_per_second']:,} events/s |",
+        f"| sustained (that backlog within two micro-batches' worth of commits, and the last micro-batch as fast "
+        f"as the writer) | {'yes' if r['sustained'] else 'no'} |",
         f"| stream peak memory (PSS: shared pages once) | {r.get('stream_peak_pss_gib', 'not recorded')} GiB |",
         f"| its parts at that moment | "
         f"{', '.join(f'{k} {v} GiB' for k, v in r.get('stream_peak_pss_parts_gib', {}).items()) or 'not recorded'} |",

@@ -4,6 +4,7 @@ and no input row was removed since — kept merged and bounded otherwise."""
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from audience_activation.app import known_hubs
 from audience_activation.app.known_hubs import KnownHubs
 from audience_activation.config import AppConfig, load_config
 from audience_activation.pipeline.micro_batch import Changes, TableChange
+from audience_activation.runlog import PreviousRun
 from test_batch import write_conf
 
 IDENTITY = "namespace string, id string"
@@ -32,6 +34,21 @@ def appended(spark: SparkSession, removed: list[tuple[str, ...]] | None = None) 
     return Changes(links=TableChange(before=added.limit(0), added=added, removed=gone))
 
 
+#: The input versions every run of these tests read, and the micro-batches read after it.
+READ = {"profile_fragments": 3, "identity_graph": 2}
+NOW = {"profile_fragments": 3, "identity_graph": 4}
+
+
+def previous(run_id: str) -> PreviousRun:
+    """A completed run ``run_id`` (the run a micro-batch continues from) that read the inputs at :data:`READ`."""
+    return PreviousRun(run_id, dt.datetime(2026, 12, 1), {}, {}, dict(READ))
+
+
+def offer(kept: KnownHubs, spark: SparkSession, config: AppConfig, run_id: str, changes: Changes) -> DataFrame | None:
+    """What ``kept`` hands to a micro-batch continuing from ``run_id`` at :data:`NOW` with ``changes``."""
+    return kept.for_micro_batch(spark, config, previous(run_id), NOW, changes)
+
+
 def handed(hubs: DataFrame | None) -> list[tuple[str, str]] | None:
     return None if hubs is None else sorted((r.namespace, r.id) for r in hubs.collect())
 
@@ -40,12 +57,12 @@ def test_hubs_are_handed_to_the_micro_batch_that_continues_from_their_run(
     spark: SparkSession, config: AppConfig
 ) -> None:
     kept = KnownHubs()
-    assert kept.for_micro_batch(spark, config, "batch-1", appended(spark)) is None  # none yet
+    assert offer(kept, spark, config, "batch-1", appended(spark)) is None  # none yet
     kept.remember("streaming-1", config, KnownHubs.found(spark.createDataFrame([("IDFA", "d")], IDENTITY)))
-    assert handed(kept.for_micro_batch(spark, config, "streaming-1", appended(spark))) == [("IDFA", "d")]
+    assert handed(offer(kept, spark, config, "streaming-1", appended(spark))) == [("IDFA", "d")]
     # The micro-batch found another one: both are kept for the next.
     kept.remember("streaming-2", config, [("IDFA", "x")])
-    assert handed(kept.for_micro_batch(spark, config, "streaming-2", Changes())) == [("IDFA", "d"), ("IDFA", "x")]
+    assert handed(offer(kept, spark, config, "streaming-2", Changes())) == [("IDFA", "d"), ("IDFA", "x")]
 
 
 def test_hubs_are_forgotten_when_they_may_no_longer_be_hubs(
@@ -54,15 +71,22 @@ def test_hubs_are_forgotten_when_they_may_no_longer_be_hubs(
     def kept_after(previous_run: str, changes: Changes, settings: AppConfig = config) -> KnownHubs:
         kept = KnownHubs()
         kept.remember("streaming-1", config, [("IDFA", "d")])
-        assert kept.for_micro_batch(spark, settings, previous_run, changes) is None
+        assert offer(kept, spark, settings, previous_run, changes) is None
         return kept
 
     # Another run completed in between (a batch run, a micro-batch of another stream).
     forgotten = kept_after("batch-2", appended(spark))
     assert len(forgotten) == 0
-    assert forgotten.for_micro_batch(spark, config, "streaming-1", appended(spark)) is None  # for good
+    assert offer(forgotten, spark, config, "streaming-1", appended(spark)) is None  # for good
     # A row was removed since (a delete, a compaction): an identity's neighbours may have shrunk.
     kept_after("streaming-1", appended(spark, [("ECID", "e", "IDFA", "d")]))
+    # An input the run read is gone (deleted): its rows are.
+    kept = KnownHubs()
+    kept.remember("streaming-1", config, [("IDFA", "d")])
+    assert (
+        kept.for_micro_batch(spark, config, previous("streaming-1"), {**NOW, "identity_graph": None}, Changes()) is None
+    )
+    assert len(kept) == 0
     # Other identity settings decide other hubs.
     (tmp_path / "conf" / "job.yaml").write_text(
         yaml.safe_dump(
@@ -70,13 +94,14 @@ def test_hubs_are_forgotten_when_they_may_no_longer_be_hubs(
         )
     )
     kept_after("streaming-1", appended(spark), load_config(tmp_path / "conf"))
-    # A micro-batch that failed keeps nothing new: its replay continues from the same run and gets them again.
+    # A micro-batch that failed keeps nothing new: one continuing from the same run (a caller that goes on) gets
+    # them again.
     kept = KnownHubs()
     kept.remember("streaming-1", config, [("IDFA", "d")])
-    assert kept.for_micro_batch(spark, config, "streaming-1", appended(spark)) is not None
-    assert kept.for_micro_batch(spark, config, "streaming-1", appended(spark)) is not None
+    assert offer(kept, spark, config, "streaming-1", appended(spark)) is not None
+    assert offer(kept, spark, config, "streaming-1", appended(spark)) is not None
     kept.remember("streaming-2", config, [])  # the replay completed, finding no hub: those handed to it stay
-    assert handed(kept.for_micro_batch(spark, config, "streaming-2", appended(spark))) == [("IDFA", "d")]
+    assert handed(offer(kept, spark, config, "streaming-2", appended(spark))) == [("IDFA", "d")]
 
 
 def test_at_most_so_many_hubs_are_kept(spark: SparkSession, config: AppConfig, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -85,7 +110,7 @@ def test_at_most_so_many_hubs_are_kept(spark: SparkSession, config: AppConfig, m
     assert found == [("IDFA", "a"), ("IDFA", "b")]
     kept = KnownHubs()
     kept.remember("streaming-1", config, found)
-    kept.for_micro_batch(spark, config, "streaming-1", Changes())
+    offer(kept, spark, config, "streaming-1", Changes())
     kept.remember("streaming-2", config, [("ECID", "z")])
     assert len(kept) == 2
-    assert handed(kept.for_micro_batch(spark, config, "streaming-2", Changes())) == [("ECID", "z"), ("IDFA", "a")]
+    assert handed(offer(kept, spark, config, "streaming-2", Changes())) == [("ECID", "z"), ("IDFA", "a")]

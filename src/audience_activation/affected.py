@@ -52,8 +52,9 @@ first step is identity resolution on a part of the inputs that gives, for those 
    one is found as before). A neighbour known to be a hub is not added to the set (rule 3): resolution counts it
    a hub whatever its count in the part (:func:`audience_activation.identity.find_hubs`), so its links are
    dropped as in a resolution of every input, without its rows being looked up. A hub is a person of its own,
-   unchanged unless a new row holds it, which makes it a seed. (In a large micro-batch one such neighbour had
-   cost a second lookup of every input and a second round.) Its hub quarantine row is then not repeated.
+   unchanged unless a new row holds it (then it is a seed, or revisited by rule 7). Its hub quarantine row is
+   then not repeated. (In a large micro-batch one such neighbour had cost a second lookup of every input and a
+   second round.)
 
 The part holds exactly the rows that touch an affected identity (links: a link touching two comes twice,
 and resolution de-duplicates explicit links); rows touching none would be harmless anyway: they would be

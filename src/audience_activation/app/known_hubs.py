@@ -4,16 +4,16 @@
 Rules, in the order a micro-batch meets them:
 
 1. **Handed on** (:meth:`KnownHubs.for_micro_batch`) only while they are sure to be hubs of the inputs the
-   micro-batch reads at its ``T``: it continues from the run that kept them (no other run completed in
-   between), with the same identity settings and namespaces, and no input row was removed since that run's
-   versions (:meth:`DeltaStorage.read_changes` gives no removed row: rows were only added, and ``T`` never goes
-   back, so an identity's neighbours only grew). Otherwise they are forgotten.
+   micro-batch reads at its ``T``: it continues from the run that kept them (the newest completed run at or
+   before its ``T``), with the same identity settings and namespaces, every input that run read is still there,
+   and no input row was removed since that run's versions (:meth:`DeltaStorage.read_changes` gives no removed
+   row: rows were only added, and ``T`` never goes back, so an identity's neighbours only grew). Otherwise they
+   are forgotten.
 2. **Found** (:meth:`KnownHubs.found`): the hubs the micro-batch's own resolution found
    (``MicroBatchResults.hubs``; hubs of a part of the inputs are hubs of the whole), read before it commits.
 3. **Kept** (:meth:`KnownHubs.remember`) once the micro-batch completed: the hubs handed to it and those it
    found, with its run id; at most :data:`MAX_KNOWN_HUBS` (any subset of the hubs will do: an identity not
-   known is counted as before). A micro-batch that fails keeps nothing new: its replay continues from the
-   same run and is handed the same hubs.
+   known is counted as before). A micro-batch that fails keeps nothing new (and stops the stream).
 
 They live in the stream's driver only: never part of the exactly-once state, a restarted stream starts with
 none (its first micro-batch finds them again).
@@ -21,10 +21,13 @@ none (its first micro-batch finds them again).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from pyspark.sql import DataFrame, SparkSession
 
 from ..config import AppConfig
 from ..pipeline.micro_batch import Changes
+from ..runlog import PreviousRun
 
 #: Hubs kept at most (sorted, the first ones). A hub has more distinct neighbours than the guardrail allows,
 #: so a graph holds few of them; the bound keeps the driver's copy small whatever the graph.
@@ -54,14 +57,22 @@ class KnownHubs:
         self._handed: tuple[Identity, ...] = ()
 
     def for_micro_batch(
-        self, spark: SparkSession, config: AppConfig, previous_run_id: str, changes: Changes
+        self,
+        spark: SparkSession,
+        config: AppConfig,
+        previous: PreviousRun,
+        versions: Mapping[str, int | None],
+        changes: Changes,
     ) -> DataFrame | None:
-        """The hubs (``namespace, id``) to hand to the micro-batch that continues from ``previous_run_id`` with
-        ``changes``, or None (none kept, or they may no longer be hubs: then forgotten). Rule 1."""
+        """The hubs (``namespace, id``) to hand to the micro-batch that continues from ``previous``, reading the
+        inputs at ``versions`` (None: the table is gone) with ``changes`` since, or None (none kept, or they may
+        no longer be hubs: then forgotten). Rule 1."""
         self._handed = ()
         if not self._hubs:
             return None
-        if self._run_id != previous_run_id or self._settings != _settings_of(config) or _removes_rows(changes):
+        gone = any(versions.get(name) is None for name in previous.input_versions)
+        usable = self._run_id == previous.run_id and self._settings == _settings_of(config)
+        if gone or not usable or _removes_rows(changes):
             self._hubs, self._run_id = (), None
             return None
         self._handed = self._hubs

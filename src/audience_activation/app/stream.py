@@ -254,7 +254,9 @@ def process_micro_batch(
             None if profiles_version is None else store.read(tables.PROFILES.location(config.job), profiles_version).df
         )
         index = None if index_cache is None else index_cache.update(summary.input_versions)
-        hubs = None if known_hubs is None else known_hubs.for_micro_batch(spark, config, previous_run.run_id, changes)
+        hubs = None
+        if known_hubs is not None:
+            hubs = known_hubs.for_micro_batch(spark, config, previous_run, summary.input_versions, changes)
         if known_hubs is not None and hubs is not None:
             progress(f"{len(known_hubs)} hub(s) known from the previous micro-batches: their rows are not looked up")
         micro = evaluate_micro_batch(
@@ -280,9 +282,9 @@ def process_micro_batch(
         summary.status = runlog.COMPLETED
         lease.check()
         writer.record_run(spark, store, config, summary, mappings, None, commit_info)
+        on_commit("activation_runs")
         if known_hubs is not None:
             known_hubs.remember(run, config, found)
-        on_commit("activation_runs")
     except LeaseLostError:
         handed_on = True
         raise
