@@ -73,6 +73,10 @@ def with_primary_identity(records: DataFrame) -> DataFrame:
     return records.select("*", F.inline(primary_identity(F.col("identityMap"))))
 
 
+#: The columns :func:`with_primary_identity` adds.
+_PRIMARY = ["primary_namespace", "primary_id"]
+
+
 def _person_keys(clusters: DataFrame) -> DataFrame:
     """``primary_namespace, primary_id, person_id``: the clusters as the join key of records' primary identities."""
     return clusters.select(F.col("namespace").alias("primary_namespace"), F.col("id").alias("primary_id"), "person_id")
@@ -263,10 +267,17 @@ def person_events(events: DataFrame, clusters: DataFrame) -> DataFrame:
     Events without a valid identity are dropped first (the identity step quarantined them), so a duplicate whose
     earliest copy has no valid identity still counts once.
     """
-    columns = [F.col(f"`{c}`") for c in events.columns]
-    attributed = attach_persons(events, clusters).drop("primary_namespace", "primary_id")
-    first = attributed.groupBy(event_key(events).alias("_key")).agg(
-        F.min_by(F.struct(*columns, F.col("person_id")), F.struct("timestamp", row_hash(events.schema))).alias("e")
+    return person_events_of_primary(with_primary_identity(events), clusters)
+
+
+def person_events_of_primary(events: DataFrame, clusters: DataFrame) -> DataFrame:
+    """:func:`person_events` of events that carry their primary identity already (:func:`with_primary_identity`,
+    e.g. materialised once for another use too); the result has the events' own columns and ``person_id``."""
+    plain = events.drop(*_PRIMARY)
+    columns = [F.col(f"`{c}`") for c in plain.columns]
+    attributed = events.join(_person_keys(clusters), on=_PRIMARY, how="inner").drop(*_PRIMARY)
+    first = attributed.groupBy(event_key(plain).alias("_key")).agg(
+        F.min_by(F.struct(*columns, F.col("person_id")), F.struct("timestamp", row_hash(plain.schema))).alias("e")
     )
     return first.select("e.*")
 
@@ -312,6 +323,7 @@ __all__ = [
     "keyed_fragments",
     "merge_fragments",
     "person_events",
+    "person_events_of_primary",
     "primary_identity",
     "unified_profiles",
     "used_fragments",

@@ -371,19 +371,21 @@ def evaluate_micro_batch(
     events = None
     if as_of.events is not None:
         # Duplicates of an event count once, the first copy by time among all of them (rule 3): every copy of
-        # the affected persons' events is attributed, then only their persons' events are kept.
+        # the affected persons' events is attributed, then only their persons' events are kept. The candidates are
+        # kept with their primary identity, which both the clusters' lookup and the attribution read (a candidate
+        # without a valid identity is dropped here rather than by the attribution: the same events remain).
         candidates = barrier(
-            _with_keys(as_of.events, _their_event_keys(as_of.events, index, affected, clusters, barrier))
+            profile.with_primary_identity(
+                _with_keys(as_of.events, _their_event_keys(as_of.events, index, affected, clusters, barrier))
+            )
         )
         # Only the clusters of the candidates' primary identities: a few hundred thousand rows, where joining
         # every cluster shuffled the whole table (4.3 million rows at 1M persons) for any micro-batch.
-        primary = profile.with_primary_identity(candidates).select(
-            F.col("primary_namespace").alias("namespace"), F.col("primary_id").alias("id")
-        )
+        primary = candidates.select(F.col("primary_namespace").alias("namespace"), F.col("primary_id").alias("id"))
         keys = barrier(primary.distinct())
         their_clusters = barrier(all_clusters.join(keys, on=["namespace", "id"], how="left_semi"))
         events = barrier(
-            profile.person_events(candidates, their_clusters).join(persons, on="person_id", how="left_semi")
+            profile.person_events_of_primary(candidates, their_clusters).join(persons, on="person_id", how="left_semi")
         )
     # Only the fragments that hold an affected identity can be theirs (the profiles stage joins on the primary one).
     fragments = (
