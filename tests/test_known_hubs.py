@@ -34,6 +34,12 @@ def appended(spark: SparkSession, removed: list[tuple[str, ...]] | None = None) 
     return Changes(links=TableChange(before=added.limit(0), added=added, removed=gone))
 
 
+def regions_compacted(spark: SparkSession) -> Changes:
+    """A change of ``region_information`` that removed a row (and of nothing else)."""
+    row = spark.createDataFrame([("ECID", "e")], IDENTITY)
+    return Changes(regions=TableChange(before=row, added=row.limit(0), removed=row))
+
+
 #: The input versions every run of these tests read, and the micro-batches read after it.
 READ = {"profile_fragments": 3, "identity_graph": 2}
 NOW = {"profile_fragments": 3, "identity_graph": 4}
@@ -80,6 +86,10 @@ def test_hubs_are_forgotten_when_they_may_no_longer_be_hubs(
     assert offer(forgotten, spark, config, "streaming-1", appended(spark)) is None  # for good
     # A row was removed since (a delete, a compaction): an identity's neighbours may have shrunk.
     kept_after("streaming-1", appended(spark, [("ECID", "e", "IDFA", "d")]))
+    # Region rows link nothing: their removal keeps the hubs.
+    kept = KnownHubs()
+    kept.remember("streaming-1", config, [("IDFA", "d")])
+    assert handed(offer(kept, spark, config, "streaming-1", regions_compacted(spark))) == [("IDFA", "d")]
     # An input the run read is gone (deleted): its rows are.
     kept = KnownHubs()
     kept.remember("streaming-1", config, [("IDFA", "d")])

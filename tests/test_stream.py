@@ -28,7 +28,7 @@ from typer.testing import CliRunner, Result
 from audience_activation import app
 from audience_activation.cli import cli
 from audience_activation.config import load_config
-from audience_activation.storage import DeltaStorage, open_storage
+from audience_activation.storage import DeltaStorage, TableNotFoundError, open_storage
 from conftest import ENGINES_ENV, selected_engines
 from test_batch import (
     DAY,
@@ -581,6 +581,31 @@ def test_a_hub_found_by_one_micro_batch_is_known_to_the_next(spark: SparkSession
     assert a["clusters"] == b["clusters"]
     assert only(a["membership"], STREAMED, 1) == only(b["membership"], STREAMED, 1)
     assert only(a["activation"], STREAMED, 1) == only(b["activation"], STREAMED, 1)
+
+
+def test_an_input_the_previous_run_read_that_is_gone_stops_the_stream(
+    spark: SparkSession, t1_lake: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """A deleted input table: its rows are gone, and a micro-batch cannot read whose they were (the removed rows
+    of a table that still exists seed its persons). The stream stops naming the table and what to do, before
+    writing anything, rather than keep persons the batch job would split."""
+    base = t1_lake("delta-rs")
+    shutil.copytree(base / "lake", tmp_path / "lake")
+    shutil.copytree(base / "conf", tmp_path / "conf")
+    (tmp_path / "conf" / "job.yaml").write_text(
+        yaml.safe_dump({"lake": {"root": str(tmp_path / "lake")}, "storage": {"engine": "delta-rs"}})
+    )
+    shutil.rmtree(tmp_path / "lake" / "identity_graph")
+    store = open_storage(spark, "delta-rs")
+    store.append(
+        spark.createDataFrame([frag({"CRMID": "c1"}, N2 - DAY, "US", "y")], FRAGMENTS),
+        f"{tmp_path / 'lake'}/profile_fragments",
+    )
+    before = rows(tmp_path / "lake" / "activation_runs", "run_id")
+
+    with pytest.raises(TableNotFoundError, match=r"identity_graph was read by the previous run .* and is gone"):
+        app.run_stream(spark, load_config(tmp_path / "conf"), evaluation_time=T2)
+    assert rows(tmp_path / "lake" / "activation_runs", "run_id") == before  # not even a failed row: nothing written
 
 
 # --- consistency property -------------------------------------------------------------------------------------

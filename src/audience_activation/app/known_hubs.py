@@ -6,7 +6,8 @@ Rules, in the order a micro-batch meets them:
 1. **Handed on** (:meth:`KnownHubs.for_micro_batch`) only while they are sure to be hubs of the inputs the
    micro-batch reads at its ``T``: it continues from the run that kept them (the newest completed run at or
    before its ``T``), with the same identity settings and namespaces, every input that run read is still there,
-   and no input row was removed since that run's versions (:meth:`DeltaStorage.read_changes` gives no removed
+   and no row of an input that links identities (``region_information``'s link nothing) was removed since that
+   run's versions (:meth:`DeltaStorage.read_changes` gives no removed
    row: rows were only added, and ``T`` never goes back, so an identity's neighbours only grew). Otherwise they
    are forgotten.
 2. **Found** (:meth:`KnownHubs.found`): the hubs the micro-batch's own resolution found
@@ -37,8 +38,9 @@ Identity = tuple[str, str]
 
 
 def _removes_rows(changes: Changes) -> bool:
-    """Whether any input lost a row since the previous run's versions (one small query per changed table)."""
-    tables = (changes.fragments, changes.events, changes.links, changes.regions)
+    """Whether an input that can link identities lost a row since the previous run's versions (one small query per
+    changed table). ``region_information`` rows link nothing and make no hub: their removal leaves every hub."""
+    tables = (changes.fragments, changes.events, changes.links)
     return any(not change.removed.isEmpty() for change in tables if change is not None)
 
 

@@ -103,7 +103,10 @@ def _read(
     store: DeltaStorage, config: AppConfig, until: dict[str, int], since: dict[str, int]
 ) -> tuple[pipeline.Inputs, Changes, dict[str, int | None]]:
     """The inputs at the micro-batch's versions (never older than the previous run's) and their changed rows
-    since the previous run's versions."""
+    since the previous run's versions.
+
+    Raises:
+        TableNotFoundError: an input the previous run read is gone (deleted): its removed rows cannot be read."""
     frames: dict[str, DataFrame | None] = {}
     changed: dict[str, TableChange | None] = {}
     versions: dict[str, int | None] = {}
@@ -116,7 +119,13 @@ def _read(
             continue
         try:
             snapshot = store.read(location, target)
-        except TableNotFoundError:
+        except TableNotFoundError as exc:
+            if since.get(name) is not None:  # its rows are gone, and nothing tells whose they were
+                raise TableNotFoundError(
+                    f"{location}: {name} was read by the previous run (version {since[name]}) and is gone: a "
+                    f"micro-batch cannot tell whose rows it held. Run the batch job (it reads the inputs as they "
+                    f"are), then start the stream from it (delete the stream's checkpoint)"
+                ) from exc
             frames[name] = changed[name] = versions[name] = schemas[name] = None
             continue
         frames[name], versions[name], schemas[name] = snapshot.df, snapshot.version, snapshot.df.schema
