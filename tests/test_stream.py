@@ -584,19 +584,19 @@ def test_a_hub_found_by_one_micro_batch_is_known_to_the_next(spark: SparkSession
 
 
 def test_an_input_the_previous_run_read_that_is_gone_stops_the_stream(
-    spark: SparkSession, t1_lake: Callable[[str], Path], tmp_path: Path
+    spark: SparkSession, t1_lake: Callable[[str], Path], tmp_path: Path, engine: str
 ) -> None:
     """A deleted input table: its rows are gone, and a micro-batch cannot read whose they were (the removed rows
     of a table that still exists seed its persons). The stream stops naming the table and what to do, before
     writing anything, rather than keep persons the batch job would split."""
-    base = t1_lake("delta-rs")
+    base = t1_lake(engine)
     shutil.copytree(base / "lake", tmp_path / "lake")
     shutil.copytree(base / "conf", tmp_path / "conf")
     (tmp_path / "conf" / "job.yaml").write_text(
-        yaml.safe_dump({"lake": {"root": str(tmp_path / "lake")}, "storage": {"engine": "delta-rs"}})
+        yaml.safe_dump({"lake": {"root": str(tmp_path / "lake")}, "storage": {"engine": engine}})
     )
     shutil.rmtree(tmp_path / "lake" / "identity_graph")
-    store = open_storage(spark, "delta-rs")
+    store = open_storage(spark, engine)
     store.append(
         spark.createDataFrame([frag({"CRMID": "c1"}, N2 - DAY, "US", "y")], FRAGMENTS),
         f"{tmp_path / 'lake'}/profile_fragments",

@@ -245,6 +245,8 @@ class DeltaSparkStorage(DeltaStorage):
             df, files = kept
             require_files(location, files)
             return TableSnapshot(location=location, version=resolved, df=df), files
+        if version is not None and not self.exists(location):  # Delta would say "_delta_log does not exist"
+            raise TableNotFoundError(f"{location}: no Delta table at this location")
         try:
             df = self.spark.read.format("delta").option("versionAsOf", resolved).load(location)
             # The snapshot's files (metadata only): a missing one is named now, not by a failed task later.
