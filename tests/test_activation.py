@@ -16,8 +16,8 @@ from audience_activation.activation import (
     accepted_identities,
     current_members,
     diff_activations,
+    edge_regions,
     mappings_frame,
-    person_regions,
     route_changes,
 )
 from audience_activation.columns import identity_map_entries, identity_rows
@@ -298,13 +298,16 @@ def test_routing_edge_per_fresh_region_else_hub(spark: SparkSession) -> None:
         [("ECID", E1, "p1"), ("CRMID", "c1", "p1"), ("ECID", E2, "p2")], "namespace string, id string, person_id string"
     )
     previous_clusters = spark.createDataFrame(
-        [("ECID", "3" * 38, "old")], "namespace string, id string, person_id string"
+        # p1's previous graph held another ECID: p1 still exists, so its graph at T routes it (not NL3)
+        [("ECID", "3" * 38, "old"), ("ECID", "4" * 38, "p1")],
+        "namespace string, id string, person_id string",
     )
     regions = spark.createDataFrame(
         [
             ({"ECID": [(E1, True)]}, {"VA6": (NT - DAY,), "IRL1": (NT - 2 * DAY,), "OR2": (NT - 20 * DAY,)}),
             ({"ECID": [(E2, True)]}, {"OR2": (NT - 15 * DAY,)}),  # stale: hub
             ({"ECID": [("3" * 38, True)]}, {"XX9": (NT - DAY,)}),  # unknown code: null dcs id
+            ({"ECID": [("4" * 38, True)]}, {"NL3": (NT - DAY,)}),
         ],
         f"identityMap {IMAP}, userActivityRegions map<string, struct<captureTimestamp: timestamp>>",
     )
@@ -319,12 +322,7 @@ def test_routing_edge_per_fresh_region_else_hub(spark: SparkSession) -> None:
     )
     destinations = [aam(), DestinationConfig(id="cja", type="customer_journey_analytics", segments=["s1"])]
     routed = route_changes(
-        changes,
-        destinations,
-        person_regions(clusters, regions, T, 14),
-        person_regions(previous_clusters, regions, T, 14),
-        clusters,
-        RegionsConfig(),
+        changes, destinations, edge_regions(clusters, previous_clusters, regions, T, 14), RegionsConfig()
     )
     assert sorted((r.destination_id, r.person_id, r.route, r.region, r.dcs_region_id) for r in routed.collect()) == [
         ("aam", "old", "edge_streaming", "XX9", None),

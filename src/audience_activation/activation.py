@@ -245,36 +245,67 @@ def current_members(
     ).withColumn("activated", F.col("consent_ok") & (F.size("identities") > 0))
 
 
-REGIONS_SCHEMA = "person_id string, region string, captured_at timestamp"
+REGIONS_SCHEMA = "person_id string, region string"
 
 
 def empty_regions(spark: SparkSession) -> DataFrame:
-    """No person regions (``person_id, region, captured_at``)."""
+    """No person regions (``person_id, region``)."""
     return spark.createDataFrame([], REGIONS_SCHEMA)
 
 
-def person_regions(
-    clusters: DataFrame,
-    regions: DataFrame | None,
-    evaluation_time: dt.datetime,
-    edge_window_days: int,
-) -> DataFrame:
-    """``person_id, region, captured_at``: the regions where any identity of the person's graph was captured
-    within ``[T - window, T]``, each with its latest capture."""
-    if regions is None:
-        return empty_regions(clusters.sparkSession)
+def _captures(regions: DataFrame, evaluation_time: dt.datetime, edge_window_days: int) -> DataFrame:
+    """``namespace, id, region, captured_at``: every capture of ``region_information`` within ``[T - window, T]``."""
     since = timestamp_literal(as_utc(evaluation_time) - dt.timedelta(days=edge_window_days))
     until = timestamp_literal(evaluation_time)
-    captures = (
+    return (
         identity_rows(regions, "userActivityRegions")
         .select("namespace", "id", F.explode("userActivityRegions").alias("region", "c"))
         .select("namespace", "id", "region", F.col("c.captureTimestamp").alias("captured_at"))
         .where((F.col("captured_at") >= since) & (F.col("captured_at") <= until))
     )
+
+
+def edge_regions(
+    clusters: DataFrame,
+    previous_clusters: DataFrame | None,
+    regions: DataFrame | None,
+    evaluation_time: dt.datetime,
+    edge_window_days: int,
+    checkpoint: Callable[[DataFrame], DataFrame] | None = None,
+) -> DataFrame:
+    """``person_id, region``: the regions a change of a person goes to on the edge (:func:`route_changes`).
+
+    The regions where an identity of the person's graph at ``T`` (``clusters``) was captured within
+    ``[T - window, T]`` — or, for a ``person_id`` that no longer exists (none of ``clusters``), of its graph at the
+    previous run (``previous_clusters``; None before the first run). Both graphs are matched against the
+    captures together: one pass over ``region_information``. ``checkpoint`` (the streaming job's barrier)
+    materialises the two graphs together first: a union loses its parts' broadcast marks, and a micro-batch's
+    graphs are small enough to broadcast to the captures.
+
+    Example:
+        >>> edge_regions(clusters, previous_clusters, regions, T, 14)  # doctest: +SKIP
+    """
+    if regions is None:
+        return empty_regions(clusters.sparkSession)
+    graphs = clusters.select("namespace", "id", "person_id", F.lit(False).alias("_previous"))
+    if previous_clusters is not None:
+        previous = previous_clusters.select("namespace", "id", "person_id", F.lit(True).alias("_previous"))
+        graphs = graphs.unionByName(previous)
+    if checkpoint is not None:
+        graphs = checkpoint(graphs)
+    found = (
+        _captures(regions, evaluation_time, edge_window_days)
+        .join(graphs, on=["namespace", "id"], how="inner")
+        .select("person_id", "region", "_previous")
+        .distinct()
+    )
+    if previous_clusters is None:
+        return found.select("person_id", "region")
+    known = clusters.select("person_id").distinct().withColumn("_known", F.lit(True))
     return (
-        captures.join(clusters.select("namespace", "id", "person_id"), on=["namespace", "id"], how="inner")
-        .groupBy("person_id", "region")
-        .agg(F.max("captured_at").alias("captured_at"))
+        found.join(known, on="person_id", how="left")
+        .where(~F.col("_previous") | F.col("_known").isNull())
+        .select("person_id", "region")
     )
 
 
@@ -462,28 +493,19 @@ def diff_activations(
 def route_changes(
     changes: DataFrame,
     destinations: Sequence[DestinationConfig],
-    current_regions: DataFrame,
-    previous_regions: DataFrame | None,
-    current_persons: DataFrame | None,
+    regions: DataFrame,
     regions_config: RegionsConfig,
 ) -> DataFrame:
     """Add ``route`` (``edge_streaming`` or ``hub_batch``), ``region`` and ``dcs_region_id`` to change rows.
 
-    A change of a ``regional`` destination goes to edge streaming, once per region captured within the edge
-    window for any identity of the person's graph at ``T`` (``current_regions``) — or, for an exit of a
-    ``person_id`` that no longer exists (not in ``current_persons``), of its graph at the previous run
-    (``previous_regions``; None before the first run). Everything else goes to hub batch.
+    A change of a ``regional`` destination goes to edge streaming, once per region of its person in ``regions``
+    (``person_id, region``: :func:`edge_regions`, the regions captured within the edge window for its graph);
+    everything else goes to hub batch.
 
     One join of the changes with each person's sorted region list, then one row per region (edge) or one row
     without a region (hub): no second pass over the changes.
     """
     regional = [d.id for d in destinations if d.routing == Routing.regional]
-    regions = current_regions.select("person_id", "region")
-    if previous_regions is not None and current_persons is not None:
-        known = current_persons.select("person_id").distinct()
-        regions = regions.unionByName(
-            previous_regions.select("person_id", "region").join(known, on="person_id", how="left_anti")
-        )
     per_person = regions.groupBy("person_id").agg(F.array_sort(F.collect_set("region")).alias("_regions"))
     codes = regions_config.regions
     dcs = (
@@ -524,6 +546,6 @@ __all__ = [
     "diff_activations",
     "hash_email",
     "mappings_frame",
-    "person_regions",
+    "edge_regions",
     "route_changes",
 ]

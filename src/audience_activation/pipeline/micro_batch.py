@@ -427,7 +427,9 @@ def evaluate_micro_batch(
         current, previous_state, previous_membership, membership, mappings, mappings, evaluation_time, barrier
     )
     previous_clusters = affected.previous_clusters  # the previous persons' rows, found by the closure
-    routed = stages.routing(diff.changes, clusters, as_of.regions, previous_clusters, config, evaluation_time)
+    routed = stages.routing(
+        diff.changes, clusters, as_of.regions, previous_clusters, config, evaluation_time, graphs_barrier=barrier
+    )
     changes_out = barrier(routed, partition_by=("destination_id", "route"))
 
     # Every previous identity of the affected ones is in a previous person's (rule 2 of affected): their

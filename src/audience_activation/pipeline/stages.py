@@ -150,18 +150,17 @@ def routing(
     previous_clusters: DataFrame | None,
     config: AppConfig,
     evaluation_time: dt.datetime,
+    graphs_barrier: Barrier | None = None,
 ) -> DataFrame:
-    """Change rows with ``route``, ``region`` and ``dcs_region_id`` (edge streaming or hub batch)."""
+    """Change rows with ``route``, ``region`` and ``dcs_region_id`` (edge streaming or hub batch).
+
+    ``graphs_barrier`` materialises the persons' graphs before they meet the region captures
+    (:func:`audience_activation.activation.edge_regions`): a micro-batch's are small and then broadcast."""
     window = config.job.activation.edge_window_days
-    current_regions = activation_rules.person_regions(clusters, regions, evaluation_time, window)
-    previous_regions = (
-        activation_rules.person_regions(previous_clusters, regions, evaluation_time, window)
-        if previous_clusters is not None
-        else None
+    regions_of = activation_rules.edge_regions(
+        clusters, previous_clusters, regions, evaluation_time, window, graphs_barrier
     )
-    return activation_rules.route_changes(
-        changes, list(config.destinations), current_regions, previous_regions, clusters, config.regions
-    )
+    return activation_rules.route_changes(changes, list(config.destinations), regions_of, config.regions)
 
 
 def evaluate(
