@@ -428,14 +428,14 @@ def evaluate_micro_batch(
     )
     previous_clusters = affected.previous_clusters  # the previous persons' rows, found by the closure
     # Routing reads a previous graph only for a person id that no longer exists: the others' rows are left out
-    # before they meet the region captures (most persons keep their id; half the rows, small enough to broadcast).
-    gone = (
+    # before they meet the region captures (most persons keep their id: about half the rows).
+    vanished = (
         None
         if previous_clusters is None
         else previous_clusters.join(clusters.select("person_id"), on="person_id", how="left_anti")
     )
     routed = stages.routing(
-        diff.changes, clusters, as_of.regions, gone, config, evaluation_time, graphs_barrier=barrier
+        diff.changes, clusters, as_of.regions, vanished, config, evaluation_time, graphs_barrier=barrier
     )
     changes_out = barrier(routed, partition_by=("destination_id", "route"))
 
