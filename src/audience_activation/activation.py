@@ -517,10 +517,10 @@ def route_changes(
         else F.lit(None)
     )
     is_regional = F.col("destination_id").isin(regional) if regional else F.lit(False)
-    edge_regions = F.when(is_regional, F.col("_regions"))
+    edge_of = F.when(is_regional, F.col("_regions"))
     return (
         changes.join(per_person, on="person_id", how="left")
-        .select(*changes.columns, F.explode_outer(edge_regions).alias("region"))
+        .select(*changes.columns, F.explode_outer(edge_of).alias("region"))
         .select(
             *changes.columns,
             F.when(F.col("region").isNotNull(), F.lit(EDGE)).otherwise(F.lit(HUB)).alias("route"),
