@@ -287,25 +287,18 @@ def edge_regions(
     """
     if regions is None:
         return empty_regions(clusters.sparkSession)
-    graphs = clusters.select("namespace", "id", "person_id", F.lit(False).alias("_previous"))
+    graphs = clusters.select("namespace", "id", "person_id")
     if previous_clusters is not None:
-        previous = previous_clusters.select("namespace", "id", "person_id", F.lit(True).alias("_previous"))
-        graphs = graphs.unionByName(previous)
+        # A previous graph counts only for a person id that no longer exists (most persons keep theirs).
+        vanished = previous_clusters.join(clusters.select("person_id"), on="person_id", how="left_anti")
+        graphs = graphs.unionByName(vanished.select("namespace", "id", "person_id"))
     if checkpoint is not None:
         graphs = checkpoint(graphs)
-    found = (
+    return (
         _captures(regions, evaluation_time, edge_window_days)
         .join(graphs, on=["namespace", "id"], how="inner")
-        .select("person_id", "region", "_previous")
-        .distinct()
-    )
-    if previous_clusters is None:
-        return found.select("person_id", "region")
-    known = clusters.select("person_id").distinct().withColumn("_known", F.lit(True))
-    return (
-        found.join(known, on="person_id", how="left")
-        .where(~F.col("_previous") | F.col("_known").isNull())
         .select("person_id", "region")
+        .distinct()
     )
 
 

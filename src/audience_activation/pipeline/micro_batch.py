@@ -427,15 +427,8 @@ def evaluate_micro_batch(
         current, previous_state, previous_membership, membership, mappings, mappings, evaluation_time, barrier
     )
     previous_clusters = affected.previous_clusters  # the previous persons' rows, found by the closure
-    # Routing reads a previous graph only for a person id that no longer exists: the others' rows are left out
-    # before they meet the region captures (most persons keep their id: about half the rows).
-    vanished = (
-        None
-        if previous_clusters is None
-        else previous_clusters.join(clusters.select("person_id"), on="person_id", how="left_anti")
-    )
     routed = stages.routing(
-        diff.changes, clusters, as_of.regions, vanished, config, evaluation_time, graphs_barrier=barrier
+        diff.changes, clusters, as_of.regions, previous_clusters, config, evaluation_time, graphs_barrier=barrier
     )
     changes_out = barrier(routed, partition_by=("destination_id", "route"))
 
