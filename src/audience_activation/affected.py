@@ -56,6 +56,14 @@ first step is identity resolution on a part of the inputs that gives, for those 
    then not repeated. (In a large micro-batch one such neighbour had cost a second lookup of every input and a
    second round.)
 
+9. **One lookup for every affected identity.** With rule 7, the seeds' previous persons and the revisited ones are
+   found together (two scans of the previous ``identity_clusters``: the rows of both kinds of identity, then every
+   row of their persons), and the rows of the inputs touching all of their identities are looked up once, before
+   the closure; the closure's first part is then taken from those rows (the same rows :func:`touching` finds).
+   When the set does not grow (no neighbour outside it, one round), those identities are exactly the affected ones
+   and the rows are handed on (:attr:`Affected.part`): the micro-batch reads the affected persons' event keys,
+   fragment lists and region captures from them instead of scanning each input again.
+
 The part holds exactly the rows that touch an affected identity (links: a link touching two comes twice,
 and resolution de-duplicates explicit links); rows touching none would be harmless anyway: they would be
 resolved into persons that hold no affected identity and dropped.
@@ -63,6 +71,7 @@ resolved into persons that hold no affected identity and dropped.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -121,6 +130,8 @@ class Affected:
         rounds: closure rounds run (0: nothing needed resolving).
         hubs: ``namespace, id`` of the hubs of the last round's part (the known hubs it touches among them): hubs
             of the whole input too (rule 8).
+        part: the rows of the inputs that touch an affected identity (as :func:`touching` gives them, links
+            included), when the resolution found them on the way (rule 9), else None.
     """
 
     identities: DataFrame
@@ -130,6 +141,7 @@ class Affected:
     quarantine: DataFrame
     rounds: int
     hubs: DataFrame
+    part: AsOfInputs | None = None
 
 
 @dataclass(frozen=True)
@@ -287,16 +299,19 @@ def held_by(records: DataFrame, identities: DataFrame, key: Column) -> DataFrame
     return exploded.join(F.broadcast(identities), on=_KEY, how="left_semi").select("_held").distinct()
 
 
-def holding(records: DataFrame, identities: DataFrame, checkpoint: Checkpoint) -> DataFrame:
+def holding(
+    records: DataFrame, identities: DataFrame, checkpoint: Checkpoint, within: DataFrame | None = None
+) -> DataFrame:
     """The rows of ``records`` (any columns, with ``identityMap``) that may hold one of ``identities``: every row
     that does, and rarely a few that do not — a filter for the steps that then join on an identity anyway.
 
     Two light passes instead of validating and ranking the identities of every row: the identity lists that hold
     one of ``identities`` are found by exploding them (their 64-bit hashes, :func:`held_by`, materialised by
     ``checkpoint``), then the rows with one of those hashes are kept (a row with an equal list holds the identity
-    too; a hash collision only lets an unrelated row through)."""
+    too; a hash collision only lets an unrelated row through). ``within``: rows of ``records`` (any columns, with
+    ``identityMap``) that include every row holding one of ``identities``, where the lists are then found."""
     listed = F.xxhash64(F.map_entries("identityMap"))
-    lists = checkpoint(held_by(records, identities, listed))
+    lists = checkpoint(held_by(records if within is None else within, identities, listed))
     return records.join(lists, on=listed == F.col("_held"), how="left_semi")
 
 
@@ -339,6 +354,42 @@ def _with_previous_persons(identities: DataFrame, previous: DataFrame | None, ch
     return _Around(identities.unionByName(rows.select(*_KEY)).distinct(), persons, rows)
 
 
+@dataclass(frozen=True)
+class _Found:
+    """The previous ``identity_clusters`` rows :func:`resolve_affected` starts from, found in two scans.
+
+    Attributes:
+        known: the rows of the added identities (rule 7).
+        persons: ``person_id`` of the seeds' previous persons (rule 2).
+        theirs: every row of those persons.
+        rows: every row of the persons of both (the seeds' and the added identities').
+    """
+
+    known: DataFrame
+    persons: DataFrame
+    theirs: DataFrame
+    rows: DataFrame
+
+    def around(self, seeds: DataFrame) -> _Around:
+        """``seeds`` closed under rule 2, as :func:`_with_previous_persons` gives it, for seeds whose previous
+        persons are :attr:`persons` (the seeds these rows were found for, and identities without a row)."""
+        return _Around(seeds.unionByName(self.theirs.select(*_KEY)).distinct(), self.persons, self.theirs)
+
+
+def _previous_rows(seeds: DataFrame, adding: DataFrame, previous: DataFrame, checkpoint: Checkpoint) -> _Found:
+    """The previous rows of ``adding`` (rule 7) and of ``seeds`` with their persons (rule 2), in two scans of
+    ``previous`` instead of four: one finds the rows of both kinds of identity (an identity can be of both), the
+    other every row of their persons."""
+    wanted = adding.withColumn("_adding", F.lit(True)).unionByName(seeds.withColumn("_adding", F.lit(False)))
+    matched = checkpoint(previous.join(F.broadcast(wanted), on=_KEY, how="inner").select(*CLUSTER_COLUMNS, "_adding"))
+    # The parts of the two materialised results are not materialised again: each is a light pass over one.
+    persons = matched.where(~F.col("_adding")).select("person_id").distinct()
+    every = matched.select("person_id").distinct()
+    rows = checkpoint(previous.join(every, on="person_id", how="left_semi").select(*CLUSTER_COLUMNS))
+    known = matched.where("_adding").select(*CLUSTER_COLUMNS)
+    return _Found(known, persons, rows.join(persons, on="person_id", how="left_semi"), rows)
+
+
 def resolve_affected(
     as_of: AsOfInputs,
     seeds: DataFrame,
@@ -374,8 +425,10 @@ def resolve_affected(
     find = lookup or (lambda ids: touching(as_of, ids))
     hubs = None if known_hubs is None else checkpoint(known_hubs.select(*_KEY).distinct())
 
-    def closure(seeds: DataFrame, previous: DataFrame | None) -> Affected:
-        return _closure(seeds, previous, namespaces, settings, checkpoint, find, hubs)
+    def closure(
+        seeds: DataFrame, previous: DataFrame | None, around: _Around | None = None, within: AsOfInputs | None = None
+    ) -> Affected:
+        return _closure(seeds, previous, namespaces, settings, checkpoint, find, hubs, around, within)
 
     seeds = seeds.select(*_KEY)
     if adding is None:
@@ -384,9 +437,17 @@ def resolve_affected(
         return closure(seeds.unionByName(adding.select(*_KEY)), None)
     # Rule 7: the added identities the previous clusters hold keep their persons; the others are seeds.
     adding = checkpoint(adding.select(*_KEY).distinct())
-    known = checkpoint(previous_clusters.join(adding, on=_KEY, how="left_semi").select(*CLUSTER_COLUMNS))
+    found = _previous_rows(checkpoint(seeds.distinct()), adding, previous_clusters, checkpoint)
+    known = found.known
     seeds = checkpoint(seeds.unionByName(adding.join(known.select(*_KEY), on=_KEY, how="left_anti")).distinct())
-    if seeds.isEmpty():  # nothing to resolve: every new row only repeats identities
+    # Rule 9: one lookup for the seeds' persons and the revisited ones (a superset of both, materialised).
+    every = checkpoint(seeds.unionByName(found.rows.select(*_KEY)).distinct())
+    nothing = seeds.isEmpty()
+    looked_up = find(every)
+    if nothing:  # the links serve only resolution
+        looked_up = dataclasses.replace(looked_up, links=None)
+    within = looked_up.map(checkpoint)
+    if nothing:  # nothing to resolve: every new row only repeats identities
         spark = seeds.sparkSession
         no_clusters = spark.createDataFrame([], "namespace string, id string, person_id string, graph_size int")
         resolved = Affected(
@@ -399,12 +460,14 @@ def resolve_affected(
             ),
             rounds=0,
             hubs=spark.createDataFrame([], "namespace string, id string"),
+            part=within,
         )
     else:
-        resolved = closure(seeds, previous_clusters)
+        # The seeds' previous persons were found with the added identities' (the added seeds have none).
+        resolved = closure(seeds, previous_clusters, found.around(seeds), within)
     # Their persons: none of their identities is in the closed set (it holds whole previous persons, rule 2).
     persons = checkpoint(known.join(resolved.identities, on=_KEY, how="left_anti").select("person_id").distinct())
-    rows = checkpoint(previous_clusters.join(persons, on="person_id", how="left_semi").select(*CLUSTER_COLUMNS))
+    rows = checkpoint(found.rows.join(persons, on="person_id", how="left_semi"))
     # Materialised like the closure's own results: a barrier measures them, so later joins can broadcast them.
     return Affected(
         identities=checkpoint(resolved.identities.unionByName(rows.select(*_KEY))),
@@ -418,6 +481,7 @@ def resolve_affected(
         quarantine=resolved.quarantine,
         rounds=resolved.rounds,
         hubs=resolved.hubs,
+        part=resolved.part,
     )
 
 
@@ -429,13 +493,17 @@ def _closure(
     checkpoint: Checkpoint,
     find: Lookup,
     known_hubs: DataFrame | None,
+    around: _Around | None = None,
+    within: AsOfInputs | None = None,
 ) -> Affected:
-    """Rules 2-6 and 8: the closed set of identities around ``seeds`` and its exact resolution."""
-    around = _with_previous_persons(seeds.distinct(), previous_clusters, checkpoint)
+    """Rules 2-6 and 8: the closed set of identities around ``seeds`` and its exact resolution (``around``: rule
+    2 applied to ``seeds`` already; ``within``: rows of the inputs holding every rows touching ``around``'s
+    identities, rule 9)."""
+    around = around or _with_previous_persons(seeds.distinct(), previous_clusters, checkpoint)
     start = checkpoint(around.identities)
     # Rule 3: the neighbours of the set from the start (one scan of the part, far cheaper than a second round).
     # The part is materialised: resolution reads each table of it more than once.
-    first = find(start).map(checkpoint)
+    first = (find(start) if within is None else touching(within, start)).map(checkpoint)
     neighbours = seed_identities(first).join(start, on=_KEY, how="left_anti")
     if known_hubs is not None:  # rule 8: a known hub is resolved as a hub without its rows
         neighbours = neighbours.join(F.broadcast(known_hubs), on=_KEY, how="left_anti")
@@ -471,6 +539,8 @@ def _closure(
                 quarantine=quarantine,
                 rounds=rounds,
                 hubs=resolved.hubs,
+                # The set never grew: every affected identity is one ``within`` was found for (rule 9).
+                part=within if part is first else None,
             )
         added = outside.select(*_KEY)
         around = _with_previous_persons(identities.unionByName(added).distinct(), previous_clusters, checkpoint)

@@ -180,6 +180,21 @@ def _replace(previous: DataFrame | None, new: DataFrame, keys: DataFrame, on: li
     return previous.join(F.broadcast(keys), on=on, how="left_anti").unionByName(new.select(*previous.columns))
 
 
+def _clusters_of(
+    keys: DataFrame, clusters: DataFrame, identities: DataFrame, previous: DataFrame | None, barrier: Barrier
+) -> DataFrame:
+    """The rows of the clusters after the micro-batch (:func:`_replace` of ``previous`` by ``clusters``, the rows
+    of ``identities``) for the identities ``keys``: those of the affected identities from ``clusters``, the others
+    from ``previous``. Usually every key is an affected identity; the others are materialised first, so when there
+    is none the adaptive plan sees an empty broadcast side and does not scan ``previous`` at all."""
+    key = ["namespace", "id"]
+    theirs = clusters.join(keys, on=key, how="left_semi")
+    if previous is None:
+        return theirs
+    others = barrier(keys.join(identities, on=key, how="left_anti"))
+    return theirs.unionByName(previous.join(others, on=key, how="left_semi").select(*clusters.columns))
+
+
 #: The columns of ``experience_events`` its identities are read from (:func:`identity.record_entries`), in the
 #: order :func:`_copy_key` hashes them.
 _IDENTIFYING_EVENT_COLUMNS = affected_rules.RECORD_COLUMNS["events"]
@@ -215,6 +230,8 @@ def _their_event_keys(
     is not affected): their copies are attributed to their own persons and dropped with the other persons'
     events."""
     if index is None or index.events is None:
+        if affected.part is not None and affected.part.events is not None:
+            events = affected.part.events  # the rows holding an affected identity, narrow and materialised
         held = affected_rules.held_by(events, affected.identities, _copy_key(events))
         return barrier(held.select(F.col("_held").alias("_key")))
     holding = input_index.holding(events, index.events, affected.identities)
@@ -232,11 +249,16 @@ def _narrow_events(as_of: AsOfInputs, index: input_index.InputsIndex, evaluation
 
 
 def _holding(
-    records: DataFrame, index: input_index.TableIndex | None, identities: DataFrame, barrier: Barrier
+    records: DataFrame,
+    index: input_index.TableIndex | None,
+    identities: DataFrame,
+    barrier: Barrier,
+    within: DataFrame | None = None,
 ) -> DataFrame:
-    """The rows of ``records`` that may hold one of ``identities``, through the index when there is one."""
+    """The rows of ``records`` that may hold one of ``identities``, through the index when there is one (else
+    their identity lists are read from ``within``, the rows holding them, when given)."""
     if index is None:
-        return affected_rules.holding(records, identities, barrier)
+        return affected_rules.holding(records, identities, barrier, within)
     return input_index.holding(records, index, identities)
 
 
@@ -383,15 +405,23 @@ def evaluate_micro_batch(
         # every cluster shuffled the whole table (4.3 million rows at 1M persons) for any micro-batch.
         primary = candidates.select(F.col("primary_namespace").alias("namespace"), F.col("primary_id").alias("id"))
         keys = barrier(primary.distinct())
-        their_clusters = barrier(all_clusters.join(keys, on=["namespace", "id"], how="left_semi"))
+        their_clusters = barrier(_clusters_of(keys, clusters, affected.identities, previous.clusters, barrier))
         events = barrier(
             profile.person_events_of_primary(candidates, their_clusters).join(persons, on="person_id", how="left_semi")
         )
+    # The rows holding an affected identity, when resolution found them on the way (rule 9 of affected).
+    part = affected.part or AsOfInputs(None, None, None, None)
     # Only the fragments that hold an affected identity can be theirs (the profiles stage joins on the primary one).
     fragments = (
         None
         if as_of.fragments is None
-        else _holding(as_of.fragments, None if index is None else index.fragments, affected.identities, barrier)
+        else _holding(
+            as_of.fragments,
+            None if index is None else index.fragments,
+            affected.identities,
+            barrier,
+            part.fragments,
+        )
     )
     theirs_only = dataclasses.replace(as_of, fragments=fragments)
     unified = barrier(stages.profiles(theirs_only, events, clusters, config))
@@ -427,8 +457,10 @@ def evaluate_micro_batch(
         current, previous_state, previous_membership, membership, mappings, mappings, evaluation_time, barrier
     )
     previous_clusters = affected.previous_clusters  # the previous persons' rows, found by the closure
+    # The captures of the graphs' identities (all affected) are among the part's regions when it has them.
+    regions = as_of.regions if part.regions is None else part.regions
     routed = stages.routing(
-        diff.changes, clusters, as_of.regions, previous_clusters, config, evaluation_time, graphs_barrier=barrier
+        diff.changes, clusters, regions, previous_clusters, config, evaluation_time, graphs_barrier=barrier
     )
     changes_out = barrier(routed, partition_by=("destination_id", "route"))
 
