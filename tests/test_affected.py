@@ -140,12 +140,6 @@ def affected(
     assert {(r.namespace, r.id): (r.person_id, r.graph_size) for r in previous_rows} == {
         k: v for k, v in before.items() if v[0] in persons
     }
-    if result.part is not None:  # rule 9: exactly the rows a lookup of the affected identities finds, every copy
-        expected = touching(as_of(fragments, None, links, regions, T), result.identities)
-        for name in ("fragments", "links", "regions"):
-            found = getattr(result.part, name)
-            if found is not None or name != "links":  # a part without a resolution has no links
-                assert sorted(map(repr, found.collect())) == sorted(map(repr, getattr(expected, name).collect()))
     return clusters, identities, persons, before, after
 
 

@@ -22,8 +22,10 @@ from pyspark.sql import functions as F
 from audience_activation import columns, demo_data, pipeline, tables
 from audience_activation.config import AppConfig, TableName, load_config
 from audience_activation.pipeline import Inputs, PreviousState
+from audience_activation.pipeline.micro_batch import _clusters_of
 from audience_activation.runlog import ChangeKey, RunCounts
 from audience_activation.storage.base import ParquetCheckpoint
+from audience_activation.storage.files import LocalCheckpoint
 
 T = dt.datetime(2026, 11, 29, tzinfo=dt.timezone.utc)
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -192,3 +194,26 @@ def test_row_differences_compare_maps_by_content_and_rows_as_multisets(spark: Sp
     assert columns.row_differences(before, before.drop("s")) is None
     assert columns.row_differences(before, before.withColumn("k", F.lit(1))) is None
     assert columns.row_differences(before.select("k"), before.select("k", F.col("k").alias("k2"))) is None
+
+
+def test_the_candidates_clusters_come_from_the_new_rows_or_the_previous_table(spark: SparkSession) -> None:
+    """A micro-batch's candidate events take the cluster rows of their primary identities after the micro-batch:
+    an affected identity's new row (never its previous one), any other identity's previous row; an identity in
+    neither has none. With every key affected, the previous table is not needed at all."""
+    schema = "namespace string, id string, person_id string, graph_size int"
+    new = spark.createDataFrame([("ECID", "e1", "p-new", 2), ("Email", "m1", "p-new", 2)], schema)
+    affected = spark.createDataFrame([("ECID", "e1"), ("Email", "m1")], "namespace string, id string")
+    previous = spark.createDataFrame(
+        [("ECID", "e1", "p-old", 1), ("Email", "m1", "p-m", 1), ("ECID", "e2", "p-2", 1), ("ECID", "e3", "p-3", 1)],
+        schema,
+    )
+    keys = spark.createDataFrame([("ECID", "e1"), ("ECID", "e2"), ("ECID", "e9")], "namespace string, id string")
+    barrier = LocalCheckpoint()
+    try:
+        got = _clusters_of(keys, new, affected, previous, barrier)
+        assert sorted(got.collect()) == [("ECID", "e1", "p-new", 2), ("ECID", "e2", "p-2", 1)]
+        only_affected = keys.where(F.col("id") == "e1")
+        assert _clusters_of(only_affected, new, affected, previous, barrier).collect() == [("ECID", "e1", "p-new", 2)]
+        assert sorted(_clusters_of(keys, new, affected, None, barrier).collect()) == [("ECID", "e1", "p-new", 2)]
+    finally:
+        barrier.cleanup()

@@ -42,7 +42,9 @@ first step is identity resolution on a part of the inputs that gives, for those 
    creates no link and can make no hub: it can only add an identity. When the previous ``identity_clusters``
    already hold its identities, their persons are exactly as before, unless a changing row reaches them — and
    then the closure holds their whole previous persons (rule 2). So those persons are revisited (their profiles,
-   segments and activations are recomputed) with their previous rows, and are not resolved again. Most events
+   segments and activations are recomputed) with their previous rows, and are not resolved again. Their previous
+   rows and the seeds' previous persons (rule 2) are found together: one scan of the previous
+   ``identity_clusters`` for the rows of both kinds of identity, one for every row of their persons. Most events
    carry one identity, so most persons a micro-batch revisits take this path. Their hub and eviction quarantine
    rows are not repeated: nothing about them changed.
 
@@ -56,14 +58,6 @@ first step is identity resolution on a part of the inputs that gives, for those 
    then not repeated. (In a large micro-batch one such neighbour had cost a second lookup of every input and a
    second round.)
 
-9. **One lookup for every affected identity.** With rule 7, the seeds' previous persons and the revisited ones are
-   found together (two scans of the previous ``identity_clusters``: the rows of both kinds of identity, then every
-   row of their persons), and the rows of the inputs touching all of their identities are looked up once, before
-   the closure; the closure's first part is then taken from those rows (the same rows :func:`touching` finds).
-   When the set does not grow (no neighbour outside it, one round), those identities are exactly the affected ones
-   and the rows are handed on (:attr:`Affected.part`): the micro-batch reads the affected persons' event keys,
-   fragment lists and region captures from them instead of scanning each input again.
-
 The part holds exactly the rows that touch an affected identity (links: a link touching two comes twice,
 and resolution de-duplicates explicit links); rows touching none would be harmless anyway: they would be
 resolved into persons that hold no affected identity and dropped.
@@ -71,7 +65,6 @@ resolved into persons that hold no affected identity and dropped.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -130,8 +123,6 @@ class Affected:
         rounds: closure rounds run (0: nothing needed resolving).
         hubs: ``namespace, id`` of the hubs of the last round's part (the known hubs it touches among them): hubs
             of the whole input too (rule 8).
-        part: the rows of the inputs that touch an affected identity (as :func:`touching` gives them, links
-            included), when the resolution found them on the way (rule 9), else None.
     """
 
     identities: DataFrame
@@ -141,7 +132,6 @@ class Affected:
     quarantine: DataFrame
     rounds: int
     hubs: DataFrame
-    part: AsOfInputs | None = None
 
 
 @dataclass(frozen=True)
@@ -299,19 +289,16 @@ def held_by(records: DataFrame, identities: DataFrame, key: Column) -> DataFrame
     return exploded.join(F.broadcast(identities), on=_KEY, how="left_semi").select("_held").distinct()
 
 
-def holding(
-    records: DataFrame, identities: DataFrame, checkpoint: Checkpoint, within: DataFrame | None = None
-) -> DataFrame:
+def holding(records: DataFrame, identities: DataFrame, checkpoint: Checkpoint) -> DataFrame:
     """The rows of ``records`` (any columns, with ``identityMap``) that may hold one of ``identities``: every row
     that does, and rarely a few that do not — a filter for the steps that then join on an identity anyway.
 
     Two light passes instead of validating and ranking the identities of every row: the identity lists that hold
     one of ``identities`` are found by exploding them (their 64-bit hashes, :func:`held_by`, materialised by
     ``checkpoint``), then the rows with one of those hashes are kept (a row with an equal list holds the identity
-    too; a hash collision only lets an unrelated row through). ``within``: rows of ``records`` (any columns, with
-    ``identityMap``) that include every row holding one of ``identities``, where the lists are then found."""
+    too; a hash collision only lets an unrelated row through)."""
     listed = F.xxhash64(F.map_entries("identityMap"))
-    lists = checkpoint(held_by(records if within is None else within, identities, listed))
+    lists = checkpoint(held_by(records, identities, listed))
     return records.join(lists, on=listed == F.col("_held"), how="left_semi")
 
 
@@ -425,10 +412,8 @@ def resolve_affected(
     find = lookup or (lambda ids: touching(as_of, ids))
     hubs = None if known_hubs is None else checkpoint(known_hubs.select(*_KEY).distinct())
 
-    def closure(
-        seeds: DataFrame, previous: DataFrame | None, around: _Around | None = None, within: AsOfInputs | None = None
-    ) -> Affected:
-        return _closure(seeds, previous, namespaces, settings, checkpoint, find, hubs, around, within)
+    def closure(seeds: DataFrame, previous: DataFrame | None, around: _Around | None = None) -> Affected:
+        return _closure(seeds, previous, namespaces, settings, checkpoint, find, hubs, around)
 
     seeds = seeds.select(*_KEY)
     if adding is None:
@@ -440,14 +425,7 @@ def resolve_affected(
     found = _previous_rows(checkpoint(seeds.distinct()), adding, previous_clusters, checkpoint)
     known = found.known
     seeds = checkpoint(seeds.unionByName(adding.join(known.select(*_KEY), on=_KEY, how="left_anti")).distinct())
-    # Rule 9: one lookup for the seeds' persons and the revisited ones (a superset of both, materialised).
-    every = checkpoint(seeds.unionByName(found.rows.select(*_KEY)).distinct())
-    nothing = seeds.isEmpty()
-    looked_up = find(every)
-    if nothing:  # the links serve only resolution
-        looked_up = dataclasses.replace(looked_up, links=None)
-    within = looked_up.map(checkpoint)
-    if nothing:  # nothing to resolve: every new row only repeats identities
+    if seeds.isEmpty():  # nothing to resolve: every new row only repeats identities
         spark = seeds.sparkSession
         no_clusters = spark.createDataFrame([], "namespace string, id string, person_id string, graph_size int")
         resolved = Affected(
@@ -460,11 +438,10 @@ def resolve_affected(
             ),
             rounds=0,
             hubs=spark.createDataFrame([], "namespace string, id string"),
-            part=within,
         )
     else:
         # The seeds' previous persons were found with the added identities' (the added seeds have none).
-        resolved = closure(seeds, previous_clusters, found.around(seeds), within)
+        resolved = closure(seeds, previous_clusters, found.around(seeds))
     # Their persons: none of their identities is in the closed set (it holds whole previous persons, rule 2).
     persons = checkpoint(known.join(resolved.identities, on=_KEY, how="left_anti").select("person_id").distinct())
     rows = checkpoint(found.rows.join(persons, on="person_id", how="left_semi"))
@@ -481,7 +458,6 @@ def resolve_affected(
         quarantine=resolved.quarantine,
         rounds=resolved.rounds,
         hubs=resolved.hubs,
-        part=resolved.part,
     )
 
 
@@ -494,16 +470,14 @@ def _closure(
     find: Lookup,
     known_hubs: DataFrame | None,
     around: _Around | None = None,
-    within: AsOfInputs | None = None,
 ) -> Affected:
     """Rules 2-6 and 8: the closed set of identities around ``seeds`` and its exact resolution (``around``: rule
-    2 applied to ``seeds`` already; ``within``: rows of the inputs holding every rows touching ``around``'s
-    identities, rule 9)."""
+    2 applied to ``seeds`` already)."""
     around = around or _with_previous_persons(seeds.distinct(), previous_clusters, checkpoint)
     start = checkpoint(around.identities)
     # Rule 3: the neighbours of the set from the start (one scan of the part, far cheaper than a second round).
     # The part is materialised: resolution reads each table of it more than once.
-    first = (find(start) if within is None else touching(within, start)).map(checkpoint)
+    first = find(start).map(checkpoint)
     neighbours = seed_identities(first).join(start, on=_KEY, how="left_anti")
     if known_hubs is not None:  # rule 8: a known hub is resolved as a hub without its rows
         neighbours = neighbours.join(F.broadcast(known_hubs), on=_KEY, how="left_anti")
@@ -539,8 +513,6 @@ def _closure(
                 quarantine=quarantine,
                 rounds=rounds,
                 hubs=resolved.hubs,
-                # The set never grew: every affected identity is one ``within`` was found for (rule 9).
-                part=within if part is first else None,
             )
         added = outside.select(*_KEY)
         around = _with_previous_persons(identities.unionByName(added).distinct(), previous_clusters, checkpoint)

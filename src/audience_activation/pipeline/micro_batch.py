@@ -230,8 +230,6 @@ def _their_event_keys(
     is not affected): their copies are attributed to their own persons and dropped with the other persons'
     events."""
     if index is None or index.events is None:
-        if affected.part is not None and affected.part.events is not None:
-            events = affected.part.events  # the rows holding an affected identity, narrow and materialised
         held = affected_rules.held_by(events, affected.identities, _copy_key(events))
         return barrier(held.select(F.col("_held").alias("_key")))
     holding = input_index.holding(events, index.events, affected.identities)
@@ -249,16 +247,11 @@ def _narrow_events(as_of: AsOfInputs, index: input_index.InputsIndex, evaluation
 
 
 def _holding(
-    records: DataFrame,
-    index: input_index.TableIndex | None,
-    identities: DataFrame,
-    barrier: Barrier,
-    within: DataFrame | None = None,
+    records: DataFrame, index: input_index.TableIndex | None, identities: DataFrame, barrier: Barrier
 ) -> DataFrame:
-    """The rows of ``records`` that may hold one of ``identities``, through the index when there is one (else
-    their identity lists are read from ``within``, the rows holding them, when given)."""
+    """The rows of ``records`` that may hold one of ``identities``, through the index when there is one."""
     if index is None:
-        return affected_rules.holding(records, identities, barrier, within)
+        return affected_rules.holding(records, identities, barrier)
     return input_index.holding(records, index, identities)
 
 
@@ -409,19 +402,11 @@ def evaluate_micro_batch(
         events = barrier(
             profile.person_events_of_primary(candidates, their_clusters).join(persons, on="person_id", how="left_semi")
         )
-    # The rows holding an affected identity, when resolution found them on the way (rule 9 of affected).
-    part = affected.part or AsOfInputs(None, None, None, None)
     # Only the fragments that hold an affected identity can be theirs (the profiles stage joins on the primary one).
     fragments = (
         None
         if as_of.fragments is None
-        else _holding(
-            as_of.fragments,
-            None if index is None else index.fragments,
-            affected.identities,
-            barrier,
-            part.fragments,
-        )
+        else _holding(as_of.fragments, None if index is None else index.fragments, affected.identities, barrier)
     )
     theirs_only = dataclasses.replace(as_of, fragments=fragments)
     unified = barrier(stages.profiles(theirs_only, events, clusters, config))
@@ -457,10 +442,8 @@ def evaluate_micro_batch(
         current, previous_state, previous_membership, membership, mappings, mappings, evaluation_time, barrier
     )
     previous_clusters = affected.previous_clusters  # the previous persons' rows, found by the closure
-    # The captures of the graphs' identities (all affected) are among the part's regions when it has them.
-    regions = as_of.regions if part.regions is None else part.regions
     routed = stages.routing(
-        diff.changes, clusters, regions, previous_clusters, config, evaluation_time, graphs_barrier=barrier
+        diff.changes, clusters, as_of.regions, previous_clusters, config, evaluation_time, graphs_barrier=barrier
     )
     changes_out = barrier(routed, partition_by=("destination_id", "route"))
 
