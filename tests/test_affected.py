@@ -16,7 +16,17 @@ from pyspark.sql import DataFrame, SparkSession
 
 import identity_reference as rules
 from audience_activation import input_index
-from audience_activation.affected import holding, new_rows, resolve_affected, seed_identities, split_seeds, touching
+from audience_activation.affected import (
+    CLUSTER_COLUMNS,
+    _previous_rows,
+    _with_previous_persons,
+    holding,
+    new_rows,
+    resolve_affected,
+    seed_identities,
+    split_seeds,
+    touching,
+)
 from audience_activation.as_of import AsOfInputs, as_of
 from audience_activation.config import IdentitySettings, NamespaceConfig, NamespacesConfig, NamespaceType
 from audience_activation.storage.base import LocalCheckpoint, ParquetCheckpoint
@@ -406,3 +416,32 @@ def test_holding_keeps_every_row_that_holds_an_identity_with_its_other_columns(s
         assert sorted(r["name"] for r in kept.collect()) == ["both", "both", "hash", "second"]
     finally:
         barrier.cleanup()
+
+
+def test_the_previous_rows_of_seeds_and_revisited_identities_are_found_together(
+    spark: SparkSession, checkpoint: ParquetCheckpoint
+) -> None:
+    """Rule 7's two scans give what the four separate lookups gave: the revisited identities' rows, the seeds'
+    persons closed under rule 2 (as :func:`_with_previous_persons`), and every row of both kinds of person."""
+    previous = spark.createDataFrame(
+        [
+            ("ECID", "e1", "p1", 2), ("Email", "m1", "p1", 2),
+            ("ECID", "e2", "p2", 2), ("CRMID", "c2", "p2", 2),
+            ("ECID", "e3", "p3", 2), ("IDFA", "d3", "p3", 2),
+        ],
+        "namespace string, id string, person_id string, graph_size int",
+    )  # fmt: skip
+    ids = "namespace string, id string"
+    seeds = spark.createDataFrame([("ECID", "e1"), ("ECID", "e9")], ids)
+    adding = spark.createDataFrame([("ECID", "e2"), ("ECID", "e1"), ("IDFA", "d8")], ids)  # e1: of both kinds
+    found = _previous_rows(seeds, adding, previous, checkpoint)
+    assert sorted(found.known.collect()) == [("ECID", "e1", "p1", 2), ("ECID", "e2", "p2", 2)]
+    assert sorted(r.person_id for r in found.rows.collect()) == ["p1", "p1", "p2", "p2"]  # not p3
+    # The seeds the closure starts from: the seeds and the added identities without a previous row.
+    closing = spark.createDataFrame([("ECID", "e1"), ("ECID", "e9"), ("IDFA", "d8")], ids)
+    got, expected = found.around(closing), _with_previous_persons(closing, previous, checkpoint)
+    assert sorted(got.identities.collect()) == sorted(expected.identities.collect())
+    assert sorted(got.persons.collect()) == sorted(expected.persons.collect()) == [("p1",)]
+    assert got.rows is not None and expected.rows is not None
+    assert sorted(got.rows.collect()) == sorted(expected.rows.collect())
+    assert tuple(got.rows.columns) == tuple(found.rows.columns) == CLUSTER_COLUMNS

@@ -343,7 +343,8 @@ def _with_previous_persons(identities: DataFrame, previous: DataFrame | None, ch
 
 @dataclass(frozen=True)
 class _Found:
-    """The previous ``identity_clusters`` rows :func:`resolve_affected` starts from, found in two scans.
+    """The previous ``identity_clusters`` rows :func:`resolve_affected` starts from, found in two scans (``rows``
+    materialised; the others are light passes over materialised results, not stored again).
 
     Attributes:
         known: the rows of the added identities (rule 7).
@@ -367,14 +368,18 @@ def _previous_rows(seeds: DataFrame, adding: DataFrame, previous: DataFrame, che
     """The previous rows of ``adding`` (rule 7) and of ``seeds`` with their persons (rule 2), in two scans of
     ``previous`` instead of four: one finds the rows of both kinds of identity (an identity can be of both), the
     other every row of their persons."""
-    wanted = adding.withColumn("_adding", F.lit(True)).unionByName(seeds.withColumn("_adding", F.lit(False)))
-    matched = checkpoint(previous.join(F.broadcast(wanted), on=_KEY, how="inner").select(*CLUSTER_COLUMNS, "_adding"))
+    # Materialised: a union loses its parts' broadcast marks, and the barrier measures the whole again.
+    wanted = checkpoint(
+        adding.withColumn("_adding", F.lit(True)).unionByName(seeds.withColumn("_adding", F.lit(False)))
+    )
+    matched = checkpoint(previous.join(wanted, on=_KEY, how="inner").select(*CLUSTER_COLUMNS, "_adding"))
     # The parts of the two materialised results are not materialised again: each is a light pass over one.
     persons = matched.where(~F.col("_adding")).select("person_id").distinct()
     every = matched.select("person_id").distinct()
     rows = checkpoint(previous.join(every, on="person_id", how="left_semi").select(*CLUSTER_COLUMNS))
     known = matched.where("_adding").select(*CLUSTER_COLUMNS)
-    return _Found(known, persons, rows.join(persons, on="person_id", how="left_semi"), rows)
+    theirs = rows.join(persons, on="person_id", how="left_semi").select(*CLUSTER_COLUMNS)
+    return _Found(known, persons, theirs, rows)
 
 
 def resolve_affected(
@@ -444,7 +449,7 @@ def resolve_affected(
         resolved = closure(seeds, previous_clusters, found.around(seeds))
     # Their persons: none of their identities is in the closed set (it holds whole previous persons, rule 2).
     persons = checkpoint(known.join(resolved.identities, on=_KEY, how="left_anti").select("person_id").distinct())
-    rows = checkpoint(found.rows.join(persons, on="person_id", how="left_semi"))
+    rows = checkpoint(found.rows.join(persons, on="person_id", how="left_semi").select(*CLUSTER_COLUMNS))
     # Materialised like the closure's own results: a barrier measures them, so later joins can broadcast them.
     return Affected(
         identities=checkpoint(resolved.identities.unionByName(rows.select(*_KEY))),
