@@ -478,7 +478,8 @@ def _closure(
 ) -> Affected:
     """Rules 2-6 and 8: the closed set of identities around ``seeds`` and its exact resolution (``around``: rule
     2 applied to ``seeds`` already)."""
-    around = around or _with_previous_persons(seeds.distinct(), previous_clusters, checkpoint)
+    if around is None:
+        around = _with_previous_persons(seeds.distinct(), previous_clusters, checkpoint)
     start = checkpoint(around.identities)
     # Rule 3: the neighbours of the set from the start (one scan of the part, far cheaper than a second round).
     # The part is materialised: resolution reads each table of it more than once.
