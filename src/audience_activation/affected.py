@@ -349,19 +349,18 @@ class _Found:
     Attributes:
         known: the rows of the added identities (rule 7).
         persons: ``person_id`` of the seeds' previous persons (rule 2).
-        theirs: every row of those persons.
         rows: every row of the persons of both (the seeds' and the added identities').
     """
 
     known: DataFrame
     persons: DataFrame
-    theirs: DataFrame
     rows: DataFrame
 
     def around(self, seeds: DataFrame) -> _Around:
         """``seeds`` closed under rule 2, as :func:`_with_previous_persons` gives it, for seeds whose previous
         persons are :attr:`persons` (the seeds these rows were found for, and identities without a row)."""
-        return _Around(seeds.unionByName(self.theirs.select(*_KEY)).distinct(), self.persons, self.theirs)
+        theirs = self.rows.join(self.persons, on="person_id", how="left_semi").select(*CLUSTER_COLUMNS)
+        return _Around(seeds.unionByName(theirs.select(*_KEY)).distinct(), self.persons, theirs)
 
 
 def _previous_rows(seeds: DataFrame, adding: DataFrame, previous: DataFrame, checkpoint: Checkpoint) -> _Found:
@@ -378,8 +377,7 @@ def _previous_rows(seeds: DataFrame, adding: DataFrame, previous: DataFrame, che
     every = matched.select("person_id").distinct()
     rows = checkpoint(previous.join(every, on="person_id", how="left_semi").select(*CLUSTER_COLUMNS))
     known = matched.where("_adding").select(*CLUSTER_COLUMNS)
-    theirs = rows.join(persons, on="person_id", how="left_semi").select(*CLUSTER_COLUMNS)
-    return _Found(known, persons, theirs, rows)
+    return _Found(known, persons, rows)
 
 
 def resolve_affected(
