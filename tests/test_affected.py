@@ -220,10 +220,13 @@ def test_a_known_hub_neighbour_is_resolved_as_a_hub_without_its_rows(
     assert identities == {("ECID", E1), ("Email", "m1")}
 
 
-def test_split_seeds_resolves_only_rows_that_can_change_the_graph(spark: SparkSession) -> None:
+def test_split_seeds_resolves_only_rows_that_can_change_the_graph(
+    spark: SparkSession, checkpoint: ParquetCheckpoint
+) -> None:
     """Links and records with two or more linking identities can change persons; a record with one linking
     identity (a non-people identity beside it does not link), a region row of any size, and every record when
-    co-occurrence links are off, can only add identities. An identity of both kinds of row is changing only."""
+    co-occurrence links are off, can only add identities. An identity of both kinds of row is changing only.
+    The same sets with the per-identity flags materialised (as the stream does)."""
     fragments = spark.createDataFrame(
         [
             ({"ECID": [(E1, True)]}, "ds", T - DAY),  # one identity
@@ -240,8 +243,15 @@ def test_split_seeds_resolves_only_rows_that_can_change_the_graph(spark: SparkSe
     rows_ = as_of(fragments, None, links, regions, T)
 
     def split(cooccurrence: bool) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
-        changing, adding = split_seeds(rows_, NAMESPACES, IdentitySettings(cooccurrence_links=cooccurrence))
-        return {(r.namespace, r.id) for r in changing.collect()}, {(r.namespace, r.id) for r in adding.collect()}
+        found = []
+        for barrier in (None, checkpoint):
+            settings_ = IdentitySettings(cooccurrence_links=cooccurrence)
+            changing, adding = split_seeds(rows_, NAMESPACES, settings_, barrier)
+            pairs = changing.collect(), adding.collect()
+            assert all(len(rows) == len(set(rows)) for rows in pairs)  # each identity once
+            found.append(tuple({(r.namespace, r.id) for r in rows} for rows in pairs))
+        assert found[0] == found[1]
+        return found[0]
 
     alone = {("ECID", E1), ("CRMID", "c3"), ("STORE", "s1"), ("ECID", "3" * 38), ("IDFA", "d3")}
     ends = {("IDFA", "d1"), ("Email", "m1")}

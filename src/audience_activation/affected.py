@@ -213,7 +213,10 @@ def _link_ends(links: DataFrame) -> DataFrame:
 
 
 def split_seeds(
-    new_rows: AsOfInputs, namespaces: NamespacesConfig, settings: IdentitySettings
+    new_rows: AsOfInputs,
+    namespaces: NamespacesConfig,
+    settings: IdentitySettings,
+    checkpoint: Checkpoint | None = None,
 ) -> tuple[DataFrame, DataFrame]:
     """The valid identities of ``new_rows`` (those of :func:`seed_identities`) in two sets: ``(changing,
     adding)``.
@@ -221,6 +224,10 @@ def split_seeds(
     ``changing``: the identities of the rows that can change the identity graph — links, and fragments or events
     with two or more linking identities when co-occurrence links are on. ``adding``: the identities of the other
     records, which can only add an identity (rule 7); an identity of both kinds of row is in ``changing`` only.
+
+    Both come from one pass: each valid identity with a flag (its row can change the graph), one row per identity
+    with the flags' OR. ``checkpoint`` materialises that result, so the two sets are light passes over it
+    instead of two validations of every new row's identities.
 
     Example:
         >>> changing, adding = split_seeds(fresh, config.namespaces, config.job.identity)  # doctest: +SKIP
@@ -238,11 +245,18 @@ def split_seeds(
         changes = (F.col("source_table") != REGION_INFORMATION) & linking
     else:
         changes = F.lit(False)
-    flagged = records.select("entries", changes.alias("_changes"))
-    changing = valid_identities(flagged.where("_changes"), None)
+    flagged = (
+        records.select(changes.alias("_changes"), F.explode("entries").alias("e"))
+        .where(F.col("e.reason").isNull())
+        .select(F.col("e.namespace").alias("namespace"), F.col("e.id").alias("id"), "_changes")
+    )
     if links is not None:
-        changing = changing.unionByName(links).distinct()
-    adding = valid_identities(flagged.where(~F.col("_changes")), None).join(changing, on=_KEY, how="left_anti")
+        flagged = flagged.unionByName(links.withColumn("_changes", F.lit(True)))
+    per_identity = flagged.groupBy(*_KEY).agg(F.max("_changes").alias("_changes"))
+    if checkpoint is not None:
+        per_identity = checkpoint(per_identity)
+    changing = per_identity.where("_changes").select(*_KEY)
+    adding = per_identity.where(~F.col("_changes")).select(*_KEY)
     return changing, adding
 
 
@@ -303,14 +317,17 @@ def holding(records: DataFrame, identities: DataFrame, checkpoint: Checkpoint) -
 
 
 def _touching_links(links: DataFrame, identities: DataFrame) -> DataFrame:
-    links = links.select(*LINK_COLUMNS)
-    ends = []
-    for side in ("src", "dst"):
-        end = identities.select(F.col("namespace").alias("_ns"), F.col("id").alias("_id"))
-        same = (normalize_namespace(F.col(f"{side}_namespace")) == F.col("_ns")) & (F.col(f"{side}_id") == F.col("_id"))
-        ends.append(links.join(F.broadcast(end), on=same, how="left_semi"))
-    # A link touching two affected identities comes twice; explicit links are de-duplicated by resolution.
-    return ends[0].unionByName(ends[1])
+    """The links with an end among ``identities``, once per such end, in one pass: each link's two ends become
+    two rows matched against the broadcast identities. (A link touching two affected identities comes twice;
+    explicit links are de-duplicated by resolution.)"""
+
+    def end(side: str) -> Column:
+        namespace = normalize_namespace(F.col(f"{side}_namespace"))
+        return F.struct(namespace.alias("namespace"), F.col(f"{side}_id").alias("id"))
+
+    ends = F.array(end("src"), end("dst"))
+    by_end = links.select(*LINK_COLUMNS, F.explode(ends).alias("_end")).select(*LINK_COLUMNS, "_end.*")
+    return by_end.join(F.broadcast(identities.select(*_KEY)), on=_KEY, how="left_semi").select(*LINK_COLUMNS)
 
 
 def touching(as_of: AsOfInputs, identities: DataFrame) -> AsOfInputs:

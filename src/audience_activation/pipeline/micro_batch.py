@@ -361,7 +361,7 @@ def evaluate_micro_batch(
     removed = inputs_as_of(gone.fragments, gone.events, gone.links, gone.regions, evaluation_time)
     say("resolving the identities of the affected persons")
     # Rows that can change the identity graph seed a resolution; the others only revisit their persons.
-    seeds, revisit = affected_rules.split_seeds(fresh, config.namespaces, config.job.identity)
+    seeds, revisit = affected_rules.split_seeds(fresh, config.namespaces, config.job.identity, barrier)
     if any(t is not None for t in (removed.fragments, removed.events, removed.links, removed.regions)):
         seeds = seeds.unionByName(affected_rules.seed_identities(removed))  # a removed row can split a person
     # The seeds read only the events' identities and times: the index's narrow rows serve them when there is one.
