@@ -22,7 +22,7 @@ from pyspark.sql import functions as F
 from audience_activation import columns, demo_data, pipeline, tables
 from audience_activation.config import AppConfig, TableName, load_config
 from audience_activation.pipeline import Inputs, PreviousState
-from audience_activation.pipeline.micro_batch import _clusters_of
+from audience_activation.pipeline.micro_batch import _clusters_of, _flag_single
 from audience_activation.runlog import ChangeKey, RunCounts
 from audience_activation.storage.base import ParquetCheckpoint
 from audience_activation.storage.files import LocalCheckpoint
@@ -215,5 +215,24 @@ def test_the_candidates_clusters_come_from_the_new_rows_or_the_previous_table(sp
         only_affected = keys.where(F.col("id") == "e1")
         assert _clusters_of(only_affected, new, affected, previous, barrier).collect() == [("ECID", "e1", "p-new", 2)]
         assert sorted(_clusters_of(keys, new, affected, None, barrier).collect()) == [("ECID", "e1", "p-new", 2)]
+    finally:
+        barrier.cleanup()
+
+
+def test_a_candidate_is_single_when_no_other_candidate_has_its_copy_key(spark: SparkSession) -> None:
+    """The attribution keeps single candidates as they are: only a key held once is single; the key column goes."""
+    keyed = spark.createDataFrame(
+        [("a", "e1", 1), ("a", "e1", 2), ("b", "e2", 3), ("c", None, 4)], "_key string, _id string, n int"
+    )
+    barrier = LocalCheckpoint()
+    try:
+        flagged = _flag_single(keyed, barrier)
+        assert flagged.columns == ["_id", "n", "_single"]
+        assert sorted(flagged.collect(), key=lambda r: r.n) == [
+            ("e1", 1, False),
+            ("e1", 2, False),
+            ("e2", 3, True),
+            (None, 4, True),
+        ]
     finally:
         barrier.cleanup()

@@ -9,7 +9,14 @@ import pytest
 from pyspark.sql import DataFrame, SparkSession
 
 from audience_activation.config import DatasetPrecedencePolicy, NamespacesConfig, TimestampOrderedPolicy
-from audience_activation.profile import attach_persons, person_events, primary_identity, unified_profiles
+from audience_activation.profile import (
+    attach_persons,
+    person_events,
+    person_events_of_primary,
+    primary_identity,
+    unified_profiles,
+    with_primary_identity,
+)
 
 T = dt.datetime(2026, 11, 29)
 DAY = dt.timedelta(days=1)
@@ -159,6 +166,40 @@ def test_event_dedupe_ignores_copies_without_a_valid_identity(spark: SparkSessio
     )
     got = sorted((r["_id"] or "", r["timestamp"], r["person_id"]) for r in person_events(events, clusters).collect())
     assert got == [("", T - 2 * DAY, f"ECID:{E9}"), ("", T - DAY, f"ECID:{E9}"), ("ev1", T - 2 * DAY, f"ECID:{E9}")]
+
+
+def test_events_flagged_single_are_kept_as_they_are_and_the_others_de_duplicated(
+    spark: SparkSession, clusters: DataFrame
+) -> None:
+    """The ``single`` flag (the stream's: no other candidate shares the event's key) skips the de-duplication of
+    those events; the others are de-duplicated as without it, a copy-less event flagged false included. The
+    result is the same rows as without the flag, with the same columns."""
+    events = spark.createDataFrame(
+        [
+            ("ev1", T - 2 * DAY, "web", {"ECID": [(E9, True)]}, False),  # two copies: the earlier counts
+            ("ev1", T - DAY, "web", {"CRMID": [("c2", True)]}, False),
+            ("ev2", T - DAY, "app", {"ECID": [(E1, True)]}, True),  # no copy
+            ("ev3", T - DAY, "web", {"CRMID": [("c2", True)]}, False),  # no copy, not flagged: kept once as well
+            (None, T - DAY, "web", {"ECID": [(E9, True)]}, False),  # no _id, same row twice: once
+            (None, T - DAY, "web", {"ECID": [(E9, True)]}, False),
+            (None, T - 3 * DAY, "web", {"CRMID": [("c2", True)]}, True),
+            ("ev4", T - DAY, "web", {"ECID": [("bad", True)]}, True),  # no valid identity: no person
+        ],
+        f"_id string, timestamp timestamp, eventType string, identityMap {IMAP}, single boolean",
+    )
+    flagged = person_events_of_primary(with_primary_identity(events), clusters, "single")
+    plain = person_events(events.drop("single"), clusters)
+
+    assert flagged.columns == plain.columns == ["_id", "timestamp", "eventType", "identityMap", "person_id"]
+    rows = sorted((r["_id"] or "", r["timestamp"], r["eventType"], r["person_id"]) for r in flagged.collect())
+    assert rows == [
+        ("", T - 3 * DAY, "web", "CRMID:c2"),
+        ("", T - DAY, "web", f"ECID:{E9}"),
+        ("ev1", T - 2 * DAY, "web", f"ECID:{E9}"),
+        ("ev2", T - DAY, "app", "CRMID:c1"),
+        ("ev3", T - DAY, "web", "CRMID:c2"),
+    ]
+    assert rows == sorted((r["_id"] or "", r["timestamp"], r["eventType"], r["person_id"]) for r in plain.collect())
 
 
 def test_attaching_persons_evaluates_the_primary_identity_once(

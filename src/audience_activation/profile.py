@@ -270,16 +270,28 @@ def person_events(events: DataFrame, clusters: DataFrame) -> DataFrame:
     return person_events_of_primary(with_primary_identity(events), clusters)
 
 
-def person_events_of_primary(events: DataFrame, clusters: DataFrame) -> DataFrame:
+def person_events_of_primary(events: DataFrame, clusters: DataFrame, single: str | None = None) -> DataFrame:
     """:func:`person_events` of events that carry their primary identity already (:func:`with_primary_identity`,
-    e.g. materialised once for another use too); the result has the events' own columns and ``person_id``."""
-    plain = events.drop(*_PRIMARY)
+    e.g. materialised once for another use too); the result has the events' own columns and ``person_id``.
+
+    ``single`` names a boolean column of ``events`` (not in the result) that is true only for events whose
+    :func:`event_key` no other row of ``events`` has: such an event is its own first copy, so it is kept as it is,
+    and only the others are ordered and aggregated by key. Most events have no copy, and the ordering (a hash of
+    every whole row) and the aggregation of wide rows are the costly part. False for an event without a copy only
+    costs it the de-duplication it would have had anyway.
+    """
+    plain = events.drop(*_PRIMARY, *([single] if single else []))
     columns = [F.col(f"`{c}`") for c in plain.columns]
     attributed = events.join(_person_keys(clusters), on=_PRIMARY, how="inner").drop(*_PRIMARY)
-    first = attributed.groupBy(event_key(plain).alias("_key")).agg(
-        F.min_by(F.struct(*columns, F.col("person_id")), F.struct("timestamp", row_hash(plain.schema))).alias("e")
+    copies = attributed if single is None else attributed.where(~F.col(single))
+    first = (
+        copies.groupBy(event_key(plain).alias("_key"))
+        .agg(F.min_by(F.struct(*columns, F.col("person_id")), F.struct("timestamp", row_hash(plain.schema))).alias("e"))
+        .select("e.*")
     )
-    return first.select("e.*")
+    if single is None:
+        return first
+    return attributed.where(F.col(single)).select(*columns, "person_id").unionByName(first)
 
 
 def unified_profiles(

@@ -211,8 +211,19 @@ def _copy_key(events: DataFrame) -> Column:
 
 def _with_keys(events: DataFrame, keys: DataFrame) -> DataFrame:
     """Every event of ``events`` whose :func:`_copy_key` is one of ``keys`` (``_key``; materialised, so the join
-    broadcasts them instead of shuffling every event)."""
-    return events.withColumn("_key", _copy_key(events)).join(keys, on="_key", how="left_semi").drop("_key")
+    broadcasts them instead of shuffling every event), with that key as ``_key``."""
+    return events.withColumn("_key", _copy_key(events)).join(keys, on="_key", how="left_semi")
+
+
+def _flag_single(keyed: DataFrame, barrier: Barrier) -> DataFrame:
+    """``keyed`` (events with their :func:`_copy_key` as ``_key``) without ``_key``, with ``_single``: true when no
+    other event of ``keyed`` has its key (:func:`profile.person_events_of_primary` then keeps it as it is). The
+    copies of an event share its copy key, so an event with a copy is never flagged single. The repeated keys are
+    counted over the key column alone and materialised (few: a barrier measures them, so the flag is a broadcast
+    join)."""
+    repeated = barrier(keyed.groupBy("_key").count().where(F.col("count") > 1).select("_key", F.lit(False).alias("_s")))
+    flagged = keyed.join(repeated, on="_key", how="left")
+    return flagged.withColumn("_single", F.col("_s").isNull()).drop("_key", "_s")
 
 
 def _their_event_keys(
@@ -389,18 +400,22 @@ def evaluate_micro_batch(
         # the affected persons' events is attributed, then only their persons' events are kept. The candidates are
         # kept with their primary identity, which both the clusters' lookup and the attribution read (a candidate
         # without a valid identity is dropped here rather than by the attribution: the same events remain).
-        candidates = barrier(
+        keyed = barrier(
             profile.with_primary_identity(
                 _with_keys(as_of.events, _their_event_keys(as_of.events, index, affected, clusters, barrier))
             )
         )
+        # Most candidates have no copy: those are flagged and kept as they are by the attribution.
+        candidates = _flag_single(keyed, barrier)
         # Only the clusters of the candidates' primary identities: a few hundred thousand rows, where joining
         # every cluster shuffled the whole table (4.3 million rows at 1M persons) for any micro-batch.
-        primary = candidates.select(F.col("primary_namespace").alias("namespace"), F.col("primary_id").alias("id"))
+        primary = keyed.select(F.col("primary_namespace").alias("namespace"), F.col("primary_id").alias("id"))
         keys = barrier(primary.distinct())
         their_clusters = barrier(_clusters_of(keys, clusters, affected.identities, previous.clusters, barrier))
         events = barrier(
-            profile.person_events_of_primary(candidates, their_clusters).join(persons, on="person_id", how="left_semi")
+            profile.person_events_of_primary(candidates, their_clusters, "_single").join(
+                persons, on="person_id", how="left_semi"
+            )
         )
     # Only the fragments that hold an affected identity can be theirs (the profiles stage joins on the primary one).
     fragments = (
