@@ -22,7 +22,7 @@ from pyspark.sql import functions as F
 from audience_activation import columns, demo_data, pipeline, tables
 from audience_activation.config import AppConfig, TableName, load_config
 from audience_activation.pipeline import Inputs, PreviousState
-from audience_activation.pipeline.micro_batch import _clusters_of, _flag_single
+from audience_activation.pipeline.micro_batch import _COPY_KEY, _clusters_of, _split_by_copies
 from audience_activation.runlog import ChangeKey, RunCounts
 from audience_activation.storage.base import ParquetCheckpoint
 from audience_activation.storage.files import LocalCheckpoint
@@ -219,20 +219,33 @@ def test_the_candidates_clusters_come_from_the_new_rows_or_the_previous_table(sp
         barrier.cleanup()
 
 
-def test_a_candidate_is_single_when_no_other_candidate_has_its_copy_key(spark: SparkSession) -> None:
-    """The attribution keeps single candidates as they are: only a key held once is single; the key column goes."""
+def test_candidates_are_single_when_their_id_is_their_key_and_no_other_has_their_copy_key(
+    spark: SparkSession,
+) -> None:
+    """The attribution takes single candidates as they are: a copy key held once, with an ``_id`` that cannot be
+    another event's key. Without ``_id``, or with one that starts as a whole-row key, an event is de-duplicated
+    as usual. The key column goes; the events' own columns stay, whatever their names."""
+    prefixed = "\u0000row:" + "0" * 64
     keyed = spark.createDataFrame(
-        [("a", "e1", 1), ("a", "e1", 2), ("b", "e2", 3), ("c", None, 4)], "_key string, _id string, n int"
+        [
+            ("a", "e1", 1, "k"),
+            ("a", "e1", 2, "k"),
+            ("b", "e2", 3, None),
+            ("c", None, 4, None),
+            (prefixed, prefixed, 5, "s"),
+        ],
+        f"{_COPY_KEY} string, _id string, n int, _key string",
     )
     barrier = LocalCheckpoint()
     try:
-        flagged = _flag_single(keyed, barrier)
-        assert flagged.columns == ["_id", "n", "_single"]
-        assert sorted(flagged.collect(), key=lambda r: r.n) == [
-            ("e1", 1, False),
-            ("e1", 2, False),
-            ("e2", 3, True),
-            (None, 4, True),
+        single, rest = _split_by_copies(keyed, barrier)
+        assert single.columns == rest.columns == ["_id", "n", "_key"]
+        assert single.collect() == [("e2", 3, None)]
+        assert sorted(rest.collect(), key=lambda r: r.n) == [
+            ("e1", 1, "k"),
+            ("e1", 2, "k"),
+            (None, 4, None),
+            (prefixed, 5, "s"),
         ]
     finally:
         barrier.cleanup()

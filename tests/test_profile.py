@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 from audience_activation.config import DatasetPrecedencePolicy, NamespacesConfig, TimestampOrderedPolicy
 from audience_activation.profile import (
@@ -168,38 +169,37 @@ def test_event_dedupe_ignores_copies_without_a_valid_identity(spark: SparkSessio
     assert got == [("", T - 2 * DAY, f"ECID:{E9}"), ("", T - DAY, f"ECID:{E9}"), ("ev1", T - 2 * DAY, f"ECID:{E9}")]
 
 
-def test_events_flagged_single_are_kept_as_they_are_and_the_others_de_duplicated(
-    spark: SparkSession, clusters: DataFrame
-) -> None:
-    """The ``single`` flag (the stream's: no other candidate shares the event's key) skips the de-duplication of
-    those events; the others are de-duplicated as without it, a copy-less event flagged false included. The
-    result is the same rows as without the flag, with the same columns."""
+def test_events_without_copies_are_attributed_as_they_are(spark: SparkSession, clusters: DataFrame) -> None:
+    """``copies=False`` (the stream's events that share no key) attributes each event as it is: the rows and
+    columns de-duplication gives for such events, a column named like the helpers kept; events with copies are
+    de-duplicated as always."""
     events = spark.createDataFrame(
         [
-            ("ev1", T - 2 * DAY, "web", {"ECID": [(E9, True)]}, False),  # two copies: the earlier counts
-            ("ev1", T - DAY, "web", {"CRMID": [("c2", True)]}, False),
-            ("ev2", T - DAY, "app", {"ECID": [(E1, True)]}, True),  # no copy
-            ("ev3", T - DAY, "web", {"CRMID": [("c2", True)]}, False),  # no copy, not flagged: kept once as well
-            (None, T - DAY, "web", {"ECID": [(E9, True)]}, False),  # no _id, same row twice: once
-            (None, T - DAY, "web", {"ECID": [(E9, True)]}, False),
-            (None, T - 3 * DAY, "web", {"CRMID": [("c2", True)]}, True),
-            ("ev4", T - DAY, "web", {"ECID": [("bad", True)]}, True),  # no valid identity: no person
+            ("ev2", T - DAY, "app", {"ECID": [(E1, True)]}, "x"),
+            ("ev3", T - DAY, "web", {"CRMID": [("c2", True)]}, None),
+            (None, T - 3 * DAY, "web", {"CRMID": [("c2", True)]}, "y"),  # no _id, one row
+            ("ev4", T - DAY, "web", {"ECID": [("bad", True)]}, "z"),  # no valid identity: no person
         ],
-        f"_id string, timestamp timestamp, eventType string, identityMap {IMAP}, single boolean",
+        f"_id string, timestamp timestamp, eventType string, identityMap {IMAP}, _key string",
     )
-    flagged = person_events_of_primary(with_primary_identity(events), clusters, "single")
-    plain = person_events(events.drop("single"), clusters)
+    as_is = person_events_of_primary(with_primary_identity(events), clusters, copies=False)
+    deduplicated = person_events(events, clusters)
 
-    assert flagged.columns == plain.columns == ["_id", "timestamp", "eventType", "identityMap", "person_id"]
-    rows = sorted((r["_id"] or "", r["timestamp"], r["eventType"], r["person_id"]) for r in flagged.collect())
+    assert (
+        as_is.columns == deduplicated.columns == ["_id", "timestamp", "eventType", "identityMap", "_key", "person_id"]
+    )
+    rows = sorted((r["_id"] or "", r["timestamp"], r["_key"], r["person_id"]) for r in as_is.collect())
     assert rows == [
-        ("", T - 3 * DAY, "web", "CRMID:c2"),
-        ("", T - DAY, "web", f"ECID:{E9}"),
-        ("ev1", T - 2 * DAY, "web", f"ECID:{E9}"),
-        ("ev2", T - DAY, "app", "CRMID:c1"),
-        ("ev3", T - DAY, "web", "CRMID:c2"),
+        ("", T - 3 * DAY, "y", "CRMID:c2"),
+        ("ev2", T - DAY, "x", "CRMID:c1"),
+        ("ev3", T - DAY, None, "CRMID:c2"),
     ]
-    assert rows == sorted((r["_id"] or "", r["timestamp"], r["eventType"], r["person_id"]) for r in plain.collect())
+    assert rows == sorted((r["_id"] or "", r["timestamp"], r["_key"], r["person_id"]) for r in deduplicated.collect())
+    copied = events.unionByName(events.where("_id = 'ev2'").withColumn("timestamp", F.lit(T - 2 * DAY)))
+    assert person_events_of_primary(with_primary_identity(copied), clusters, copies=False).count() == 4  # as told
+    assert sorted(r["timestamp"] for r in person_events(copied, clusters).where("_id = 'ev2'").collect()) == [
+        T - 2 * DAY
+    ]
 
 
 def test_attaching_persons_evaluates_the_primary_identity_once(

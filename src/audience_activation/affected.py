@@ -237,7 +237,9 @@ def split_seeds(
     if not any(t is not None for t in tables):
         if links is None:
             raise ValueError("no new rows to seed from")
-        return links.distinct(), links.sparkSession.createDataFrame([], "namespace string, id string")
+        changing = links.distinct()
+        nothing = links.sparkSession.createDataFrame([], "namespace string, id string")
+        return (changing if checkpoint is None else checkpoint(changing)), nothing
     records = record_entries(new_rows)
     if settings.cooccurrence_links:
         lookup = NamespaceLookup(namespaces)

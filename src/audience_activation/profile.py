@@ -254,11 +254,15 @@ def graph_identity_maps(clusters: DataFrame, namespaces: NamespacesConfig) -> Da
     return with_best.select("person_id", entries_identity_map(F.col("_entries"), F.col("_best")).alias("identityMap"))
 
 
+#: How :func:`event_key` starts for an event without ``_id`` (an ``_id`` that starts so could share its key).
+ROW_KEY_PREFIX = "\u0000row:"
+
+
 def event_key(events: DataFrame) -> Column:
     """The de-duplication key of an event: its ``_id``, or for an event without one, a hash of the whole row
     (such events are each kept once, never merged with each other)."""
     row = F.to_json(F.struct(*[F.col(f"`{c}`") for c in events.columns]))
-    return F.coalesce(F.col("_id"), F.concat(F.lit("\u0000row:"), F.sha2(row, 256)))
+    return F.coalesce(F.col("_id"), F.concat(F.lit(ROW_KEY_PREFIX), F.sha2(row, 256)))
 
 
 def person_events(events: DataFrame, clusters: DataFrame) -> DataFrame:
@@ -270,28 +274,24 @@ def person_events(events: DataFrame, clusters: DataFrame) -> DataFrame:
     return person_events_of_primary(with_primary_identity(events), clusters)
 
 
-def person_events_of_primary(events: DataFrame, clusters: DataFrame, single: str | None = None) -> DataFrame:
+def person_events_of_primary(events: DataFrame, clusters: DataFrame, *, copies: bool = True) -> DataFrame:
     """:func:`person_events` of events that carry their primary identity already (:func:`with_primary_identity`,
     e.g. materialised once for another use too); the result has the events' own columns and ``person_id``.
 
-    ``single`` names a boolean column of ``events`` (not in the result) that is true only for events whose
-    :func:`event_key` no other row of ``events`` has: such an event is its own first copy, so it is kept as it is,
-    and only the others are ordered and aggregated by key. Most events have no copy, and the ordering (a hash of
-    every whole row) and the aggregation of wide rows are the costly part. False for an event without a copy only
-    costs it the de-duplication it would have had anyway.
+    ``copies=False`` says that no two rows of ``events`` share an :func:`event_key`: each event is then its own
+    first copy and is attributed as it is, without the ordering (a hash of every whole row) and the aggregation of
+    wide rows by key that de-duplication costs. ``clusters`` must then hold one row per identity, as
+    ``identity_clusters`` does (the aggregation would also collapse repeated cluster rows).
     """
-    plain = events.drop(*_PRIMARY, *([single] if single else []))
+    plain = events.drop(*_PRIMARY)
     columns = [F.col(f"`{c}`") for c in plain.columns]
     attributed = events.join(_person_keys(clusters), on=_PRIMARY, how="inner").drop(*_PRIMARY)
-    copies = attributed if single is None else attributed.where(~F.col(single))
-    first = (
-        copies.groupBy(event_key(plain).alias("_key"))
-        .agg(F.min_by(F.struct(*columns, F.col("person_id")), F.struct("timestamp", row_hash(plain.schema))).alias("e"))
-        .select("e.*")
+    if not copies:
+        return attributed.select(*columns, "person_id")
+    first = attributed.groupBy(event_key(plain).alias("_key")).agg(
+        F.min_by(F.struct(*columns, F.col("person_id")), F.struct("timestamp", row_hash(plain.schema))).alias("e")
     )
-    if single is None:
-        return first
-    return attributed.where(F.col(single)).select(*columns, "person_id").unionByName(first)
+    return first.select("e.*")
 
 
 def unified_profiles(
@@ -329,6 +329,7 @@ def unified_profiles(
 
 __all__ = [
     "PROFILE_SYSTEM_COLUMNS",
+    "ROW_KEY_PREFIX",
     "attach_persons",
     "attribute_schema",
     "graph_identity_maps",

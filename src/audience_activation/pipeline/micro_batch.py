@@ -209,21 +209,33 @@ def _copy_key(events: DataFrame) -> Column:
     return profile.event_key(events.select(*_IDENTIFYING_EVENT_COLUMNS))  # one column order for every caller
 
 
+#: The copy key on whole event rows (double underscore, as ``profile.MERGE_KEY``: clear of the events' columns).
+_COPY_KEY = "__copy_key"
+
+
 def _with_keys(events: DataFrame, keys: DataFrame) -> DataFrame:
     """Every event of ``events`` whose :func:`_copy_key` is one of ``keys`` (``_key``; materialised, so the join
-    broadcasts them instead of shuffling every event), with that key as ``_key``."""
-    return events.withColumn("_key", _copy_key(events)).join(keys, on="_key", how="left_semi")
+    broadcasts them instead of shuffling every event), with that key as :data:`_COPY_KEY`."""
+    keyed = events.withColumn(_COPY_KEY, _copy_key(events))
+    return keyed.join(keys.withColumnRenamed("_key", _COPY_KEY), on=_COPY_KEY, how="left_semi")
 
 
-def _flag_single(keyed: DataFrame, barrier: Barrier) -> DataFrame:
-    """``keyed`` (events with their :func:`_copy_key` as ``_key``) without ``_key``, with ``_single``: true when no
-    other event of ``keyed`` has its key (:func:`profile.person_events_of_primary` then keeps it as it is). The
-    copies of an event share its copy key, so an event with a copy is never flagged single. The repeated keys are
-    counted over the key column alone and materialised (few: a barrier measures them, so the flag is a broadcast
-    join)."""
-    repeated = barrier(keyed.groupBy("_key").count().where(F.col("count") > 1).select("_key", F.lit(False).alias("_s")))
-    flagged = keyed.join(repeated, on="_key", how="left")
-    return flagged.withColumn("_single", F.col("_s").isNull()).drop("_key", "_s")
+def _split_by_copies(keyed: DataFrame, barrier: Barrier) -> tuple[DataFrame, DataFrame]:
+    """``keyed`` (events with their :func:`_copy_key` as :data:`_COPY_KEY`) in two parts without that column:
+    ``(single, rest)``. ``single``: the events no other event of ``keyed`` can share an event key with
+    (:func:`profile.event_key`), for :func:`profile.person_events_of_primary` to attribute as they are; ``rest``:
+    the others, de-duplicated as usual.
+
+    An event is single when its copy key is held once and it has an ``_id`` that cannot be another event's key
+    (not starting as a key made from a whole row, ``profile.ROW_KEY_PREFIX``): its event key is then that ``_id``,
+    which every event with the same key shares as its copy key. The keys of the others are counted over the key
+    column and materialised (few: a barrier measures them, so both parts are broadcast joins)."""
+    unsure = F.col("_id").isNull() | F.col("_id").startswith(profile.ROW_KEY_PREFIX)
+    counted = keyed.groupBy(_COPY_KEY).agg(F.count(F.lit(1)).alias("_n"), F.max(unsure).alias("_unsure"))
+    others = barrier(counted.where((F.col("_n") > 1) | F.col("_unsure")).select(_COPY_KEY))
+    single = keyed.join(others, on=_COPY_KEY, how="left_anti").drop(_COPY_KEY)
+    rest = keyed.join(others, on=_COPY_KEY, how="left_semi").drop(_COPY_KEY)
+    return single, rest
 
 
 def _their_event_keys(
@@ -405,18 +417,17 @@ def evaluate_micro_batch(
                 _with_keys(as_of.events, _their_event_keys(as_of.events, index, affected, clusters, barrier))
             )
         )
-        # Most candidates have no copy: those are flagged and kept as they are by the attribution.
-        candidates = _flag_single(keyed, barrier)
         # Only the clusters of the candidates' primary identities: a few hundred thousand rows, where joining
         # every cluster shuffled the whole table (4.3 million rows at 1M persons) for any micro-batch.
         primary = keyed.select(F.col("primary_namespace").alias("namespace"), F.col("primary_id").alias("id"))
         keys = barrier(primary.distinct())
         their_clusters = barrier(_clusters_of(keys, clusters, affected.identities, previous.clusters, barrier))
-        events = barrier(
-            profile.person_events_of_primary(candidates, their_clusters, "_single").join(
-                persons, on="person_id", how="left_semi"
-            )
+        # Most candidates have no copy: those are attributed as they are, only the others de-duplicated.
+        single, rest = _split_by_copies(keyed, barrier)
+        attributed = profile.person_events_of_primary(single, their_clusters, copies=False).unionByName(
+            profile.person_events_of_primary(rest, their_clusters)
         )
+        events = barrier(attributed.join(persons, on="person_id", how="left_semi"))
     # Only the fragments that hold an affected identity can be theirs (the profiles stage joins on the primary one).
     fragments = (
         None
