@@ -75,13 +75,37 @@ def changes(lake: Path, run_prefix: str, segment: str | None = None) -> list[tup
     return sorted(out)
 
 
+def activation_state(lake: Path) -> list[dict]:
+    """The activation state after the newest completed run, read as docs/streaming.md describes it (a reference
+    reader, in Python): ``activation_state`` at the version that run recorded, then the rows of
+    ``activation_state_log`` at its recorded version in generation order — a row replaces its key's row, a
+    ``removed`` one drops it."""
+    runs = [
+        r
+        for r in DeltaTable(str(lake / "activation_runs")).to_pyarrow_table().to_pylist()
+        if r["status"] == "completed" and r["kind"] in ("batch", "streaming")
+    ]
+    versions = dict(max(runs, key=lambda r: (r["evaluation_time"], r["ended_at"], r["run_id"]))["output_versions"])
+    key = ("destination_id", "segment_id", "person_id")
+    table = DeltaTable(str(lake / "activation_state"), version=versions["activation_state"])
+    state_ = {tuple(r[k] for k in key): r for r in table.to_pyarrow_table().to_pylist()}
+    if "activation_state_log" in versions:
+        log = DeltaTable(str(lake / "activation_state_log"), version=versions["activation_state_log"])
+        for r in sorted(log.to_pyarrow_table().to_pylist(), key=lambda r: r["generation"]):
+            if r.pop("removed"):
+                state_.pop(tuple(r[k] for k in key), None)
+            else:
+                r.pop("generation")
+                state_[tuple(r[k] for k in key)] = r
+    return list(state_.values())
+
+
 def state(lake: Path) -> dict[str, list]:
+    activation = ("destination_id", "segment_id", "person_id", "activated", "consent_ok")
     return {
         "clusters": rows(lake / "identity_clusters", "namespace", "id", "person_id", "graph_size"),
         "membership": rows(lake / "segment_membership", "person_id", "segment_id", "status", "last_qualification_time"),
-        "activation": rows(
-            lake / "activation_state", "destination_id", "segment_id", "person_id", "activated", "consent_ok"
-        ),
+        "activation": sorted(tuple(r[c] for c in activation) for r in activation_state(lake)),
         "profiles": rows(lake / "unified_profiles", "person_id", "fragment_count"),
     }
 
@@ -339,11 +363,18 @@ def test_a_member_exits_when_its_window_passes_with_no_new_row(
 
     [sweep] = streamed.micro_batches
     # No row changed a cluster or a profile: those tables are not rewritten, and the run log points at the
-    # versions the sweep read; its membership and activation state changed.
+    # versions the sweep read; its membership changed, and so did the activation state, whose changed rows go to
+    # its log (created here) while activation_state itself stays as the batch run wrote it.
     after = {name: DeltaTable(f"{a}/{name}").version() for name in state_tables}
-    assert after == {**before, "segment_membership": before["segment_membership"] + 1,
-                     "activation_state": before["activation_state"] + 1}  # fmt: skip
+    assert after == {**before, "segment_membership": before["segment_membership"] + 1}
     assert {name: sweep.output_versions[name] for name in state_tables} == after
+    log = DeltaTable(f"{a}/activation_state_log")
+    assert sweep.output_versions["activation_state_log"] == log.version() == 0
+    logged = ("destination_id", "segment_id", "person_id", "activated", "generation", "removed")
+    assert sorted(tuple(r[c] for c in logged) for r in log.to_pyarrow_table().to_pylist()) == [
+        ("aam", "recent", "CRMID:c3", None, 0, True),  # c3 left the segment: no longer a member for either
+        ("cja", "recent", "CRMID:c3", None, 0, True),
+    ]
     # Nor are the per-run tables it has no row for: only cja's hub table gets a change row (below).
     per_run_after = {name: DeltaTable(f"{a}/{name}").version() for name in per_run_before}
     assert per_run_after == {
@@ -374,10 +405,11 @@ def test_a_stream_killed_mid_micro_batch_restarts_to_the_same_lake(
     spark: SparkSession, tmp_path: Path, engine: str
 ) -> None:
     """Exactly once under kill -9: a stream (its own process) is killed with SIGKILL between two table commits of
-    its micro-batch, early (after its second table); started again, its replay is killed late (its first change
-    rows committed; the other change tables, the activated sets and the run-log row not); started once more, Spark
-    replays the micro-batch with the same offsets, ``T`` and run id, which first undoes the killed attempts'
-    commits: the lake ends equal to one an uninterrupted stream wrote — no change row twice or missing. Then the
+    its micro-batch, early (after its second table); started again, its replay is killed later (its first change
+    rows committed; the other change tables, the activated sets and the run-log row not), and again after its
+    activation state's log (created by the append; the quarantine and the run-log row not written); started once
+    more, Spark replays the micro-batch with the same offsets, ``T`` and run id, which first undoes the killed
+    attempts' commits: the lake ends equal to one an uninterrupted stream wrote — no change row twice or missing. Then the
     process "dies" after the micro-batch's run-log row but before Spark recorded it as done (its commit file
     removed from the checkpoint, exactly what such a death leaves): Spark replays it, and it writes nothing."""
     store = open_storage(spark, engine)
@@ -394,7 +426,8 @@ def test_a_stream_killed_mid_micro_batch_restarts_to_the_same_lake(
         UNINTERRUPTED[engine] = outputs(tmp_path / "b")
 
     args = ["stream", "--conf", str(confs["a"]), "--evaluation-time", "2026-11-08T00:00:00Z"]
-    for attempt, killed_after in enumerate(("unified_profiles", "activation/aam/edge_streaming")):
+    killed_after_tables = ("unified_profiles", "activation/aam/edge_streaming", "activation_state_log")
+    for attempt, killed_after in enumerate(killed_after_tables):
         with (tmp_path / f"killed-{attempt}.log").open("wb") as log:
             killed = subprocess.Popen(
                 [CLI, *args],
@@ -466,16 +499,22 @@ def test_ctrl_c_stops_after_the_current_micro_batch_and_the_restart_goes_on(
 
 
 def outputs(lake: Path) -> dict[str, list]:
-    """Every Delta table of the lake but the lease (the run log without its times and engine-dependent counts)."""
+    """Every Delta table of the lake but the lease (the run log without its times and engine-dependent counts; the
+    activation state as its reader sees it, :func:`activation_state`)."""
     out = {}
     for log in sorted(lake.rglob("_delta_log")):
         table = log.parent
         relative = str(table.relative_to(lake))
         if relative.startswith(("_lease", "_checkpoints", "_scratch")) or relative in {
             "profile_fragments", "experience_events", "identity_graph", "region_information",
+            "activation_state_log",  # read with activation_state: how the state is stored may differ
         }:  # fmt: skip
             continue
-        rows_ = DeltaTable(str(table)).to_pyarrow_table().to_pylist()
+        rows_ = (
+            activation_state(lake)
+            if relative == "activation_state"
+            else DeltaTable(str(table)).to_pyarrow_table().to_pylist()
+        )
         if relative == "activation_runs":
             out[relative] = sorted(repr((r["run_id"], r["status"], r["input_versions"])) for r in rows_)
         else:
@@ -543,6 +582,53 @@ def test_stream_and_batch_on_one_lake_take_turns(spark: SparkSession, tmp_path: 
     assert len(sent) == len(set(sent))
     assert ("us", "CRMID:c5", "realized", "qualified") in sent  # by the last micro-batch
     assert not [r for r in changes(lake, "batch-20261109", STREAMED)]  # the stream had sent them all
+
+
+def test_the_activation_state_is_written_whole_when_its_log_is_full_and_appended_to_while_it_has_room(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    """The T2 changes streamed one commit per micro-batch with the activation state's log limited to 3 rows: the
+    fragments' micro-batch changes 6 rows (more than the log takes: the state is written whole), the events' and
+    the malformed rows' change none (nothing written), the link's changes 2 (appended: the ECID moves from c1 to
+    c9). A batch run then empties the log. At each end the state read back (reference reader) equals that of a
+    lake run by the batch job."""
+    store = open_storage(spark, "delta-rs")
+    confs = {lake: write_conf(tmp_path / f"conf-{lake}", tmp_path / lake, "delta-rs") for lake in ("a", "b")}
+    job = yaml.safe_load((confs["a"] / "job.yaml").read_text())
+    (confs["a"] / "job.yaml").write_text(yaml.safe_dump({**job, "stream": {"state_log_max_rows": 3}}))
+    write_inputs_t1(spark, store, str(tmp_path / "a"))
+    run(spark, confs["a"], T1)
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    for lake in ("a", "b"):
+        write_changes(spark, store, tmp_path / lake)
+
+    said: list[str] = []
+    streamed = app.run_stream(
+        spark, load_config(confs["a"]), evaluation_time=T2, max_versions_per_trigger=1, progress=said.append
+    )
+    run(spark, confs["b"], T2)
+
+    assert [m for m in said if m.startswith("activation_state")] == [
+        "activation_state log full (0 + 6 rows > 3): the state is written whole",
+        "activation_state unchanged: not rewritten (stays at version 1)",
+        "activation_state unchanged: not rewritten (stays at version 1)",
+        "activation_state: 2 changed row(s) appended to its log (0 before)",
+    ]
+    versions = [m.output_versions for m in streamed.micro_batches]
+    assert [(v["activation_state"], v.get("activation_state_log")) for v in versions] == [
+        (1, None), (1, None), (1, None), (1, 0),
+    ]  # fmt: skip
+    log = tmp_path / "a" / "activation_state_log"
+    assert rows(log, "destination_id", "segment_id", "person_id", "activated", "generation", "removed") == [
+        ("aam", "us", "CRMID:c1", False, 0, False),  # c1 lost the ECID aam takes
+        ("aam", "us", "CRMID:c9", True, 0, False),
+    ]
+    a, b = state(tmp_path / "a"), state(tmp_path / "b")
+    assert only(a["activation"], STREAMED, 1) == only(b["activation"], STREAMED, 1)
+
+    batch = run(spark, confs["a"], T2)
+    assert batch.output_versions["activation_state_log"] == 1 and rows(log, "person_id") == []
+    assert state(tmp_path / "a")["activation"] == state(tmp_path / "b")["activation"]
 
 
 def test_a_hub_found_by_one_micro_batch_is_known_to_the_next(spark: SparkSession, tmp_path: Path) -> None:
@@ -694,8 +780,10 @@ def test_streaming_every_row_up_to_t_equals_a_batch_run_at_t(
     ``per_trigger`` commits each, random appends: new persons, links that merge persons, consent flips, fresh and
     stale region captures, events inside and outside the 24-hour window), the membership of every streamed
     segment, the activated sets of every destination for them and the identity clusters equal what a batch run
-    at T from the same starting state gives. On delta-rs, two examples; on delta-spark below, the first one."""
-    streamed_equals_batch(spark, t1_lake("delta-rs"), tmp_path, "delta-rs", commits, per_trigger)
+    at T from the same starting state gives. On delta-rs, two examples, with the activation state's log limited
+    to one row (a micro-batch changing more writes the state whole); on delta-spark below, the first one, with
+    the default limit (changes appended to the log)."""
+    streamed_equals_batch(spark, t1_lake("delta-rs"), tmp_path, "delta-rs", commits, per_trigger, log_limit=1)
 
 
 @settings(PROPERTY, max_examples=1)
@@ -721,9 +809,11 @@ def streamed_equals_batch(
     engine: str,
     commits: list[tuple[str, list[tuple]]],
     per_trigger: int,
+    log_limit: int | None = None,
 ) -> None:
     """Append ``commits`` to two copies of the T1 lake ``base``, stream one to T2 in micro-batches of up to
-    ``per_trigger`` commits, run the batch job at T2 on the other, and compare."""
+    ``per_trigger`` commits (``stream.state_log_max_rows``: ``log_limit``), run the batch job at T2 on the other,
+    and compare."""
     store = open_storage(spark, engine)
     example = Path(tempfile.mkdtemp(dir=tmp_path))
     confs = {}
@@ -731,9 +821,10 @@ def streamed_equals_batch(
         shutil.copytree(base / "lake", example / lake)
         confs[lake] = example / f"conf-{lake}"
         shutil.copytree(base / "conf", confs[lake])
-        (confs[lake] / "job.yaml").write_text(
-            yaml.safe_dump({"lake": {"root": str(example / lake)}, "storage": {"engine": engine}})
-        )
+        job = {"lake": {"root": str(example / lake)}, "storage": {"engine": engine}}
+        if log_limit is not None:
+            job["stream"] = {"state_log_max_rows": log_limit}
+        (confs[lake] / "job.yaml").write_text(yaml.safe_dump(job))
         for table, new in commits:
             store.append(spark.createDataFrame(new, SCHEMAS[table]), f"{example / lake}/{table}")
 

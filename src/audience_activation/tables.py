@@ -12,7 +12,10 @@ Rules, as the jobs apply them:
    - ``overwrite``: the table holds the state after the newest run (``identity_clusters``,
      ``unified_profiles``, ``segment_membership``, ``activation_state``);
    - ``run_partition``: the rows of one run, in partition ``run_id``, replaced when the same ``T`` runs again
-     (``quarantine``, ``activation_runs``, the two activation tables of every destination).
+     (``quarantine``, ``activation_runs``, the two activation tables of every destination);
+   - ``append``: rows added to the table's log (``activation_state_log``: the streaming job's changes of the
+     activation state since it was last written whole, :func:`audience_activation.activation.current_state`);
+     an output may ask for an overwrite instead (emptying the log when the state is written whole).
 
 3. ``unified_profiles`` has no fixed schema: its attribute columns are those of ``profile_fragments``
    (:func:`audience_activation.profile.profile_schema`); only its system columns are fixed.
@@ -66,6 +69,7 @@ class WriteMode(str, enum.Enum):
     READ_ONLY = "read_only"  # inputs
     OVERWRITE = "overwrite"  # the state after the newest run
     RUN_PARTITION = "run_partition"  # partition run_id, replaced when the same T runs again
+    APPEND = "append"  # rows added in one commit (a replayed micro-batch's rows are rolled back first)
 
 
 class TableSchemaError(ValueError):
@@ -254,18 +258,29 @@ ACTIVATION_HUB = TableSpec(
     properties=CHANGE_DATA_FEED,
     per_destination=True,
 )
-ACTIVATION_STATE = TableSpec(
-    "activation_state",
+_ACTIVATION_STATE_SCHEMA = _schema(
+    "destination_id string",
+    "segment_id string",
+    "person_id string",
+    "consent_ok boolean",
+    "activated boolean",
+    StructField("identities_sent", IDENTITY_MAP_TYPE),
+)
+ACTIVATION_STATE = TableSpec("activation_state", Role.OUTPUT, _ACTIVATION_STATE_SCHEMA, mode=WriteMode.OVERWRITE)
+#: The streaming job's changes to ``activation_state`` since it was last written whole: for each changed
+#: ``(destination_id, segment_id, person_id)``, its new row, or a row with ``removed`` when it has none any more;
+#: the row of the highest ``generation`` holds. ``state_log.current_state`` reads both tables as one.
+ACTIVATION_STATE_LOG = TableSpec(
+    "activation_state_log",
     Role.OUTPUT,
-    _schema(
-        "destination_id string",
-        "segment_id string",
-        "person_id string",
-        "consent_ok boolean",
-        "activated boolean",
-        StructField("identities_sent", IDENTITY_MAP_TYPE),
+    StructType(
+        [
+            *_ACTIVATION_STATE_SCHEMA.fields,
+            StructField("generation", LongType()),
+            StructField("removed", BooleanType()),
+        ]
     ),
-    mode=WriteMode.OVERWRITE,
+    mode=WriteMode.APPEND,
 )
 QUARANTINE = TableSpec(
     "quarantine",
@@ -309,6 +324,7 @@ OUTPUTS: tuple[TableSpec, ...] = (
     ACTIVATION_EDGE,
     ACTIVATION_HUB,
     ACTIVATION_STATE,
+    ACTIVATION_STATE_LOG,
     QUARANTINE,
     RUNS,
 )

@@ -18,7 +18,7 @@ from .jobs import (
     validate_inputs,
     write_demo_data,
 )
-from .state import RunOrderError, input_locations, output_locations
+from .state import RunOrderError, activation_state, input_locations, output_locations
 from .stream import AVAILABLE_NOW, StreamStartError, StreamSummary, process_micro_batch, run_stream
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "Progress",
     "RunOrderError",
     "WrittenTable",
+    "activation_state",
     "input_locations",
     "output_locations",
     "preview_batch",

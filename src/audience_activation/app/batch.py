@@ -6,7 +6,8 @@ table in its own atomic commit, in this order:
 
 1. ``identity_clusters``, ``unified_profiles`` and ``segment_membership`` (overwritten: the state after the run);
 2. per destination, ``activation/<id>/edge_streaming`` and ``activation/<id>/hub_batch`` (partition ``run_id``,
-   replaced on a re-run of the same ``T``), then ``activation_state`` (overwritten);
+   replaced on a re-run of the same ``T``), then ``activation_state`` (overwritten) and, on a lake a stream has
+   run on, ``activation_state_log`` emptied (:mod:`audience_activation.state_log`);
 3. ``quarantine`` (partition ``run_id``) and, last, the ``activation_runs`` row with ``status = completed``, the
    versions this run wrote and its counts.
 
@@ -22,7 +23,7 @@ import uuid
 
 from pyspark.sql import SparkSession
 
-from .. import pipeline, recovery, runlog
+from .. import pipeline, recovery, runlog, tables
 from ..config import AppConfig, ConfigError
 from ..lease import LakeLease, LeaseLostError
 from ..pipeline import Inputs, PreviousState, Results
@@ -129,6 +130,8 @@ def run_batch(
         lease.check()
         destinations = state.destination_ids(config, previous.run)
         outputs = pipeline.batch_outputs(results, run, summary.evaluation_time, destinations)
+        if store.exists(tables.ACTIVATION_STATE_LOG.location(config.job)):  # a stream ran on this lake
+            outputs = writer.with_log_emptied(spark, outputs)
         commit_outputs(store, config, outputs, summary, lease, commit_info, progress, on_commit)
         progress("counting")
         summary.counts = _count(config, inputs, results, summary.evaluation_time)

@@ -20,7 +20,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
-from .. import recovery, runlog, tables
+from .. import recovery, runlog, state_log, tables
 from ..columns import timestamp_literal
 from ..config import AppConfig
 from ..pipeline import Inputs, PreviousState
@@ -130,19 +130,35 @@ def completed_run_ids(store: DeltaStorage, config: AppConfig, run_ids: list[str]
 
 
 def previous_state(store: DeltaStorage, config: AppConfig, previous: PreviousRun | None) -> PreviousState:
-    """The previous run's membership, activation state and clusters at the versions it recorded."""
+    """The previous run's membership, activation state and clusters at the versions it recorded (the activation
+    state: ``activation_state`` with ``activation_state_log``'s changes, :mod:`audience_activation.state_log`)."""
     if previous is None:
         return PreviousState()
     frames: dict[str, DataFrame | None] = {}
-    for spec in tables.STATE_TABLES:
+    for spec in (*tables.STATE_TABLES, tables.ACTIVATION_STATE_LOG):
         version = previous.output_versions.get(spec.name)
         frames[spec.name] = None if version is None else store.read(spec.location(config.job), version).df
+    activation_state = frames[tables.ACTIVATION_STATE.name]
+    if activation_state is not None:
+        activation_state = state_log.current_state(activation_state, frames[tables.ACTIVATION_STATE_LOG.name])
     return PreviousState(
         run=previous,
         membership=frames[tables.MEMBERSHIP.name],
-        activation_state=frames[tables.ACTIVATION_STATE.name],
+        activation_state=activation_state,
         clusters=frames[tables.CLUSTERS.name],
     )
+
+
+def activation_state(store: DeltaStorage, config: AppConfig, run: PreviousRun | None = None) -> DataFrame | None:
+    """The activation state after ``run`` (default: the newest completed run, batch or streaming), as one table
+    (:func:`audience_activation.state_log.current_state`); None before the first run. The way to read it:
+    ``activation_state`` alone misses the streaming job's changes since it was last written whole.
+
+    Example:
+        >>> activation_state(storage_for(spark, config), config).where("activated").count()  # doctest: +SKIP
+    """
+    run = run or latest_run(completed_runs(store, config))
+    return previous_state(store, config, run).activation_state
 
 
 def destination_ids(config: AppConfig, previous: PreviousRun | None) -> list[str]:
@@ -165,4 +181,4 @@ def output_locations(config: AppConfig) -> list[str]:
     root = config.job.table_location("activation").rstrip("/")
     for destination_id in recovery.child_folders(root):
         locations += [spec.location(config.job, destination_id) for spec in tables.ACTIVATION_TABLES]
-    return [*locations, tables.ACTIVATION_STATE.location(config.job)]
+    return [*locations, tables.ACTIVATION_STATE_LOG.location(config.job), tables.ACTIVATION_STATE.location(config.job)]

@@ -14,11 +14,13 @@ micro-batch, in order:
    versions;
 4. evaluates :func:`audience_activation.pipeline.micro_batch.evaluate_micro_batch` and commits, in the batch
    job's order, the state tables, the changed destinations' edge and hub tables (partition ``run_id``), the
-   activation state, quarantine and, last, its ``activation_runs`` row (kind ``streaming``, the previous
-   run's mappings, its counts). A state table whose replaced rows the micro-batch would write back unchanged
-   is not written: its ``output_versions`` entry is the version the micro-batch read. Nor is a destination's
-   edge or hub table it has no change row for, or the quarantine when it has no row: its entry is the table's
-   latest version (an empty partition would add a version to every such table per micro-batch);
+   activation state (its changed rows appended to ``activation_state_log``, or the state written whole and the
+   log emptied: :func:`_state_outputs`), quarantine and, last, its ``activation_runs`` row (kind
+   ``streaming``, the previous run's mappings, its counts). A state table whose replaced rows the micro-batch
+   would write back unchanged is not written: its ``output_versions`` entry is the version the micro-batch
+   read. Nor is a destination's edge or hub table it has no change row for, or the quarantine when it has no
+   row: its entry is the table's latest version (an empty partition would add a version to every such table
+   per micro-batch);
 5. on failure, restores every table it committed and records a failed row, as the batch job does; the query
    stops and the stream raises the micro-batch's own error (a lease, input or configuration error keeps its
    exit code).
@@ -45,7 +47,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import StreamingQuery
 from pyspark.sql.types import StructType
 
-from .. import pipeline, recovery, runlog, tables
+from .. import pipeline, recovery, runlog, state_log, tables
 from ..config import AppConfig
 from ..lease import LakeLease, LeaseHeldError, LeaseLostError
 from ..logs import quiet_jvm_loggers
@@ -176,6 +178,8 @@ def _unchanged(
     overwrites with the state it continues from, as before."""
     kept: dict[str, int] = {}
     for name, replaced in micro.replaced.items():
+        if name == tables.ACTIVATION_STATE.name:
+            continue  # appended to its log, or written whole: :func:`_state_outputs`
         version = previous_run.output_versions.get(name)
         if version is None or store.version(tables.by_name(name).location(config.job)) != version:
             continue
@@ -184,6 +188,56 @@ def _unchanged(
             kept[name] = version
             progress(f"{name} unchanged: not rewritten (stays at version {version})")
     return kept
+
+
+def _state_outputs(
+    spark: SparkSession,
+    store: DeltaStorage,
+    config: AppConfig,
+    micro: MicroBatchResults,
+    previous_run: runlog.PreviousRun,
+    barrier: LocalCheckpoint,
+    progress: Progress,
+) -> tuple[list[pipeline.Output], dict[str, int]]:
+    """How the micro-batch writes the activation state (:mod:`audience_activation.state_log`): the outputs to
+    write in place of the whole ``activation_state``, and the state tables left as they were, with the version
+    the micro-batch read.
+
+    Its changed rows are appended to ``activation_state_log`` when the state it continues from is the tables'
+    latest versions and the log stays within ``job.stream.state_log_max_rows``; nothing is written when no row
+    changed. Otherwise (no state to append to, a table moved on since the run it continues from, the log full)
+    the state is written whole and the log emptied."""
+    state_spec, log_spec = tables.ACTIVATION_STATE, tables.ACTIVATION_STATE_LOG
+    table_version = previous_run.output_versions.get(state_spec.name)
+    log_version = previous_run.output_versions.get(log_spec.name)
+    log_location = log_spec.location(config.job)
+    log_exists = store.exists(log_location)
+    whole = [pipeline.Output(state_spec, micro.results.state)]
+    if log_exists:
+        whole.append(writer.emptied_log(spark))
+    replaced = micro.replaced[state_spec.name]
+    if (
+        table_version is None
+        or replaced.previous is None
+        or store.version(state_spec.location(config.job)) != table_version
+        or log_exists != (log_version is not None)
+        or (log_exists and store.version(log_location) != log_version)
+    ):
+        return whole, {}
+    generation = 0 if log_version is None else log_version + 1
+    rows = barrier(state_log.log_rows(replaced.previous, replaced.new, generation))
+    changed = rows.count()
+    kept = {state_spec.name: table_version} | ({} if log_version is None else {log_spec.name: log_version})
+    if not changed:
+        progress(f"activation_state unchanged: not rewritten (stays at version {table_version})")
+        return [], kept
+    logged = 0 if log_version is None else store.read(log_location, log_version).df.count()
+    limit = config.job.stream.state_log_max_rows
+    if logged + changed > limit:
+        progress(f"activation_state log full ({logged} + {changed} rows > {limit}): the state is written whole")
+        return whole, {}
+    progress(f"activation_state: {changed} changed row(s) appended to its log ({logged} before)")
+    return [pipeline.Output(log_spec, rows)], {state_spec.name: table_version}
 
 
 def _without_rows(
@@ -283,8 +337,15 @@ def process_micro_batch(
         if empty:
             progress(f"no rows for {len(empty)} of the per-run tables (change tables, quarantine): not written")
         unchanged.update(empty)
+        state_outputs, state_kept = _state_outputs(spark, store, config, micro, previous_run, barrier, progress)
+        unchanged.update(state_kept)
         lease.check()
-        outputs = [output for output in outputs if output.key not in unchanged]
+        outputs = [
+            written
+            for output in outputs
+            for written in (state_outputs if output.spec is tables.ACTIVATION_STATE else [output])
+            if written.key not in unchanged
+        ]
         commit_outputs(store, config, outputs, summary, lease, commit_info, progress, on_commit)
         summary.output_versions.update(unchanged)
         summary.ended_at = dt.datetime.now(dt.timezone.utc)

@@ -15,17 +15,21 @@ from ..storage.base import ParquetCheckpoint
 
 
 def write(store: DeltaStorage, config: AppConfig, output: Output, run_id: str, commit_info: Mapping[str, str]) -> int:
-    """Write one output in its table's mode; returns the committed version.
+    """Write one output in its mode (the output's, else its table's); returns the committed version.
 
-    ``overwrite`` tables are replaced; ``run_partition`` tables get partition ``run_id = <run_id>`` replaced.
+    ``overwrite`` tables are replaced; ``run_partition`` tables get partition ``run_id = <run_id>`` replaced;
+    ``append`` adds the rows.
     """
     spec = output.spec
+    mode = output.mode or spec.mode
     location = spec.location(config.job, output.destination_id)
     df = spec.conform(output.df)
     properties = dict(spec.properties) or None
-    if spec.mode is tables.WriteMode.OVERWRITE:
+    if mode is tables.WriteMode.OVERWRITE:
         return store.overwrite(df, location, commit_info=commit_info, properties=properties)
-    if spec.mode is tables.WriteMode.RUN_PARTITION:
+    if mode is tables.WriteMode.APPEND:
+        return store.append(df, location, commit_info=commit_info, properties=properties)
+    if mode is tables.WriteMode.RUN_PARTITION:
         return store.replace_partitions(
             df,
             location,
@@ -35,6 +39,23 @@ def write(store: DeltaStorage, config: AppConfig, output: Output, run_id: str, c
             properties=properties,
         )
     raise ValueError(f"{spec.name} is not written by the jobs")  # pragma: no cover - inputs are never written
+
+
+def emptied_log(spark: SparkSession) -> Output:
+    """``activation_state_log`` emptied (an overwrite with no row): written whenever ``activation_state`` is
+    written whole, so the log holds only the changes since (:mod:`audience_activation.state_log`)."""
+    spec = tables.ACTIVATION_STATE_LOG
+    return Output(spec, spark.createDataFrame([], spec.schema), mode=tables.WriteMode.OVERWRITE)
+
+
+def with_log_emptied(spark: SparkSession, outputs: Sequence[Output]) -> list[Output]:
+    """``outputs`` with :func:`emptied_log` committed right after ``activation_state``."""
+    done: list[Output] = []
+    for output in outputs:
+        done.append(output)
+        if output.spec is tables.ACTIVATION_STATE:
+            done.append(emptied_log(spark))
+    return done
 
 
 def record_run(

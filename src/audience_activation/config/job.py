@@ -33,6 +33,7 @@ class TableName(str, Enum):
     segment_membership = "segment_membership"
     activation_runs = "activation_runs"
     activation_state = "activation_state"
+    activation_state_log = "activation_state_log"
     activation = "activation"
 
 
@@ -170,10 +171,14 @@ class StreamSettings(_Model):
         identity_index: Keep an identity index of the inputs in the running stream (``input_index``), so the
             rows touching the affected persons are looked up instead of scanned. Off by default while its memory
             use in long-lived JVMs is examined.
+        state_log_max_rows: A micro-batch appends its changes of the activation state to
+            ``activation_state_log`` instead of rewriting ``activation_state``, until the log would hold more
+            rows than this; that micro-batch then writes the state whole and empties the log (0: always whole).
     """
 
     sweep_interval_seconds: Annotated[StrictInt, Field(ge=0)] = 300
     identity_index: StrictBool = False
+    state_log_max_rows: Annotated[StrictInt, Field(ge=0)] = 1_000_000
 
 
 class SparkSettings(_Model):

@@ -21,11 +21,13 @@ from .model import Results
 
 @dataclass(frozen=True)
 class Output:
-    """Rows for one output table (``destination_id`` for per-destination tables)."""
+    """Rows for one output table (``destination_id`` for per-destination tables; ``mode`` when written otherwise
+    than the table's own mode, such as a log emptied by an overwrite)."""
 
     spec: tables.TableSpec
     df: DataFrame
     destination_id: str | None = None
+    mode: tables.WriteMode | None = None
 
     @property
     def key(self) -> str:
