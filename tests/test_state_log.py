@@ -1,12 +1,16 @@
-"""The activation state's log: the rows a micro-batch appends, and the state read back from the table and log."""
+"""The activation state's log: the rows a micro-batch appends (``activation.state_changes``, checked against a
+reference that compares whole rows) and the state read back from the table and its log."""
 
 from __future__ import annotations
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 from audience_activation import state_log, tables
+from audience_activation.activation import activation_state, compare_activations, state_changes
+from audience_activation.columns import row_differences
 
 LOG_SCHEMA = tables.ACTIVATION_STATE_LOG.schema
 STATE_SCHEMA = tables.ACTIVATION_STATE.schema
@@ -63,49 +67,85 @@ def test_the_highest_generation_of_a_key_holds_and_removed_rows_drop_it(spark: S
     )
 
 
-def test_log_rows_hold_the_changed_keys_only(spark: SparkSession) -> None:
+KEY = ["destination_id", "segment_id", "person_id"]
+MAPPINGS = "destination_id string, segment_id string"
+CURRENT = (
+    "destination_id string, segment_id string, person_id string, consent_ok boolean, activated boolean, "
+    "identities map<string, array<struct<id: string, primary: boolean>>>"
+)
+
+
+def compared(spark: SparkSession, previous: DataFrame, current: list[tuple]) -> DataFrame:
+    mappings = spark.createDataFrame([("aam", "s1"), ("cja", "s1")], MAPPINGS)
+    return compare_activations(spark.createDataFrame(current, CURRENT), previous, mappings, mappings)
+
+
+def reference_log(previous: DataFrame, new: DataFrame) -> DataFrame:
+    """The log rows by comparing whole rows (maps by content): for each key whose row differs, its new row, else
+    a removed row."""
+    differences = row_differences(previous, new)
+    assert differences is not None
+    changed = differences.select(*KEY).distinct()
+    kept = new.join(changed, on=KEY, how="left_semi").withColumn("removed", F.lit(False))
+    gone = changed.join(new, on=KEY, how="left_anti").select(
+        *KEY,
+        F.lit(None).cast("boolean").alias("consent_ok"),
+        F.lit(None).cast("boolean").alias("activated"),
+        F.lit(None).cast(STATE_SCHEMA["identities_sent"].dataType).alias("identities_sent"),
+        F.lit(True).alias("removed"),
+    )
+    return kept.unionByName(gone)
+
+
+def test_state_changes_are_the_changed_rows_and_the_removed_keys(spark: SparkSession) -> None:
     previous = state(spark, A1, A2, B1)
-    new = state(
-        spark,
-        A1,  # unchanged: no row
-        ("aam", "s1", "p2", True, True, {"ECID": [("e2", True)]}),  # changed: its new row
-        ("aam", "s2", "p2", True, False, None),  # new key: its row
-    )  # B1 gone: a removed row
-    assert collected(state_log.log_rows(previous, new, 7)) == collected(
+    current = [
+        ("aam", "s1", "p1", True, True, {"IDFA": [("d1", False)]}),  # stays activated: identities sent kept, no row
+        ("aam", "s1", "p2", True, True, {"ECID": [("e2", True)]}),  # activated now: its new row
+        ("aam", "s1", "p3", False, False, {}),  # a new member without consent: its row
+    ]  # B1 is no member any more: a removed row
+    assert collected(state_changes(compared(spark, previous, current))) == collected(
         log(
             spark,
-            ("aam", "s1", "p2", True, True, {"ECID": [("e2", True)]}, 7, False),
-            ("aam", "s2", "p2", True, False, None, 7, False),
-            ("cja", "s1", "p1", None, None, None, 7, True),
-        )
+            ("aam", "s1", "p2", True, True, {"ECID": [("e2", True)]}, 0, False),
+            ("aam", "s1", "p3", False, False, None, 0, False),
+            ("cja", "s1", "p1", None, None, None, 0, True),
+        ).drop("generation")
     )
-    assert state_log.log_rows(previous, previous, 8).isEmpty()
-
-
-def test_an_identity_map_in_another_order_is_the_same_row(spark: SparkSession) -> None:
-    """Maps compare by content: the same identities built in another order are no change."""
-    ids = {"ECID": [("e1", True)], "IDFA": [("d1", False)]}
-    previous = state(spark, ("aam", "s1", "p1", True, True, ids))
-    new = state(spark, ("aam", "s1", "p1", True, True, dict(reversed(list(ids.items())))))
-    assert state_log.log_rows(previous, new, 0).isEmpty()
+    assert collected(state_log.log_rows(state_changes(compared(spark, previous, current)), 7).where("removed")) == [
+        ("cja", "s1", "p1", None, None, None, 7, True)
+    ]
 
 
 KEYS = [(d, "s1", p) for d in ("aam", "cja") for p in ("p1", "p2", "p3")]
-VALUES = st.sampled_from(
-    [(True, True, {"ECID": [("e1", True)]}), (True, False, None), (False, False, None), (True, True, None)]
+IDS = st.sampled_from([{"ECID": [("e1", True)]}, {"IDFA": [("d1", False)], "ECID": [("e1", True)]}])
+#: A member at T: (consent_ok, activated, identities accepted)
+MEMBERS = st.dictionaries(
+    st.sampled_from(KEYS),
+    st.one_of(st.tuples(st.just(True), st.just(True), IDS), st.tuples(st.booleans(), st.just(False), st.just({}))),
+    max_size=len(KEYS),
 )
-STATES = st.dictionaries(st.sampled_from(KEYS), VALUES, max_size=len(KEYS))
+PROPERTY = settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(first=STATES, later=st.lists(STATES, min_size=1, max_size=3))
-def test_a_table_and_its_log_read_back_the_newest_state(spark: SparkSession, first: dict, later: list[dict]) -> None:
-    """Property: written whole once, then each later state appended as :func:`log_rows` of the one before (one
-    generation each), the table and its log read back the last state, whatever the changes."""
-    frame = lambda rows: state(spark, *[(*k, *v) for k, v in rows.items()])  # noqa: E731
-    table, changes, before = frame(first), None, first
+@PROPERTY
+@given(first=MEMBERS, later=st.lists(MEMBERS, min_size=1, max_size=3))
+def test_a_table_and_its_log_read_back_the_state_of_each_run(
+    spark: SparkSession, first: dict, later: list[dict]
+) -> None:
+    """Property: the state written whole after a first run, then each later run's :func:`state_changes`
+    appended as one generation, read back the state that run computed (:func:`activation_state`); and each
+    run's changes are those of the reference, which compares whole rows."""
+    members = lambda rows: [(*k, *v) for k, v in rows.items()]  # noqa: E731
+    empty = state(spark)
+    table = activation_state(compared(spark, empty, members(first)))
+    now, changes = table, None
     for generation, rows in enumerate(later):
-        appended = state_log.log_rows(frame(before), frame(rows), generation)
-        changes = appended if changes is None else changes.unionByName(appended)
-        before = rows
-    assert collected(state_log.current_state(table, changes)) == collected(frame(later[-1]))
+        both = compared(spark, now, members(rows))
+        new = activation_state(both)
+        appended = state_log.log_rows(state_changes(both), generation)
+        assert collected(appended.drop("generation")) == collected(reference_log(now, new))
+        # Each step's results are materialised: the plans would otherwise nest every step before them.
+        changes = (appended if changes is None else changes.unionByName(appended)).localCheckpoint()
+        now = state_log.current_state(table, changes).localCheckpoint()
+        assert collected(now) == collected(new)

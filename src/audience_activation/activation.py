@@ -309,6 +309,7 @@ class ActivationResult:
     changes: DataFrame  # destination_id, segment_id, person_id, status, reason, last_qualification_time, identityMap
     state: DataFrame  # STATE_SCHEMA
     exclusions: DataFrame  # destination_id, reason, persons
+    state_changes: DataFrame  # STATE_SCHEMA + removed: the rows of ``state`` that changed (state_changes)
 
 
 def compare_activations(
@@ -438,6 +439,30 @@ def activation_state(compared: DataFrame) -> DataFrame:
     )
 
 
+def state_changes(compared: DataFrame) -> DataFrame:
+    """The rows of :func:`activation_state` that differ from the previous state's, with ``removed``: for each key
+    whose row changes, its new row (``removed`` false), or its key alone (``removed`` true, no values) when it has
+    no row any more. A filter of ``compared``, no comparison of rows: a key's row changes exactly when it is in
+    only one of the two states or its ``consent_ok`` or ``activated`` flag differs, since its
+    ``identities_sent`` are null while it is not activated and kept from the previous state while it stays
+    activated (so they change only with the flag).
+    """
+    changed = ~F.col("c_activated").eqNullSafe(F.col("p_activated")) | ~F.col("c_consent_ok").eqNullSafe(
+        F.col("p_consent_ok")
+    )
+    gone = F.col("c_activated").isNull()
+    rows = activation_state(compared.where(changed & ~gone)).withColumn("removed", F.lit(False))
+    keys = compared.where(changed & gone).select("destination_id", "segment_id", "person_id")
+    removed = keys.select(
+        *keys.columns,
+        F.lit(None).cast("boolean").alias("consent_ok"),
+        F.lit(None).cast("boolean").alias("activated"),
+        F.lit(None).cast(IDENTITY_MAP_TYPE).alias("identities_sent"),
+        F.lit(True).alias("removed"),
+    )
+    return rows.unionByName(removed)
+
+
 def activation_exclusions(compared: DataFrame) -> DataFrame:
     """``destination_id, reason, persons``: mapped members at ``T`` not activated, by the first reason (consent
     failed, else no identity of the destination's namespaces)."""
@@ -480,6 +505,7 @@ def diff_activations(
         changes=activation_changes(compared, previous_membership, membership, evaluation_time),
         state=activation_state(compared),
         exclusions=activation_exclusions(compared),
+        state_changes=state_changes(compared),
     )
 
 
@@ -536,6 +562,7 @@ __all__ = [
     "activation_exclusions",
     "activation_state",
     "compare_activations",
+    "state_changes",
     "diff_activations",
     "hash_email",
     "mappings_frame",

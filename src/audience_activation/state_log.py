@@ -8,8 +8,9 @@ persons, 7–10 s per micro-batch on 2 cores): it appends its changes to ``activ
 Rules:
 
 1. **Log rows.** A micro-batch appends one row per key whose row it changes: the new row, or, when the key has
-   no row any more, a row with ``removed`` true and no values. Every row it appends has the same
-   ``generation``, higher than that of any row already in the log (:func:`log_rows`).
+   no row any more, a row with ``removed`` true and no values
+   (:func:`audience_activation.activation.state_changes`). Every row it appends has the same ``generation``,
+   higher than that of any row already in the log (:func:`log_rows`).
 2. **The state** (:func:`current_state`) at a pair of versions (the table's and the log's, both recorded in the
    run log): the table's rows whose key is not in the log, plus, per key in the log, its row of the highest
    generation unless that row is ``removed``.
@@ -27,7 +28,6 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
 from . import tables
-from .columns import row_differences
 
 #: The key of a state row.
 KEY = ("destination_id", "segment_id", "person_id")
@@ -58,26 +58,15 @@ def current_state(table: DataFrame, log: DataFrame | None) -> DataFrame:
     return kept.select(*STATE_COLUMNS).unionByName(latest.where(~F.col("removed")).select(*STATE_COLUMNS))
 
 
-def log_rows(previous: DataFrame, new: DataFrame, generation: int) -> DataFrame:
-    """The log rows (rule 1) that turn ``previous`` (the state's rows of some keys) into ``new`` (their rows
-    after a micro-batch): for each key whose row differs (compared as
-    :func:`audience_activation.columns.row_differences` compares rows), its row in ``new``, else a ``removed``
-    row; every row with ``generation``. Empty when the rows are the same.
+def log_rows(changes: DataFrame, generation: int) -> DataFrame:
+    """The log rows of a micro-batch (rule 1): ``changes``, the state rows it changed with ``removed``
+    (:func:`audience_activation.activation.state_changes`), each with ``generation``, in the log's columns.
 
     Example:
-        >>> log_rows(previous_rows, new_rows, generation=8).where("removed").count()  # doctest: +SKIP
+        >>> log_rows(diff.state_changes, generation=8).where("removed").count()  # doctest: +SKIP
         1
     """
-    differences = row_differences(previous.select(*STATE_COLUMNS), new.select(*STATE_COLUMNS))
-    if differences is None:  # pragma: no cover - both sides are selected to the state's columns
-        raise ValueError("the state's rows before and after have different columns")
-    changed = differences.select(*KEY).distinct()
-    kept = new.join(changed, on=list(KEY), how="left_semi").select(*STATE_COLUMNS, F.lit(False).alias("removed"))
-    gone = changed.join(new, on=list(KEY), how="left_anti").select(
-        *KEY, *[F.lit(None).cast(_SCHEMA[c].dataType).alias(c) for c in _VALUES],
-        F.lit(True).alias("removed"),
-    )  # fmt: skip
-    return kept.unionByName(gone).select(*STATE_COLUMNS, F.lit(generation).cast("long").alias("generation"), "removed")
+    return changes.select(*STATE_COLUMNS, F.lit(generation).cast("long").alias("generation"), "removed")
 
 
 __all__ = ["KEY", "STATE_COLUMNS", "current_state", "log_rows"]

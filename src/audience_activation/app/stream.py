@@ -215,17 +215,17 @@ def _state_outputs(
     whole = [pipeline.Output(state_spec, micro.results.state)]
     if log_exists:
         whole.append(writer.emptied_log(spark))
-    replaced = micro.replaced[state_spec.name]
     if (
         table_version is None
-        or replaced.previous is None
+        or micro.state_changes is None
+        or micro.replaced[state_spec.name].previous is None
         or store.version(state_spec.location(config.job)) != table_version
         or log_exists != (log_version is not None)
         or (log_exists and store.version(log_location) != log_version)
     ):
         return whole, {}
     generation = 0 if log_version is None else log_version + 1
-    rows = barrier(state_log.log_rows(replaced.previous, replaced.new, generation))
+    rows = barrier(state_log.log_rows(micro.state_changes, generation))
     changed = rows.count()
     kept = {state_spec.name: table_version} | ({} if log_version is None else {log_spec.name: log_version})
     if not changed:

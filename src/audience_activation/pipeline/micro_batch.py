@@ -143,6 +143,8 @@ class MicroBatchResults:
             ``activation_state``), the rows it replaces and their replacement (step 7).
         hubs: ``namespace, id`` of the hubs its identity resolution found (hubs of the inputs it read, at ``T``;
             rule 8 of :mod:`audience_activation.affected`), or None when it resolved nothing.
+        state_changes: the rows of ``activation_state`` it changes, with ``removed``
+            (:func:`audience_activation.activation.state_changes`; what the stream appends to the state's log).
     """
 
     results: Results
@@ -151,6 +153,7 @@ class MicroBatchResults:
     destinations: list[DestinationConfig]
     replaced: dict[str, Replaced] = dataclasses.field(default_factory=dict)
     hubs: DataFrame | None = None
+    state_changes: DataFrame | None = None
 
 
 def streamed_segments(compiled: stages.Compiled) -> list[str]:
@@ -516,4 +519,5 @@ def evaluate_micro_batch(
         destinations=destinations,
         replaced=replaced,
         hubs=affected.hubs if affected.rounds else None,
+        state_changes=diff.state_changes,
     )
