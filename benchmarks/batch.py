@@ -55,6 +55,7 @@ OUTPUT_TABLES = (
     "activation_runs",
     "segment_membership",
     "activation_state",
+    "activation_state_log",
     "activation",
     "quarantine",
     "identity_clusters",

@@ -62,6 +62,8 @@ def outputs(config: Any) -> dict[str, list[str]]:
     root = config.job.lake.root
     out = {}
     for location in app.output_locations(config):
+        if not DeltaTable.is_deltatable(location):  # the activation state's log: written by streams only
+            continue
         rows = DeltaTable(location).to_pyarrow_table().to_pylist()
         if location.endswith("activation_runs"):
             out["activation_runs"] = sorted(repr((r["run_id"], r["status"], sorted(r["counts"]))) for r in rows)

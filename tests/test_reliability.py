@@ -49,11 +49,14 @@ def demo_lake(conf: Path, lake: Path) -> None:
 
 
 def outputs(conf: Path, lake: Path) -> dict[str, list[str]]:
-    """Every output table's rows (the run log without its times), for comparing lakes."""
+    """Every output table's rows (the run log without its times), for comparing lakes; a table no run wrote (the
+    activation state's log, written by streams only) is left out."""
     config = load_config(conf)
     config = config.model_copy(update={"job": config.job.with_lake_root(str(lake))})
     out = {}
     for location in app.output_locations(config):
+        if not DeltaTable.is_deltatable(location):
+            continue
         rows = DeltaTable(location).to_pyarrow_table().to_pylist()
         if location.endswith("activation_runs"):
             out["activation_runs"] = sorted(repr((r["run_id"], r["status"], sorted(r["counts"]))) for r in rows)

@@ -100,6 +100,21 @@ def activation_state(lake: Path) -> list[dict]:
     return list(state_.values())
 
 
+def identities_sent(lake: Path, segment: str) -> list[tuple]:
+    """``destination_id, person_id`` and the identities sent (sorted) of the activation state's rows of
+    ``segment``. Over several micro-batches these can differ from a batch run's: a member activated by an early
+    micro-batch keeps the identities sent then, as it would across batch runs."""
+    return sorted(
+        (
+            r["destination_id"],
+            r["person_id"],
+            sorted((ns, sorted(i["id"] for i in ids)) for ns, ids in r["identities_sent"] or []),
+        )
+        for r in activation_state(lake)
+        if r["segment_id"] == segment
+    )
+
+
 def state(lake: Path) -> dict[str, list]:
     activation = ("destination_id", "segment_id", "person_id", "activated", "consent_ok")
     return {
@@ -152,6 +167,7 @@ def test_stream_matches_batch_and_batch_continues_from_it(spark: SparkSession, t
     assert a["clusters"] == b["clusters"]
     assert only(a["membership"], STREAMED, 1) == only(b["membership"], STREAMED, 1)
     assert only(a["activation"], STREAMED, 1) == only(b["activation"], STREAMED, 1)
+    assert identities_sent(tmp_path / "a", STREAMED) == identities_sent(tmp_path / "b", STREAMED)  # one micro-batch
     # The batch segment is the batch job's: the stream kept its rows as the T1 run left them.
     assert only(a["membership"], "buyers", 1) == [("CRMID:c1", "buyers", "realized", T1)]
     stream_changes = changes(tmp_path / "a", "streaming-", STREAMED)
@@ -405,11 +421,10 @@ def test_a_stream_killed_mid_micro_batch_restarts_to_the_same_lake(
     spark: SparkSession, tmp_path: Path, engine: str
 ) -> None:
     """Exactly once under kill -9: a stream (its own process) is killed with SIGKILL between two table commits of
-    its micro-batch, early (after its second table); started again, its replay is killed later (its first change
-    rows committed; the other change tables, the activated sets and the run-log row not), and again after its
-    activation state's log (created by the append; the quarantine and the run-log row not written); started once
-    more, Spark replays the micro-batch with the same offsets, ``T`` and run id, which first undoes the killed
-    attempts' commits: the lake ends equal to one an uninterrupted stream wrote — no change row twice or missing. Then the
+    its micro-batch, early (after its second table); started again, its replay is killed late (its first change
+    rows committed; the other change tables, the activated sets and the run-log row not); started once more, Spark
+    replays the micro-batch with the same offsets, ``T`` and run id, which first undoes the killed attempts'
+    commits: the lake ends equal to one an uninterrupted stream wrote — no change row twice or missing. Then the
     process "dies" after the micro-batch's run-log row but before Spark recorded it as done (its commit file
     removed from the checkpoint, exactly what such a death leaves): Spark replays it, and it writes nothing."""
     store = open_storage(spark, engine)
@@ -426,8 +441,7 @@ def test_a_stream_killed_mid_micro_batch_restarts_to_the_same_lake(
         UNINTERRUPTED[engine] = outputs(tmp_path / "b")
 
     args = ["stream", "--conf", str(confs["a"]), "--evaluation-time", "2026-11-08T00:00:00Z"]
-    killed_after_tables = ("unified_profiles", "activation/aam/edge_streaming", "activation_state_log")
-    for attempt, killed_after in enumerate(killed_after_tables):
+    for attempt, killed_after in enumerate(("unified_profiles", "activation/aam/edge_streaming")):
         with (tmp_path / f"killed-{attempt}.log").open("wb") as log:
             killed = subprocess.Popen(
                 [CLI, *args],
@@ -590,8 +604,9 @@ def test_the_activation_state_is_written_whole_when_its_log_is_full_and_appended
     """The T2 changes streamed one commit per micro-batch with the activation state's log limited to 3 rows: the
     fragments' micro-batch changes 6 rows (more than the log takes: the state is written whole), the events' and
     the malformed rows' change none (nothing written), the link's changes 2 (appended: the ECID moves from c1 to
-    c9). A batch run then empties the log. At each end the state read back (reference reader) equals that of a
-    lake run by the batch job."""
+    c9). Then a micro-batch that appended to the log fails and is rolled back; its replay finds the log at
+    another version than the run log's and writes the state whole. A batch run then empties the log. At each end
+    the state read back (reference reader) equals that of a lake run by the batch job."""
     store = open_storage(spark, "delta-rs")
     confs = {lake: write_conf(tmp_path / f"conf-{lake}", tmp_path / lake, "delta-rs") for lake in ("a", "b")}
     job = yaml.safe_load((confs["a"] / "job.yaml").read_text())
@@ -626,8 +641,35 @@ def test_the_activation_state_is_written_whole_when_its_log_is_full_and_appended
     a, b = state(tmp_path / "a"), state(tmp_path / "b")
     assert only(a["activation"], STREAMED, 1) == only(b["activation"], STREAMED, 1)
 
+    # c1's consent is revoked: a micro-batch appends to the existing log, then fails (after that commit). Its
+    # rollback restores the log as a new version, so the replay finds the log moved on from the version the run
+    # log records: it writes the state whole and empties the log.
+    for lake in ("a", "b"):
+        store.append(
+            spark.createDataFrame([frag({"CRMID": "c1"}, N2 - DAY, None, "n")], FRAGMENTS),
+            f"{tmp_path / lake}/profile_fragments",
+        )
+
+    def fail_after_the_log(table: str) -> None:
+        if table == "activation_state_log":
+            raise RuntimeError("injected failure")
+
+    with pytest.raises(RuntimeError, match="injected failure"):
+        app.run_stream(spark, load_config(confs["a"]), evaluation_time=T2, on_commit=fail_after_the_log)
+    assert DeltaTable(str(log)).version() == 2  # appended (1), restored (2)
+    said.clear()
+    [replay] = app.run_stream(spark, load_config(confs["a"]), evaluation_time=T2, progress=said.append).micro_batches
+    assert [m for m in said if m.startswith("activation_state")] == [
+        "activation_state written whole: its log is no longer at the version the previous run recorded (0)"
+    ]
+    assert (replay.output_versions["activation_state"], replay.output_versions["activation_state_log"]) == (2, 3)
+    assert rows(log, "person_id") == []
+    run(spark, confs["b"], T2)
+    a, b = state(tmp_path / "a"), state(tmp_path / "b")
+    assert only(a["activation"], STREAMED, 1) == only(b["activation"], STREAMED, 1)
+
     batch = run(spark, confs["a"], T2)
-    assert batch.output_versions["activation_state_log"] == 1 and rows(log, "person_id") == []
+    assert batch.output_versions["activation_state_log"] == 4 and rows(log, "person_id") == []
     assert state(tmp_path / "a")["activation"] == state(tmp_path / "b")["activation"]
 
 
@@ -780,10 +822,9 @@ def test_streaming_every_row_up_to_t_equals_a_batch_run_at_t(
     ``per_trigger`` commits each, random appends: new persons, links that merge persons, consent flips, fresh and
     stale region captures, events inside and outside the 24-hour window), the membership of every streamed
     segment, the activated sets of every destination for them and the identity clusters equal what a batch run
-    at T from the same starting state gives. On delta-rs, two examples, with the activation state's log limited
-    to one row (a micro-batch changing more writes the state whole); on delta-spark below, the first one, with
-    the default limit (changes appended to the log)."""
-    streamed_equals_batch(spark, t1_lake("delta-rs"), tmp_path, "delta-rs", commits, per_trigger, log_limit=1)
+    at T from the same starting state gives (the activation state's changes appended to its log). On delta-rs,
+    two examples; on delta-spark below, the first one."""
+    streamed_equals_batch(spark, t1_lake("delta-rs"), tmp_path, "delta-rs", commits, per_trigger)
 
 
 @settings(PROPERTY, max_examples=1)

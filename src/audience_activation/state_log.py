@@ -14,9 +14,10 @@ Rules:
 2. **The state** (:func:`current_state`) at a pair of versions (the table's and the log's, both recorded in the
    run log): the table's rows whose key is not in the log, plus, per key in the log, its row of the highest
    generation unless that row is ``removed``.
-3. **Writing the state whole** (a batch run; a micro-batch once the log holds more rows than
-   ``job.stream.state_log_max_rows``, or when there is no state to append to) overwrites the table with the
-   state and empties the log in the same run, so the log only ever holds changes since the table was written.
+3. **Writing the state whole** (a batch run; a micro-batch once the log would hold more rows than
+   ``job.stream.state_log_max_rows``, when there is no state to append to, or when either table is no longer at
+   the version the previous run recorded) overwrites the table with the state and empties the log in the same
+   run, so the log only ever holds changes since the table was written.
 
 Pure: DataFrames in, DataFrames out.
 """

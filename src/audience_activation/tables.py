@@ -10,11 +10,12 @@ Rules, as the jobs apply them:
    error, never a silent cast), then written in the spec's mode:
 
    - ``overwrite``: the table holds the state after the newest run (``identity_clusters``,
-     ``unified_profiles``, ``segment_membership``, ``activation_state``);
+     ``unified_profiles``, ``segment_membership``), or after the run that last wrote it whole
+     (``activation_state``, whose later changes by the streaming job are in ``activation_state_log``);
    - ``run_partition``: the rows of one run, in partition ``run_id``, replaced when the same ``T`` runs again
      (``quarantine``, ``activation_runs``, the two activation tables of every destination);
    - ``append``: rows added to the table's log (``activation_state_log``: the streaming job's changes of the
-     activation state since it was last written whole, :func:`audience_activation.activation.current_state`);
+     activation state since it was last written whole, :func:`audience_activation.state_log.current_state`);
      an output may ask for an overwrite instead (emptying the log when the state is written whole).
 
 3. ``unified_profiles`` has no fixed schema: its attribute columns are those of ``profile_fragments``

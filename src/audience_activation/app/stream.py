@@ -215,17 +215,22 @@ def _state_outputs(
     whole = [pipeline.Output(state_spec, micro.results.state)]
     if log_exists:
         whole.append(writer.emptied_log(spark))
-    if (
-        table_version is None
-        or micro.state_changes is None
-        or micro.replaced[state_spec.name].previous is None
-        or store.version(state_spec.location(config.job)) != table_version
-        or log_exists != (log_version is not None)
-        or (log_exists and store.version(log_location) != log_version)
-    ):
+
+    def written_whole(reason: str) -> tuple[list[pipeline.Output], dict[str, int]]:
+        progress(f"activation_state written whole: {reason}")
         return whole, {}
+
+    changes = micro.state_changes
+    if table_version is None or changes is None or micro.replaced[state_spec.name].previous is None:
+        return written_whole("no previous activation state to append to")
+    if store.version(state_spec.location(config.job)) != table_version:
+        return written_whole(
+            f"activation_state is no longer at version {table_version}, which the previous run recorded"
+        )
+    if log_exists != (log_version is not None) or (log_exists and store.version(log_location) != log_version):
+        return written_whole(f"its log is no longer at the version the previous run recorded ({log_version})")
     generation = 0 if log_version is None else log_version + 1
-    rows = barrier(state_log.log_rows(micro.state_changes, generation))
+    rows = barrier(state_log.log_rows(changes, generation))
     changed = rows.count()
     kept = {state_spec.name: table_version} | ({} if log_version is None else {log_spec.name: log_version})
     if not changed:
