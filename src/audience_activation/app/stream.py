@@ -178,8 +178,6 @@ def _unchanged(
     overwrites with the state it continues from, as before."""
     kept: dict[str, int] = {}
     for name, replaced in micro.replaced.items():
-        if name == tables.ACTIVATION_STATE.name:
-            continue  # appended to its log, or written whole: :func:`_state_outputs`
         version = previous_run.output_versions.get(name)
         if version is None or store.version(tables.by_name(name).location(config.job)) != version:
             continue
@@ -221,7 +219,7 @@ def _state_outputs(
         return whole, {}
 
     changes = micro.state_changes
-    if table_version is None or changes is None or micro.replaced[state_spec.name].previous is None:
+    if table_version is None or changes is None:
         return written_whole("no previous activation state to append to")
     if store.version(state_spec.location(config.job)) != table_version:
         return written_whole(

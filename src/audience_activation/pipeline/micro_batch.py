@@ -30,7 +30,8 @@ Rules, in the order :func:`evaluate_micro_batch` applies them:
    (identities, for ``identity_clusters``) replaced by the new ones. The rows replaced and the rows written in
    their place are kept side by side (:class:`Replaced`): when they are the same rows, the table after the
    micro-batch is the table before it, and the job leaves it unwritten (an events-only micro-batch changes no
-   cluster and no unified profile of a known person).
+   cluster and no unified profile of a known person). The activation state's changed rows are read off the
+   activation step's comparison instead (:func:`audience_activation.activation.state_changes`).
 8. **Quarantine**: the new rows' invalid identities, rows without a valid identity or a time, and the hub and
    eviction rows of the identities resolved again (not of persons only revisited, rule 7 of
    :mod:`audience_activation.affected`).
@@ -139,8 +140,8 @@ class MicroBatchResults:
         new_rows: the new rows per input table (step 1).
         persons: ``person_id`` of every person the micro-batch revisited (new ids and previous ones).
         destinations: the destinations and mapped segments it activated (step 6).
-        replaced: per state table (``identity_clusters``, ``unified_profiles``, ``segment_membership``,
-            ``activation_state``), the rows it replaces and their replacement (step 7).
+        replaced: per state table (``identity_clusters``, ``unified_profiles``, ``segment_membership``), the rows
+            it replaces and their replacement (step 7; the activation state's changes are ``state_changes``).
         hubs: ``namespace, id`` of the hubs its identity resolution found (hubs of the inputs it read, at ``T``;
             rule 8 of :mod:`audience_activation.affected`), or None when it resolved nothing.
         state_changes: the rows of ``activation_state`` it changes, with ``removed``
@@ -491,7 +492,6 @@ def evaluate_micro_batch(
             unified,
         ),
         tables.MEMBERSHIP.name: Replaced(previous_membership, membership),
-        tables.ACTIVATION_STATE.name: Replaced(previous_state, diff.state),
     }
     revisited = persons.crossJoin(F.broadcast(spark.createDataFrame([(s,) for s in streamed], "segment_id string")))
     pairs = persons.crossJoin(F.broadcast(mappings))
