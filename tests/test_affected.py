@@ -29,7 +29,7 @@ from audience_activation.affected import (
 )
 from audience_activation.as_of import AsOfInputs, as_of
 from audience_activation.config import IdentitySettings, NamespaceConfig, NamespacesConfig, NamespaceType
-from audience_activation.storage.base import LocalCheckpoint, ParquetCheckpoint
+from audience_activation.storage.base import ParquetCheckpoint
 from test_identity import POOL, REFERENCE_NS  # the identity tests' namespaces and identity pool
 
 T = dt.datetime(2026, 11, 29)
@@ -402,30 +402,30 @@ def test_touching_records_keeps_each_touching_row_as_often_as_it_is_there(spark:
 
 def test_holding_keeps_every_row_that_holds_an_identity_with_its_other_columns(spark: SparkSession) -> None:
     """The micro-batch's filter before validating primary identities: each row holding an affected identity (any
-    namespace spelling, any position, duplicates kept), whole; a row holding none is left out."""
+    namespace spelling, any position, duplicates kept, a row holding two of them once), whole, whatever its other
+    columns are called or hold (a map; columns named like an identity's); a row holding none is left out."""
 
     def fragment(name: str, ids: dict[str, list[str]] | None) -> tuple:
-        return (name, None if ids is None else {ns: [(i, False) for i in values] for ns, values in ids.items()})
+        identity_map = None if ids is None else {ns: [(i, False) for i in values] for ns, values in ids.items()}
+        return (name, identity_map, {"name": name}, f"ns-{name}", f"id-{name}")
 
     rows = [
-        fragment("both", {"ECID": [E1], "EMAIL": ["x@example.com"]}),
+        fragment("both", {"ECID": [E1], "EMAIL": ["x@example.com"]}),  # two affected identities: kept once
         fragment("both", {"ECID": [E1], "EMAIL": ["x@example.com"]}),  # the same row twice: kept twice
         fragment("second", {"EMAIL": ["y@example.com", "x@example.com"]}),  # second in its list
         fragment("hash", {"Email_LC_SHA256": ["h1"]}),  # namespace normalised before matching
         fragment("other", {"ECID": [E2], "EMAIL": ["y@example.com"]}),  # touches nothing
         fragment("none", None),
     ]
-    fragments = spark.createDataFrame(rows, f"name string, identityMap {IDENTITY_MAP}")
+    schema = f"name string, identityMap {IDENTITY_MAP}, attributes map<string, string>, namespace string, id string"
+    fragments = spark.createDataFrame(rows, schema).repartition(3)  # copies in different partitions too
     affected = spark.createDataFrame(
         [("ECID", E1), ("EMAIL", "x@example.com"), ("EMAIL_LC_SHA256", "h1")], "namespace string, id string"
     )
-    barrier = LocalCheckpoint()
-    try:
-        kept = holding(fragments, affected, barrier)
-        assert kept.columns == ["name", "identityMap"]
-        assert sorted(r["name"] for r in kept.collect()) == ["both", "both", "hash", "second"]
-    finally:
-        barrier.cleanup()
+    kept = holding(fragments, affected)
+    assert kept.columns == ["name", "identityMap", "attributes", "namespace", "id"]
+    got = sorted((r["name"], r["attributes"]["name"], r["namespace"], r["id"]) for r in kept.collect())
+    assert got == [(n, n, f"ns-{n}", f"id-{n}") for n in ["both", "both", "hash", "second"]]
 
 
 def test_the_previous_rows_of_seeds_and_revisited_identities_are_found_together(

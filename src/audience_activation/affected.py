@@ -305,17 +305,34 @@ def held_by(records: DataFrame, identities: DataFrame, key: Column) -> DataFrame
     return exploded.join(F.broadcast(identities), on=_KEY, how="left_semi").select("_held").distinct()
 
 
-def holding(records: DataFrame, identities: DataFrame, checkpoint: Checkpoint) -> DataFrame:
-    """The rows of ``records`` (any columns, with ``identityMap``) that may hold one of ``identities``: every row
-    that does, and rarely a few that do not — a filter for the steps that then join on an identity anyway.
+def holding(records: DataFrame, identities: DataFrame) -> DataFrame:
+    """The rows of ``records`` (any columns, with ``identityMap``) that hold one of ``identities`` (``namespace,
+    id``, broadcast), whole, each as many times as it is in ``records``.
 
-    Two light passes instead of validating and ranking the identities of every row: the identity lists that hold
-    one of ``identities`` are found by exploding them (their 64-bit hashes, :func:`held_by`, materialised by
-    ``checkpoint``), then the rows with one of those hashes are kept (a row with an equal list holds the identity
-    too; a hash collision only lets an unrelated row through)."""
-    listed = F.xxhash64(F.map_entries("identityMap"))
-    lists = checkpoint(held_by(records, identities, listed))
-    return records.join(lists, on=listed == F.col("_held"), how="left_semi")
+    One pass, with no validation or ranking of any row's identities: each row is numbered, its identities become
+    rows (namespace normalised, any position) carrying the whole row, those matching a broadcast identity are
+    kept, and the matches are brought back to one per number (a row holding two affected identities matches
+    twice). The number is ``monotonically_increasing_id``, from the row's partition and place in it: equal rows
+    get different numbers, so copies are kept, and rows are never grouped by their content (user columns may hold
+    maps, which Spark cannot group). The records are read once: finding their identity lists first and then the
+    rows with those lists read every row twice (2.4 s of a 7,500-event micro-batch at 1M persons, for
+    ``profile_fragments``)."""
+    columns = [F.col(f"`{c}`") for c in records.columns]
+    numbered = records.select(*columns, F.monotonically_increasing_id().alias(_ROW))
+    by_namespace = numbered.select("*", F.explode("identityMap").alias("__namespace", "__ids"))
+    exploded = by_namespace.select(
+        *columns,
+        _ROW,
+        normalize_namespace(F.col("__namespace")).alias("__ns"),
+        F.explode("__ids.id").alias("__id"),
+    )
+    wanted = F.broadcast(identities.select(F.col("namespace").alias("__ns"), F.col("id").alias("__id")))
+    matched = exploded.join(wanted, on=["__ns", "__id"], how="left_semi")
+    return matched.dropDuplicates([_ROW]).select(*columns)
+
+
+#: The row number :func:`holding` gives each record (double underscore: clear of the records' own columns).
+_ROW = "__row"
 
 
 def _touching_links(links: DataFrame, identities: DataFrame) -> DataFrame:

@@ -273,12 +273,11 @@ def _narrow_events(as_of: AsOfInputs, index: input_index.InputsIndex, evaluation
     return dataclasses.replace(as_of, events=inputs_as_of(None, rows, None, None, evaluation_time).events)
 
 
-def _holding(
-    records: DataFrame, index: input_index.TableIndex | None, identities: DataFrame, barrier: Barrier
-) -> DataFrame:
-    """The rows of ``records`` that may hold one of ``identities``, through the index when there is one."""
+def _holding(records: DataFrame, index: input_index.TableIndex | None, identities: DataFrame) -> DataFrame:
+    """The rows of ``records`` that hold one of ``identities`` (through the index, when there is one: those and
+    rarely a row that does not, which the steps after drop as they join on an identity anyway)."""
     if index is None:
-        return affected_rules.holding(records, identities, barrier)
+        return affected_rules.holding(records, identities)
     return input_index.holding(records, index, identities)
 
 
@@ -436,7 +435,7 @@ def evaluate_micro_batch(
     fragments = (
         None
         if as_of.fragments is None
-        else _holding(as_of.fragments, None if index is None else index.fragments, affected.identities, barrier)
+        else _holding(as_of.fragments, None if index is None else index.fragments, affected.identities)
     )
     theirs_only = dataclasses.replace(as_of, fragments=fragments)
     unified = barrier(stages.profiles(theirs_only, events, clusters, config))
