@@ -14,11 +14,16 @@ Steps:
 3. This process appends ``--rate`` events per second to ``experience_events`` in one commit every
    ``--commit-seconds`` (copies of existing events with a new ``_id`` and the commit's wall-clock time, so the
    events belong to existing persons and fall inside the 24-hour windows; taken in turn from a pool of ``--pool``
-   events spread evenly over the table, which caps the persons they reach), for ``--duration`` seconds; then it
-   stops the stream with Ctrl-C (SIGINT: it ends after the current micro-batch) and waits for it.
+   events spread evenly over the table, which caps the persons they reach), each commit followed by one commit
+   to each of ``profile_fragments``, ``identity_graph`` and ``region_information`` of ``--others`` percent as many
+   rows (copies of existing rows, taken the same way, stamped with the same time: a profile update, a link seen
+   again — which makes its persons' identities resolved again — and a fresh regional capture, which routes the
+   person's changes to the edge), for ``--duration`` seconds; then it stops the stream with Ctrl-C (SIGINT: it
+   ends after the current micro-batch) and waits for it.
 4. **Latency** of a commit: from its commit time to the end of the first micro-batch whose input versions
    include it (``ended_at`` in the run log: its activation rows and state are committed by then). Percentiles
-   over the commits processed. **Backlog**: the commits no micro-batch that had ended took when the writer stopped.
+   over the commits processed, all tables together and per table. **Backlog**: the commits no micro-batch that
+   had ended took when the writer stopped.
    The rate is *sustained* when that backlog is at most two micro-batches' worth of commits and the last
    micro-batch kept pace: it took in at least as many events per second of its run as the writer appends (one
    slower than the writer leaves a larger next one; a stream whose micro-batches grow each time had a backlog
@@ -94,41 +99,88 @@ def _iso(value: dt.datetime) -> str:
     return value.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-class Writer:
-    """Step 3: appends copies of existing events, one commit every ``commit_seconds``."""
+#: The input tables the writer appends to besides ``experience_events`` (``--others``), in commit order.
+OTHER_TABLES = ("profile_fragments", "identity_graph", "region_information")
 
-    def __init__(self, lake: str, rate: int, commit_seconds: float, pool: int = SAMPLE_ROWS) -> None:
-        self.table = DeltaTable(f"{lake}/experience_events")
+
+def _stamped(name: str, rows: pa.Table, at: dt.datetime, first: int) -> pa.Table:
+    """``rows`` (copies of existing rows of input table ``name``) as new rows at ``at``: events get a new ``_id``
+    (``bench-<n>``, numbered from ``first``) and ``timestamp``, fragments ``ingested_at``, links ``last_seen_at``,
+    and region rows a capture of each of their regions at ``at``."""
+    count = rows.num_rows
+
+    def stamp(column: str) -> pa.Table:
+        field = rows.schema.field(column)
+        return rows.set_column(rows.schema.get_field_index(column), field, pa.array([at] * count, type=field.type))
+
+    if name == "experience_events":
+        ids = pa.array([f"bench-{first + k}" for k in range(count)])
+        rows = rows.set_column(rows.schema.get_field_index("_id"), "_id", ids)
+        return stamp("timestamp")
+    if name == "profile_fragments":
+        return stamp("ingested_at")
+    if name == "identity_graph":
+        return stamp("last_seen_at")
+    if name == "region_information":
+        index = rows.schema.get_field_index("userActivityRegions")
+        regions = rows.column(index).combine_chunks()
+        captured = regions.type.item_type.field("captureTimestamp")
+        items = pa.StructArray.from_arrays([pa.array([at] * len(regions.items), type=captured.type)], fields=[captured])
+        recaptured = pa.MapArray.from_arrays(regions.offsets, regions.keys, items, mask=regions.is_null())
+        return rows.set_column(index, rows.schema.field(index), recaptured.cast(regions.type))
+    raise ValueError(f"the writer does not append to {name}")
+
+
+class Appender:
+    """Copies of existing rows of one input table, taken in turn from a pool spread evenly over the table, each
+    append one commit of re-stamped copies (:func:`_stamped`)."""
+
+    def __init__(self, lake: str, name: str, pool: int) -> None:
+        self.name = name
+        self.table = DeltaTable(f"{lake}/{name}")
         self.schema = pa.schema(self.table.schema().to_arrow())
-        # Events spread over the whole table, so the appended events belong to many persons (a sample from its
-        # head, as before, gave every appended event to the same ~1,300 persons, whose histories then grew with
-        # each run on a reused lake).
+        # Rows spread over the whole table, so the appended rows belong to many persons (a sample from its head, as
+        # before, gave every appended event to the same ~1,300 persons, whose histories then grew with each run on a
+        # reused lake).
         dataset = self.table.to_pyarrow_dataset()
         rows = dataset.count_rows()
         self.sample = dataset.take(list(range(0, rows, max(1, rows // pool)))[:pool])
-        self.per_commit = max(1, round(rate * commit_seconds))
-        self.commit_seconds = commit_seconds
-        self.commits: list[dict[str, Any]] = []  # version, committed_at (UTC), rows
-        self._stop = threading.Event()
         self._next = 0
 
-    def _batch(self, at: dt.datetime) -> pa.Table:
-        rows = self.sample.take([(self._next + k) % self.sample.num_rows for k in range(self.per_commit)])
-        ids = pa.array([f"bench-{self._next + k}" for k in range(self.per_commit)])
-        self._next += self.per_commit
-        rows = rows.set_column(rows.schema.get_field_index("_id"), "_id", ids)
-        stamp = pa.array([at.replace(tzinfo=None)] * self.per_commit, type=rows.schema.field("timestamp").type)
-        return rows.set_column(rows.schema.get_field_index("timestamp"), "timestamp", stamp).cast(self.schema)
+    def rows(self, count: int, at: dt.datetime) -> pa.Table:
+        """The next ``count`` copies, stamped ``at``."""
+        taken = self.sample.take([(self._next + k) % self.sample.num_rows for k in range(count)])
+        first, self._next = self._next, self._next + count
+        return _stamped(self.name, taken, at, first).cast(self.schema)
+
+    def append(self, count: int, at: dt.datetime) -> dict[str, Any]:
+        """Commit the next ``count`` copies; the commit's table, version, time (UTC) and rows."""
+        write_deltalake(self.table, self.rows(count, at), mode="append")
+        self.table.update_incremental()
+        committed = dt.datetime.now(dt.timezone.utc)
+        return {"table": self.name, "version": self.table.version(), "committed_at": committed, "rows": count}
+
+
+class Writer:
+    """Step 3: one commit of copied events every ``commit_seconds``, each followed by one commit of copied rows of
+    each other input table (``others_percent`` of the events' count each; none at 0)."""
+
+    def __init__(self, lake: str, rate: int, commit_seconds: float, pool: int, others_percent: float) -> None:
+        self.events = Appender(lake, "experience_events", pool)
+        self.per_commit = max(1, round(rate * commit_seconds))
+        self.others_per_commit = round(self.per_commit * others_percent / 100)
+        self.others = [Appender(lake, name, pool) for name in OTHER_TABLES] if self.others_per_commit else []
+        self.commit_seconds = commit_seconds
+        self.commits: list[dict[str, Any]] = []  # table, version, committed_at (UTC), rows
+        self._stop = threading.Event()
 
     def run(self, duration: float) -> None:
         end = time.monotonic() + duration
         tick = time.monotonic()
         while time.monotonic() < end and not self._stop.is_set():
             at = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
-            write_deltalake(self.table, self._batch(at), mode="append")
-            self.table.update_incremental()
-            committed = dt.datetime.now(dt.timezone.utc)
-            self.commits.append({"version": self.table.version(), "committed_at": committed, "rows": self.per_commit})
+            self.commits.append(self.events.append(self.per_commit, at))
+            self.commits.extend(other.append(self.others_per_commit, at) for other in self.others)
             tick += self.commit_seconds
             time.sleep(max(0.0, tick - time.monotonic()))
 
@@ -192,7 +244,7 @@ def measure(conf: Path, lake: str, args: argparse.Namespace) -> dict[str, Any]:
     stop = threading.Event()
     sampler = threading.Thread(target=sample_memory, args=(stream.pid, peak, stop), daemon=True)
     sampler.start()
-    writer = Writer(lake, args.rate, args.commit_seconds, args.pool)
+    writer = Writer(lake, args.rate, args.commit_seconds, args.pool, args.others)
     time.sleep(args.warmup)  # the stream's first (catch-up) micro-batch, not measured
     first = len(micro_batches(lake, started))
     writer.run(args.duration)
@@ -202,24 +254,31 @@ def measure(conf: Path, lake: str, args: argparse.Namespace) -> dict[str, Any]:
     stop.set()
     sampler.join()
     batches = micro_batches(lake, started)[first:]
-    latencies, processed = [], 0
+    latencies: dict[str, list[float]] = {}
+    processed = 0
     for commit in writer.commits:
-        taking = next(
-            (b for b in batches if dict(b["input_versions"]).get("experience_events", -1) >= commit["version"]), None
-        )
+        table, version = commit["table"], commit["version"]
+        taking = next((b for b in batches if dict(b["input_versions"]).get(table, -1) >= version), None)
         if taking is not None:
-            latencies.append((_utc(taking["ended_at"]) - commit["committed_at"]).total_seconds())
+            latency = (_utc(taking["ended_at"]) - commit["committed_at"]).total_seconds()
+            latencies.setdefault(table, []).append(latency)
             processed += 1
+    every = [latency for values in latencies.values() for latency in values]
     durations = [(_utc(b["ended_at"]) - _utc(b["started_at"])).total_seconds() for b in batches]
-    done_before_stop = [
-        dict(b["input_versions"]).get("experience_events", -1) for b in batches if _utc(b["ended_at"]) <= writer_stopped
-    ]
-    taken = max(done_before_stop, default=-1)
-    lag = sum(1 for c in writer.commits if c["version"] > taken)
-    per_batch = max(1, round(statistics.mean(durations) / args.commit_seconds)) if durations else 0
+    ended = [dict(b["input_versions"]) for b in batches if _utc(b["ended_at"]) <= writer_stopped]
+    tables = ("experience_events", *OTHER_TABLES)
+    taken = {table: max((v.get(table, -1) for v in ended), default=-1) for table in tables}
+    lag = sum(1 for c in writer.commits if c["version"] > taken[c["table"]])
+    appended: dict[str, int] = {}
+    for commit in writer.commits:
+        appended[commit["table"]] = appended.get(commit["table"], 0) + commit["rows"]
+    # Commits per micro-batch's worth of time (each cycle of the writer: one commit per table it appends to).
+    cycle = 1 + len(writer.others)
+    per_batch = max(1, round(statistics.mean(durations) / args.commit_seconds)) * cycle if durations else 0
     sizes = [
         {
             "events": dict(b["counts"]).get("rows.experience_events.new", 0),
+            "other_rows": sum(dict(b["counts"]).get(f"rows.{table}.new", 0) for table in OTHER_TABLES),
             "persons": dict(b["counts"]).get("persons", 0),
             "seconds": round(seconds, 1),
         }
@@ -229,17 +288,16 @@ def measure(conf: Path, lake: str, args: argparse.Namespace) -> dict[str, Any]:
         "rate_events_per_second": args.rate,
         "commit_seconds": args.commit_seconds,
         "commits": len(writer.commits),
-        "events_appended": sum(c["rows"] for c in writer.commits),
+        "events_appended": appended.get("experience_events", 0),
+        "others_percent": args.others,
+        "rows_appended": appended,
         "micro_batches": len(batches),
         "micro_batch_seconds": {
             "mean": round(statistics.mean(durations), 1) if durations else None,
             "max": round(max(durations), 1) if durations else None,
         },
-        "latency_seconds": {
-            "p50": percentile(latencies, 0.5) if latencies else None,
-            "p95": percentile(latencies, 0.95) if latencies else None,
-            "max": round(max(latencies), 1) if latencies else None,
-        },
+        "latency_seconds": _latency(every),
+        "latency_seconds_by_table": {table: _latency(values) for table, values in sorted(latencies.items())},
         "micro_batch_sizes": sizes,
         "largest_micro_batch_events_per_second": max(
             (round(b["events"] / b["seconds"]) for b in sizes if b["seconds"]), default=0
@@ -249,13 +307,20 @@ def measure(conf: Path, lake: str, args: argparse.Namespace) -> dict[str, Any]:
         "last_micro_batch_events_per_second": round(sizes[-1]["events"] / sizes[-1]["seconds"])
         if sizes and sizes[-1]["seconds"]
         else 0,
-        "sustained": bool(latencies) and lag <= 2 * per_batch and keeps_pace(sizes, args.rate),
+        "sustained": bool(every) and lag <= 2 * per_batch and keeps_pace(sizes, args.rate),
         "stream_peak_pss_gib": round(peak["total"] / 2**30, 2),
         "stream_peak_pss_parts_gib": {kind: round(v / 2**30, 2) for kind, v in sorted(peak["parts"].items())},
         "stream_peak_rss_gib": round(peak["rss"] / 2**30, 2),
         "stream_exit_code": stream.returncode,
         "stream_log_tail": log.read_text(errors="replace")[-1500:],
     }
+
+
+def _latency(values: list[float]) -> dict[str, float | None]:
+    """p50, p95 and max of ``values`` (None when there is none)."""
+    if not values:
+        return {"p50": None, "p95": None, "max": None}
+    return {"p50": percentile(values, 0.5), "p95": percentile(values, 0.95), "max": round(max(values), 1)}
 
 
 def keeps_pace(sizes: list[dict[str, Any]], rate: float) -> bool:
@@ -274,14 +339,22 @@ def markdown(results: dict[str, Any]) -> str:
         f"{results['duration_seconds']} s of writing after {results['warmup_seconds']} s of warm-up. "
         f"Driver memory (JVM heap, local mode): {results.get('driver_memory', 'not recorded')}. "
         f"Identity index (`stream.identity_index`): {results.get('identity_index', 'not recorded')}. "
-        f"Writer's pool of events to copy: {results.get('pool', SAMPLE_ROWS):,}.",
+        f"Writer's pool of events to copy: {results.get('pool', SAMPLE_ROWS):,}. "
+        f"Rows of each other input table per commit of events: {r.get('others_percent', 0)}% as many.",
         "",
         "| measure | value |",
         "|---|---|",
         f"| commits / events appended | {r['commits']} / {r['events_appended']:,} |",
+        f"| rows appended per table | "
+        f"{', '.join(f'{t} {n:,}' for t, n in r.get('rows_appended', {}).items()) or 'not recorded'} |",
+        "| latency p50 / p95 / max per table | "
+        + "; ".join(
+            f"{t}: {v['p50']} / {v['p95']} / {v['max']} s" for t, v in r.get("latency_seconds_by_table", {}).items()
+        )
+        + " |",
         f"| micro-batches | {r['micro_batches']} (mean {r['micro_batch_seconds']['mean']} s, max "
         f"{r['micro_batch_seconds']['max']} s) |",
-        f"| latency p50 / p95 / max | {r['latency_seconds']['p50']} / {r['latency_seconds']['p95']} / "
+        f"| latency p50 / p95 / max (every commit) | {r['latency_seconds']['p50']} / {r['latency_seconds']['p95']} / "
         f"{r['latency_seconds']['max']} s |",
         f"| micro-batches (events, persons, seconds) | {sizes} |",
         f"| largest micro-batch's throughput | {r['largest_micro_batch_events_per_second']:,} events/s |",
@@ -317,6 +390,13 @@ def main() -> None:
         default=SAMPLE_ROWS,
         help="events taken evenly over the table for the writer to copy: the persons it can reach (throughput runs "
         "need one as large as the events a micro-batch takes, or they measure the pool)",
+    )
+    parser.add_argument(
+        "--others",
+        type=float,
+        default=2.0,
+        help="rows appended to each of profile_fragments, identity_graph and region_information after each commit of "
+        "events, in percent of the events per commit (0: events only, as before 6 December)",
     )
     parser.add_argument("--label", default="")
     args = parser.parse_args()
