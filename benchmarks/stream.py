@@ -330,7 +330,10 @@ def keeps_pace(sizes: list[dict[str, Any]], rate: float) -> bool:
 
 def markdown(results: dict[str, Any]) -> str:
     r = results["result"]
-    sizes = "; ".join(f"{b['events']:,}, {b['persons']:,}, {b['seconds']} s" for b in r["micro_batch_sizes"])
+    sizes = "; ".join(
+        f"{b['events']:,}, {b.get('other_rows', 0):,}, {b['persons']:,}, {b['seconds']} s"
+        for b in r["micro_batch_sizes"]
+    )
     lines = [
         f"# Streaming latency: {results['persons']:,} persons, {r['rate_events_per_second']} events/s "
         f"({results['engine']})",
@@ -356,7 +359,7 @@ def markdown(results: dict[str, Any]) -> str:
         f"{r['micro_batch_seconds']['max']} s) |",
         f"| latency p50 / p95 / max (every commit) | {r['latency_seconds']['p50']} / {r['latency_seconds']['p95']} / "
         f"{r['latency_seconds']['max']} s |",
-        f"| micro-batches (events, persons, seconds) | {sizes} |",
+        f"| micro-batches (events, rows of the other tables, persons, seconds) | {sizes} |",
         f"| largest micro-batch's throughput | {r['largest_micro_batch_events_per_second']:,} events/s |",
         f"| commits not processed when the writer stopped (no micro-batch that had ended took them) | "
         f"{r['commits_not_processed_when_the_writer_stopped']} of {r['commits']} |",
