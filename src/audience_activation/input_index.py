@@ -124,9 +124,9 @@ def lists_holding(index: TableIndex, identities: DataFrame) -> DataFrame:
 
 
 def holding(records: DataFrame, index: TableIndex, identities: DataFrame) -> DataFrame:
-    """The rows of ``records`` (any columns of the indexed table) that may hold one of ``identities``: every row
-    that does and rarely one that does not, as :func:`audience_activation.affected.holding` gives, with the lists
-    found in the index instead of by exploding ``records``."""
+    """The rows of ``records`` (any columns of the indexed table) that may hold one of ``identities``: the rows
+    :func:`audience_activation.affected.holding` gives (every row that does), found through the lists in the index
+    instead of by exploding ``records``, and rarely a row that does not (its list's hash equals a found list's)."""
     lists = F.broadcast(lists_holding(index, identities))
     return records.join(lists, on=list_hash(F.col("identityMap")) == F.col("_list"), how="left_semi")
 
