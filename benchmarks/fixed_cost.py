@@ -4,6 +4,7 @@ otherwise idle machine; results under benchmarks/results/fixed-cost-<engine>[-<l
     .venv/bin/python benchmarks/fixed_cost.py --engine delta-rs
     .venv/bin/python benchmarks/fixed_cost.py --engine delta-spark --runs 4
     .venv/bin/python benchmarks/fixed_cost.py --engine delta-rs --codegen-cache 100 --label cache-100
+    .venv/bin/python benchmarks/fixed_cost.py --engine delta-rs --dataframe-debugging true --label debugging
 
 On a lake of a few hundred persons the data costs nothing, so what a run takes is what every run pays whatever
 its size: starting the JVM, planning each Spark query, generating and compiling code, the JIT compiling that
@@ -38,6 +39,8 @@ from _measure import machine, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 T = dt.datetime(2026, 11, 29, tzinfo=dt.timezone.utc)
+#: PySpark's DataFrame debugging (call sites recorded for error messages); the session factory turns it off.
+DEBUGGING = "spark.python.sql.dataFrameDebugging.enabled"
 THREAD = re.compile(r'^"([^"]+)".*? cpu=([\d.]+)ms', re.MULTILINE)
 
 
@@ -75,6 +78,12 @@ def main() -> None:
     parser.add_argument("--persons", type=int, default=300)
     parser.add_argument("--runs", type=int, default=4)
     parser.add_argument("--codegen-cache", type=int, default=None, help="spark.sql.codegen.cache.maxEntries")
+    parser.add_argument(
+        "--dataframe-debugging",
+        choices=("true", "false"),
+        default=None,
+        help="spark.python.sql.dataFrameDebugging.enabled (default: the session factory's, false)",
+    )
     parser.add_argument("--label", default=None)
     args = parser.parse_args()
 
@@ -92,6 +101,8 @@ def main() -> None:
     config = load_config(conf)
     config = config.model_copy(update={"job": config.job.with_lake_root(str(work / "lake"))})
     extra = {} if args.codegen_cache is None else {"spark.sql.codegen.cache.maxEntries": str(args.codegen_cache)}
+    if args.dataframe_debugging is not None:
+        extra[DEBUGGING] = args.dataframe_debugging
     spark = build_session("fixed-cost", delta_connector=args.engine == "delta-spark", extra_conf=extra)
     spark.sparkContext.setLogLevel("ERROR")
     session_seconds = time.perf_counter() - started
@@ -136,6 +147,7 @@ def main() -> None:
         "engine": args.engine,
         "persons": args.persons,
         "codegen_cache_entries": spark.conf.get("spark.sql.codegen.cache.maxEntries"),
+        "dataframe_debugging": spark.conf.get(DEBUGGING),
         "python_and_session_start_seconds": round(session_seconds, 2),
         "runs": runs,
     }
@@ -157,7 +169,8 @@ def render(results: dict[str, Any]) -> str:
         f"# Fixed cost of a batch run, {results['persons']} persons, {results['engine']} ({results['date']})",
         "",
         f"Machine: {m['cpus']} cores, {m['memory_gib']} GiB; Spark {results['spark']['version']} "
-        f"`{results['spark']['master']}`; generated-code cache {results['codegen_cache_entries']} entries. "
+        f"`{results['spark']['master']}`; generated-code cache {results['codegen_cache_entries']} entries; "
+        f"DataFrame debugging {results['dataframe_debugging']}. "
         f"The same run (`T` = {T.isoformat()}, forced) repeated in one process; Python and session start "
         f"took {results['python_and_session_start_seconds']} s before the first.",
         "",

@@ -18,6 +18,7 @@ def test_required_settings_hold_in_the_session(spark: SparkSession) -> None:
     assert spark.conf.get("spark.sql.shuffle.partitions") == "2"
     # A static setting of the factory's defaults: it holds only if the factory started the session.
     assert spark.conf.get("spark.sql.codegen.cache.maxEntries") == "2000"
+    assert spark.conf.get("spark.python.sql.dataFrameDebugging.enabled") == "false"
 
 
 def test_user_settings_override_defaults_but_not_required(caplog: pytest.LogCaptureFixture) -> None:
@@ -41,6 +42,8 @@ def test_user_settings_override_defaults_but_not_required(caplog: pytest.LogCapt
         session_conf(extra_conf={"spark.sql.codegen.cache.maxEntries": 100})["spark.sql.codegen.cache.maxEntries"]
         == "100"
     )
+    debugging = "spark.python.sql.dataFrameDebugging.enabled"
+    assert session_conf(extra_conf={debugging: True})[debugging] == "true"
 
 
 def test_existing_session_gets_required_runtime_settings_back(spark: SparkSession) -> None:

@@ -53,6 +53,13 @@ DEFAULT_CONF: dict[str, str] = {
     # JIT then compiled the new classes again. Measured on a 300-person lake (docs/performance.md, sixth
     # round): warm runs 30-36 s -> 25-30 s. A static setting: it only applies to a session this factory starts.
     "spark.sql.codegen.cache.maxEntries": "2000",
+    # PySpark's DataFrame debugging (on by default) records the Python call site of every DataFrame and Column
+    # call for error messages: a walk of the Python stack and about four JVM round trips per call. The jobs build
+    # their plans from thousands of such calls; Spark's own description of the setting warns of "a non-trivial
+    # performance overhead". Off: a 50-event micro-batch on a 2,000-person lake took 17.8 s instead of 25.5 s
+    # (docs/performance.md). Errors keep Spark's message and plan; ``job.yaml`` can turn it back on to see the
+    # Python line in them. A static setting: it only applies to a session this factory starts.
+    "spark.python.sql.dataFrameDebugging.enabled": "false",
 }
 
 #: Local runs: a handful of shuffle partitions per core; AQE coalesces small ones further.
