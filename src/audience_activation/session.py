@@ -56,7 +56,7 @@ DEFAULT_CONF: dict[str, str] = {
     # PySpark's DataFrame debugging (on by default) records the Python call site of every DataFrame and Column
     # call for error messages: a walk of the Python stack and about four JVM round trips per call. The jobs build
     # their plans from thousands of such calls; Spark's own description of the setting warns of "a non-trivial
-    # performance overhead". Off: warm 50-event micro-batches on a 2,000-person lake 23.8 s instead of 30.4 s
+    # performance overhead". Off: warm 50-event micro-batches on a 2,000-person lake 23.8 s instead of 30.5 s
     # (medians), warm 300-person batch runs 13.4-17.6 s instead of 18.1-19.9 s (docs/performance.md, seventh
     # round). Errors keep Spark's message and plan; ``job.yaml`` can turn it back on to see the Python line in
     # them. A static setting: it only applies to a session this factory starts.
