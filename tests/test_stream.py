@@ -125,6 +125,19 @@ def state(lake: Path) -> dict[str, list]:
     }
 
 
+def profiles(lake: Path) -> list[tuple]:
+    """Every ``unified_profiles`` row whole (identities sorted)."""
+    table = DeltaTable(str(lake / "unified_profiles")).to_pyarrow_table().to_pylist()
+    return sorted(
+        (
+            r.pop("person_id"),
+            sorted((ns, sorted(sorted(i.items()) for i in ids)) for ns, ids in r.pop("identityMap")),
+            repr(sorted(r.items())),
+        )
+        for r in table
+    )
+
+
 def only(table: list[tuple], segment: str, column: int) -> list[tuple]:
     return [r for r in table if r[column] == segment]
 
@@ -878,3 +891,4 @@ def streamed_equals_batch(
     for segment in ("us", "recent"):
         assert only(a["membership"], segment, 1) == only(b["membership"], segment, 1), segment
         assert only(a["activation"], segment, 1) == only(b["activation"], segment, 1), segment
+    assert profiles(example / "a") == profiles(example / "b")
