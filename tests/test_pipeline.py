@@ -22,8 +22,8 @@ from pyspark.sql import functions as F
 from audience_activation import columns, demo_data, pipeline, tables
 from audience_activation.config import AppConfig, TableName, load_config
 from audience_activation.pipeline import Inputs, PreviousState
-from audience_activation.pipeline.micro_batch import _COPY_KEY, TableChange, _clusters_of, _split_by_copies
-from audience_activation.runlog import ChangeKey, PreviousRun, RunCounts
+from audience_activation.pipeline.micro_batch import _COPY_KEY, _clusters_of, _split_by_copies
+from audience_activation.runlog import ChangeKey, RunCounts
 from audience_activation.storage.base import ParquetCheckpoint
 from audience_activation.storage.files import LocalCheckpoint
 
@@ -247,67 +247,5 @@ def test_candidates_are_single_when_their_id_is_their_key_and_no_other_has_their
             (None, 4, None),
             (prefixed, 5, "s"),
         ]
-    finally:
-        barrier.cleanup()
-
-
-def test_a_micro_batch_keeps_the_profile_of_a_person_revisited_unchanged_and_merges_the_others(
-    spark: SparkSession, inputs: Inputs, results: pipeline.Results, config: AppConfig, tmp_path: Path
-) -> None:
-    """Rule 3 of the micro-batch: a person revisited by a new event of one known identity keeps its previous
-    ``unified_profiles`` row as it is (a marker planted in it survives), while a person a new fragment touches
-    has its fragments merged again (the marker is gone, the row is what merging gives)."""
-    T2 = T + dt.timedelta(hours=2)
-    clusters = results.clusters.collect()
-    persons = sorted({r.person_id for r in results.profiles.where(F.col("fragment_count") > 0).collect()})
-    a, b = persons[0], persons[1]
-    a_ecid = next(r.id for r in clusters if r.person_id == a and r.namespace == "ECID")
-    b_ids = [(r.namespace, r.id) for r in clusters if r.person_id == b]
-    one_id = F.create_map(
-        F.lit("ECID"), F.array(F.struct(F.lit(a_ecid).alias("id"), F.lit(True).alias("primary")))
-    ).cast(columns.IDENTITY_MAP_TYPE)
-    new_event = (
-        inputs.events.limit(1)
-        .withColumn("_id", F.lit("new-event"))
-        .withColumn("timestamp", F.lit(T + dt.timedelta(hours=1)))
-        .withColumn("identityMap", one_id)
-        .select(*inputs.events.columns)
-    )
-    b_fragment = (
-        inputs.fragments.where(
-            F.exists(F.map_values("identityMap"), lambda ids: F.exists(ids, lambda i: i.id.isin([i for _, i in b_ids])))
-        )
-        .limit(1)
-        .withColumn("ingested_at", F.lit(T + dt.timedelta(hours=1)))
-    )
-    empty_events, empty_fragments = inputs.events.limit(0), inputs.fragments.limit(0)
-    assert inputs.events is not None and inputs.links is not None
-    now = Inputs(
-        fragments=inputs.fragments.unionByName(b_fragment),
-        events=inputs.events.unionByName(new_event),
-        links=inputs.links,
-        regions=inputs.regions,
-    )
-    changes = pipeline.Changes(
-        fragments=TableChange(inputs.fragments, b_fragment, empty_fragments),
-        events=TableChange(inputs.events, new_event, empty_events),
-    )
-    mappings = {d.id: list(d.segments) for d in config.destinations}
-    previous = PreviousState(
-        run=PreviousRun("batch-t", T, {}, mappings),
-        membership=results.membership,
-        activation_state=results.state,
-        clusters=results.clusters,
-    )
-    marked = results.profiles.withColumn("fragment_count", F.col("fragment_count") + 1000)
-    barrier = ParquetCheckpoint(spark, str(tmp_path / "barrier"))
-    try:
-        kept = pipeline.evaluate_micro_batch(now, changes, previous, marked, config, T2, barrier=barrier)
-        got = kept.results.profiles.where(F.col("person_id").isin(a, b)).collect()
-        before = {r.person_id: r.fragment_count for r in results.profiles.collect()}
-        counts = {r.person_id: r.fragment_count for r in got}
-        assert counts[a] == before[a] + 1000  # kept as it was, marker and all
-        assert before[b] <= counts[b] < 1000  # merged again: the marker is gone (the new fragment may count too)
-        assert {a, b} <= {r.person_id for r in kept.persons.collect()}
     finally:
         barrier.cleanup()

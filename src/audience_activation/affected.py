@@ -42,8 +42,7 @@ first step is identity resolution on a part of the inputs that gives, for those 
    creates no link and can make no hub: it can only add an identity. When the previous ``identity_clusters``
    already hold its identities, their persons are exactly as before, unless a changing row reaches them — and
    then the closure holds their whole previous persons (rule 2). So those persons are revisited (their profiles,
-   segments and activations are recomputed) with their previous rows, and are not resolved again
-   (``Affected.unchanged``). Their previous
+   segments and activations are recomputed) with their previous rows, and are not resolved again. Their previous
    rows and the seeds' previous persons (rule 2) are found together: one scan of the previous
    ``identity_clusters`` for the rows of both kinds of identity, one for every row of their persons. Most events
    carry one identity, so most persons a micro-batch revisits take this path. Their hub and eviction quarantine
@@ -124,8 +123,6 @@ class Affected:
         rounds: closure rounds run (0: nothing needed resolving).
         hubs: ``namespace, id`` of the hubs of the last round's part (the known hubs it touches among them): hubs
             of the whole input too (rule 8).
-        unchanged: ``person_id`` of the previous persons revisited unchanged (rule 7): same identities, same id,
-            their rows in ``clusters`` are their previous rows.
     """
 
     identities: DataFrame
@@ -135,7 +132,6 @@ class Affected:
     quarantine: DataFrame
     rounds: int
     hubs: DataFrame
-    unchanged: DataFrame
 
 
 @dataclass(frozen=True)
@@ -481,7 +477,6 @@ def resolve_affected(
             ),
             rounds=0,
             hubs=spark.createDataFrame([], "namespace string, id string"),
-            unchanged=spark.createDataFrame([], "person_id string"),
         )
     else:
         # The seeds' previous persons were found with the added identities' (the added seeds have none).
@@ -502,7 +497,6 @@ def resolve_affected(
         quarantine=resolved.quarantine,
         rounds=resolved.rounds,
         hubs=resolved.hubs,
-        unchanged=persons,
     )
 
 
@@ -559,7 +553,6 @@ def _closure(
                 quarantine=quarantine,
                 rounds=rounds,
                 hubs=resolved.hubs,
-                unchanged=nodes.sparkSession.createDataFrame([], "person_id string"),
             )
         added = outside.select(*_KEY)
         around = _with_previous_persons(identities.unionByName(added).distinct(), previous_clusters, checkpoint)

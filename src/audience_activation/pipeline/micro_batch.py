@@ -16,11 +16,6 @@ Rules, in the order :func:`evaluate_micro_batch` applies them:
    duplicated event (same ``_id``) counts once, its first copy by time among every copy in the inputs, as in a
    batch run: every copy of the affected persons' events is attributed before their own are kept, and the
    identities of every copy of a new event are seeds (an earlier copy can move it to another person).
-   A person revisited unchanged (rule 7 of :mod:`audience_activation.affected`: same identities, same id) whom
-   no new or removed fragment touches keeps its previous ``unified_profiles`` row as it is, when it has one: a
-   profile is merged from the person's fragments and identities only (its events decide only whether a person
-   without fragments has a row, and a person with a row keeps it while events are only added), so merging them
-   again gives that row. Only the other persons' fragments are merged (:func:`_kept_profiles`).
 4. **Streamed segments**: every segment classified ``edge`` or ``streaming`` is evaluated for them (a
    streamed segment references streamed segments only, so ``inSegment`` is exact); ``batch`` segments are
    left to the batch job and keep their rows.
@@ -55,14 +50,13 @@ from typing import Any
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.types import StructType
 
 from .. import activation as activation_rules
 from .. import affected as affected_rules
 from .. import input_index, profile, tables
 from ..as_of import TIME_COLUMNS, AsOfInputs
 from ..as_of import as_of as inputs_as_of
-from ..columns import row_differences, type_shape
+from ..columns import row_differences
 from ..config import AppConfig, DestinationConfig
 from ..identity import invalid_identity_quarantine, link_entries, record_entries
 from ..pql.classify import EvaluationMethod
@@ -329,28 +323,6 @@ def _revisiting_events(
     return affected_rules.seed_identities(AsOfInputs(None, revisiting, None, None))
 
 
-def _kept_profiles(
-    previous: DataFrame, affected: affected_rules.Affected, fresh: AsOfInputs, removed: AsOfInputs
-) -> DataFrame:
-    """The rows of ``previous`` (the revisited persons' previous ``unified_profiles`` rows) that stay as they are
-    (rule 3): those of the persons revisited unchanged (``affected.unchanged``) that hold no identity of a new or
-    removed fragment. Removed events never reach them (a removed row is a seed, so its persons are resolved)."""
-    kept = affected.unchanged
-    touched = [t for t in (fresh.fragments, removed.fragments) if t is not None]
-    if touched:
-        identities = reduce(
-            DataFrame.unionByName, (affected_rules.seed_identities(AsOfInputs(t, None, None, None)) for t in touched)
-        )
-        theirs = affected.clusters.join(identities, on=["namespace", "id"], how="left_semi").select("person_id")
-        kept = kept.join(theirs, on="person_id", how="left_anti")
-    return previous.join(kept, on="person_id", how="left_semi")
-
-
-def _same_columns(a: StructType, b: StructType) -> bool:
-    """Whether two schemas have the same column names and types (order and nullability aside)."""
-    return {f.name: type_shape(f.dataType) for f in a.fields} == {f.name: type_shape(f.dataType) for f in b.fields}
-
-
 def _quarantine(fresh: AsOfInputs, affected: affected_rules.Affected) -> DataFrame:
     """Rule 8, one row per distinct (source table, identity, reason), the smallest row key standing for the rest."""
     parts = [affected.quarantine.select(*_QUARANTINE_COLUMNS)]
@@ -459,31 +431,14 @@ def evaluate_micro_batch(
             profile.person_events_of_primary(rest, their_clusters)
         )
         events = barrier(attributed.join(persons, on="person_id", how="left_semi"))
-    # The revisited persons' previous profiles are read by rule 3's reuse and by the comparison of rule 7: once.
-    their_profiles = (
-        None if previous_profiles is None else barrier(previous_profiles.join(persons, on="person_id", how="left_semi"))
-    )
-    # None kept when the table has other columns than a profile now has (the fragments' schema changed).
-    kept = None
-    fragment_schema = None if as_of.fragments is None else as_of.fragments.schema
-    if their_profiles is not None and fragment_schema is not None:
-        reusable = _same_columns(their_profiles.schema, profile.profile_schema(fragment_schema))
-        kept = barrier(_kept_profiles(their_profiles, affected, fresh, removed)) if reusable else None
-    merging, merging_events = clusters, events
-    if kept is not None:
-        merging = barrier(clusters.join(kept.select("person_id"), on="person_id", how="left_anti"))
-        if events is not None:
-            merging_events = events.join(kept.select("person_id"), on="person_id", how="left_anti")
-    # Only the fragments that hold an identity of a person merged again can be theirs (the profiles stage joins on
-    # the primary one).
+    # Only the fragments that hold an affected identity can be theirs (the profiles stage joins on the primary one).
     fragments = (
         None
         if as_of.fragments is None
-        else _holding(as_of.fragments, None if index is None else index.fragments, merging.select("namespace", "id"))
+        else _holding(as_of.fragments, None if index is None else index.fragments, affected.identities)
     )
     theirs_only = dataclasses.replace(as_of, fragments=fragments)
-    merged = stages.profiles(theirs_only, merging_events, merging, config)
-    unified = barrier(merged if kept is None else merged.unionByName(kept.select(*merged.columns)))
+    unified = barrier(stages.profiles(theirs_only, events, clusters, config))
 
     say(f"evaluating {len(streamed)} streamed segments")
     evaluated = barrier(stages.segments(compiled, unified, events))
@@ -531,7 +486,10 @@ def evaluate_micro_batch(
             else previous_clusters.join(affected.identities, on=["namespace", "id"], how="left_semi"),
             clusters,
         ),
-        tables.PROFILES.name: Replaced(their_profiles, unified),
+        tables.PROFILES.name: Replaced(
+            None if previous_profiles is None else previous_profiles.join(persons, on="person_id", how="left_semi"),
+            unified,
+        ),
         tables.MEMBERSHIP.name: Replaced(previous_membership, membership),
     }
     revisited = persons.crossJoin(F.broadcast(spark.createDataFrame([(s,) for s in streamed], "segment_id string")))
