@@ -104,6 +104,18 @@ def write_results(name: str, results: dict[str, object], markdown: str) -> Path:
     return path
 
 
+def event_log_conf(folder: str) -> dict[str, str]:
+    """Spark settings for one uncompressed, unrolled event log per process under ``folder`` (created), as
+    ``eventlog.py`` reads them."""
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    return {
+        "spark.eventLog.enabled": "true",
+        "spark.eventLog.dir": str(Path(folder).resolve()),
+        "spark.eventLog.compress": "false",
+        "spark.eventLog.rolling.enabled": "false",
+    }
+
+
 def spark_info(spark: Any, driver_memory: str) -> dict[str, object]:
     """The Spark side of the measurement."""
     return {"version": spark.version, "master": spark.conf.get("spark.master"), "driver_memory": driver_memory}

@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 import yaml
-from _measure import machine, measure_process, write_results
+from _measure import event_log_conf, machine, measure_process, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 T1 = dt.datetime(2026, 11, 29, tzinfo=dt.timezone.utc)
@@ -94,15 +94,7 @@ def conf_dir(base: Path, lake: str, segment_count: int, args: argparse.Namespace
         shutil.copy(ROOT / "conf" / name, conf / name)
     spark_conf: dict[str, str] = {"spark.driver.memory": args.driver_memory}
     if args.event_log:
-        Path(args.event_log).mkdir(parents=True, exist_ok=True)
-        spark_conf.update(
-            {
-                "spark.eventLog.enabled": "true",
-                "spark.eventLog.dir": str(Path(args.event_log).resolve()),
-                "spark.eventLog.compress": "false",
-                "spark.eventLog.rolling.enabled": "false",
-            }
-        )
+        spark_conf.update(event_log_conf(args.event_log))
     job = {"lake": {"root": lake}, "storage": {"engine": args.engine}, "spark": {"conf": spark_conf}}
     (conf / "job.yaml").write_text(yaml.safe_dump(job))
     defined = segments(segment_count)

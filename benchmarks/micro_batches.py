@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from _measure import machine, peak_memory, write_results
+from _measure import event_log_conf, machine, peak_memory, write_results
 from stream import OTHER_TABLES, SAMPLE_ROWS, Appender, conf_dir, prepare
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,15 +87,7 @@ def _work_conf(folder: Path, args: argparse.Namespace) -> Path:
     job = yaml.safe_load((conf / "job.yaml").read_text())
     job["lake"]["root"] = args.lake
     if args.event_log:
-        Path(args.event_log).mkdir(parents=True, exist_ok=True)
-        job["spark"]["conf"].update(
-            {
-                "spark.eventLog.enabled": "true",
-                "spark.eventLog.dir": str(Path(args.event_log).resolve()),
-                "spark.eventLog.compress": "false",
-                "spark.eventLog.rolling.enabled": "false",
-            }
-        )
+        job["spark"]["conf"].update(event_log_conf(args.event_log))
     (conf / "job.yaml").write_text(yaml.safe_dump(job))
     return conf
 
@@ -133,9 +125,10 @@ def measure(conf: Path, args: argparse.Namespace) -> dict[str, Any]:
                 }
             )
             print(f"micro-batch {k}: {count:,} events, {batches[-1]['seconds']} s", flush=True)
-    app_id = spark.sparkContext.applicationId
+    result = {"batches": batches, "peak_rss_gib": peak.peak_gib, "app_id": spark.sparkContext.applicationId}
+    result["spark"] = spark.version
     spark.stop()  # closes the event log
-    return {"batches": batches, "peak_rss_gib": peak.peak_gib, "app_id": app_id, "spark": spark.version}
+    return result
 
 
 def _commit() -> str:
