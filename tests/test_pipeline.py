@@ -22,7 +22,7 @@ from pyspark.sql import functions as F
 from audience_activation import columns, demo_data, pipeline, tables
 from audience_activation.config import AppConfig, TableName, load_config
 from audience_activation.pipeline import Inputs, PreviousState
-from audience_activation.pipeline.micro_batch import _COPY_KEY, _clusters_of, _split_by_copies
+from audience_activation.pipeline.micro_batch import _COPY_KEY, _clusters_of, _split_by_copies, _with_keys
 from audience_activation.runlog import ChangeKey, RunCounts
 from audience_activation.storage.base import ParquetCheckpoint
 from audience_activation.storage.files import LocalCheckpoint
@@ -249,3 +249,21 @@ def test_candidates_are_single_when_their_id_is_their_key_and_no_other_has_their
         ]
     finally:
         barrier.cleanup()
+
+
+def test_events_are_matched_by_the_hash_of_their_copy_key_with_every_copy(spark: SparkSession) -> None:
+    """The candidates are the events whose copy key hashes to a wanted hash: every copy of a wanted event (same
+    ``_id``, whatever its identities or time), with the key as a column and no hash column left; nothing else."""
+    events = spark.createDataFrame(
+        [
+            ("e1", dt.datetime(2026, 1, 1), {"ECID": [("c1", True)]}),
+            ("e1", dt.datetime(2026, 1, 2), {"ECID": [("c9", True)]}),
+            ("e2", dt.datetime(2026, 1, 3), {"ECID": [("c1", True)]}),
+            (None, dt.datetime(2026, 1, 4), {"ECID": [("c1", True)]}),
+        ],
+        "_id string, timestamp timestamp, identityMap map<string, array<struct<id: string, primary: boolean>>>",
+    )
+    hashes = spark.createDataFrame([("e1",)], "k string").select(F.xxhash64("k").alias("_key"))
+    found = _with_keys(events, hashes)
+    assert found.columns == ["_id", "timestamp", "identityMap", _COPY_KEY]
+    assert sorted((r._id, r.timestamp.day, r[_COPY_KEY]) for r in found.collect()) == [("e1", 1, "e1"), ("e1", 2, "e1")]
