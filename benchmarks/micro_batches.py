@@ -77,7 +77,9 @@ class StepClock:
 
 def _base_conf(base: Path, args: argparse.Namespace) -> Path:
     """The shipped configuration for the base lake (``stream.py``'s, with this benchmark's engine and memory)."""
-    options = argparse.Namespace(engine=args.engine, driver_memory=args.driver_memory, identity_index=False)
+    options = argparse.Namespace(
+        engine=args.engine, driver_memory=args.driver_memory, identity_index=args.identity_index
+    )
     return conf_dir(base, args.base, options)
 
 
@@ -132,8 +134,16 @@ def measure(conf: Path, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _commit() -> str:
-    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    return done.stdout.strip()
+    """The commit of the code measured: the checkout the imported package comes from (``PYTHONPATH`` may point at
+    another worktree), marked ``+changes`` when its ``src`` differs from that commit."""
+    import audience_activation
+
+    checkout = Path(audience_activation.__file__).resolve().parents[2]
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=checkout, capture_output=True, text=True).stdout.strip()
+
+    return git("rev-parse", "--short", "HEAD") + ("+changes" if git("status", "--porcelain", "src") else "")
 
 
 def render(result: dict[str, Any]) -> str:
@@ -144,8 +154,9 @@ def render(result: dict[str, Any]) -> str:
         f"Measured {result['measured_at']} on {result['machine']['cpus']} CPUs, {result['machine']['memory_gib']} GiB, "
         f"Spark {result['spark']}, driver memory {a['driver_memory']}, code {result['code']}. Each size: one commit "
         f"of events and {a['others']}% as many rows to each other input table, then `stream --trigger "
-        "available-now` in process. Peak RSS (this process and the JVM): "
-        f"{result['peak_rss_gib']} GiB.",
+        "available-now` in process (each size a new stream: no known hubs, "
+        f"identity index {'built in each' if a.get('identity_index') else 'off'}). Peak RSS (this process and the "
+        f"JVM): {result['peak_rss_gib']} GiB.",
         "",
         "| micro-batch | events | persons revisited | seconds |",
         "|---:|---:|---:|---:|",
@@ -180,6 +191,9 @@ def main() -> None:
     parser.add_argument("--pool", type=int, default=SAMPLE_ROWS, help="rows the appended rows are copied from")
     parser.add_argument("--engine", default="delta-rs", choices=["delta-rs", "delta-spark"])
     parser.add_argument("--driver-memory", default="8g")
+    parser.add_argument(
+        "--identity-index", action="store_true", help="stream.identity_index: true (built in each micro-batch's stream)"
+    )
     parser.add_argument("--base", default=None, help="base lake, kept (default /tmp/aa-mb-base-<persons>)")
     parser.add_argument("--lake", default=None, help="the copy measured on (default /tmp/aa-mb-<persons>)")
     parser.add_argument("--event-log", default=None, help="folder for uncompressed Spark event logs")
