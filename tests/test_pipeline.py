@@ -253,7 +253,8 @@ def test_candidates_are_single_when_their_id_is_their_key_and_no_other_has_their
 
 def test_events_are_matched_by_the_hash_of_their_copy_key_with_every_copy(spark: SparkSession) -> None:
     """The candidates are the events whose copy key hashes to a wanted hash: every copy of a wanted event (same
-    ``_id``, whatever its identities or time), with the key as a column and no hash column left; nothing else."""
+    ``_id``, whatever its identities or time), with the key as a column and no hash column left; nothing else.
+    The hashes are broadcast whatever their size (with broadcasts left to the size rule turned off here)."""
     events = spark.createDataFrame(
         [
             ("e1", dt.datetime(2026, 1, 1), {"ECID": [("c1", True)]}),
@@ -264,6 +265,13 @@ def test_events_are_matched_by_the_hash_of_their_copy_key_with_every_copy(spark:
         "_id string, timestamp timestamp, identityMap map<string, array<struct<id: string, primary: boolean>>>",
     )
     hashes = spark.createDataFrame([("e1",)], "k string").select(F.xxhash64("k").alias("_key"))
-    found = _with_keys(events, hashes)
+    threshold = spark.conf.get("spark.sql.autoBroadcastJoinThreshold")
+    spark.conf.set("spark.sql.autoBroadcastJoinThreshold", "-1")
+    try:
+        found = _with_keys(events, hashes)
+        plan = found._jdf.queryExecution().executedPlan().toString()  # noqa: SLF001
+    finally:
+        spark.conf.set("spark.sql.autoBroadcastJoinThreshold", threshold)
+    assert "BroadcastHashJoin" in plan
     assert found.columns == ["_id", "timestamp", "identityMap", _COPY_KEY]
     assert sorted((r._id, r.timestamp.day, r[_COPY_KEY]) for r in found.collect()) == [("e1", 1, "e1"), ("e1", 2, "e1")]

@@ -225,17 +225,21 @@ def _copy_hash(key: Column) -> Column:
 
 def _with_keys(events: DataFrame, hashes: DataFrame) -> DataFrame:
     """Every event of ``events`` whose :func:`_copy_key` hashes (:func:`_copy_hash`) to one of ``hashes``
-    (``_key``; materialised, so the join broadcasts them instead of shuffling every event), with that key as
-    :data:`_COPY_KEY`.
+    (``_key``, broadcast), with that key as :data:`_COPY_KEY`.
 
     Matching by hash is exact for what the caller does with the events: every copy of an event has the same key,
     so a hash that matches takes in all of them; a key that only collides with a wanted one brings in an event
     group that is whole, which is attributed to its own person and dropped with the other persons' events.
-    (Matched by the keys themselves, the ~740,000 keys of a 105,000-event micro-batch at 1M persons stored more
-    than the barrier broadcasts, and every event — 456 MiB — was shuffled to meet them: 20 of the micro-batch's
-    155 task-seconds.)"""
+
+    The hashes are always broadcast: they are at most one per event, 8 bytes each (a broadcast of a million takes
+    a few tens of MB), where the other plan shuffles every event whole. Left to the lineage barrier's rule
+    (results stored in up to 64 MB), the copy keys themselves (``_id`` strings: ~740,000 in a 105,000-event
+    micro-batch at 1M persons, over 100 bytes each as stored) were not marked, and every event — 456 MiB — was
+    shuffled to meet them: 20 of the micro-batch's 155 task-seconds. Stored, a hash still takes ~76 bytes, so
+    the rule alone would fail again at ~880,000 keys."""
     keyed = events.withColumn(_COPY_KEY, _copy_key(events)).withColumn(_COPY_HASH, _copy_hash(F.col(_COPY_KEY)))
-    return keyed.join(hashes.withColumnRenamed("_key", _COPY_HASH), on=_COPY_HASH, how="left_semi").drop(_COPY_HASH)
+    wanted = F.broadcast(hashes.withColumnRenamed("_key", _COPY_HASH))
+    return keyed.join(wanted, on=_COPY_HASH, how="left_semi").drop(_COPY_HASH)
 
 
 #: The hash of :data:`_COPY_KEY` while the events are matched (double underscore, clear of the events' columns).
