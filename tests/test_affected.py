@@ -402,8 +402,9 @@ def test_touching_records_keeps_each_touching_row_as_often_as_it_is_there(spark:
 
 def test_holding_keeps_every_row_that_holds_an_identity_with_its_other_columns(spark: SparkSession) -> None:
     """The micro-batch's filter before validating primary identities: each row holding an affected identity (any
-    namespace spelling, any position, duplicates kept, a row holding two of them once), whole, whatever its other
-    columns are called or hold (a map; columns named like an identity's); a row holding none is left out."""
+    namespace spelling, any position, duplicates kept, a row holding two or three of them once — at its first
+    identity or only after it —, an empty first list), whole, whatever its other columns are called or hold (a
+    map; columns named like an identity's); a row holding none is left out."""
 
     def fragment(name: str, ids: dict[str, list[str]] | None) -> tuple:
         identity_map = None if ids is None else {ns: [(i, False) for i in values] for ns, values in ids.items()}
@@ -416,6 +417,11 @@ def test_holding_keeps_every_row_that_holds_an_identity_with_its_other_columns(s
         fragment("hash", {"Email_LC_SHA256": ["h1"]}),  # namespace normalised before matching
         fragment("other", {"ECID": [E2], "EMAIL": ["y@example.com"]}),  # touches nothing
         fragment("none", None),
+        # Not at the first identity, twice: kept once.
+        fragment("later", {"ECID": [E2], "EMAIL": ["x@example.com"], "Email_LC_SHA256": ["h1"]}),
+        fragment("later", {"ECID": [E2], "EMAIL": ["x@example.com"], "Email_LC_SHA256": ["h1"]}),  # and its copy
+        fragment("empty-first", {"ECID": [], "EMAIL": ["x@example.com", "y@example.com"]}),  # first list empty
+        fragment("first-of-three", {"EMAIL": ["x@example.com"], "ECID": [E1], "CRMID": ["c-none"]}),
     ]
     schema = f"name string, identityMap {IDENTITY_MAP}, attributes map<string, string>, namespace string, id string"
     fragments = spark.createDataFrame(rows, schema).repartition(3)  # copies in different partitions too
@@ -425,7 +431,8 @@ def test_holding_keeps_every_row_that_holds_an_identity_with_its_other_columns(s
     kept = holding(fragments, affected)
     assert kept.columns == ["name", "identityMap", "attributes", "namespace", "id"]
     got = sorted((r["name"], r["attributes"]["name"], r["namespace"], r["id"]) for r in kept.collect())
-    assert got == [(n, n, f"ns-{n}", f"id-{n}") for n in ["both", "both", "hash", "second"]]
+    names = ["both", "both", "empty-first", "first-of-three", "hash", "later", "later", "second"]
+    assert got == [(n, n, f"ns-{n}", f"id-{n}") for n in names]
 
 
 def test_the_previous_rows_of_seeds_and_revisited_identities_are_found_together(

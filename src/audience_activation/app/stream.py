@@ -18,9 +18,10 @@ micro-batch, in order:
    log emptied: :func:`_state_outputs`), quarantine and, last, its ``activation_runs`` row (kind
    ``streaming``, the previous run's mappings, its counts). A state table whose replaced rows the micro-batch
    would write back unchanged is not written: its ``output_versions`` entry is the version the micro-batch
-   read. Nor is a destination's edge or hub table it has no change row for, or the quarantine when it has no
-   row: its entry is the table's latest version (an empty partition would add a version to every such table
-   per micro-batch);
+   read (``unified_profiles`` is written without that comparison when new fragment rows came in:
+   :func:`_unchanged`). Nor is a destination's edge or hub table it has no change row for, or the quarantine
+   when it has no row: its entry is the table's latest version (an empty partition would add a version to
+   every such table per micro-batch);
 5. on failure, restores every table it committed and records a failed row, as the batch job does; the query
    stops and the stream raises the micro-batch's own error (a lease, input or configuration error keeps its
    exit code).
@@ -53,7 +54,7 @@ from ..lease import LakeLease, LeaseHeldError, LeaseLostError
 from ..logs import quiet_jvm_loggers
 from ..pipeline.micro_batch import Changes, MicroBatchResults, TableChange, evaluate_micro_batch
 from ..runlog import FAILED, RunCounts, RunSummary
-from ..schemas import INPUT_TABLES, check_input_schemas
+from ..schemas import INPUT_TABLES, PROFILE_FRAGMENTS, check_input_schemas
 from ..segments import streamed_time_dependence
 from ..storage import DeltaStorage, TableNotFoundError
 from ..storage.base import LocalCheckpoint
@@ -168,6 +169,7 @@ def _unchanged(
     micro: MicroBatchResults,
     previous_run: runlog.PreviousRun,
     progress: Progress,
+    counts: RunCounts,
 ) -> dict[str, int]:
     """The state tables the micro-batch leaves as they were, each with the version it read: they are not written,
     and the run log records that version.
@@ -175,11 +177,21 @@ def _unchanged(
     A table is left as it was when its replacement rows equal the rows they replace, and when its latest version
     is still the one the micro-batch read: a job that writes a state table without a run to continue from
     (``identities``, a forced batch run at an older ``T``) leaves a newer version, which the micro-batch then
-    overwrites with the state it continues from, as before."""
+    overwrites with the state it continues from, as before.
+
+    ``unified_profiles`` is not compared when the micro-batch has new ``profile_fragments`` rows (``counts``): a
+    new fragment with a valid identity adds to its person's ``fragment_count``, so the table changes, and the
+    comparison would read every profile (1M rows, ~2 s at 1M persons) to find that out. (A new fragment that
+    changes no row — one without a valid identity, one the merge policy ignores, rows a compaction rewrote —
+    then costs a write of the same rows, never a wrong table.)"""
     kept: dict[str, int] = {}
+    new_fragments = counts.rows.get(PROFILE_FRAGMENTS, {}).get("new", 0)
     for name, replaced in micro.replaced.items():
         version = previous_run.output_versions.get(name)
         if version is None or store.version(tables.by_name(name).location(config.job)) != version:
+            continue
+        if name == tables.PROFILES.name and new_fragments:
+            progress(f"{name}: {new_fragments} new fragment row(s): written without comparing")
             continue
         differences = replaced.differences()
         if differences is not None and differences.isEmpty():
@@ -333,8 +345,8 @@ def process_micro_batch(
         summary.classification = micro.results.classification
         summary.cc_rounds = micro.results.cc_rounds
         destinations = [d.id for d in micro.destinations]
-        unchanged = _unchanged(store, config, micro, previous_run, progress)
         summary.counts = _count(micro)
+        unchanged = _unchanged(store, config, micro, previous_run, progress, summary.counts)
         outputs = pipeline.batch_outputs(micro.results, run, summary.evaluation_time, destinations)
         empty = _without_rows(store, config, outputs, summary.counts)
         if empty:
