@@ -310,51 +310,25 @@ def holding(records: DataFrame, identities: DataFrame) -> DataFrame:
     id``, broadcast), whole, each as many times as it is in ``records``.
 
     One pass, with no validation or ranking of any row's identities: each row is numbered, its identities become
-    rows (namespace normalised, any position) carrying the whole row, and those matching a broadcast identity are
-    kept. A row holding several affected identities matches several times — usually every identity of a fragment
-    belongs to one person, and all of an affected person's identities are affected — so each row is kept by one
-    match only, without grouping wide rows:
-
-    1. the match at the row's **first identity** (first namespace of the map, first entry of its list), when
-       that identity is affected: at most one per row;
-    2. otherwise its other matches, left out when the first identity is affected (rule 1 kept the row), and the
-       few rows left with more than one brought back to one per number.
-
-    The number is ``monotonically_increasing_id``, from the row's partition and place in it: equal rows get
-    different numbers, so copies are kept, and rows are never grouped by their content (user columns may hold
+    rows (namespace normalised, any position) carrying the whole row, those matching a broadcast identity are
+    kept, and the matches are brought back to one per number (a row holding two affected identities matches
+    twice). The number is ``monotonically_increasing_id``, from the row's partition and place in it: equal rows
+    get different numbers, so copies are kept, and rows are never grouped by their content (user columns may hold
     maps, which Spark cannot group). The records are read once: finding their identity lists first and then the
     rows with those lists read every row twice (2.4 s of a 7,500-event micro-batch at 1M persons, for
-    ``profile_fragments``). Grouping every match by its number instead of rule 1 sorted and shuffled ~700,000
-    whole fragments of a 105,000-event micro-batch twice (partial and final aggregation)."""
+    ``profile_fragments``)."""
     columns = [F.col(f"`{c}`") for c in records.columns]
-    first_entry = F.try_element_at(F.map_entries("identityMap"), F.lit(1))
-    first_id = F.try_element_at(first_entry["value"], F.lit(1))["id"]
-    numbered = records.select(
-        *columns,
-        F.monotonically_increasing_id().alias(_ROW),
-        normalize_namespace(first_entry["key"]).alias("__ns0"),
-        first_id.alias("__id0"),
-    )
-    by_namespace = numbered.select("*", F.posexplode("identityMap").alias("__p", "__namespace", "__ids"))
+    numbered = records.select(*columns, F.monotonically_increasing_id().alias(_ROW))
+    by_namespace = numbered.select("*", F.explode("identityMap").alias("__namespace", "__ids"))
     exploded = by_namespace.select(
         *columns,
         _ROW,
-        "__ns0",
-        "__id0",
-        "__p",
         normalize_namespace(F.col("__namespace")).alias("__ns"),
-        F.posexplode("__ids.id").alias("__q", "__id"),
+        F.explode("__ids.id").alias("__id"),
     )
-    wanted = identities.select(F.col("namespace").alias("__ns"), F.col("id").alias("__id"))
-    matched = exploded.join(F.broadcast(wanted), on=["__ns", "__id"], how="left_semi")
-    at_first = matched.where((F.col("__p") == 0) & (F.col("__q") == 0))
-    first_wanted = F.broadcast(wanted.select(F.col("__ns").alias("__ns0"), F.col("__id").alias("__id0")))
-    elsewhere = (
-        matched.where((F.col("__p") != 0) | (F.col("__q") != 0))
-        .join(first_wanted, on=["__ns0", "__id0"], how="left_anti")
-        .dropDuplicates([_ROW])
-    )
-    return at_first.select(*columns).unionByName(elsewhere.select(*columns))
+    wanted = F.broadcast(identities.select(F.col("namespace").alias("__ns"), F.col("id").alias("__id")))
+    matched = exploded.join(wanted, on=["__ns", "__id"], how="left_semi")
+    return matched.dropDuplicates([_ROW]).select(*columns)
 
 
 #: The row number :func:`holding` gives each record (double underscore: clear of the records' own columns).
