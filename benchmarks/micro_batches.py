@@ -42,8 +42,6 @@ import yaml
 from _measure import event_log_conf, machine, peak_memory, write_results
 from stream import OTHER_TABLES, SAMPLE_ROWS, Appender, conf_dir, prepare
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 def step_name(message: str) -> str:
     """A progress message without its numbers, ids and times, so that the same step of two micro-batches has one
