@@ -79,7 +79,9 @@ def cli(*args: str) -> None:
 
 
 def prepare(conf: Path, lake: str, args: argparse.Namespace, now: dt.datetime) -> None:
-    """Step 1: demo data and a completed run, reused when present."""
+    """Step 1: demo data and a completed run, reused when present. Demo data written again (the lake's last
+    ``profile_fragments`` commit is not the demo's: an earlier run's writer appended to it) gets a batch run of its
+    own: without one the stream would continue from the old run and begin by reprocessing every row."""
     fragments = f"{lake}/profile_fragments"
     present = DeltaTable.is_deltatable(fragments) and json.loads(
         DeltaTable(fragments).history(1)[0].get("userMetadata") or "{}"
@@ -91,7 +93,7 @@ def prepare(conf: Path, lake: str, args: argparse.Namespace, now: dt.datetime) -
     completed = DeltaTable.is_deltatable(runs) and "completed" in (
         DeltaTable(runs).to_pyarrow_table(columns=["status"])["status"].to_pylist()
     )
-    if not completed:
+    if not present or not completed:
         cli("run", "--conf", str(conf), "--evaluation-time", _iso(now))
 
 
