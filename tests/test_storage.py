@@ -904,7 +904,9 @@ def test_both_engines_refuse_the_same_bad_writes_with_the_same_message_and_commi
     assert arrow_rows_any(location) == [{"run_id": "r1", "k": 1}]
 
 
-def test_local_checkpoint_keeps_the_rows_cuts_the_lineage_and_releases_its_blocks(spark: SparkSession) -> None:
+def test_local_checkpoint_keeps_the_rows_serialized_cuts_the_lineage_and_releases_its_blocks(
+    spark: SparkSession,
+) -> None:
     persisted = spark.sparkContext._jsc.sc().getPersistentRDDs()  # noqa: SLF001 - the JVM's block registry
     before = persisted.size()
     barrier = LocalCheckpoint()
@@ -914,6 +916,8 @@ def test_local_checkpoint_keeps_the_rows_cuts_the_lineage_and_releases_its_block
     assert sorted(map(tuple, grouped.collect())) == [("a", 4), ("b", 2)]
     assert barrier(grouped.where("total > 2")).collect() == [Row(k="a", total=4)]
     assert spark.sparkContext._jsc.sc().getPersistentRDDs().size() == before + 2  # noqa: SLF001
+    levels = [rdd.getStorageLevel() for rdd in barrier._blocks]  # noqa: SLF001 - serialized, spilling to disk
+    assert [(level.deserialized(), level.useMemory(), level.useDisk()) for level in levels] == [(False, True, True)] * 2
     # Spark's "cannot be recomputed after unpersisting" warnings are silenced while releasing; afterwards the
     # RDD loggers have no setting of their own again (they follow the root level).
     log4j = spark.sparkContext._jvm.org.apache.logging.log4j  # noqa: SLF001
@@ -956,7 +960,7 @@ def test_local_checkpoint_marks_small_results_for_broadcast_and_leaves_large_one
         assert log4j.LogManager.getLogger(files.HINT_LOGGER).getLevel().toString() == "ERROR"
         monkeypatch.setattr(files, "BROADCAST_BYTES", 16)
         assert "SortMergeJoin" in plan(barrier(derived))
-        monkeypatch.setattr(files, "BROADCAST_BYTES", 64 << 20)
+        monkeypatch.setattr(files, "BROADCAST_BYTES", 16 << 20)
         spark.conf.set("spark.sql.autoBroadcastJoinThreshold", "-1")
         barrier(derived)
         assert barrier.broadcast == 2 and barrier.writes == 4

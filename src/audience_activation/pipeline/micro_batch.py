@@ -232,11 +232,11 @@ def _with_keys(events: DataFrame, hashes: DataFrame) -> DataFrame:
     group that is whole, which is attributed to its own person and dropped with the other persons' events.
 
     The hashes are always broadcast: they are at most one per event, 8 bytes each (a broadcast of a million takes
-    a few tens of MB), where the other plan shuffles every event whole. Left to the lineage barrier's rule
-    (results stored in up to 64 MB), the copy keys themselves (``_id`` strings: ~740,000 in a 105,000-event
-    micro-batch at 1M persons, over 100 bytes each as stored) were not marked, and every event — 456 MiB — was
-    shuffled to meet them: 20 of the micro-batch's 155 task-seconds. Stored, a hash still takes ~76 bytes, so
-    the rule alone would fail again at ~880,000 keys."""
+    a few tens of MB), where the other plan shuffles every event whole. Left to the lineage barrier's rule (then:
+    results stored as deserialized rows in up to 64 MB), the copy keys themselves (``_id`` strings: ~740,000 in a
+    105,000-event micro-batch at 1M persons, over 100 bytes each as stored) were not marked, and every event —
+    456 MiB — was shuffled to meet them: 20 of the micro-batch's 155 task-seconds. A hash stored serialized takes
+    ~11.5 bytes, so the barrier's rule (16 MB) alone would fail again at ~1.4 million keys."""
     keyed = events.withColumn(_COPY_KEY, _copy_key(events)).withColumn(_COPY_HASH, _copy_hash(F.col(_COPY_KEY)))
     wanted = F.broadcast(hashes.withColumnRenamed("_key", _COPY_HASH))
     return keyed.join(wanted, on=_COPY_HASH, how="left_semi").drop(_COPY_HASH)
