@@ -156,7 +156,7 @@ HINT_LOGGER = "org.apache.spark.sql.catalyst.analysis.HintErrorLogger"
 
 #: The largest stored result :class:`LocalCheckpoint` marks for broadcast. Its blocks hold serialized rows,
 #: about the size of the rows in a broadcast (a broadcast hash relation adds its index): 16 MB is ~1.4 million
-#: long keys or ~430,000 UUID strings, and marks about the same parts as the 64 MB of deserialized rows the
+#: long keys or ~450,000 UUID strings, and marks about the same parts as the 64 MB of deserialized rows the
 #: barrier measured before. Broadcasting the affected identities or events spares shuffling the millions of
 #: identity and event rows they are joined with.
 BROADCAST_BYTES = 16 << 20
