@@ -756,6 +756,38 @@ def test_an_input_the_previous_run_read_that_is_gone_stops_the_stream(
     assert rows(tmp_path / "lake" / "activation_runs", "run_id") == before  # not even a failed row: nothing written
 
 
+def test_a_pinned_t_used_again_after_the_checkpoint_is_deleted_is_refused(
+    spark: SparkSession, t1_lake: Callable[[str], Path], tmp_path: Path, engine: str
+) -> None:
+    """Without its checkpoint the stream numbers its micro-batches from 0 again, so the same pinned ``T`` gives
+    the run id of a completed micro-batch that read older input versions. Skipping it as a replay would leave
+    the new rows unprocessed: the stream stops, names the id and asks for a later ``T``, and writes nothing."""
+    base = t1_lake(engine)
+    shutil.copytree(base / "lake", tmp_path / "lake")
+    shutil.copytree(base / "conf", tmp_path / "conf")
+    (tmp_path / "conf" / "job.yaml").write_text(
+        yaml.safe_dump({"lake": {"root": str(tmp_path / "lake")}, "storage": {"engine": engine}})
+    )
+    store = open_storage(spark, engine)
+    fragments = f"{tmp_path / 'lake'}/profile_fragments"
+    store.append(spark.createDataFrame([frag({"CRMID": "c1"}, N2 - DAY, "US", "y")], FRAGMENTS), fragments)
+    config = load_config(tmp_path / "conf")
+    app.run_stream(spark, config, evaluation_time=T2)
+    first = rows(tmp_path / "lake" / "activation_runs", "run_id")
+    assert len([r for r in first if str(r[0]).startswith("streaming-")]) == 1
+
+    store.append(spark.createDataFrame([frag({"CRMID": "c2"}, N2 - DAY, "FR", "y")], FRAGMENTS), fragments)
+    shutil.rmtree(tmp_path / "lake" / "_checkpoints" / "stream")
+    with pytest.raises(app.RunOrderError, match=r"read older input versions .* pin a later --evaluation-time"):
+        app.run_stream(spark, config, evaluation_time=T2)
+    assert rows(tmp_path / "lake" / "activation_runs", "run_id") == first  # nothing written, not even a failed row
+
+    # As the message says: the checkpoint deleted again (it holds the refused offsets), a later T goes on.
+    shutil.rmtree(tmp_path / "lake" / "_checkpoints" / "stream")
+    app.run_stream(spark, config, evaluation_time=T2 + dt.timedelta(seconds=1))
+    assert len(rows(tmp_path / "lake" / "activation_runs", "run_id")) == len(first) + 1
+
+
 # --- consistency property -------------------------------------------------------------------------------------
 
 CUSTOMERS = [f"c{k}" for k in range(1, 10)]

@@ -121,12 +121,13 @@ def latest_run(runs: DataFrame | None) -> PreviousRun | None:
     return None if row is None else _previous(row)
 
 
-def completed_run_ids(store: DeltaStorage, config: AppConfig, run_ids: list[str]) -> set[str]:
-    """Which of ``run_ids`` completed (a replayed micro-batch that completed before its process died)."""
+def completed_run(store: DeltaStorage, config: AppConfig, run_id: str) -> PreviousRun | None:
+    """The completed run ``run_id`` (a replayed micro-batch that completed before its process died), or None."""
     runs = completed_runs(store, config)
     if runs is None:
-        return set()
-    return {row["run_id"] for row in runs.where(F.col("run_id").isin(run_ids)).select("run_id").collect()}
+        return None
+    row = runs.where(F.col("run_id") == run_id).limit(1).first()
+    return None if row is None else _previous(row)
 
 
 def previous_state(store: DeltaStorage, config: AppConfig, previous: PreviousRun | None) -> PreviousState:

@@ -27,7 +27,10 @@ micro-batch, in order:
    exit code).
 
 A micro-batch whose ``T`` is older than the newest completed run (a batch run started while the stream was
-stopped) is skipped when that run read all of its input versions, and refused otherwise.
+stopped) is skipped when that run read all of its input versions, and refused otherwise. So is a micro-batch
+whose run id completed before: skipped when that run read its input versions (a replay), refused when it read
+older ones (the same ``T`` pinned again after the stream's checkpoint was deleted, which numbers the micro-batches
+from 0 again).
 """
 
 from __future__ import annotations
@@ -156,6 +159,31 @@ def _read(
 def _covers(run: runlog.PreviousRun, versions: dict[str, int]) -> bool:
     """Whether ``run`` read every input at least at ``versions`` (a later run did a micro-batch's work)."""
     return all(run.input_versions.get(name, -1) >= version for name, version in versions.items())
+
+
+def _completed_before(
+    store: DeltaStorage, config: AppConfig, run: str, versions: dict[str, int], progress: Progress
+) -> bool:
+    """Whether micro-batch ``run`` completed before (a replay after its process died once its run-log row was
+    written): then it is skipped. A completed run with that id that did not read ``versions`` is another
+    micro-batch — the same ``T`` pinned again after the stream's checkpoint was deleted, which numbers the
+    micro-batches from 0 again — and skipping would leave the new rows unprocessed: refused.
+
+    Raises:
+        state.RunOrderError: the run id is taken by a run that read older input versions.
+    """
+    done = state.completed_run(store, config, run)
+    if done is None:
+        return False
+    if not _covers(done, versions):
+        raise state.RunOrderError(
+            f"micro-batch {run}: a completed run with this id read older input versions "
+            f"({dict(sorted(done.input_versions.items()))}); the stream's checkpoint was deleted and the same "
+            f"evaluation time pinned again. Delete the checkpoint again (it holds this micro-batch's offsets) and "
+            f"pin a later --evaluation-time (or none: the clock)"
+        )
+    progress(f"micro-batch {run} completed before: skipped")
+    return True
 
 
 def _count(micro: MicroBatchResults) -> RunCounts:
@@ -294,8 +322,7 @@ def process_micro_batch(
     updated once it completed (:mod:`audience_activation.app.known_hubs`)."""
     store = storage_for(spark, config)
     run = runlog.stream_run_id(evaluation_time, batch_id)
-    if run in state.completed_run_ids(store, config, [run]):
-        progress(f"micro-batch {run} completed before: skipped")
+    if _completed_before(store, config, run, versions, progress):
         return None
     lease = _acquire(LakeLease(spark, store, config.job.lake.root, run, config.job.lease.timeout_seconds), progress)
     summary = RunSummary(
@@ -309,8 +336,7 @@ def process_micro_batch(
     handed_on = False
     try:
         recover(spark, config, store, lease, progress)
-        if run in state.completed_run_ids(store, config, [run]):  # completed while we waited for the lease
-            progress(f"micro-batch {run} completed before: skipped")
+        if _completed_before(store, config, run, versions, progress):  # completed while we waited for the lease
             return None
         previous_run = state.latest_run(state.completed_runs(store, config))
         if previous_run is None:
