@@ -124,3 +124,55 @@ def test_at_most_so_many_hubs_are_kept(spark: SparkSession, config: AppConfig, m
     kept.remember("streaming-2", config, [("ECID", "z")])
     assert len(kept) == 2
     assert handed(offer(kept, spark, config, "streaming-2", Changes())) == [("ECID", "z"), ("IDFA", "a")]
+
+
+SETTLED = "namespace string, id string, person_id string"
+
+
+def settled_of(kept: KnownHubs) -> set[tuple[str, str, str]]:
+    handed_settled = kept.settled()
+    assert handed_settled is not None
+    return {(r.namespace, r.id, r.person_id) for r in handed_settled.collect()}
+
+
+def test_settled_persons_are_handed_on_replaced_and_forgotten_like_the_hubs(
+    spark: SparkSession, config: AppConfig
+) -> None:
+    kept = KnownHubs()
+    assert kept.settled() is None  # nothing offered yet
+    offer(kept, spark, config, "batch-1", appended(spark))
+    assert settled_of(kept) == set()  # none known: the micro-batch starts tracking them
+    kept.found_settled(spark.createDataFrame([("ECID", "e", "p"), ("Email", "m", "p")], SETTLED))
+    kept.remember("streaming-1", config, [])
+    offer(kept, spark, config, "streaming-1", appended(spark))
+    first = kept.settled()
+    assert settled_of(kept) == {("ECID", "e", "p"), ("Email", "m", "p")}
+    # The next micro-batch's replace them, and the earlier ones' blocks are released.
+    kept.found_settled(spark.createDataFrame([("ECID", "e", "q")], SETTLED))
+    kept.remember("streaming-2", config, [])
+    assert first is not None
+    with pytest.raises(Exception, match="(?i)checkpoint|block"):
+        first.collect()
+    offer(kept, spark, config, "streaming-2", Changes())
+    assert settled_of(kept) == {("ECID", "e", "q")}
+    # A completed micro-batch that reported none (not tracked) leaves none: the kept ones described the clusters
+    # before it.
+    kept.remember("streaming-3", config, [])
+    offer(kept, spark, config, "streaming-3", Changes())
+    assert settled_of(kept) == set()
+    # Forgotten as the hubs are: another run completed in between, or a row was removed.
+    for previous_run, changes in (
+        ("batch-9", appended(spark)),
+        ("streaming-4", appended(spark, [("E", "e", "I", "d")])),
+    ):
+        kept = KnownHubs()
+        offer(kept, spark, config, "batch-1", Changes())
+        kept.found_settled(spark.createDataFrame([("ECID", "e", "p")], SETTLED))
+        kept.remember("streaming-4", config, [])
+        offer(kept, spark, config, previous_run, changes)
+        assert settled_of(kept) == set()
+    # A failed micro-batch's are released by the next offer; close releases the kept ones.
+    kept.found_settled(spark.createDataFrame([("ECID", "e", "r")], SETTLED))
+    offer(kept, spark, config, "streaming-4", Changes())
+    assert settled_of(kept) == set()
+    kept.close()

@@ -731,6 +731,38 @@ def test_a_hub_found_by_one_micro_batch_is_known_to_the_next(spark: SparkSession
     assert only(a["activation"], STREAMED, 1) == only(b["activation"], STREAMED, 1)
 
 
+def test_an_event_restating_a_settled_person_only_revisits_it(spark: SparkSession, tmp_path: Path) -> None:
+    """Settled persons in a running stream (rule 9 of ``affected``): the first micro-batch's event holds E1 and
+    c1 (two linking identities of one person): it resolves that person, and finds it settled. The second
+    micro-batch's event holds the same two: it only revisits the person (no resolution round), and the stream
+    ends where a batch run at T2 from the same state ends."""
+    base = tmp_path / "base"
+    conf = write_conf(base / "conf", base / "lake", "delta-rs")
+    store = open_storage(spark, "delta-rs")
+    write_inputs_t1(spark, store, str(base / "lake"))
+    run(spark, conf, T1)
+    both = {"ECID": [(E1, True)], "CRMID": [("c1", False)]}
+    commits = [[(f"s{k}", N2 - dt.timedelta(hours=2), "commerce.purchases", both)] for k in range(2)]
+    confs = {}
+    for lake in ("a", "b"):
+        shutil.copytree(base / "lake", tmp_path / lake)
+        confs[lake] = tmp_path / f"conf-{lake}"
+        shutil.copytree(conf, confs[lake])
+        job = {**yaml.safe_load((conf / "job.yaml").read_text()), "lake": {"root": str(tmp_path / lake)}}
+        (confs[lake] / "job.yaml").write_text(yaml.safe_dump(job))
+        for events in commits:
+            store.append(spark.createDataFrame(events, EVENTS), f"{tmp_path / lake}/experience_events")
+
+    streamed = app.run_stream(spark, load_config(confs["a"]), evaluation_time=T2, max_versions_per_trigger=1)
+    run(spark, confs["b"], T2)
+
+    assert [m.cc_rounds for m in streamed.micro_batches] == [1, 0]
+    a, b = state(tmp_path / "a"), state(tmp_path / "b")
+    assert a["clusters"] == b["clusters"]
+    assert only(a["membership"], STREAMED, 1) == only(b["membership"], STREAMED, 1)
+    assert only(a["activation"], STREAMED, 1) == only(b["activation"], STREAMED, 1)
+
+
 def test_an_input_the_previous_run_read_that_is_gone_stops_the_stream(
     spark: SparkSession, t1_lake: Callable[[str], Path], tmp_path: Path, engine: str
 ) -> None:

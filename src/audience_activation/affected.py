@@ -58,6 +58,13 @@ first step is identity resolution on a part of the inputs that gives, for those 
    then not repeated. (In a large micro-batch one such neighbour had cost a second lookup of every input and a
    second round.)
 
+9. **Settled persons** (:mod:`audience_activation.settled`). A new fragment or event whose linking identities
+   all belong to one *settled* person of the previous clusters (a person a resolution found as a whole
+   component, left whole by the per-component rules, whose identities are far enough from the hub limit) only
+   re-states its person's links: it changes no person, so it revisits its person (rule 7) instead of seeding a
+   resolution. A running stream keeps the settled persons its resolutions found and hands them on like the
+   known hubs (rule 8); every resolution replaces the facts of the persons it resolved.
+
 The part holds exactly the rows that touch an affected identity (links: a link touching two comes twice,
 and resolution de-duplicates explicit links); rows touching none would be harmless anyway: they would be
 resolved into persons that hold no affected identity and dropped.
@@ -82,6 +89,7 @@ from .identity import link_entries, linking_keys, record_entries, resolve_identi
 from .identity_rules import GRAPH_SIZE_EVICTION, HUB_IDENTITY
 from .namespaces import NamespaceLookup
 from .schemas import EXPERIENCE_EVENTS, IDENTITY_GRAPH, PROFILE_FRAGMENTS, REGION_INFORMATION
+from .settled import restating, settled_after
 
 #: A lineage barrier (see :class:`audience_activation.pipeline.Barrier`).
 Checkpoint = Callable[[DataFrame], DataFrame]
@@ -123,6 +131,9 @@ class Affected:
         rounds: closure rounds run (0: nothing needed resolving).
         hubs: ``namespace, id`` of the hubs of the last round's part (the known hubs it touches among them): hubs
             of the whole input too (rule 8).
+        settled: ``namespace, id, person_id`` of the identities of the settled persons after this resolution
+            (rule 9): the ``settled`` handed in without the persons resolved again, plus those of the resolved
+            persons that are settled; None when settled persons are not tracked.
     """
 
     identities: DataFrame
@@ -132,6 +143,7 @@ class Affected:
     quarantine: DataFrame
     rounds: int
     hubs: DataFrame
+    settled: DataFrame | None = None
 
 
 @dataclass(frozen=True)
@@ -217,13 +229,16 @@ def split_seeds(
     namespaces: NamespacesConfig,
     settings: IdentitySettings,
     checkpoint: Checkpoint | None = None,
+    settled: DataFrame | None = None,
 ) -> tuple[DataFrame, DataFrame]:
     """The valid identities of ``new_rows`` (those of :func:`seed_identities`) in two sets: ``(changing,
     adding)``.
 
     ``changing``: the identities of the rows that can change the identity graph — links, and fragments or events
-    with two or more linking identities when co-occurrence links are on. ``adding``: the identities of the other
-    records, which can only add an identity (rule 7); an identity of both kinds of row is in ``changing`` only.
+    with two or more linking identities when co-occurrence links are on, unless those all belong to one of the
+    ``settled`` persons (rule 9, :func:`audience_activation.settled.restating`). ``adding``: the identities of
+    the other records, which can only add an identity or re-state a settled person's links (rule 7); an identity
+    of both kinds of row is in ``changing`` only.
 
     Both come from one pass: each valid identity with a flag (its row can change the graph), one row per identity
     with the flags' OR. ``checkpoint`` materialises that result, so the two sets are light passes over it
@@ -243,8 +258,18 @@ def split_seeds(
     records = record_entries(new_rows)
     if settings.cooccurrence_links:
         lookup = NamespaceLookup(namespaces)
-        linking = F.size(linking_keys(F.col("entries"), lookup)) >= 2
-        changes = (F.col("source_table") != REGION_INFORMATION) & linking
+        records = records.withColumn("_linking", linking_keys(F.col("entries"), lookup))
+        changes = (F.col("source_table") != REGION_INFORMATION) & (F.size("_linking") >= 2)
+        if settled is not None:
+            # Rule 9: the distinct lists of the candidates are looked up, then the rows take their answer.
+            candidates = records.where(changes).select("_linking").distinct()
+            if checkpoint is not None:
+                candidates = checkpoint(candidates)
+            restated = restating(candidates, settled).withColumn("_restates", F.lit(True))
+            if checkpoint is not None:
+                restated = checkpoint(restated)
+            records = records.join(restated, on="_linking", how="left")
+            changes = changes & F.col("_restates").isNull()
     else:
         changes = F.lit(False)
     flagged = (
@@ -426,6 +451,7 @@ def resolve_affected(
     lookup: Lookup | None = None,
     adding: DataFrame | None = None,
     known_hubs: DataFrame | None = None,
+    settled: DataFrame | None = None,
 ) -> Affected:
     """Resolve the persons that ``seeds`` can change (rules in the module docstring).
 
@@ -444,6 +470,9 @@ def resolve_affected(
             inputs): those the previous clusters hold are revisited with their previous persons (rule 7), the
             others are seeds.
         known_hubs: ``namespace, id`` of identities known to be hubs of ``as_of`` (rule 8), or None.
+        settled: ``namespace, id, person_id`` of the settled persons of ``previous_clusters`` (rule 9; the
+            caller splits the seeds with them, :func:`split_seeds`), empty when none is known; None: settled
+            persons are not tracked (:attr:`Affected.settled` is None).
 
     Raises:
         RuntimeError: the closure did not end within :data:`MAX_ROUNDS` rounds (a bug, not a big graph).
@@ -452,7 +481,7 @@ def resolve_affected(
     hubs = None if known_hubs is None else checkpoint(known_hubs.select(*_KEY).distinct())
 
     def closure(seeds: DataFrame, previous: DataFrame | None, around: _Around | None = None) -> Affected:
-        return _closure(seeds, previous, namespaces, settings, checkpoint, find, hubs, around)
+        return _closure(seeds, previous, namespaces, settings, checkpoint, find, hubs, around, settled)
 
     seeds = seeds.select(*_KEY)
     if adding is None:
@@ -477,6 +506,7 @@ def resolve_affected(
             ),
             rounds=0,
             hubs=spark.createDataFrame([], "namespace string, id string"),
+            settled=settled,
         )
     else:
         # The seeds' previous persons were found with the added identities' (the added seeds have none).
@@ -497,6 +527,7 @@ def resolve_affected(
         quarantine=resolved.quarantine,
         rounds=resolved.rounds,
         hubs=resolved.hubs,
+        settled=resolved.settled,
     )
 
 
@@ -509,9 +540,10 @@ def _closure(
     find: Lookup,
     known_hubs: DataFrame | None,
     around: _Around | None = None,
+    settled: DataFrame | None = None,
 ) -> Affected:
-    """Rules 2-6 and 8: the closed set of identities around ``seeds`` and its exact resolution (``around``: rule
-    2 applied to ``seeds`` already)."""
+    """Rules 2-6, 8 and 9: the closed set of identities around ``seeds`` and its exact resolution (``around``:
+    rule 2 applied to ``seeds`` already), and ``settled`` with the resolved persons' facts replaced."""
     if around is None:
         around = _with_previous_persons(seeds.distinct(), previous_clusters, checkpoint)
     start = checkpoint(around.identities)
@@ -553,6 +585,7 @@ def _closure(
                 quarantine=quarantine,
                 rounds=rounds,
                 hubs=resolved.hubs,
+                settled=settled_after(settled, identities, resolved, clusters, settings, checkpoint),
             )
         added = outside.select(*_KEY)
         around = _with_previous_persons(identities.unionByName(added).distinct(), previous_clusters, checkpoint)

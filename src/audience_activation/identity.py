@@ -244,7 +244,7 @@ def linking_keys(entries: Column, lookup: NamespaceLookup) -> Column:
     )
 
 
-def _identity_of(key: Column) -> Column:
+def identity_of_key(key: Column) -> Column:
     """``struct(namespace, id)`` of a :func:`node_key`."""
     parts = F.split(key, _KEY_SEPARATOR, 2)
     return F.struct(parts.getItem(0).alias("namespace"), parts.getItem(1).alias("id"))
@@ -274,7 +274,7 @@ def crowded_record_identities(
         (linking if linking is not None else linking_identities(records, lookup))
         .where(F.size("ids") > max_links_per_identity + 1)
         .select(F.explode("ids").alias("key"), "source_rank")
-        .select(_identity_of(F.col("key")).alias("e"), "source_rank")
+        .select(identity_of_key(F.col("key")).alias("e"), "source_rank")
         .groupBy(F.col("e.namespace").alias("namespace"), F.col("e.id").alias("id"))
         .agg(F.min("source_rank").alias("source_rank"))
     )
@@ -317,7 +317,7 @@ def collect_links(
                 "ids",
                 lambda x, i: F.transform(
                     F.slice("ids", i + 2, F.greatest(F.size("ids"), F.lit(1))),
-                    lambda y: F.struct(_identity_of(x).alias("a"), _identity_of(y).alias("b")),
+                    lambda y: F.struct(identity_of_key(x).alias("a"), identity_of_key(y).alias("b")),
                 ),
             )
         )
@@ -537,6 +537,9 @@ class IdentityResult:
     components: DataFrame | None = None
     #: ``namespace, id`` of the hubs (:func:`find_hubs`, materialised).
     hubs: DataFrame | None = None
+    #: :func:`collect_links` (every pair once, before the hub guardrail; materialised): the streaming job reads
+    #: the affected identities' neighbour counts off it (:func:`audience_activation.affected.settled_rows`).
+    links: DataFrame | None = None
 
 
 def resolve_identities(
@@ -634,4 +637,5 @@ def resolve_identities(
         records=records,
         components=nodes,
         hubs=hubs.select("namespace", "id"),
+        links=links,
     )

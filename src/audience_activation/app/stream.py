@@ -366,8 +366,11 @@ def process_micro_batch(
         micro = evaluate_micro_batch(
             inputs, changes, previous, previous_profiles, config, summary.evaluation_time,
             barrier=barrier, progress=progress, index=index, known_hubs=hubs,
+            settled=None if known_hubs is None else known_hubs.settled(),
         )  # fmt: skip
         found = [] if known_hubs is None else known_hubs.found(micro.hubs)
+        if known_hubs is not None:
+            known_hubs.found_settled(micro.settled)
         summary.classification = micro.results.classification
         summary.cc_rounds = micro.results.cc_rounds
         destinations = [d.id for d in micro.destinations]
@@ -535,6 +538,7 @@ def run_stream(
         stop_logs.restore()
         if index_cache is not None:
             index_cache.close()
+        known_hubs.close()
     return summary
 
 

@@ -146,6 +146,8 @@ class MicroBatchResults:
             rule 8 of :mod:`audience_activation.affected`), or None when it resolved nothing.
         state_changes: the rows of ``activation_state`` it changes, with ``removed``
             (:func:`audience_activation.activation.state_changes`; what the stream appends to the state's log).
+        settled: the settled persons after it (``namespace, id, person_id``, :mod:`audience_activation.settled`;
+            not materialised), or None when they were not tracked.
     """
 
     results: Results
@@ -155,6 +157,7 @@ class MicroBatchResults:
     replaced: dict[str, Replaced] = dataclasses.field(default_factory=dict)
     hubs: DataFrame | None = None
     state_changes: DataFrame | None = None
+    settled: DataFrame | None = None
 
 
 def streamed_segments(compiled: stages.Compiled) -> list[str]:
@@ -375,6 +378,7 @@ def evaluate_micro_batch(
     progress: Any = None,
     index: input_index.InputsIndex | None = None,
     known_hubs: DataFrame | None = None,
+    settled: DataFrame | None = None,
 ) -> MicroBatchResults:
     """Everything a micro-batch at ``T`` computes (rules in the module docstring); nothing is written.
 
@@ -392,6 +396,9 @@ def evaluate_micro_batch(
             one: the rows touching the affected identities are then looked up in it (same results, no scan).
         known_hubs: ``namespace, id`` of identities known to be hubs of ``inputs`` at ``T`` (rule 8 of
             :mod:`audience_activation.affected`; same results, fewer rows looked up).
+        settled: ``namespace, id, person_id`` of the settled persons of the previous run's clusters
+            (:mod:`audience_activation.settled`; same results, fewer persons resolved), empty when none is known;
+            None: not tracked (``MicroBatchResults.settled`` is None).
 
     Raises:
         ValueError: no previous run (a stream continues from a batch run's state).
@@ -410,7 +417,7 @@ def evaluate_micro_batch(
     removed = inputs_as_of(gone.fragments, gone.events, gone.links, gone.regions, evaluation_time)
     say("resolving the identities of the affected persons")
     # Rows that can change the identity graph seed a resolution; the others only revisit their persons.
-    seeds, revisit = affected_rules.split_seeds(fresh, config.namespaces, config.job.identity, barrier)
+    seeds, revisit = affected_rules.split_seeds(fresh, config.namespaces, config.job.identity, barrier, settled)
     if any(t is not None for t in (removed.fragments, removed.events, removed.links, removed.regions)):
         seeds = seeds.unionByName(affected_rules.seed_identities(removed))  # a removed row can split a person
     # The seeds read only the events' identities and times: the index's narrow rows serve them when there is one.
@@ -425,7 +432,16 @@ def evaluate_micro_batch(
     )
     lookup = None if index is None else (lambda ids: input_index.touching(index, ids, evaluation_time))
     affected = affected_rules.resolve_affected(
-        as_of, seeds, previous.clusters, config.namespaces, config.job.identity, barrier, lookup, revisit, known_hubs
+        as_of,
+        seeds,
+        previous.clusters,
+        config.namespaces,
+        config.job.identity,
+        barrier,
+        lookup,
+        revisit,
+        known_hubs,
+        settled,
     )
     clusters = affected.clusters
     persons = barrier(clusters.select("person_id").unionByName(affected.previous_persons).distinct())
@@ -542,4 +558,5 @@ def evaluate_micro_batch(
         replaced=replaced,
         hubs=affected.hubs if affected.rounds else None,
         state_changes=diff.state_changes,
+        settled=affected.settled,
     )

@@ -106,9 +106,12 @@ class LocalCheckpoint:
     hint in that time); barriers used at the same time must be cleaned up in the reverse order.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, mark_broadcast: bool = True) -> None:
+        """``mark_broadcast=False``: never mark a result for broadcast (results kept longer than the barriers of
+        one micro-batch, whose hint warnings must not be silenced until they are released)."""
         self.writes = 0
         self.broadcast = 0
+        self._mark_broadcast = mark_broadcast
         self._blocks: list[Any] = []
         self._jvm: Any = None
         self._restore_hint_log: Any = None
@@ -120,7 +123,7 @@ class LocalCheckpoint:
         materialised = df.localCheckpoint(eager=True, storageLevel=StorageLevel.MEMORY_AND_DISK)  # serialized
         rdd = materialised._jdf.queryExecution().analyzed().rdd()  # a LogicalRDD over the checkpointed RDD
         self._blocks.append(rdd)
-        if _fits_broadcast(df.sparkSession, rdd):
+        if self._mark_broadcast and _fits_broadcast(df.sparkSession, rdd):
             self.broadcast += 1
             if self._restore_hint_log is None:  # Spark warns of each hint a plan cannot use (any hint, until cleanup)
                 self._restore_hint_log = quiet_jvm_loggers(self._jvm, [HINT_LOGGER])
