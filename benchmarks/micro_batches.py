@@ -55,13 +55,16 @@ class StepClock:
     """Progress callback: the time between progress messages, and the step as ``aa.stage`` on the Spark jobs
     started meanwhile (``mb<k>: <step>``, :func:`step_name`)."""
 
-    def __init__(self, spark: Any) -> None:
+    def __init__(self, spark: Any, follow: bool = False) -> None:
         self.spark = spark
-        self.batch = 0
+        self.batch = -1 if follow else 0
+        self.follow = follow  # one stream: each ``micro-batch N:`` message starts the next batch
         self.marks: list[tuple[int, str, float]] = []
 
     def __call__(self, message: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+        if self.follow and re.match(r"micro-batch \d+: ", message):
+            self.batch += 1
         step = step_name(message)
         self.spark.sparkContext.setLocalProperty("aa.stage", f"mb{self.batch}: {step}")
         self.marks.append((self.batch, step, time.perf_counter()))
@@ -100,12 +103,14 @@ def measure(conf: Path, args: argparse.Namespace) -> dict[str, Any]:
     config = load_config(conf)
     spark = app.session_for(config)
     spark.sparkContext.setLogLevel("ERROR")
-    clock = StepClock(spark)
+    clock = StepClock(spark, follow=args.one_stream)
     events = Appender(args.lake, "experience_events", args.pool)
     others = [Appender(args.lake, name, args.pool) for name in OTHER_TABLES] if args.others else []
     batches = []
     with peak_memory() as peak:
-        for k, count in enumerate(args.events):
+        if args.one_stream:
+            batches = _one_stream(spark, config, clock, events, others, args)
+        for k, count in enumerate([] if args.one_stream else args.events):
             at = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
             events.append(count, at)
             for other in others:
@@ -131,6 +136,37 @@ def measure(conf: Path, args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def _one_stream(
+    spark: Any, config: Any, clock: StepClock, events: Appender, others: list[Appender], args: argparse.Namespace
+) -> list[dict[str, Any]]:
+    """``--one-stream``: every size's commits first, then one stream that takes one size per micro-batch (what a
+    running stream keeps between its micro-batches — known hubs, settled persons — is then kept)."""
+    from audience_activation import app
+
+    for count in args.events:
+        at = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+        events.append(count, at)
+        for other in others:
+            other.append(max(1, round(count * args.others / 100)), at)
+    summary = app.run_stream(spark, config, progress=clock, max_versions_per_trigger=1 + len(others))
+    batches = []
+    for k, (count, run) in enumerate(zip(args.events, summary.micro_batches, strict=False)):
+        seconds = (run.ended_at - run.started_at).total_seconds()
+        end = next((t for b, _, t in clock.marks if b == k + 1), time.perf_counter())
+        steps = clock.steps(k, end)
+        batches.append(
+            {
+                "events": count,
+                "seconds": round(seconds, 1),
+                "persons": run.counts.persons,
+                "micro_batches": [run.run_id],
+                "steps": steps,
+            }
+        )
+        print(f"micro-batch {k}: {count:,} events, {batches[-1]['seconds']} s", flush=True)
+    return batches
+
+
 def _commit() -> str:
     """The commit of the code measured: the checkout the imported package comes from (``PYTHONPATH`` may point at
     another worktree), marked ``+changes`` when its ``src`` differs from that commit."""
@@ -152,8 +188,13 @@ def render(result: dict[str, Any]) -> str:
         f"Measured {result['measured_at']} on {result['machine']['cpus']} CPUs, {result['machine']['memory_gib']} GiB, "
         f"Spark {result['spark']}, driver memory {a['driver_memory']}, code {result['code']}. Each size: one commit "
         f"of events and {a['others']}% as many rows to each other input table, then `stream --trigger "
-        "available-now` in process (each size a new stream: no known hubs, "
-        f"identity index {'built in each' if a.get('identity_index') else 'off'}). Peak RSS (this process and the "
+        + (
+            "available-now` in process, once for all sizes (one stream, one size per micro-batch: known hubs and "
+            "settled persons kept, "
+            if a.get("one_stream")
+            else "available-now` in process (each size a new stream: no known hubs, "
+        )
+        + f"identity index {'built in each' if a.get('identity_index') else 'off'}). Peak RSS (this process and the "
         f"JVM): {result['peak_rss_gib']} GiB.",
         "",
         "| micro-batch | events | persons revisited | seconds |",
@@ -195,6 +236,12 @@ def main() -> None:
     parser.add_argument("--base", default=None, help="base lake, kept (default /tmp/aa-mb-base-<persons>)")
     parser.add_argument("--lake", default=None, help="the copy measured on (default /tmp/aa-mb-<persons>)")
     parser.add_argument("--event-log", default=None, help="folder for uncompressed Spark event logs")
+    parser.add_argument(
+        "--one-stream",
+        action="store_true",
+        help="append every size first, then one stream taking one size per micro-batch (keeps what a running "
+        "stream keeps between micro-batches)",
+    )
     parser.add_argument("--label", default="")
     args = parser.parse_args()
     args.base = args.base or f"/tmp/aa-mb-base-{args.persons}"

@@ -150,6 +150,45 @@ def test_restating_keeps_lists_held_by_one_settled_person(spark: SparkSession) -
     assert sorted(r._linking for r in found) == sorted([lists[0], lists[3]])
 
 
+def test_split_seeds_takes_rows_restating_a_settled_person_for_added_identities(
+    spark: SparkSession, checkpoint: ParquetCheckpoint
+) -> None:
+    """A record or a link whose linking identities all belong to one settled person only revisits it; one that
+    also holds another person's identity, an unknown one, or (a link) a non-people end still seeds. Without the
+    settled persons every such row seeds."""
+    settled = spark.createDataFrame([("ECID", E1, "p1"), ("Email", "m1", "p1"), ("ECID", E2, "p2")], SETTLED_DDL)
+    new_links, new_fragments, new_regions = frames(
+        spark,
+        [
+            ("ECID", E1, "Email", "m1", T - DAY),  # inside p1
+            ("ECID", E2, "Email", "m1", T - DAY),  # across p1 and p2
+            ("ECID", E1, "STORE", "s1", T - DAY),  # a non-people end: no pair, but a link row (seeds)
+        ],
+        [
+            ({"ECID": [E1], "Email": ["m1"]}, T - DAY),  # inside p1
+            ({"ECID": [E2], "CRMID": ["c9"]}, T - DAY),  # c9 is unknown
+        ],
+        [],
+    )
+    fresh = as_of(new_fragments, None, new_links, new_regions, T)
+    settings_ = IdentitySettings(max_links_per_identity=LIMITS[0], max_identities_per_graph=LIMITS[1])
+
+    def split(known: DataFrame | None) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
+        changing, adding = split_seeds(fresh, NAMESPACES, settings_, checkpoint, known)
+        return {(r.namespace, r.id) for r in changing.collect()}, {(r.namespace, r.id) for r in adding.collect()}
+
+    every = {("ECID", E1), ("Email", "m1"), ("ECID", E2), ("STORE", "s1"), ("CRMID", "c9")}
+    assert split(None) == (every, set())
+    # E1 is in the link to s1 (a seed); m1 in the link from E2; E2 and c9 in the record with the unknown c9.
+    assert split(settled) == (every, set())
+    inside_only = frames(
+        spark, [("ECID", E1, "Email", "m1", T - DAY)], [({"ECID": [E1], "Email": ["m1"]}, T - DAY)], []
+    )
+    fresh = as_of(inside_only[1], None, inside_only[0], inside_only[2], T)
+    assert split(settled) == (set(), {("ECID", E1), ("Email", "m1")})
+    assert split(None) == ({("ECID", E1), ("Email", "m1")}, set())
+
+
 def test_a_record_restating_a_settled_person_revisits_it_and_one_near_the_hub_limit_is_resolved(
     spark: SparkSession, checkpoint: ParquetCheckpoint
 ) -> None:
@@ -197,18 +236,25 @@ def _checked(
 #: New records over the old rows' persons: (person, first identity, second, third, across) as indexes into the
 #: persons of two or more identities and their identities (taken modulo), each record holding two or three
 #: identities of one person — pairs it has (a re-stated link, a day newer) or not yet (a new link inside the
-#: person) — or, one time in four (``across`` 0), its third identity from the next person (it links the two).
+#: person) — or, one time in four (``across`` 0), its third identity from the next person (it links the two), or
+#: (``across`` 1) an explicit link between its first two identities instead of a record.
 inside = st.lists(st.tuples(*[st.integers(min_value=0, max_value=30)] * 4, st.integers(0, 3)), min_size=1, max_size=3)
 
 
-def _inside_records(before: dict[tuple[str, str], tuple[str, int]], picks: list[tuple[int, ...]]) -> list[Fragment]:
+def _inside_rows(
+    before: dict[tuple[str, str], tuple[str, int]], picks: list[tuple[int, ...]]
+) -> tuple[list[Link], list[Fragment]]:
     persons: dict[str, list[tuple[str, str]]] = {}
     for identity, (person, _) in sorted(before.items()):
         persons.setdefault(person, []).append(identity)
     shared = [ids for _, ids in sorted(persons.items()) if len(ids) >= 2]
-    records = []
+    records, links_ = [], []
     for p, first, second, third, across in picks:
-        if shared:
+        if shared and across == 1:
+            ids = shared[p % len(shared)]
+            a, b = ids[first % len(ids)], ids[second % len(ids)]
+            links_.append((*a, *b, T - DAY))
+        elif shared:
             ids = shared[p % len(shared)]
             other = shared[(p + 1) % len(shared)] if across == 0 else ids
             chosen = list(dict.fromkeys([ids[first % len(ids)], ids[second % len(ids)], other[third % len(other)]]))
@@ -216,7 +262,7 @@ def _inside_records(before: dict[tuple[str, str], tuple[str, int]], picks: list[
             for ns, i in chosen:
                 identity_map.setdefault(ns, []).append(i)
             records.append((identity_map, T - DAY))
-    return records
+    return links_, records
 
 
 @settings(
@@ -231,16 +277,17 @@ def test_resolving_with_the_settled_persons_of_an_earlier_step_matches_a_whole_r
     later: tuple[list[Link], list[Fragment]],
     picks: list[tuple[int, ...]],
 ) -> None:
-    """Step 1 resolves the old rows whole and keeps its settled persons; step 2 adds new rows — records holding
-    two or three identities of one old person (re-stating a link a day later, or linking two of its identities
-    anew) and random links and fragments — with those settled persons. Step 2's persons are exact, and every
+    """Step 1 resolves the old rows whole and keeps its settled persons; step 2 adds new rows — records and links
+    holding two or three identities of one old person (re-stating a link a day later, or linking two of its
+    identities anew), records across two persons, and random links and fragments — with those settled persons. Step 2's persons are exact, and every
     person it reports settled is settled in a whole resolution of all the rows (rule 3: the facts still hold)."""
     old: Rows = (old_links, old_fragments, [])
     if not any(old):
         return
     limits = PROPERTY_LIMITS
     first = step(spark, checkpoint, ([], [], []), old, spark.createDataFrame([], SETTLED_DDL), limits)
-    new: Rows = (later[0], [*later[1], *_inside_records(reference(*old, limits), picks)], [])
+    inside_links, inside_records = _inside_rows(reference(*old, limits), picks)
+    new: Rows = ([*later[0], *inside_links], [*later[1], *inside_records], [])
     if not any(new):
         return
     result = step(spark, checkpoint, old, new, first.settled, limits)

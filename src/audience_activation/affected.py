@@ -58,8 +58,8 @@ first step is identity resolution on a part of the inputs that gives, for those 
    then not repeated. (In a large micro-batch one such neighbour had cost a second lookup of every input and a
    second round.)
 
-9. **Settled persons** (:mod:`audience_activation.settled`). A new fragment or event whose linking identities
-   all belong to one *settled* person of the previous clusters (a person a resolution found as a whole
+9. **Settled persons** (:mod:`audience_activation.settled`). A new fragment, event or link whose linking
+   identities all belong to one *settled* person of the previous clusters (a person a resolution found as a whole
    component, left whole by the per-component rules, whose identities are far enough from the hub limit) only
    re-states its person's links: it changes no person, so it revisits its person (rule 7) instead of seeding a
    resolution. A running stream keeps the settled persons its resolutions found and hands them on like the
@@ -85,7 +85,7 @@ from .as_of import TIME_COLUMNS, AsOfInputs, first_capture
 from .as_of import as_of as inputs_as_of
 from .columns import normalize_namespace, timestamp_literal
 from .config import IdentitySettings, NamespacesConfig
-from .identity import link_entries, linking_keys, record_entries, resolve_identities, valid_identities
+from .identity import link_entries, linking_keys, node_key, record_entries, resolve_identities, valid_identities
 from .identity_rules import GRAPH_SIZE_EVICTION, HUB_IDENTITY
 from .namespaces import NamespaceLookup
 from .schemas import EXPERIENCE_EVENTS, IDENTITY_GRAPH, PROFILE_FRAGMENTS, REGION_INFORMATION
@@ -235,10 +235,10 @@ def split_seeds(
     adding)``.
 
     ``changing``: the identities of the rows that can change the identity graph — links, and fragments or events
-    with two or more linking identities when co-occurrence links are on, unless those all belong to one of the
-    ``settled`` persons (rule 9, :func:`audience_activation.settled.restating`). ``adding``: the identities of
-    the other records, which can only add an identity or re-state a settled person's links (rule 7); an identity
-    of both kinds of row is in ``changing`` only.
+    with two or more linking identities when co-occurrence links are on, unless those (a link's two ends) all
+    belong to one of the ``settled`` persons (rule 9, :func:`audience_activation.settled.restating`).
+    ``adding``: the identities of the other rows, which can only add an identity or re-state a settled person's
+    links (rule 7); an identity of both kinds of row is in ``changing`` only.
 
     Both come from one pass: each valid identity with a flag (its row can change the graph), one row per identity
     with the flags' OR. ``checkpoint`` materialises that result, so the two sets are light passes over it
@@ -248,43 +248,73 @@ def split_seeds(
         >>> changing, adding = split_seeds(fresh, config.namespaces, config.job.identity)  # doctest: +SKIP
     """
     tables = (new_rows.fragments, new_rows.events, new_rows.regions)
-    links = None if new_rows.links is None else _link_ends(link_entries(new_rows.links))
-    if not any(t is not None for t in tables):
-        if links is None:
-            raise ValueError("no new rows to seed from")
-        changing = links.distinct()
-        nothing = links.sparkSession.createDataFrame([], "namespace string, id string")
-        return (changing if checkpoint is None else checkpoint(changing)), nothing
-    records = record_entries(new_rows)
-    if settings.cooccurrence_links:
-        lookup = NamespaceLookup(namespaces)
-        records = records.withColumn("_linking", linking_keys(F.col("entries"), lookup))
-        changes = (F.col("source_table") != REGION_INFORMATION) & (F.size("_linking") >= 2)
-        if settled is not None:
-            # Rule 9: the distinct lists of the candidates are looked up, then the rows take their answer.
-            candidates = records.where(changes).select("_linking").distinct()
-            if checkpoint is not None:
-                candidates = checkpoint(candidates)
-            restated = restating(candidates, settled).withColumn("_restates", F.lit(True))
-            if checkpoint is not None:
-                restated = checkpoint(restated)
-            records = records.join(restated, on="_linking", how="left")
-            changes = changes & F.col("_restates").isNull()
-    else:
-        changes = F.lit(False)
-    flagged = (
-        records.select(changes.alias("_changes"), F.explode("entries").alias("e"))
-        .where(F.col("e.reason").isNull())
-        .select(F.col("e.namespace").alias("namespace"), F.col("e.id").alias("id"), "_changes")
+    if not any(t is not None for t in tables) and new_rows.links is None:
+        raise ValueError("no new rows to seed from")
+    lookup = NamespaceLookup(namespaces)
+    # Each row with ``_linking`` (the identities it links, as sorted node keys) and ``_changes``.
+    parts = []
+    if any(t is not None for t in tables):
+        records = record_entries(new_rows)
+        if settings.cooccurrence_links:
+            linking = linking_keys(F.col("entries"), lookup)
+            changes = (F.col("source_table") != REGION_INFORMATION) & (F.size(linking) >= 2)
+        else:
+            linking, changes = F.lit(None).cast("array<string>"), F.lit(False)
+        valid = F.filter("entries", lambda e: e["reason"].isNull())
+        identities = F.transform(valid, lambda e: F.struct(e["namespace"].alias("namespace"), e["id"].alias("id")))
+        parts.append(records.select(linking.alias("_linking"), changes.alias("_changes"), identities.alias("_ids")))
+    if new_rows.links is not None:
+        parts.append(_link_rows(link_entries(new_rows.links), lookup))
+    rows = reduce(DataFrame.unionByName, parts)
+    if settled is not None:
+        # Rule 9: the distinct lists of the rows that would change the graph are looked up, then the rows take
+        # their answer (materialised: both results are small, and a barrier lets the join broadcast them).
+        candidates = rows.where("_changes").select("_linking").distinct()
+        if checkpoint is not None:
+            candidates = checkpoint(candidates)
+        restated = restating(candidates, settled).withColumn("_restates", F.lit(True))
+        if checkpoint is not None:
+            restated = checkpoint(restated)
+        rows = rows.join(restated, on="_linking", how="left").withColumn(
+            "_changes", F.col("_changes") & F.col("_restates").isNull()
+        )
+    flagged = rows.select("_changes", F.explode("_ids").alias("e")).select(
+        F.col("e.namespace").alias("namespace"), F.col("e.id").alias("id"), "_changes"
     )
-    if links is not None:
-        flagged = flagged.unionByName(links.withColumn("_changes", F.lit(True)))
     per_identity = flagged.groupBy(*_KEY).agg(F.max("_changes").alias("_changes"))
     if checkpoint is not None:
         per_identity = checkpoint(per_identity)
     changing = per_identity.where("_changes").select(*_KEY)
     adding = per_identity.where(~F.col("_changes")).select(*_KEY)
     return changing, adding
+
+
+def _link_rows(links: DataFrame, lookup: NamespaceLookup) -> DataFrame:
+    """:func:`~audience_activation.identity.link_entries` rows as :func:`split_seeds` flags them: ``_ids`` (the
+    valid ends), ``_changes`` (always: a link can change the graph) and ``_linking`` (the sorted node keys of its
+    two ends when both are valid identities of linking namespaces and differ: the pair it adds, which rule 9 can
+    find re-stated; otherwise null, and the link is never taken for re-stated)."""
+    ends = [
+        F.when(
+            F.col(f"{side}_reason").isNull(),
+            F.struct(F.col(f"{side}_ns").alias("namespace"), F.col(f"{side}_id").alias("id")),
+        )
+        for side in ("src", "dst")
+    ]
+    keys = [node_key(F.col(f"{side}_ns"), F.col(f"{side}_id")) for side in ("src", "dst")]
+    pair = F.array_sort(F.array(*keys))
+    both = (
+        F.col("src_reason").isNull()
+        & F.col("dst_reason").isNull()
+        & lookup.links(F.col("src_ns"))
+        & lookup.links(F.col("dst_ns"))
+        & ((F.col("src_ns") != F.col("dst_ns")) | (F.col("src_id") != F.col("dst_id")))
+    )
+    return links.select(
+        F.when(both, pair).alias("_linking"),
+        F.lit(True).alias("_changes"),
+        F.filter(F.array(*ends), lambda e: e.isNotNull()).alias("_ids"),
+    )
 
 
 def _exact_key(records: DataFrame, columns: tuple[str, ...]) -> Column:

@@ -1,10 +1,10 @@
 """Settled persons: new rows that only re-state a person's links change no person (rule 9 of
 :mod:`audience_activation.affected`; docs/streaming.md, "Settled persons").
 
-Most events and fragments a stream sees carry identities that already co-occurred: a cookie and the login it
-was seen with yesterday. With co-occurrence links on, each such record has two linking identities and would
-seed a resolution of its person (rule 1 of :mod:`audience_activation.affected`). The rules, in the order a
-micro-batch applies them:
+Most events and fragments a stream sees carry identities that already co-occurred — a cookie and the login it
+was seen with yesterday — and many links it sees were seen before. With co-occurrence links on, each such record
+has two linking identities, and each link two ends, and would seed a resolution of its person (rule 1 of
+:mod:`audience_activation.affected`). The rules, in the order a micro-batch applies them:
 
 1. **Settled** (:func:`settled_rows`). A person a resolution found is settled when it has at least two
    identities, they form one connected component (after the hub guardrail) that holds no other identity — one
@@ -14,13 +14,14 @@ micro-batch applies them:
    person's ``graph_size``. The resolution must hold every link of the person's identities (the closed set of
    :func:`audience_activation.affected.resolve_affected` does).
 2. **Re-stating rows** (:func:`restating`). A new fragment or event whose linking identities all belong to one
-   settled person of the previous clusters changes nothing: its co-occurrence links join identities of one
-   component (the component stays as it is); no identity can cross the hub limit, even linked to every other
-   identity of its person (the bound of rule 1), and the record is not crowded (it has at most ``size <=
-   max_links_per_identity + 1`` linking identities); a component without a unique-namespace conflict and within
-   the size limit is one person whatever its links' times and sources, so its ``person_id`` (the best identity)
-   and ``graph_size`` stay. Such a row only revisits its person (rule 7 of ``affected``) instead of seeding a
-   resolution; its other identities are treated as any record's (an identity the clusters do not hold seeds).
+   settled person of the previous clusters, or a new link whose two ends (valid, of linking namespaces) do,
+   changes nothing: its links join identities of one component (the component stays as it is); no identity can
+   cross the hub limit, even linked to every other identity of its person (the bound of rule 1), and the record
+   is not crowded (it has at most ``size <= max_links_per_identity + 1`` linking identities); a component
+   without a unique-namespace conflict and within the size limit is one person whatever its links' times and
+   sources, so its ``person_id`` (the best identity) and ``graph_size`` stay. Such a row only revisits its
+   person (rule 7 of ``affected``) instead of seeding a resolution; a record's other identities are treated as
+   any record's (an identity the clusters do not hold seeds).
 3. **Still true later.** While the inputs only gain rows and ``T`` moves forward, a settled person stays
    settled until a row adds a neighbour outside it or a new identity: such a row holds one of its identities
    and seeds its resolution (or is one of rule 2, which adds neither). Rows re-stating it add neighbours inside
@@ -145,11 +146,8 @@ def settled_after(
     checkpoint: Checkpoint,
 ) -> DataFrame | None:
     """Rule 4: ``settled`` without the identities resolved again (``identities``, whole previous persons), plus the
-    settled persons among their new ``clusters`` (none without co-occurrence links: no record is then split off
-    by them). None when settled persons are not tracked."""
+    settled persons among their new ``clusters``. None when settled persons are not tracked."""
     if settled is None:
         return None
     kept = settled.select(*_KEY, "person_id").join(identities, on=_KEY, how="left_anti")
-    if not settings.cooccurrence_links:
-        return kept
     return kept.unionByName(checkpoint(settled_rows(resolved, clusters, settings.max_links_per_identity)))
