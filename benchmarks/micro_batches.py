@@ -16,6 +16,8 @@ themselves, the same way each time, so that two versions of the code can be comp
    commit of ``--others`` percent as many rows to each other input table (``stream.py``'s writer: copies of
    existing rows from a pool spread over each table, stamped now), then ``stream --trigger available-now`` in
    process (each call is a new stream: hubs found by an earlier micro-batch are not known, as after a restart).
+   With ``--one-stream``, every size's commits are made first and one stream takes them, one size per
+   micro-batch: what a running stream keeps between micro-batches (known hubs, settled persons) is then kept.
 3. Per micro-batch: its wall time, the persons it revisited, and the time between its progress messages (the
    job's steps: resolution, profiles and events, segments, activation, the unchanged-table tests, each write).
    With ``--event-log DIR``, the Spark jobs are tagged with the step (local property ``aa.stage``) and the
