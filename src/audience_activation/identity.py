@@ -538,7 +538,7 @@ class IdentityResult:
     #: ``namespace, id`` of the hubs (:func:`find_hubs`, materialised).
     hubs: DataFrame | None = None
     #: :func:`collect_links` (every pair once, before the hub guardrail; materialised): the streaming job reads
-    #: the affected identities' neighbour counts off it (:func:`audience_activation.affected.settled_rows`).
+    #: the affected identities' neighbour counts off it (:func:`audience_activation.settled.settled_rows`).
     links: DataFrame | None = None
 
 
