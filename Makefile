@@ -9,6 +9,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PERSONS ?= 2000
 LAKE ?= ./lake
+# Test processes (pytest-xdist), each with its own local Spark session: 2 fits a 2-core machine (the suite is
+# CPU-bound, so more do not help there); TEST_WORKERS=0 runs it in this one process.
+TEST_WORKERS ?= 2
 COMPOSE := docker compose -f docker/docker-compose.yml
 
 .PHONY: setup jars demo test lint notebook docker-demo docker-down clean
@@ -33,7 +36,7 @@ demo: setup
 test: setup
 	$(BIN)/ruff check src tests jobs benchmarks
 	$(BIN)/mypy
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal
 
 lint: setup
 	$(BIN)/ruff check src tests jobs benchmarks

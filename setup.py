@@ -40,6 +40,7 @@ setup(
     extras_require={
         "dev": [
             "pytest>=8,<10",
+            "pytest-xdist>=3.6,<4",  # `make test` runs the suite in two processes (TEST_WORKERS)
             "chispa>=0.10,<1",
             "hypothesis>=6.100,<7",
             "nbclient>=0.10,<1",
