@@ -85,7 +85,7 @@ from .as_of import TIME_COLUMNS, AsOfInputs, first_capture
 from .as_of import as_of as inputs_as_of
 from .columns import normalize_namespace, timestamp_literal
 from .config import IdentitySettings, NamespacesConfig
-from .identity import link_entries, linking_keys, node_key, record_entries, resolve_identities, valid_identities
+from .identity import link_entries, linking_keys, record_entries, resolve_identities, valid_identities
 from .identity_rules import GRAPH_SIZE_EVICTION, HUB_IDENTITY
 from .namespaces import NamespaceLookup
 from .schemas import EXPERIENCE_EVENTS, IDENTITY_GRAPH, PROFILE_FRAGMENTS, REGION_INFORMATION
@@ -260,9 +260,8 @@ def split_seeds(
             changes = (F.col("source_table") != REGION_INFORMATION) & (F.size(linking) >= 2)
         else:
             linking, changes = F.lit(None).cast("array<string>"), F.lit(False)
-        valid = F.filter("entries", lambda e: e["reason"].isNull())
-        identities = F.transform(valid, lambda e: F.struct(e["namespace"].alias("namespace"), e["id"].alias("id")))
-        parts.append(records.select(linking.alias("_linking"), changes.alias("_changes"), identities.alias("_ids")))
+        ids = _valid_ids(F.col("entries"))
+        parts.append(records.select(linking.alias("_linking"), changes.alias("_changes"), ids.alias("_ids")))
     if new_rows.links is not None:
         parts.append(_link_rows(link_entries(new_rows.links), lookup))
     rows = reduce(DataFrame.unionByName, parts)
@@ -290,31 +289,33 @@ def split_seeds(
 
 
 def _link_rows(links: DataFrame, lookup: NamespaceLookup) -> DataFrame:
-    """:func:`~audience_activation.identity.link_entries` rows as :func:`split_seeds` flags them: ``_ids`` (the
-    valid ends), ``_changes`` (always: a link can change the graph) and ``_linking`` (the sorted node keys of its
-    two ends when both are valid identities of linking namespaces and differ: the pair it adds, which rule 9 can
-    find re-stated; otherwise null, and the link is never taken for re-stated)."""
-    ends = [
-        F.when(
-            F.col(f"{side}_reason").isNull(),
-            F.struct(F.col(f"{side}_ns").alias("namespace"), F.col(f"{side}_id").alias("id")),
+    """:func:`~audience_activation.identity.link_entries` rows as :func:`split_seeds` flags them, read off the
+    link's two ends as a record's entries: ``_ids`` (the valid ends), ``_changes`` (always: a link can change the
+    graph) and ``_linking`` (:func:`~audience_activation.identity.linking_keys` of the ends when they are two
+    different valid identities of linking namespaces: the pair it adds, which rule 9 can find re-stated;
+    otherwise null, and the link is never taken for re-stated)."""
+    entries = F.array(
+        *(
+            F.struct(
+                F.col(f"{side}_ns").alias("namespace"),
+                F.col(f"{side}_id").alias("id"),
+                F.col(f"{side}_reason").alias("reason"),
+            )
+            for side in ("src", "dst")
         )
-        for side in ("src", "dst")
-    ]
-    keys = [node_key(F.col(f"{side}_ns"), F.col(f"{side}_id")) for side in ("src", "dst")]
-    pair = F.array_sort(F.array(*keys))
-    both = (
-        F.col("src_reason").isNull()
-        & F.col("dst_reason").isNull()
-        & lookup.links(F.col("src_ns"))
-        & lookup.links(F.col("dst_ns"))
-        & ((F.col("src_ns") != F.col("dst_ns")) | (F.col("src_id") != F.col("dst_id")))
     )
+    pair = linking_keys(entries, lookup)
     return links.select(
-        F.when(both, pair).alias("_linking"),
+        F.when(F.size(pair) == 2, pair).alias("_linking"),
         F.lit(True).alias("_changes"),
-        F.filter(F.array(*ends), lambda e: e.isNotNull()).alias("_ids"),
+        _valid_ids(entries).alias("_ids"),
     )
+
+
+def _valid_ids(entries: Column) -> Column:
+    """``namespace, id`` structs of the valid ones (no ``reason``) among ``entries``."""
+    valid = F.filter(entries, lambda e: e["reason"].isNull())
+    return F.transform(valid, lambda e: F.struct(e["namespace"].alias("namespace"), e["id"].alias("id")))
 
 
 def _exact_key(records: DataFrame, columns: tuple[str, ...]) -> Column:
