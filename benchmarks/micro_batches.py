@@ -108,34 +108,49 @@ def measure(conf: Path, args: argparse.Namespace) -> dict[str, Any]:
     clock = StepClock(spark, follow=args.one_stream)
     events = Appender(args.lake, "experience_events", args.pool)
     others = [Appender(args.lake, name, args.pool) for name in OTHER_TABLES] if args.others else []
-    batches = []
     with peak_memory() as peak:
-        if args.one_stream:
-            batches = _one_stream(spark, config, clock, events, others, args)
-        for k, count in enumerate([] if args.one_stream else args.events):
-            at = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
-            events.append(count, at)
-            for other in others:
-                other.append(max(1, round(count * args.others / 100)), at)
-            clock.batch = k
-            start = time.perf_counter()
-            summary = app.run_stream(spark, config, progress=clock)
-            end = time.perf_counter()
-            runs = summary.micro_batches
-            batches.append(
-                {
-                    "events": count,
-                    "seconds": round(end - start, 1),
-                    "persons": sum(r.counts.persons for r in runs),
-                    "micro_batches": [r.run_id for r in runs],
-                    "steps": clock.steps(k, end),
-                }
-            )
-            print(f"micro-batch {k}: {count:,} events, {batches[-1]['seconds']} s", flush=True)
+        each = _one_stream if args.one_stream else _stream_per_size
+        batches = each(spark, config, clock, events, others, args)
     result = {"batches": batches, "peak_rss_gib": peak.peak_gib, "app_id": spark.sparkContext.applicationId}
     result["spark"] = spark.version
     spark.stop()  # closes the event log
     return result
+
+
+def _append(events: Appender, others: list[Appender], count: int, percent: float) -> None:
+    """One size's commits: ``count`` events, then ``percent`` percent as many rows to each other table, all
+    stamped now."""
+    at = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    events.append(count, at)
+    for other in others:
+        other.append(max(1, round(count * percent / 100)), at)
+
+
+def _stream_per_size(
+    spark: Any, config: Any, clock: StepClock, events: Appender, others: list[Appender], args: argparse.Namespace
+) -> list[dict[str, Any]]:
+    """Each size's commits, then a new stream that takes them (nothing kept from the stream before)."""
+    from audience_activation import app
+
+    batches = []
+    for k, count in enumerate(args.events):
+        _append(events, others, count, args.others)
+        clock.batch = k
+        start = time.perf_counter()
+        summary = app.run_stream(spark, config, progress=clock)
+        end = time.perf_counter()
+        runs = summary.micro_batches
+        batches.append(
+            {
+                "events": count,
+                "seconds": round(end - start, 1),
+                "persons": sum(r.counts.persons for r in runs),
+                "micro_batches": [r.run_id for r in runs],
+                "steps": clock.steps(k, end),
+            }
+        )
+        print(f"micro-batch {k}: {count:,} events, {batches[-1]['seconds']} s", flush=True)
+    return batches
 
 
 def _one_stream(
@@ -146,10 +161,7 @@ def _one_stream(
     from audience_activation import app
 
     for count in args.events:
-        at = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
-        events.append(count, at)
-        for other in others:
-            other.append(max(1, round(count * args.others / 100)), at)
+        _append(events, others, count, args.others)
     summary = app.run_stream(spark, config, progress=clock, max_versions_per_trigger=1 + len(others))
     batches = []
     for k, (count, run) in enumerate(zip(args.events, summary.micro_batches, strict=False)):
