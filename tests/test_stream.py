@@ -168,8 +168,21 @@ def test_stream_matches_batch_and_batch_continues_from_it(spark: SparkSession, t
         write_changes(spark, store, tmp_path / lake)
 
     config = load_config(streamed_conf)
-    streamed = app.run_stream(spark, config, evaluation_time=T2)
+    committed: list[str] = []
+    streamed = app.run_stream(spark, config, evaluation_time=T2, on_commit=committed.append)
     UNINTERRUPTED[engine] = outputs(tmp_path / "a")
+    # The destinations' change rows are committed first, the state after them, the run-log row last.
+    assert committed == [
+        "activation/aam/edge_streaming",
+        "activation/aam/hub_batch",
+        "activation/cja/hub_batch",
+        "identity_clusters",
+        "unified_profiles",
+        "segment_membership",
+        "activation_state_log",
+        "quarantine",
+        "activation_runs",
+    ]
     run(spark, batch_conf, T2)
 
     assert [m.run_id for m in streamed.micro_batches] == ["streaming-20261108T000000Z-0"]
@@ -434,12 +447,13 @@ def test_a_stream_killed_mid_micro_batch_restarts_to_the_same_lake(
     spark: SparkSession, tmp_path: Path, engine: str
 ) -> None:
     """Exactly once under kill -9: a stream (its own process) is killed with SIGKILL between two table commits of
-    its micro-batch, early (after its second table); started again, its replay is killed late (its first change
-    rows committed; the other change tables, the activated sets and the run-log row not); started once more, Spark
-    replays the micro-batch with the same offsets, ``T`` and run id, which first undoes the killed attempts'
-    commits: the lake ends equal to one an uninterrupted stream wrote — no change row twice or missing. Then the
-    process "dies" after the micro-batch's run-log row but before Spark recorded it as done (its commit file
-    removed from the checkpoint, exactly what such a death leaves): Spark replays it, and it writes nothing."""
+    its micro-batch, early (after its first table, a destination's change rows); started again, its replay is
+    killed late (its change rows and first state tables committed; the activated sets and the run-log row not);
+    started once more, Spark replays the micro-batch with the same offsets, ``T`` and run id, which first undoes
+    the killed attempts' commits: the lake ends equal to one an uninterrupted stream wrote — no change row twice or
+    missing. Then the process "dies" after the micro-batch's run-log row but before Spark recorded it as done (its
+    commit file removed from the checkpoint, exactly what such a death leaves): Spark replays it, and it writes
+    nothing."""
     store = open_storage(spark, engine)
     confs = {lake: write_conf(tmp_path / f"conf-{lake}", tmp_path / lake, engine) for lake in ("a", "b")}
     write_inputs_t1(spark, store, str(tmp_path / "a"))
@@ -454,7 +468,7 @@ def test_a_stream_killed_mid_micro_batch_restarts_to_the_same_lake(
         UNINTERRUPTED[engine] = outputs(tmp_path / "b")
 
     args = ["stream", "--conf", str(confs["a"]), "--evaluation-time", "2026-11-08T00:00:00Z"]
-    for attempt, killed_after in enumerate(("unified_profiles", "activation/aam/edge_streaming")):
+    for attempt, killed_after in enumerate(("activation/aam/edge_streaming", "unified_profiles")):
         with (tmp_path / f"killed-{attempt}.log").open("wb") as log:
             killed = subprocess.Popen(
                 [CLI, *args],

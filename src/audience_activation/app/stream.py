@@ -12,11 +12,13 @@ micro-batch, in order:
 3. reads the newest completed run at or before ``T`` (batch or streaming: one state), the inputs at the
    micro-batch's versions (never older than that run's) and each input's changed rows since that run's input
    versions;
-4. evaluates :func:`audience_activation.pipeline.micro_batch.evaluate_micro_batch` and commits, in the batch
-   job's order, the state tables, the changed destinations' edge and hub tables (partition ``run_id``), the
-   activation state (its changed rows appended to ``activation_state_log``, or the state written whole and the
-   log emptied: :func:`_state_outputs`), quarantine and, last, its ``activation_runs`` row (kind
-   ``streaming``, the previous run's mappings, its counts). A state table whose replaced rows the micro-batch
+4. evaluates :func:`audience_activation.pipeline.micro_batch.evaluate_micro_batch` and commits, **first**, the
+   changed destinations' edge and hub tables (partition ``run_id``; what a destination waits for, so their commit
+   does not wait for the state tables' writes), then, in the batch job's order, the state tables, the activation
+   state (its changed rows appended to ``activation_state_log``, or the state written whole and the log emptied:
+   :func:`_state_outputs`), quarantine and, last, its ``activation_runs`` row (kind ``streaming``, the previous
+   run's mappings, its counts). The order matters for latency only: a failed or killed micro-batch's commits are
+   all undone (step 5), whichever came first. A state table whose replaced rows the micro-batch
    would write back unchanged is not written: its ``output_versions`` entry is the version the micro-batch
    read (``unified_profiles`` is written without that comparison when new fragment rows came in:
    :func:`_unchanged`). Nor is a destination's edge or hub table it has no change row for, or the quarantine
@@ -390,6 +392,8 @@ def process_micro_batch(
             for written in (state_outputs if output.spec is tables.ACTIVATION_STATE else [output])
             if written.key not in unchanged
         ]
+        # The destinations' change rows first (step 4): what a destination waits for is committed before the state.
+        outputs.sort(key=lambda output: output.spec not in tables.ACTIVATION_TABLES)
         commit_outputs(store, config, outputs, summary, lease, commit_info, progress, on_commit)
         summary.output_versions.update(unchanged)
         summary.ended_at = dt.datetime.now(dt.timezone.utc)
