@@ -22,12 +22,14 @@ import yaml
 from deltalake import DeltaTable
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from typer.testing import CliRunner, Result
 
 from audience_activation import app
+from audience_activation.as_of import AsOfInputs
 from audience_activation.cli import cli
-from audience_activation.config import load_config
+from audience_activation.config import AppConfig, load_config
+from audience_activation.pipeline import micro_batch
 from audience_activation.storage import DeltaStorage, TableNotFoundError, open_storage
 from conftest import ENGINES_ENV, selected_engines
 from test_batch import (
@@ -771,6 +773,72 @@ def test_an_event_restating_a_settled_person_only_revisits_it(spark: SparkSessio
     run(spark, confs["b"], T2)
 
     assert [m.cc_rounds for m in streamed.micro_batches] == [1, 0]
+    a, b = state(tmp_path / "a"), state(tmp_path / "b")
+    assert a["clusters"] == b["clusters"]
+    assert only(a["membership"], STREAMED, 1) == only(b["membership"], STREAMED, 1)
+    assert only(a["activation"], STREAMED, 1) == only(b["activation"], STREAMED, 1)
+
+
+def test_a_profile_no_new_fragment_can_change_is_kept_not_merged_again(
+    spark: SparkSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rule 3 of the micro-batch: three micro-batches of one commit each — a fragment of c2; events of c1's person
+    (E1), c2's person and a new person E3 (events only); an event of E3 again. c1's person is revisited with an
+    unchanged profile (a fragment, no fragment change): its profile is never merged again. c2's person is merged
+    for its new fragment, then kept when its event revisits it. E3's person is merged as a new person, and again
+    when its second event revisits it (no fragment: an earlier copy of an event could take its only event away).
+    The lake ends as a batch run at T2 from the same state leaves it."""
+    base = tmp_path / "base"
+    conf = write_conf(base / "conf", base / "lake", "delta-rs")
+    store = open_storage(spark, "delta-rs")
+    write_inputs_t1(spark, store, str(base / "lake"))
+    run(spark, conf, T1)
+    person = {r[1]: r[2] for r in rows(base / "lake" / "identity_clusters", "namespace", "id", "person_id")}
+    hour = dt.timedelta(hours=1)
+    commits = [
+        (
+            "experience_events",
+            [
+                ("k1", N2 - 2 * hour, "commerce.purchases", {"ECID": [(E1, True)]}),
+                ("k2", N2 - 2 * hour, "web.webpagedetails.pageViews", {"CRMID": [("c2", True)]}),
+                ("k3", N2 - 3 * hour, "web.webpagedetails.pageViews", {"ECID": [(E3, True)]}),
+            ],
+            EVENTS,
+        ),
+        ("profile_fragments", [frag({"CRMID": "c2"}, N2 - DAY, "FR", "y")], FRAGMENTS),
+        ("experience_events", [("k4", N2 - hour, "commerce.purchases", {"ECID": [(E3, True)]})], EVENTS),
+    ]
+    confs = {}
+    for lake in ("a", "b"):
+        shutil.copytree(base / "lake", tmp_path / lake)
+        confs[lake] = tmp_path / f"conf-{lake}"
+        shutil.copytree(conf, confs[lake])
+        job = {**yaml.safe_load((conf / "job.yaml").read_text()), "lake": {"root": str(tmp_path / lake)}}
+        (confs[lake] / "job.yaml").write_text(yaml.safe_dump(job))
+        for table, data, schema in commits:
+            store.append(spark.createDataFrame(data, schema), f"{tmp_path / lake}/{table}")
+
+    merged: list[set[str]] = []  # per call of the profiles stage: the persons it merged
+    merge = micro_batch.stages.profiles
+
+    def spy(as_of: AsOfInputs, events: DataFrame | None, clusters: DataFrame, config: AppConfig) -> DataFrame:
+        merged.append({r["person_id"] for r in clusters.select("person_id").distinct().collect()})
+        return merge(as_of, events, clusters, config)
+
+    monkeypatch.setattr(micro_batch.stages, "profiles", spy)
+    streamed = app.run_stream(spark, load_config(confs["a"]), evaluation_time=T2, max_versions_per_trigger=1)
+    monkeypatch.undo()
+    run(spark, confs["b"], T2)
+
+    # One commit per micro-batch, the fragments' first (the source takes the tables in turn).
+    new_rows = [{t: n["new"] for t, n in m.counts.rows.items() if n["new"]} for m in streamed.micro_batches]
+    assert new_rows == [{"profile_fragments": 1}, {"experience_events": 3}, {"experience_events": 1}]
+    assert len(merged) == 3
+    e3 = {r[2] for r in rows(tmp_path / "a" / "identity_clusters", "namespace", "id", "person_id") if r[1] == E3}
+    assert [person["c1"] in m for m in merged] == [False, False, False]
+    assert [person["c2"] in m for m in merged] == [True, False, False]
+    assert [bool(e3 & m) for m in merged] == [False, True, True]
+    assert profiles(tmp_path / "a") == profiles(tmp_path / "b")
     a, b = state(tmp_path / "a"), state(tmp_path / "b")
     assert a["clusters"] == b["clusters"]
     assert only(a["membership"], STREAMED, 1) == only(b["membership"], STREAMED, 1)

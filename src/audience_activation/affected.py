@@ -134,6 +134,8 @@ class Affected:
         settled: ``namespace, id, person_id`` of the identities of the settled persons after this resolution
             (rule 9): the ``settled`` handed in without the persons resolved again, plus those of the resolved
             persons that are settled; None when settled persons are not tracked.
+        revisited: ``person_id`` of the previous persons revisited unchanged (rule 7): their ``clusters`` rows are
+            their previous rows (same identities, same person id); None when there is none.
     """
 
     identities: DataFrame
@@ -144,6 +146,7 @@ class Affected:
     rounds: int
     hubs: DataFrame
     settled: DataFrame | None = None
+    revisited: DataFrame | None = None
 
 
 @dataclass(frozen=True)
@@ -559,6 +562,7 @@ def resolve_affected(
         rounds=resolved.rounds,
         hubs=resolved.hubs,
         settled=resolved.settled,
+        revisited=persons,
     )
 
 

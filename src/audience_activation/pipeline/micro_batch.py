@@ -16,6 +16,13 @@ Rules, in the order :func:`evaluate_micro_batch` applies them:
    duplicated event (same ``_id``) counts once, its first copy by time among every copy in the inputs, as in a
    batch run: every copy of the affected persons' events is attributed before their own are kept, and the
    identities of every copy of a new event are seeds (an earlier copy can move it to another person).
+   **A profile that cannot have changed is kept** (:func:`_kept_persons`): a person revisited unchanged (rule 7
+   of :mod:`audience_activation.affected`: same identities, same person id) with at least one fragment in its
+   previous profile, none of whose identities a new or removed fragment row holds, has the same fragments
+   (a fragment is a person's by its primary identity, one of the person's), the same identity graph and so the
+   same unified profile: its previous row is used, not merged again (events do not enter a profile, and with a
+   fragment its row exists whatever its events; an events-only person is merged again, since an earlier copy of
+   an event can take its last event away).
 4. **Streamed segments**: every segment classified ``edge`` or ``streaming`` is evaluated for them (a
    streamed segment references streamed segments only, so ``inSegment`` is exact); ``batch`` segments are
    left to the batch job and keep their rows.
@@ -307,6 +314,31 @@ def _holding(records: DataFrame, index: input_index.TableIndex | None, identitie
     return input_index.holding(records, index, identities)
 
 
+def _kept_persons(
+    previous_profiles: DataFrame | None,
+    affected: affected_rules.Affected,
+    fragment_changes: list[DataFrame],
+    columns: list[str],
+    barrier: Barrier,
+) -> DataFrame | None:
+    """Rule 3's kept profiles: ``person_id`` of the persons revisited unchanged that have a fragment in their
+    previous ``unified_profiles`` row and hold no identity of ``fragment_changes`` (the new and removed fragment
+    rows), materialised (a narrow pass over the previous profiles: their rows are read once, where they are used);
+    None when none can be kept (no previous profiles, no revisited person, or a previous table whose columns are
+    not the profiles' ``columns`` now: the fragments' attributes changed)."""
+    if previous_profiles is None or affected.revisited is None or set(previous_profiles.columns) != set(columns):
+        return None
+    candidates = affected.revisited
+    if fragment_changes:
+        touched = affected_rules.seed_identities(
+            AsOfInputs(reduce(DataFrame.unionByName, fragment_changes), None, None, None)
+        )
+        stale = affected.clusters.join(touched, on=["namespace", "id"], how="left_semi").select("person_id")
+        candidates = candidates.join(stale, on="person_id", how="left_anti")
+    with_fragments = previous_profiles.where(F.col("fragment_count") > 0).select("person_id")
+    return barrier(with_fragments.join(candidates, on="person_id", how="left_semi"))
+
+
 def _revisiting_events(
     spark: SparkSession,
     compiled: stages.Compiled,
@@ -470,14 +502,29 @@ def evaluate_micro_batch(
             profile.person_events_of_primary(rest, their_clusters)
         )
         events = barrier(attributed.join(persons, on="person_id", how="left_semi"))
-    # Only the fragments that hold an affected identity can be theirs (the profiles stage joins on the primary one).
-    fragments = (
-        None
-        if as_of.fragments is None
-        else _holding(as_of.fragments, None if index is None else index.fragments, affected.identities)
-    )
-    theirs_only = dataclasses.replace(as_of, fragments=fragments)
-    unified = barrier(stages.profiles(theirs_only, events, clusters, config))
+
+    def merged_profiles(
+        persons_clusters: DataFrame, identities: DataFrame, their_events: DataFrame | None
+    ) -> DataFrame:
+        # Only the fragments that hold one of their identities can be theirs (the stage joins on the primary one).
+        fragments = (
+            None
+            if as_of.fragments is None
+            else _holding(as_of.fragments, None if index is None else index.fragments, identities)
+        )
+        return stages.profiles(dataclasses.replace(as_of, fragments=fragments), their_events, persons_clusters, config)
+
+    fragment_changes = [f for f in (fresh.fragments, removed.fragments) if f is not None]
+    columns = profile.profile_schema(inputs.fragments.schema).fieldNames()
+    kept = _kept_persons(previous_profiles, affected, fragment_changes, columns, barrier)
+    if previous_profiles is None or kept is None:
+        unified = barrier(merged_profiles(clusters, affected.identities, events))
+    else:  # the others' profiles merged, the kept ones as they were
+        others = clusters.join(kept, on="person_id", how="left_anti")
+        their_events = None if events is None else events.join(kept, on="person_id", how="left_anti")
+        merged = merged_profiles(others, others.select("namespace", "id"), their_events)
+        unchanged = previous_profiles.join(kept, on="person_id", how="left_semi")
+        unified = barrier(merged.unionByName(unchanged.select(*merged.columns)))
 
     say(f"evaluating {len(streamed)} streamed segments")
     evaluated = barrier(stages.segments(compiled, unified, events))
