@@ -747,18 +747,17 @@ def test_a_hub_found_by_one_micro_batch_is_known_to_the_next(spark: SparkSession
     assert only(a["activation"], STREAMED, 1) == only(b["activation"], STREAMED, 1)
 
 
-def test_an_event_restating_a_settled_person_only_revisits_it(spark: SparkSession, tmp_path: Path) -> None:
-    """Settled persons in a running stream (rule 9 of ``affected``): the first micro-batch's event holds E1 and
-    c1 (two linking identities of one person): it resolves that person, and finds it settled. The second
-    micro-batch's event holds the same two: it only revisits the person (no resolution round), and the stream
-    ends where a batch run at T2 from the same state ends."""
+HOUR = dt.timedelta(hours=1)
+
+
+def two_lakes_after_t1(spark: SparkSession, tmp_path: Path, commits: list[tuple[str, list, str]]) -> dict[str, Path]:
+    """A lake run by the batch job at T1 (``tmp_path/base``, delta-rs), copied to lakes ``a`` and ``b``, each with
+    its configuration and ``commits`` appended (``table, rows, schema`` each, in order); their configurations."""
     base = tmp_path / "base"
     conf = write_conf(base / "conf", base / "lake", "delta-rs")
     store = open_storage(spark, "delta-rs")
     write_inputs_t1(spark, store, str(base / "lake"))
     run(spark, conf, T1)
-    both = {"ECID": [(E1, True)], "CRMID": [("c1", False)]}
-    commits = [[(f"s{k}", N2 - dt.timedelta(hours=2), "commerce.purchases", both)] for k in range(2)]
     confs = {}
     for lake in ("a", "b"):
         shutil.copytree(base / "lake", tmp_path / lake)
@@ -766,8 +765,19 @@ def test_an_event_restating_a_settled_person_only_revisits_it(spark: SparkSessio
         shutil.copytree(conf, confs[lake])
         job = {**yaml.safe_load((conf / "job.yaml").read_text()), "lake": {"root": str(tmp_path / lake)}}
         (confs[lake] / "job.yaml").write_text(yaml.safe_dump(job))
-        for events in commits:
-            store.append(spark.createDataFrame(events, EVENTS), f"{tmp_path / lake}/experience_events")
+        for table, data, schema in commits:
+            store.append(spark.createDataFrame(data, schema), f"{tmp_path / lake}/{table}")
+    return confs
+
+
+def test_an_event_restating_a_settled_person_only_revisits_it(spark: SparkSession, tmp_path: Path) -> None:
+    """Settled persons in a running stream (rule 9 of ``affected``): the first micro-batch's event holds E1 and
+    c1 (two linking identities of one person): it resolves that person, and finds it settled. The second
+    micro-batch's event holds the same two: it only revisits the person (no resolution round), and the stream
+    ends where a batch run at T2 from the same state ends."""
+    both = {"ECID": [(E1, True)], "CRMID": [("c1", False)]}
+    event = [("experience_events", [(f"s{k}", N2 - 2 * HOUR, "commerce.purchases", both)], EVENTS) for k in range(2)]
+    confs = two_lakes_after_t1(spark, tmp_path, event)
 
     streamed = app.run_stream(spark, load_config(confs["a"]), evaluation_time=T2, max_versions_per_trigger=1)
     run(spark, confs["b"], T2)
@@ -788,35 +798,23 @@ def test_a_profile_no_new_fragment_can_change_is_kept_not_merged_again(
     for its new fragment, then kept when its event revisits it. E3's person is merged as a new person, and again
     when its second event revisits it (no fragment: an earlier copy of an event could take its only event away).
     The lake ends as a batch run at T2 from the same state leaves it."""
-    base = tmp_path / "base"
-    conf = write_conf(base / "conf", base / "lake", "delta-rs")
-    store = open_storage(spark, "delta-rs")
-    write_inputs_t1(spark, store, str(base / "lake"))
-    run(spark, conf, T1)
-    person = {r[1]: r[2] for r in rows(base / "lake" / "identity_clusters", "namespace", "id", "person_id")}
-    hour = dt.timedelta(hours=1)
     commits = [
         (
             "experience_events",
             [
-                ("k1", N2 - 2 * hour, "commerce.purchases", {"ECID": [(E1, True)]}),
-                ("k2", N2 - 2 * hour, "web.webpagedetails.pageViews", {"CRMID": [("c2", True)]}),
-                ("k3", N2 - 3 * hour, "web.webpagedetails.pageViews", {"ECID": [(E3, True)]}),
+                ("k1", N2 - 2 * HOUR, "commerce.purchases", {"ECID": [(E1, True)]}),
+                ("k2", N2 - 2 * HOUR, "web.webpagedetails.pageViews", {"CRMID": [("c2", True)]}),
+                ("k3", N2 - 3 * HOUR, "web.webpagedetails.pageViews", {"ECID": [(E3, True)]}),
             ],
             EVENTS,
         ),
         ("profile_fragments", [frag({"CRMID": "c2"}, N2 - DAY, "FR", "y")], FRAGMENTS),
-        ("experience_events", [("k4", N2 - hour, "commerce.purchases", {"ECID": [(E3, True)]})], EVENTS),
+        ("experience_events", [("k4", N2 - HOUR, "commerce.purchases", {"ECID": [(E3, True)]})], EVENTS),
     ]
-    confs = {}
-    for lake in ("a", "b"):
-        shutil.copytree(base / "lake", tmp_path / lake)
-        confs[lake] = tmp_path / f"conf-{lake}"
-        shutil.copytree(conf, confs[lake])
-        job = {**yaml.safe_load((conf / "job.yaml").read_text()), "lake": {"root": str(tmp_path / lake)}}
-        (confs[lake] / "job.yaml").write_text(yaml.safe_dump(job))
-        for table, data, schema in commits:
-            store.append(spark.createDataFrame(data, schema), f"{tmp_path / lake}/{table}")
+    confs = two_lakes_after_t1(spark, tmp_path, commits)
+    person = {
+        r[1]: r[2] for r in rows(tmp_path / "base" / "lake" / "identity_clusters", "namespace", "id", "person_id")
+    }
 
     merged: list[set[str]] = []  # per call of the profiles stage: the persons it merged
     merge = micro_batch.stages.profiles
