@@ -20,16 +20,15 @@ from audience_activation.affected import (
     CLUSTER_COLUMNS,
     _previous_rows,
     _with_previous_persons,
-    holding,
     new_rows,
     resolve_affected,
     seed_identities,
     split_seeds,
-    touching,
 )
 from audience_activation.as_of import AsOfInputs, as_of
 from audience_activation.config import IdentitySettings, NamespaceConfig, NamespacesConfig, NamespaceType
 from audience_activation.storage.base import ParquetCheckpoint
+from audience_activation.touching import holding, touching
 from test_identity import POOL, REFERENCE_NS  # the identity tests' namespaces and identity pool
 
 T = dt.datetime(2026, 11, 29)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from pyspark.sql import DataFrame, Row, SparkSession
 
-from audience_activation import affected, input_index
+from audience_activation import input_index, touching
 from audience_activation.app import index_cache
 from audience_activation.app.index_cache import InputIndexCache
 from audience_activation.as_of import as_of
@@ -85,7 +85,7 @@ def test_touching_through_the_index_finds_what_a_scan_of_the_inputs_as_of_t_find
 
     index = input_index.index_inputs(fragments, events, links, regions)
     found = input_index.touching(index, identities, T)
-    scanned = affected.touching(as_of(fragments, events, links, regions, T), identities)
+    scanned = touching.touching(as_of(fragments, events, links, regions, T), identities)
 
     for name in ("fragments", "events", "links", "regions"):
         assert as_values(getattr(found, name)) == as_values(getattr(scanned, name)), name
@@ -140,7 +140,7 @@ def test_the_kept_index_follows_appends_rewrites_and_absent_tables(
         index = cache.update({"profile_fragments": version})
         assert index.events is None and index.links is None and index.regions is None
         table = store.read(location, version).df
-        scanned = affected.touching(as_of(table, None, None, None, T), identities).fragments
+        scanned = touching.touching(as_of(table, None, None, None, T), identities).fragments
         assert as_values(input_index.touching(index, identities, T).fragments) == as_values(scanned)
 
     try:

@@ -1,7 +1,7 @@
 """An identity index of the input tables: the rows that hold a few identities, found without exploding every row.
 
 The streaming job looks up, several times per micro-batch, the input rows that hold one of the affected identities
-(:func:`audience_activation.affected.touching`, :func:`audience_activation.affected.holding`). Without an index
+(:func:`audience_activation.touching.touching`, :func:`audience_activation.touching.holding`). Without an index
 each lookup explodes the identity lists of every row of every input table. The index explodes each row once, when
 its data file is first seen, and the running stream keeps it across micro-batches
 (:class:`audience_activation.app.index_cache.InputIndexCache`). Its parts, per input table:
@@ -19,11 +19,11 @@ A lookup, in this order:
 2. finds their lists in the entries, and keeps the rows with one of those lists (links: the rows with one of
    those hashes at either end, each row once);
 3. filters those rows as of ``T`` (:func:`audience_activation.as_of.as_of`, a filter of single rows);
-4. runs the exact step of :func:`audience_activation.affected.touching` on them.
+4. runs the exact step of :func:`audience_activation.touching.touching` on them.
 
 Every row that holds an identity has one of the found lists, so the candidates of step 2 hold every row the exact
 step keeps, with every copy; a hash collision only adds a candidate the exact step drops. The result therefore
-equals :func:`~audience_activation.affected.touching` of the whole inputs as of ``T``. The index is built from the
+equals :func:`~audience_activation.touching.touching` of the whole inputs as of ``T``. The index is built from the
 tables as read (before ``as_of``), which is why step 3 comes after the lookup: both are filters of single rows.
 
 Pure: DataFrames in, DataFrames out; materialising and keeping the parts is the caller's.
@@ -37,12 +37,12 @@ from dataclasses import dataclass
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from . import affected
+from . import touching as touching_rules
 from .as_of import AsOfInputs, as_of
 from .columns import normalize_namespace
 
 #: What identity resolution reads of each record table (the exact step of a lookup keeps these columns).
-RECORD_COLUMNS = affected.RECORD_COLUMNS
+RECORD_COLUMNS = touching_rules.RECORD_COLUMNS
 
 
 def identity_hash(namespace: Column, id_: Column) -> Column:
@@ -97,7 +97,7 @@ def index_records(records: DataFrame, table: str) -> TableIndex:
 def index_links(links: DataFrame) -> TableIndex:
     """Index ``identity_graph``: the columns identity resolution reads, with the hashes of the two ends."""
     ends = (_end_hash("src").alias("_src"), _end_hash("dst").alias("_dst"))
-    return TableIndex(rows=links.select(*affected.LINK_COLUMNS, *ends), entries=None)
+    return TableIndex(rows=links.select(*touching_rules.LINK_COLUMNS, *ends), entries=None)
 
 
 def index_inputs(
@@ -125,7 +125,7 @@ def lists_holding(index: TableIndex, identities: DataFrame) -> DataFrame:
 
 def holding(records: DataFrame, index: TableIndex, identities: DataFrame) -> DataFrame:
     """The rows of ``records`` (any columns of the indexed table) that may hold one of ``identities``: the rows
-    :func:`audience_activation.affected.holding` gives (every row that does), found through the lists in the index
+    :func:`audience_activation.touching.holding` gives (every row that does), found through the lists in the index
     instead of by exploding ``records``, and rarely a row that does not (its list's hash equals a found list's)."""
     lists = F.broadcast(lists_holding(index, identities))
     return records.join(lists, on=list_hash(F.col("identityMap")) == F.col("_list"), how="left_semi")
@@ -144,7 +144,7 @@ def _candidate_links(index: TableIndex, identities: DataFrame) -> DataFrame:
 
 def touching(index: InputsIndex, identities: DataFrame, evaluation_time: dt.datetime) -> AsOfInputs:
     """The records and links that hold one of ``identities``, as of ``T`` (steps in the module docstring): equal
-    to :func:`audience_activation.affected.touching` of the inputs as of ``T``."""
+    to :func:`audience_activation.touching.touching` of the inputs as of ``T``."""
 
     def candidates(table: TableIndex | None) -> DataFrame | None:
         if table is None:
@@ -155,4 +155,4 @@ def touching(index: InputsIndex, identities: DataFrame, evaluation_time: dt.date
     links = None if index.links is None else _candidate_links(index.links, identities)
     fragments, events, regions = (candidates(t) for t in (index.fragments, index.events, index.regions))
     at_t = as_of(fragments, events, links, regions, evaluation_time)
-    return affected.touching(at_t, identities)
+    return touching_rules.touching(at_t, identities)

@@ -61,6 +61,7 @@ from pyspark.sql import functions as F
 from .. import activation as activation_rules
 from .. import affected as affected_rules
 from .. import input_index, profile, tables
+from .. import touching as touching_rules
 from ..as_of import TIME_COLUMNS, AsOfInputs
 from ..as_of import as_of as inputs_as_of
 from ..columns import row_differences
@@ -211,7 +212,7 @@ def _clusters_of(
 
 #: The columns of ``experience_events`` its identities are read from (:func:`identity.record_entries`), in the
 #: order :func:`_copy_key` hashes them.
-_IDENTIFYING_EVENT_COLUMNS = affected_rules.RECORD_COLUMNS["events"]
+_IDENTIFYING_EVENT_COLUMNS = touching_rules.RECORD_COLUMNS["events"]
 
 
 def _copy_key(events: DataFrame) -> Column:
@@ -285,12 +286,12 @@ def _their_event_keys(
     materialised.
 
     Without an index, one pass over the events' narrow columns: their identity lists exploded and matched, the
-    keys kept (:func:`affected.held_by`). Through the index, the rows it finds, attributed to the affected
+    keys kept (:func:`touching.held_by`). Through the index, the rows it finds, attributed to the affected
     clusters. The first can hold a few keys more (an event holding an affected identity whose primary identity
     is not affected): their copies are attributed to their own persons and dropped with the other persons'
     events."""
     if index is None or index.events is None:
-        held = affected_rules.held_by(events, affected.identities, _copy_hash(_copy_key(events)))
+        held = touching_rules.held_by(events, affected.identities, _copy_hash(_copy_key(events)))
         return barrier(held.select(F.col("_held").alias("_key")))
     holding = input_index.holding(events, index.events, affected.identities)
     theirs = profile.attach_persons(holding, clusters).drop("primary_namespace", "primary_id", "person_id")
@@ -310,7 +311,7 @@ def _holding(records: DataFrame, index: input_index.TableIndex | None, identitie
     """The rows of ``records`` that hold one of ``identities`` (through the index, when there is one: those and
     rarely a row that does not, which the steps after drop as they join on an identity anyway)."""
     if index is None:
-        return affected_rules.holding(records, identities)
+        return touching_rules.holding(records, identities)
     return input_index.holding(records, index, identities)
 
 
