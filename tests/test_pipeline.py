@@ -22,7 +22,8 @@ from pyspark.sql import functions as F
 from audience_activation import columns, demo_data, pipeline, tables
 from audience_activation.config import AppConfig, TableName, load_config
 from audience_activation.pipeline import Inputs, PreviousState
-from audience_activation.pipeline.micro_batch import _COPY_KEY, _clusters_of, _split_by_copies, _with_keys
+from audience_activation.pipeline.event_copies import COPY_KEY, split_by_copies, with_keys
+from audience_activation.pipeline.micro_batch import _clusters_of
 from audience_activation.runlog import ChangeKey, RunCounts
 from audience_activation.storage.base import ParquetCheckpoint
 from audience_activation.storage.files import LocalCheckpoint
@@ -234,11 +235,11 @@ def test_candidates_are_single_when_their_id_is_their_key_and_no_other_has_their
             ("c", None, 4, None),
             (prefixed, prefixed, 5, "s"),
         ],
-        f"{_COPY_KEY} string, _id string, n int, _key string",
+        f"{COPY_KEY} string, _id string, n int, _key string",
     )
     barrier = LocalCheckpoint()
     try:
-        single, rest = _split_by_copies(keyed, barrier)
+        single, rest = split_by_copies(keyed, barrier)
         assert single.columns == rest.columns == ["_id", "n", "_key"]
         assert single.collect() == [("e2", 3, None)]
         assert sorted(rest.collect(), key=lambda r: r.n) == [
@@ -268,10 +269,10 @@ def test_events_are_matched_by_the_hash_of_their_copy_key_with_every_copy(spark:
     threshold = spark.conf.get("spark.sql.autoBroadcastJoinThreshold")
     spark.conf.set("spark.sql.autoBroadcastJoinThreshold", "-1")
     try:
-        found = _with_keys(events, hashes)
+        found = with_keys(events, hashes)
         plan = found._jdf.queryExecution().executedPlan().toString()  # noqa: SLF001
     finally:
         spark.conf.set("spark.sql.autoBroadcastJoinThreshold", threshold)
     assert "BroadcastHashJoin" in plan
-    assert found.columns == ["_id", "timestamp", "identityMap", _COPY_KEY]
-    assert sorted((r._id, r.timestamp.day, r[_COPY_KEY]) for r in found.collect()) == [("e1", 1, "e1"), ("e1", 2, "e1")]
+    assert found.columns == ["_id", "timestamp", "identityMap", COPY_KEY]
+    assert sorted((r._id, r.timestamp.day, r[COPY_KEY]) for r in found.collect()) == [("e1", 1, "e1"), ("e1", 2, "e1")]

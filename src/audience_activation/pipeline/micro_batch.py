@@ -14,8 +14,9 @@ Rules, in the order :func:`evaluate_micro_batch` applies them:
    exactly as a whole resolution would, and the previous persons that held any of them.
 3. **Their profiles and events** from their full history, by the batch stages given only their clusters. A
    duplicated event (same ``_id``) counts once, its first copy by time among every copy in the inputs, as in a
-   batch run: every copy of the affected persons' events is attributed before their own are kept, and the
-   identities of every copy of a new event are seeds (an earlier copy can move it to another person).
+   batch run: every copy of the affected persons' events is attributed before their own are kept
+   (:mod:`audience_activation.pipeline.event_copies`), and the identities of every copy of a new event are seeds
+   (an earlier copy can move it to another person).
    **A profile that cannot have changed is kept** (:func:`_kept_persons`): a person revisited unchanged (rule 7
    of :mod:`audience_activation.affected`: same identities, same person id) with at least one fragment in its
    previous profile, none of whose identities a new or removed fragment row holds, has the same fragments
@@ -55,7 +56,7 @@ from dataclasses import dataclass
 from functools import reduce
 from typing import Any
 
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from .. import activation as activation_rules
@@ -71,7 +72,7 @@ from ..pql.classify import EvaluationMethod
 from ..pql.compiler import window_changes
 from ..pql.time_dependence import TimeDependence, combined
 from ..schemas import EXPERIENCE_EVENTS
-from . import stages
+from . import event_copies, stages
 from .model import Barrier, Inputs, PreviousState, Results, no_barrier
 
 #: The evaluation method written to ``segment_membership`` by the streaming job.
@@ -210,94 +211,6 @@ def _clusters_of(
     return theirs.unionByName(previous.join(others, on=key, how="left_semi").select(*clusters.columns))
 
 
-#: The columns of ``experience_events`` its identities are read from (:func:`identity.record_entries`), in the
-#: order :func:`_copy_key` hashes them.
-_IDENTIFYING_EVENT_COLUMNS = touching_rules.RECORD_COLUMNS["events"]
-
-
-def _copy_key(events: DataFrame) -> Column:
-    """A key every copy of an event shares, read from its ``_id``, time and identities only (a scan skips the
-    rest of the row): its ``_id``, or for an event without one, a hash of those three
-    (:func:`profile.event_key` of them). The copies of an event (same :func:`profile.event_key`) share it; events
-    without ``_id`` that differ only elsewhere share it too, and finding those as well only revisits or attributes
-    a few more events — each to its own person, by its own key — never fewer."""
-    return profile.event_key(events.select(*_IDENTIFYING_EVENT_COLUMNS))  # one column order for every caller
-
-
-#: The copy key on whole event rows (double underscore, as ``profile.MERGE_KEY``: clear of the events' columns).
-_COPY_KEY = "__copy_key"
-
-
-def _copy_hash(key: Column) -> Column:
-    """The 64-bit hash of a :func:`_copy_key` value: what the events are matched by (8 bytes a key where the key
-    itself is an ``_id`` of any length)."""
-    return F.xxhash64(key)
-
-
-def _with_keys(events: DataFrame, hashes: DataFrame) -> DataFrame:
-    """Every event of ``events`` whose :func:`_copy_key` hashes (:func:`_copy_hash`) to one of ``hashes``
-    (``_key``, broadcast), with that key as :data:`_COPY_KEY`.
-
-    Matching by hash is exact for what the caller does with the events: every copy of an event has the same key,
-    so a hash that matches takes in all of them; a key that only collides with a wanted one brings in an event
-    group that is whole, which is attributed to its own person and dropped with the other persons' events.
-
-    The hashes are always broadcast: they are at most one per event, 8 bytes each (a broadcast of a million takes
-    a few tens of MB), where the other plan shuffles every event whole. Left to the lineage barrier's rule (then:
-    results stored as deserialized rows in up to 64 MB), the copy keys themselves (``_id`` strings: ~740,000 in a
-    105,000-event micro-batch at 1M persons, over 100 bytes each as stored) were not marked, and every event —
-    456 MiB — was shuffled to meet them: 20 of the micro-batch's 155 task-seconds. A hash stored serialized takes
-    ~11.5 bytes, so the barrier's rule (16 MB) alone would fail again at ~1.4 million keys."""
-    keyed = events.withColumn(_COPY_KEY, _copy_key(events)).withColumn(_COPY_HASH, _copy_hash(F.col(_COPY_KEY)))
-    wanted = F.broadcast(hashes.withColumnRenamed("_key", _COPY_HASH))
-    return keyed.join(wanted, on=_COPY_HASH, how="left_semi").drop(_COPY_HASH)
-
-
-#: The hash of :data:`_COPY_KEY` while the events are matched (double underscore, clear of the events' columns).
-_COPY_HASH = "__copy_hash"
-
-
-def _split_by_copies(keyed: DataFrame, barrier: Barrier) -> tuple[DataFrame, DataFrame]:
-    """``keyed`` (events with their :func:`_copy_key` as :data:`_COPY_KEY`) in two parts without that column:
-    ``(single, rest)``. ``single``: the events no other event of ``keyed`` can share an event key with
-    (:func:`profile.event_key`), for :func:`profile.person_events_of_primary` to attribute as they are; ``rest``:
-    the others, de-duplicated as usual.
-
-    An event is single when its copy key is held once and it has an ``_id`` that cannot be another event's key
-    (not starting as a key made from a whole row, ``profile.ROW_KEY_PREFIX``): its event key is then that ``_id``,
-    which every event with the same key shares as its copy key. The keys of the others are counted over the key
-    column and materialised (few: a barrier measures them, so both parts are broadcast joins)."""
-    unsure = F.col("_id").isNull() | F.col("_id").startswith(profile.ROW_KEY_PREFIX)
-    counted = keyed.groupBy(_COPY_KEY).agg(F.count(F.lit(1)).alias("_n"), F.max(unsure).alias("_unsure"))
-    others = barrier(counted.where((F.col("_n") > 1) | F.col("_unsure")).select(_COPY_KEY))
-    single = keyed.join(others, on=_COPY_KEY, how="left_anti").drop(_COPY_KEY)
-    rest = keyed.join(others, on=_COPY_KEY, how="left_semi").drop(_COPY_KEY)
-    return single, rest
-
-
-def _their_event_keys(
-    events: DataFrame,
-    index: input_index.InputsIndex | None,
-    affected: affected_rules.Affected,
-    clusters: DataFrame,
-    barrier: Barrier,
-) -> DataFrame:
-    """The :func:`_copy_hash` of the :func:`_copy_key` (``_key``) of the events that hold an affected identity,
-    materialised.
-
-    Without an index, one pass over the events' narrow columns: their identity lists exploded and matched, the
-    keys kept (:func:`touching.held_by`). Through the index, the rows it finds, attributed to the affected
-    clusters. The first can hold a few keys more (an event holding an affected identity whose primary identity
-    is not affected): their copies are attributed to their own persons and dropped with the other persons'
-    events."""
-    if index is None or index.events is None:
-        held = touching_rules.held_by(events, affected.identities, _copy_hash(_copy_key(events)))
-        return barrier(held.select(F.col("_held").alias("_key")))
-    holding = input_index.holding(events, index.events, affected.identities)
-    theirs = profile.attach_persons(holding, clusters).drop("primary_namespace", "primary_id", "person_id")
-    return barrier(theirs.select(_copy_hash(_copy_key(theirs)).alias("_key")).distinct())
-
-
 def _narrow_events(as_of: AsOfInputs, index: input_index.InputsIndex, evaluation_time: dt.datetime) -> AsOfInputs:
     """``as_of`` with its events replaced by the index's kept rows of them (``_id``, ``timestamp``,
     ``identityMap``) as of ``T``: the same events, narrower and already in memory."""
@@ -351,7 +264,7 @@ def _revisiting_events(
     barrier: Barrier,
 ) -> DataFrame:
     """The identities of rows that were there before whose persons the micro-batch revisits, in one pass over the
-    events: every event sharing the copy key (:func:`_copy_key`) of one of the ``changed`` events (new or
+    events: every event sharing the copy key (:func:`event_copies.copy_key`) of one of the ``changed`` events (new or
     removed: an earlier copy can move an event's person, rule 3), and rule 1's time-driven seeds — the events
     that entered or left an event window of a streamed segment since the previous run's ``T``, or every identity
     when a streamed segment reads the time otherwise (``birthDate occurs today``; a superset of the rest)."""
@@ -364,14 +277,16 @@ def _revisiting_events(
     if as_of.events is None:
         return no_identities
     # Only the columns the identities are read from: the scan skips the rest of each event.
-    narrow = list(_IDENTIFYING_EVENT_COLUMNS)
+    narrow = list(event_copies.IDENTIFYING_EVENT_COLUMNS)
     events, hits = as_of.events.select(*narrow), []
     if changed:
         some = reduce(DataFrame.unionByName, (c.select(*narrow) for c in changed))
         # The keys are materialised first: a barrier measures them, so the join broadcasts them instead of
         # shuffling every event (:class:`~audience_activation.storage.base.LocalCheckpoint`).
-        keys = barrier(some.select(_copy_key(some).alias("_key")).distinct().withColumn("_copy", F.lit(True)))
-        events = events.withColumn("_key", _copy_key(events)).join(keys, on="_key", how="left")
+        keys = barrier(
+            some.select(event_copies.copy_key(some).alias("_key")).distinct().withColumn("_copy", F.lit(True))
+        )
+        events = events.withColumn("_key", event_copies.copy_key(events)).join(keys, on="_key", how="left")
         hits.append(F.col("_copy").isNotNull())
     if since is not None and time_moved and dependence.event_windows:
         timestamp = F.col(TIME_COLUMNS[EXPERIENCE_EVENTS])
@@ -487,18 +402,15 @@ def evaluate_micro_batch(
         # the affected persons' events is attributed, then only their persons' events are kept. The candidates are
         # kept with their primary identity, which both the clusters' lookup and the attribution read (a candidate
         # without a valid identity is dropped here rather than by the attribution: the same events remain).
-        keyed = barrier(
-            profile.with_primary_identity(
-                _with_keys(as_of.events, _their_event_keys(as_of.events, index, affected, clusters, barrier))
-            )
-        )
+        wanted = event_copies.their_event_keys(as_of.events, index, affected, clusters, barrier)
+        keyed = barrier(profile.with_primary_identity(event_copies.with_keys(as_of.events, wanted)))
         # Only the clusters of the candidates' primary identities: a few hundred thousand rows, where joining
         # every cluster shuffled the whole table (4.3 million rows at 1M persons) for any micro-batch.
         primary = keyed.select(F.col("primary_namespace").alias("namespace"), F.col("primary_id").alias("id"))
         keys = barrier(primary.distinct())
         their_clusters = barrier(_clusters_of(keys, clusters, affected.identities, previous.clusters, barrier))
         # Most candidates have no copy: those are attributed as they are, only the others de-duplicated.
-        single, rest = _split_by_copies(keyed, barrier)
+        single, rest = event_copies.split_by_copies(keyed, barrier)
         attributed = profile.person_events_of_primary(single, their_clusters, copies=False).unionByName(
             profile.person_events_of_primary(rest, their_clusters)
         )
