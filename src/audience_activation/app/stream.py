@@ -15,15 +15,15 @@ micro-batch, in order:
 4. evaluates :func:`audience_activation.pipeline.micro_batch.evaluate_micro_batch` and commits, **first**, the
    changed destinations' edge and hub tables (partition ``run_id``; what a destination waits for, so their commit
    does not wait for the state tables' writes), then, in the batch job's order, the state tables, the activation
-   state (its changed rows appended to ``activation_state_log``, or the state written whole and the log emptied:
-   :func:`_state_outputs`), quarantine and, last, its ``activation_runs`` row (kind ``streaming``, the previous
-   run's mappings, its counts). The order matters for latency only: a failed or killed micro-batch's commits are
-   all undone (step 5), whichever came first. A state table whose replaced rows the micro-batch
-   would write back unchanged is not written: its ``output_versions`` entry is the version the micro-batch
-   read (``unified_profiles`` is written without that comparison when new fragment rows came in:
-   :func:`_unchanged`). Nor is a destination's edge or hub table it has no change row for, or the quarantine
-   when it has no row: its entry is the table's latest version (an empty partition would add a version to
-   every such table per micro-batch);
+   state (its changed rows appended to ``activation_state_log``, or the state written whole and the log emptied),
+   quarantine and, last, its ``activation_runs`` row (kind ``streaming``, the previous run's mappings, its
+   counts). The order matters for latency only: a failed or killed micro-batch's commits are all undone (step 5),
+   whichever came first. A state table whose replaced rows the micro-batch would write back unchanged is not
+   written: its ``output_versions`` entry is the version the micro-batch read (``unified_profiles`` is written
+   without that comparison when new fragment rows came in). Nor is a destination's edge or hub table it has no
+   change row for, or the quarantine when it has no row: its entry is the table's latest version (an empty
+   partition would add a version to every such table per micro-batch). These rules are
+   :mod:`audience_activation.app.stream_outputs`;
 5. on failure, restores every table it committed and records a failed row, as the batch job does; the query
    stops and the stream raises the micro-batch's own error (a lease, input or configuration error keeps its
    exit code).
@@ -53,18 +53,18 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import StreamingQuery
 from pyspark.sql.types import StructType
 
-from .. import pipeline, recovery, runlog, state_log, tables
+from .. import pipeline, recovery, runlog, tables
 from ..config import AppConfig
 from ..lease import LakeLease, LeaseHeldError, LeaseLostError
 from ..logs import quiet_jvm_loggers
 from ..pipeline.micro_batch import Changes, MicroBatchResults, TableChange, evaluate_micro_batch
 from ..runlog import FAILED, RunCounts, RunSummary
-from ..schemas import INPUT_TABLES, PROFILE_FRAGMENTS, check_input_schemas
+from ..schemas import INPUT_TABLES, check_input_schemas
 from ..segments import streamed_time_dependence
 from ..storage import DeltaStorage, TableNotFoundError
 from ..storage.base import LocalCheckpoint
 from ..stream_source import SOURCE_NAME, InputVersions, offset_time
-from . import state, writer
+from . import state, stream_outputs, writer
 from .batch import commit_outputs, fail_attempt, recover
 from .context import OnCommit, Progress, no_hook, quiet, storage_for
 from .index_cache import InputIndexCache
@@ -193,117 +193,6 @@ def _count(micro: MicroBatchResults) -> RunCounts:
     return RunCounts.from_rows([row.asDict() for row in rows], micro.results.segment_ids)
 
 
-def _unchanged(
-    store: DeltaStorage,
-    config: AppConfig,
-    micro: MicroBatchResults,
-    previous_run: runlog.PreviousRun,
-    progress: Progress,
-    counts: RunCounts,
-) -> dict[str, int]:
-    """The state tables the micro-batch leaves as they were, each with the version it read: they are not written,
-    and the run log records that version.
-
-    A table is left as it was when its replacement rows equal the rows they replace, and when its latest version
-    is still the one the micro-batch read: a job that writes a state table without a run to continue from
-    (``identities``, a forced batch run at an older ``T``) leaves a newer version, which the micro-batch then
-    overwrites with the state it continues from, as before.
-
-    ``unified_profiles`` is not compared when the micro-batch has new ``profile_fragments`` rows (``counts``): a
-    new fragment with a valid identity adds to its person's ``fragment_count``, so the table changes, and the
-    comparison would read every profile (1M rows: ~4 s of a micro-batch at 1M persons) to find that out. (A new
-    fragment that changes no row — one without a valid identity, one the merge policy ignores, rows a compaction
-    rewrote — then costs a write of the same rows, never a wrong table.)"""
-    kept: dict[str, int] = {}
-    new_fragments = counts.rows.get(PROFILE_FRAGMENTS, {}).get("new", 0)
-    for name, replaced in micro.replaced.items():
-        version = previous_run.output_versions.get(name)
-        if version is None or store.version(tables.by_name(name).location(config.job)) != version:
-            continue
-        if name == tables.PROFILES.name and new_fragments:
-            progress(f"{name}: {new_fragments} new fragment row(s): written without comparing")
-            continue
-        differences = replaced.differences()
-        if differences is not None and differences.isEmpty():
-            kept[name] = version
-            progress(f"{name} unchanged: not rewritten (stays at version {version})")
-    return kept
-
-
-def _state_outputs(
-    spark: SparkSession,
-    store: DeltaStorage,
-    config: AppConfig,
-    micro: MicroBatchResults,
-    previous_run: runlog.PreviousRun,
-    barrier: LocalCheckpoint,
-    progress: Progress,
-) -> tuple[list[pipeline.Output], dict[str, int]]:
-    """How the micro-batch writes the activation state (:mod:`audience_activation.state_log`): the outputs to
-    write in place of the whole ``activation_state``, and the state tables left as they were, with the version
-    the micro-batch read.
-
-    Its changed rows are appended to ``activation_state_log`` when the state it continues from is the tables'
-    latest versions and the log stays within ``job.stream.state_log_max_rows``; nothing is written when no row
-    changed. Otherwise (no state to append to, a table moved on since the run it continues from, the log full)
-    the state is written whole and the log emptied."""
-    state_spec, log_spec = tables.ACTIVATION_STATE, tables.ACTIVATION_STATE_LOG
-    table_version = previous_run.output_versions.get(state_spec.name)
-    log_version = previous_run.output_versions.get(log_spec.name)
-    log_location = log_spec.location(config.job)
-    log_exists = store.exists(log_location)
-    whole = [pipeline.Output(state_spec, micro.results.state)]
-    if log_exists:
-        whole.append(writer.emptied_log(spark))
-
-    def written_whole(reason: str) -> tuple[list[pipeline.Output], dict[str, int]]:
-        progress(f"activation_state written whole: {reason}")
-        return whole, {}
-
-    changes = micro.state_changes
-    if table_version is None or changes is None:
-        return written_whole("no previous activation state to append to")
-    if store.version(state_spec.location(config.job)) != table_version:
-        return written_whole(
-            f"activation_state is no longer at version {table_version}, which the previous run recorded"
-        )
-    if log_exists != (log_version is not None) or (log_exists and store.version(log_location) != log_version):
-        return written_whole(f"its log is no longer at the version the previous run recorded ({log_version})")
-    generation = 0 if log_version is None else log_version + 1
-    rows = barrier(state_log.log_rows(changes, generation))
-    changed = rows.count()
-    kept = {state_spec.name: table_version} | ({} if log_version is None else {log_spec.name: log_version})
-    if not changed:
-        progress(f"activation_state unchanged: not rewritten (stays at version {table_version})")
-        return [], kept
-    logged = 0 if log_version is None else store.read(log_location, log_version).df.count()
-    limit = config.job.stream.state_log_max_rows
-    if logged + changed > limit:
-        progress(f"activation_state log full ({logged} + {changed} rows > {limit}): the state is written whole")
-        return whole, {}
-    progress(f"activation_state: {changed} changed row(s) appended to its log ({logged} before)")
-    return [pipeline.Output(log_spec, rows)], {state_spec.name: table_version}
-
-
-def _without_rows(
-    store: DeltaStorage, config: AppConfig, outputs: list[pipeline.Output], counts: RunCounts
-) -> dict[str, int]:
-    """The per-run outputs the micro-batch has no row for, each with the table's latest version: a destination's
-    edge or hub table without a change row of its route, the quarantine without a row (step 4). Read from the
-    micro-batch's counts, so no output is read to know it. A table that does not exist yet is written (created)."""
-    routed = {(key.destination_id, key.route) for key, n in counts.changes.items() if n}
-    found: dict[str, int] = {}
-    for output in outputs:
-        if output.spec.name in pipeline.ROUTES:
-            empty = (output.destination_id, pipeline.ROUTES[output.spec.name]) not in routed
-        else:
-            empty = output.spec.name == tables.QUARANTINE.name and not any(counts.quarantine.values())
-        location = output.spec.location(config.job, output.destination_id)
-        if empty and store.exists(location):
-            found[output.key] = store.version(location)
-    return found
-
-
 def process_micro_batch(
     spark: SparkSession,
     config: AppConfig,
@@ -377,13 +266,15 @@ def process_micro_batch(
         summary.cc_rounds = micro.results.cc_rounds
         destinations = [d.id for d in micro.destinations]
         summary.counts = _count(micro)
-        unchanged = _unchanged(store, config, micro, previous_run, progress, summary.counts)
+        unchanged = stream_outputs.unchanged_tables(store, config, micro, previous_run, progress, summary.counts)
         outputs = pipeline.batch_outputs(micro.results, run, summary.evaluation_time, destinations)
-        empty = _without_rows(store, config, outputs, summary.counts)
+        empty = stream_outputs.tables_without_rows(store, config, outputs, summary.counts)
         if empty:
             progress(f"no rows for {len(empty)} of the per-run tables (change tables, quarantine): not written")
         unchanged.update(empty)
-        state_outputs, state_kept = _state_outputs(spark, store, config, micro, previous_run, barrier, progress)
+        state_outputs, state_kept = stream_outputs.state_outputs(
+            spark, store, config, micro, previous_run, barrier, progress
+        )
         unchanged.update(state_kept)
         lease.check()
         outputs = [
