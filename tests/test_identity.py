@@ -567,7 +567,8 @@ def test_a_record_with_thousands_of_identities_makes_hubs_without_its_pairs(
 def test_linking_identities_are_computed_once_per_record(spark: SparkSession) -> None:
     """Records with two or more linking identities, sorted and distinct; the list's higher-order functions are
     not repeated by a filter (see columns.kept_once)."""
-    from audience_activation.identity import linking_identities, record_entries
+    from audience_activation.identity import linking_identities
+    from audience_activation.identity_entries import record_entries
     from audience_activation.namespaces import NamespaceLookup
 
     fragments = fragments_df(
@@ -594,7 +595,7 @@ def test_has_valid_identity_is_any_null_reason(spark: SparkSession, records: lis
     """The compiled test (sorted reasons, nulls first) says what ``exists(reason is null)`` says, for records
     with no, only valid, only invalid and mixed identities; a null entries array (never produced) gives null,
     as ``exists`` does."""
-    from audience_activation.identity import has_valid_identity
+    from audience_activation.identity_entries import has_valid_identity
 
     schema = "n int, entries array<struct<namespace: string, id: string, primary: boolean, reason: string>>"
     rows = [

@@ -85,7 +85,8 @@ from .as_of import TIME_COLUMNS, AsOfInputs, first_capture
 from .as_of import as_of as inputs_as_of
 from .columns import timestamp_literal
 from .config import IdentitySettings, NamespacesConfig
-from .identity import link_entries, linking_keys, record_entries, resolve_identities, valid_identities
+from .identity import linking_keys, resolve_identities
+from .identity_entries import link_entries, record_entries, valid_identities
 from .identity_rules import GRAPH_SIZE_EVICTION, HUB_IDENTITY
 from .namespaces import NamespaceLookup
 from .schemas import EXPERIENCE_EVENTS, IDENTITY_GRAPH, PROFILE_FRAGMENTS, REGION_INFORMATION
@@ -208,7 +209,7 @@ def seed_identities(new_rows: AsOfInputs) -> DataFrame:
 
 
 def _link_ends(links: DataFrame) -> DataFrame:
-    """The valid ends of :func:`~audience_activation.identity.link_entries` rows, as ``namespace, id``."""
+    """The valid ends of :func:`~audience_activation.identity_entries.link_entries` rows, as ``namespace, id``."""
     return reduce(
         DataFrame.unionByName,
         [
@@ -285,7 +286,7 @@ def split_seeds(
 
 
 def _link_rows(links: DataFrame, lookup: NamespaceLookup) -> DataFrame:
-    """:func:`~audience_activation.identity.link_entries` rows as :func:`split_seeds` flags them, read off the
+    """:func:`~audience_activation.identity_entries.link_entries` rows as :func:`split_seeds` flags them, read off the
     link's two ends as a record's entries: ``_ids`` (the valid ends), ``_changes`` (always: a link can change the
     graph) and ``_linking`` (:func:`~audience_activation.identity.linking_keys` of the ends when they are two
     different valid identities of linking namespaces: the pair it adds, which rule 9 can find re-stated;

@@ -31,7 +31,7 @@ RECORD_COLUMNS = {
     "events": ("_id", "timestamp", "identityMap"),
     "regions": ("identityMap", "userActivityRegions"),
 }
-#: What identity resolution reads of ``identity_graph`` (:func:`audience_activation.identity.link_entries`).
+#: What identity resolution reads of ``identity_graph`` (:func:`audience_activation.identity_entries.link_entries`).
 LINK_COLUMNS = ("src_namespace", "src_id", "dst_namespace", "dst_id", "last_seen_at")
 
 

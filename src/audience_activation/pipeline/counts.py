@@ -25,7 +25,7 @@ from pyspark.sql import functions as F
 from .. import as_of
 from ..columns import timestamp_literal
 from ..config import AppConfig
-from ..identity import has_valid_identity
+from ..identity_entries import has_valid_identity
 from ..membership import REALIZED
 from ..schemas import EXPERIENCE_EVENTS, IDENTITY_GRAPH, PROFILE_FRAGMENTS, REGION_INFORMATION
 from .micro_batch import MicroBatchResults

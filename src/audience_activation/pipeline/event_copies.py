@@ -27,7 +27,7 @@ from .. import input_index, profile
 from .. import touching as touching_rules
 from .model import Barrier
 
-#: The columns of ``experience_events`` its identities are read from (:func:`identity.record_entries`), in the
+#: The columns of ``experience_events`` its identities are read from (:func:`identity_entries.record_entries`), in the
 #: order :func:`copy_key` hashes them.
 IDENTIFYING_EVENT_COLUMNS = touching_rules.RECORD_COLUMNS["events"]
 

@@ -67,7 +67,7 @@ from ..as_of import TIME_COLUMNS, AsOfInputs
 from ..as_of import as_of as inputs_as_of
 from ..columns import row_differences
 from ..config import AppConfig, DestinationConfig
-from ..identity import invalid_identity_quarantine, link_entries, record_entries
+from ..identity_entries import invalid_identity_quarantine, link_entries, record_entries
 from ..pql.classify import EvaluationMethod
 from ..pql.compiler import window_changes
 from ..pql.time_dependence import TimeDependence, combined
