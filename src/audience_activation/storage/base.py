@@ -28,11 +28,19 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal
 
-from pyspark.sql import Column, DataFrame, SparkSession
-from pyspark.sql import functions as F
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import StructType
 
-from ..columns import type_shape
+from .checks import (
+    PARTITION_TYPES,
+    RESERVED_COMMIT_KEYS,
+    PartitionValue,
+    check_partition_columns,
+    commit_metadata,
+    conform_to_table,
+    missing_properties,
+    require_partition_values,
+)
 from .errors import (
     ConcurrentWriteError,
     DamagedTableError,
@@ -101,9 +109,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-#: Partition values that may appear in an equality predicate.
-PartitionValue = str | int | bool | None
 
 #: How a commit treats the table's current rows: ``create`` (the table must not exist), ``append``, ``overwrite``
 #: (all rows, or with ``where`` only those of the matching partitions).
@@ -523,107 +528,3 @@ class DeltaStorage(abc.ABC):
     @abc.abstractmethod
     def _restore(self, location: str, version: int, *, write_id: str, metadata: Mapping[str, str]) -> int:
         """:meth:`restore` to a ``version`` older than the latest, with ``metadata`` (carrying ``write_id``)."""
-
-
-# -- helpers shared by the engines -------------------------------------------------------------------
-
-#: Partition column types both engines write and read back exactly.
-PARTITION_TYPES = ("string", "integer", "long", "short", "byte", "boolean", "date")
-
-
-def check_partition_columns(schema: StructType, partition_by: Sequence[str], location: str) -> None:
-    """Fail clearly on partition columns that are missing from the schema or of an unsupported type."""
-    fields = {field.name: field for field in schema.fields}
-    for column in partition_by:
-        if column not in fields:
-            raise SchemaMismatchError(f"{location}: partition column {column!r} is not in the data")
-        type_name = fields[column].dataType.typeName()
-        if type_name not in PARTITION_TYPES:
-            raise SchemaMismatchError(
-                f"{location}: partition column {column!r} has type {type_name}; "
-                f"supported partition types are {', '.join(PARTITION_TYPES)}"
-            )
-
-
-def require_partition_values(
-    df: DataFrame, where: Mapping[str, PartitionValue], partition_columns: Sequence[str], location: str
-) -> DataFrame:
-    """``df`` with a check that every row lies in the partitions ``where`` replaces (both engines).
-
-    The check runs while the data files are written, so a row outside the predicate fails the write before
-    its commit, with a message naming the table, the column and the value.
-
-    Raises:
-        ValueError: ``where`` names a column that is not a partition column of the table.
-    """
-    outside = [column for column in where if column not in partition_columns]
-    if outside:
-        raise ValueError(f"{location}: {outside} are not partition columns of the table ({list(partition_columns)})")
-
-    def checked(column: str, value: PartitionValue) -> Column:
-        return F.when(F.col(column) == F.lit(value), F.col(column)).otherwise(
-            F.raise_error(
-                F.concat(
-                    F.lit(f"{location}: a row has {column} = "),
-                    F.coalesce(F.col(column).cast("string"), F.lit("null")),
-                    F.lit(f", outside the partition being replaced ({column} = {value!r})"),
-                )
-            )
-        )
-
-    return df.withColumns({column: checked(column, value) for column, value in where.items()})
-
-
-def missing_properties(current: Mapping[str, str], wanted: Mapping[str, str] | None) -> dict[str, str]:
-    """The ``wanted`` table properties that ``current`` lacks or holds with another value."""
-    return {key: value for key, value in (wanted or {}).items() if current.get(key) != value}
-
-
-#: commitInfo keys written by the engines themselves; callers' ``commit_info`` may not use them.
-RESERVED_COMMIT_KEYS = frozenset(
-    {
-        "operation",
-        "operationParameters",
-        "timestamp",
-        "version",
-        "engineInfo",
-        "clientVersion",
-        "writeId",
-        "engine",
-        "userMetadata",
-    }
-)
-
-
-def commit_metadata(write_id: str, engine: str, commit_info: Mapping[str, str] | None) -> dict[str, str]:
-    """The custom commitInfo of a write: its id, the engine, and the caller's keys (e.g. ``run_id``)."""
-    reserved = sorted(RESERVED_COMMIT_KEYS & set(commit_info or {}))
-    if reserved:
-        raise ValueError(f"commit_info keys {reserved} are reserved by the storage engines")
-    return {"writeId": write_id, "engine": engine, **{str(k): str(v) for k, v in (commit_info or {}).items()}}
-
-
-def conform_to_table(df: DataFrame, table_schema: StructType, location: str) -> DataFrame:
-    """Select ``df``'s columns in the table's order, failing if names or types differ.
-
-    Nullability is not compared: Spark marks most computed columns nullable, and Delta readers do not
-    depend on it.
-    """
-    df_fields = {field.name: field for field in df.schema.fields}
-    table_fields = {field.name: field for field in table_schema.fields}
-    missing = [name for name in table_fields if name not in df_fields]
-    extra = [name for name in df_fields if name not in table_fields]
-    problems = []
-    if missing:
-        problems.append(f"missing columns {missing}")
-    if extra:
-        problems.append(f"unexpected columns {extra}")
-    for name, field in table_fields.items():
-        if name in df_fields and type_shape(df_fields[name].dataType) != type_shape(field.dataType):
-            problems.append(
-                f"column {name!r} is {df_fields[name].dataType.simpleString()}, "
-                f"table has {field.dataType.simpleString()}"
-            )
-    if problems:
-        raise SchemaMismatchError(f"{location}: data does not match the table schema: " + "; ".join(problems))
-    return df.select(*table_fields)
