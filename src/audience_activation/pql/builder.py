@@ -5,79 +5,31 @@ depends on where it appears: ``X.a`` is a variable path inside ``select X ...``,
 item path inside ``xEvent[...]`` and a profile path at the top. The builder also validates what the
 grammar leaves open (argument counts, the case flag, ``COUNT(n)``, escapes) and rejects the
 constructs outside the supported subset by name.
+
+The builder is one class in three modules: :mod:`audience_activation.pql.build_base` (scopes, positions, errors,
+dispatch), :mod:`audience_activation.pql.build_calls` (method and function calls) and this one (literals,
+references, operators, ``occurs``, filters, ``select``/quantifiers/aggregates/``let`` and chains).
 """
 
 from __future__ import annotations
 
-import difflib
 import math
 import re
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
-from typing import NoReturn
+from collections.abc import Sequence
+from dataclasses import replace
 
 from lark import Token, Tree
 
 from audience_activation.pql import ast as a
-from audience_activation.pql.errors import PqlSyntaxError, PqlUnsupportedError
-
-#: Adobe PQL methods that exist but are outside the supported subset, with the advice given.
-UNSUPPORTED_METHODS: dict[str, str] = {
-    "intersection": "use `a.intersects(b)` to test for a common member",
-    "subsetOf": "",
-    "supersetOf": "",
-    "groupBy": "",
-    "filter": "use a bracket filter `array[condition]`",
-    "map": "",
-    "topN": "",
-    "bottomN": "",
-    "head": "",
-    "regexGroup": "use `matches` to test a regular expression",
-}
-
-#: Adobe PQL functions that exist but are outside the supported subset.
-UNSUPPORTED_FUNCTIONS: dict[str, str] = {
-    "mapEntry": "",
-}
-
-
-def unsupported_reason(name: str, advice: str) -> str:
-    """The message for an Adobe PQL function or method outside the supported subset."""
-    return f"`{name}(...)` is not supported" + (f": {advice}" if advice else "")
-
-
-#: Boolean operators that only appear upper-case in Adobe's illustrative validation examples.
-UPPERCASE_OPERATORS = frozenset({"AND", "OR", "NOT"})
-
-_STRING_METHODS: dict[str, tuple[a.StringOp, bool]] = {
-    "equals": (a.StringOp.EQUALS, False),
-    "notEqualTo": (a.StringOp.EQUALS, True),
-    "startsWith": (a.StringOp.STARTS_WITH, False),
-    "doesNotStartWith": (a.StringOp.STARTS_WITH, True),
-    "endsWith": (a.StringOp.ENDS_WITH, False),
-    "doesNotEndWith": (a.StringOp.ENDS_WITH, True),
-    "contains": (a.StringOp.CONTAINS, False),
-    "doesNotContain": (a.StringOp.CONTAINS, True),
-}
-
-_DATE_PART_METHODS = {
-    "getYear": a.DatePart.YEAR,
-    "getMonth": a.DatePart.MONTH,
-    "getDayOfMonth": a.DatePart.DAY_OF_MONTH,
-}
-
-_CURRENT_DATE_FUNCTIONS = {
-    "currentYear": a.DatePart.YEAR,
-    "currentMonth": a.DatePart.MONTH,
-    "currentDayOfMonth": a.DatePart.DAY_OF_MONTH,
-}
-
-_ITEM_AGGREGATES = {
-    "sum": a.AggregateFunction.SUM,
-    "average": a.AggregateFunction.AVERAGE,
-    "min": a.AggregateFunction.MIN,
-    "max": a.AggregateFunction.MAX,
-}
+from audience_activation.pql.build_base import (
+    UPPERCASE_OPERATORS,
+    Item,
+    Scope,
+    keyword_text,
+    position,
+    rule_name,
+)
+from audience_activation.pql.build_calls import ITEM_AGGREGATES, CallBuilder
 
 _UNITS: dict[str, a.TimeUnit] = {
     **{unit.value: unit for unit in a.TimeUnit},
@@ -90,78 +42,11 @@ _ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r"
 _ESCAPE_RE = re.compile(r"\\(u[0-9A-Fa-f]{4}|.)")
 _LAMBDA_PARAMETER_RE = re.compile(r"\(\s*([A-Za-z_][A-Za-z0-9_]*)")
 
-#: A parse-tree item: a subtree, or a token kept by the grammar.
-Item = Tree | Token
 
-
-@dataclass(frozen=True)
-class Scope:
-    """What names mean at a point of the expression.
-
-    Attributes:
-        variables: Variables bound by enclosing ``select``/quantifier/aggregate/``let``.
-        item_depth: Number of enclosing item scopes (bracket filters, item-scoped methods, chain
-            steps); bare names refer to the innermost item when it is positive.
-        lambda_parameter: The parameter of a ``(Profile) =>`` head, an alias of the profile.
-    """
-
-    variables: frozenset[str] = frozenset()
-    item_depth: int = 0
-    lambda_parameter: str | None = None
-
-    def bind(self, name: str) -> Scope:
-        """Return this scope with ``name`` bound as a variable."""
-        return replace(self, variables=self.variables | {name})
-
-    def enter_item(self) -> Scope:
-        """Return the scope inside a new item scope."""
-        return replace(self, item_depth=self.item_depth + 1)
-
-
-def position(item: Item) -> a.Position:
-    """Return the source position of a parse-tree item."""
-    if isinstance(item, Token):
-        return a.Position(item.line or 0, item.column or 0)
-    return a.Position(item.meta.line, item.meta.column)
-
-
-def _rule(item: Item) -> str:
-    return str(item.data) if isinstance(item, Tree) else ""
-
-
-def _keyword(tree: Tree) -> str:
-    """The text of the single token of a ``!keyword`` rule such as ``cmp_op`` or ``unit``."""
-    return str(tree.children[0])
-
-
-class Builder:
+class Builder(CallBuilder):
     """Builds the AST of one PQL text; raises :class:`PqlSyntaxError` for invalid constructs."""
 
-    def __init__(self, text: str) -> None:
-        """Create a builder.
-
-        Args:
-            text: The PQL source the trees were parsed from (for error excerpts).
-        """
-        self._text = text
-        self._methods: dict[str, Callable[[a.Node, Tree, Token, list[Tree], Scope], a.Node]] = {
-            "count": self._method_count,
-            "distinct": self._method_distinct,
-            "intersects": self._method_intersects,
-            "includes": self._method_includes,
-            "exists": self._method_exists,
-            "matches": self._method_matches,
-            "isNull": self._method_null_check,
-            "isNotNull": self._method_null_check,
-            "get": self._method_get,
-            "keys": self._method_keys,
-            "values": self._method_values,
-            **{name: self._method_item_aggregate for name in _ITEM_AGGREGATES},
-            **{name: self._method_string_test for name in _STRING_METHODS},
-            **{name: self._method_date_part for name in _DATE_PART_METHODS},
-        }
-
-    # --- entry points and errors ---------------------------------------------------------------
+    # --- entry point ---------------------------------------------------------------------------
 
     def build_start(self, tree: Tree, *, condition: bool) -> a.Node:
         """Build the AST of a ``start`` tree.
@@ -183,36 +68,6 @@ class Builder:
             children = children[1:]
         node = self.build(children[0], scope)
         return a.as_condition(node) if condition else node
-
-    def _error(self, item: Item | a.Position, reason: str) -> NoReturn:
-        pos = item if isinstance(item, a.Position) else position(item)
-        raise PqlSyntaxError(reason, self._text, pos.line, pos.column)
-
-    def _unsupported(self, item: Item, construct: str, reason: str) -> NoReturn:
-        pos = position(item)
-        raise PqlUnsupportedError(construct, reason, self._text, pos.line, pos.column)
-
-    # --- dispatch ------------------------------------------------------------------------------
-
-    def build(self, item: Item, scope: Scope) -> a.Node:
-        """Build the AST of an expression subtree.
-
-        Args:
-            item: An expression subtree.
-            scope: The scope the expression appears in.
-
-        Returns:
-            The AST node.
-        """
-        assert isinstance(item, Tree), item  # expression rules never inline to a bare token
-        handler = getattr(self, f"_b_{item.data}", None)
-        assert handler is not None, f"no builder for grammar rule {item.data!r}"
-        node: a.Node = handler(item, scope)
-        return node
-
-    def condition(self, item: Item, scope: Scope) -> a.Node:
-        """Build a subtree in a Boolean position (Adobe's coercion to Boolean applies)."""
-        return a.as_condition(self.build(item, scope))
 
     # --- literals ------------------------------------------------------------------------------
 
@@ -250,19 +105,21 @@ class Builder:
         return a.DoubleLit(value, pos=position(tree))
 
     def _b_boolean(self, tree: Tree, scope: Scope) -> a.Node:
-        return a.BoolLit(_keyword(tree) == "true", pos=position(tree))
+        return a.BoolLit(keyword_text(tree) == "true", pos=position(tree))
 
     def _b_list(self, tree: Tree, scope: Scope) -> a.Node:
         items = tuple(self.build(child, scope) for child in tree.children)
         return a.ListLit(items, pos=position(tree))
 
     def _b_time_const(self, tree: Tree, scope: Scope) -> a.Node:
-        return a.TimeConst(a.TimeConstKind(_keyword(tree)), pos=position(tree))
+        return a.TimeConst(a.TimeConstKind(keyword_text(tree)), pos=position(tree))
 
     def _b_period(self, tree: Tree, scope: Scope) -> a.Node:
         relation, unit = tree.children
         assert isinstance(relation, Tree) and isinstance(unit, Tree)
-        return a.CalendarPeriod(a.PeriodRelation(_keyword(relation)), _UNITS[_keyword(unit)], pos=position(tree))
+        return a.CalendarPeriod(
+            a.PeriodRelation(keyword_text(relation)), _UNITS[keyword_text(unit)], pos=position(tree)
+        )
 
     # --- references ----------------------------------------------------------------------------
 
@@ -276,7 +133,7 @@ class Builder:
     def _b_member(self, tree: Tree, scope: Scope) -> a.Node:
         parts: list[str] = []
         node: Item = tree
-        while _rule(node) == "member":
+        while rule_name(node) == "member":
             assert isinstance(node, Tree)
             target, name = node.children
             parts.append(str(name))
@@ -286,7 +143,7 @@ class Builder:
 
     def _reference(self, root: Item, parts: tuple[str, ...], scope: Scope, pos: a.Position) -> a.Node:
         """Resolve ``root.parts`` where ``root`` is the innermost non-member subtree."""
-        kind = _rule(root)
+        kind = rule_name(root)
         assert isinstance(root, Tree)
         if kind == "name":
             return self._resolve_name(root.children[0], parts, scope, pos)
@@ -336,15 +193,6 @@ class Builder:
             )
         return a.ProfileRoot() if levels == scope.item_depth else a.ItemRoot(levels)
 
-    def _uppercase_operator(self, token: Item) -> NoReturn:
-        word = str(token.children[0] if isinstance(token, Tree) else token)
-        self._unsupported(
-            token,
-            word,
-            f"upper-case `{word}` is not PQL (it only appears in Adobe's illustrative "
-            f"examples); write `{word.lower()}`",
-        )
-
     # --- boolean operators ---------------------------------------------------------------------
 
     def _b_or_(self, tree: Tree, scope: Scope) -> a.Node:
@@ -374,7 +222,7 @@ class Builder:
         op = tree.children[1]
         assert isinstance(op, Tree)
         left, right = self._binary(tree, scope)
-        return a.Compare(a.CompareOp(_keyword(op)), left, right, pos=position(tree))
+        return a.Compare(a.CompareOp(keyword_text(op)), left, right, pos=position(tree))
 
     def _b_in_(self, tree: Tree, scope: Scope) -> a.Node:
         value, collection = self._binary(tree, scope)
@@ -405,17 +253,17 @@ class Builder:
             op, amount, unit, direction, anchor = children
             assert isinstance(op, Tree) and isinstance(unit, Tree) and isinstance(direction, Tree)
             return a.OccursWithin(
-                a.CompareOp(_keyword(op)),
+                a.CompareOp(keyword_text(op)),
                 int(str(amount)),
-                _UNITS[_keyword(unit)],
-                a.Direction(_keyword(direction)),
+                _UNITS[keyword_text(unit)],
+                a.Direction(keyword_text(direction)),
                 self.build(anchor, scope),
                 pos=pos,
             )
         if kind == "occurs_relative":
             direction, anchor = children
             assert isinstance(direction, Tree)
-            return a.OccursRelative(a.Direction(_keyword(direction)), self.build(anchor, scope), pos=pos)
+            return a.OccursRelative(a.Direction(keyword_text(direction)), self.build(anchor, scope), pos=pos)
         if kind == "occurs_on":
             return a.OccursOn(self.build(children[0], scope), pos=pos)
         assert kind == "occurs_between", kind
@@ -428,7 +276,7 @@ class Builder:
         op = tree.children[1]
         assert isinstance(op, Tree)
         left, right = self._binary(tree, scope)
-        return a.Arith(a.ArithOp(_keyword(op)), left, right, pos=position(tree))
+        return a.Arith(a.ArithOp(keyword_text(op)), left, right, pos=position(tree))
 
     def _b_negate(self, tree: Tree, scope: Scope) -> a.Node:
         operand = self.build(tree.children[0], scope)
@@ -449,147 +297,6 @@ class Builder:
             self.condition(condition, scope.enter_item()),
             pos=position(tree),
         )
-
-    def _b_method(self, tree: Tree, scope: Scope) -> a.Node:
-        target_tree, name = tree.children[0], tree.children[1]
-        assert isinstance(name, Token)
-        arguments = _arguments(tree.children[2:])
-        # The target first, so that the first problem in reading order is the one reported.
-        target = self.build(target_tree, scope)
-        handler = self._methods.get(str(name))
-        if handler is None:
-            self._unknown(name, UNSUPPORTED_METHODS, list(self._methods), "method")
-        return handler(target, tree, name, arguments, scope)
-
-    def _unknown(self, name: Token, unsupported: dict[str, str], known: Sequence[str], what: str) -> NoReturn:
-        word = str(name)
-        if word in unsupported:
-            self._unsupported(name, word, unsupported_reason(word, unsupported[word]))
-        if word in UPPERCASE_OPERATORS:
-            self._uppercase_operator(name)
-        close = difflib.get_close_matches(word, known, n=1)
-        hint = f"; did you mean `{close[0]}`?" if close else ""
-        self._error(name, f"unknown {what} `{word}`{hint}")
-
-    def _arity(self, name: Token, arguments: list[Tree], minimum: int, maximum: int | None = None) -> None:
-        maximum = minimum if maximum is None else maximum
-        if minimum <= len(arguments) <= maximum:
-            return
-        expected = str(minimum) if minimum == maximum else f"{minimum} to {maximum}"
-        self._error(name, f"`{name}` takes {expected} argument(s), got {len(arguments)}")
-
-    def _method_count(self, target: a.Node, tree: Tree, name: Token, arguments: list[Tree], scope: Scope) -> a.Node:
-        self._arity(name, arguments, 0)
-        return a.Aggregate(a.AggregateFunction.COUNT, target, pos=position(tree))
-
-    def _method_item_aggregate(
-        self, target: a.Node, tree: Tree, name: Token, arguments: list[Tree], scope: Scope
-    ) -> a.Node:
-        self._arity(name, arguments, 0, 1)
-        value = self.build(arguments[0], scope.enter_item()) if arguments else None
-        return a.Aggregate(_ITEM_AGGREGATES[str(name)], target, value, pos=position(tree))
-
-    def _method_distinct(self, target: a.Node, tree: Tree, name: Token, arguments: list[Tree], scope: Scope) -> a.Node:
-        self._arity(name, arguments, 0)
-        return a.Distinct(target, pos=position(tree))
-
-    def _method_intersects(
-        self, target: a.Node, tree: Tree, name: Token, arguments: list[Tree], scope: Scope
-    ) -> a.Node:
-        self._arity(name, arguments, 1)
-        return a.Intersects(target, self.build(arguments[0], scope), pos=position(tree))
-
-    def _method_includes(self, target: a.Node, tree: Tree, name: Token, arguments: list[Tree], scope: Scope) -> a.Node:
-        self._arity(name, arguments, 1)
-        return a.In(self.build(arguments[0], scope), target, pos=position(tree))
-
-    def _method_exists(self, target: a.Node, tree: Tree, name: Token, arguments: list[Tree], scope: Scope) -> a.Node:
-        self._arity(name, arguments, 1)
-        pos = position(tree)
-        condition = self.condition(arguments[0], scope.enter_item())
-        return a.IsDefined(a.Filter(target, condition, pos=pos), pos=pos)
-
-    def _method_matches(self, target: a.Node, tree: Tree, name: Token, arguments: list[Tree], scope: Scope) -> a.Node:
-        self._arity(name, arguments, 1)
-        return a.Matches(target, self.build(arguments[0], scope), pos=position(tree))
-
-    def _method_null_check(
-        self, target: a.Node, tree: Tree, name: Token, arguments: list[Tree], scope: Scope
-    ) -> a.Node:
-        self._arity(name, arguments, 0)
-        return a.NullCheck(target, negated=str(name) == "isNotNull", pos=position(tree))
-
-    def _method_get(self, target: a.Node, tree: Tree, name: Token, arguments: list[Tree], scope: Scope) -> a.Node:
-        self._arity(name, arguments, 1)
-        return a.MapGet(target, self.build(arguments[0], scope), pos=position(tree))
-
-    def _method_keys(self, target: a.Node, tree: Tree, name: Token, arguments: list[Tree], scope: Scope) -> a.Node:
-        self._arity(name, arguments, 0)
-        return a.MapKeys(target, pos=position(tree))
-
-    def _method_values(self, target: a.Node, tree: Tree, name: Token, arguments: list[Tree], scope: Scope) -> a.Node:
-        self._arity(name, arguments, 0)
-        return a.MapValues(target, pos=position(tree))
-
-    def _method_string_test(
-        self, target: a.Node, tree: Tree, name: Token, arguments: list[Tree], scope: Scope
-    ) -> a.Node:
-        self._arity(name, arguments, 1, 2)
-        op, negated = _STRING_METHODS[str(name)]
-        case_sensitive = True
-        if len(arguments) == 2:
-            flag = arguments[1]
-            if _rule(flag) != "boolean":
-                self._error(
-                    flag,
-                    f"the second argument of `{name}` is the case-sensitivity flag and must be `true` or `false`",
-                )
-            case_sensitive = _keyword(flag) == "true"
-        return a.StringTest(
-            op,
-            negated,
-            target,
-            self.build(arguments[0], scope),
-            case_sensitive,
-            pos=position(tree),
-        )
-
-    def _method_date_part(self, target: a.Node, tree: Tree, name: Token, arguments: list[Tree], scope: Scope) -> a.Node:
-        self._arity(name, arguments, 0)
-        return a.GetDatePart(target, _DATE_PART_METHODS[str(name)], pos=position(tree))
-
-    # --- function calls ------------------------------------------------------------------------
-
-    def _b_call(self, tree: Tree, scope: Scope) -> a.Node:
-        name = tree.children[0]
-        assert isinstance(name, Token)
-        arguments = _arguments(tree.children[1:])
-        word = str(name)
-        pos = position(tree)
-        if word == "date":
-            self._arity(name, arguments, 3)
-            year, month, day = (self.build(argument, scope) for argument in arguments)
-            return a.DateLit(year, month, day, pos=pos)
-        if word == "inSegment":
-            self._arity(name, arguments, 1)
-            segment = self.build(arguments[0], scope)
-            if not isinstance(segment, a.StringLit):
-                self._error(arguments[0], "`inSegment` takes a segment id string literal")
-            return a.InSegment(segment.value, pos=pos)
-        if word in _CURRENT_DATE_FUNCTIONS:
-            self._arity(name, arguments, 0)
-            return a.CurrentDatePart(_CURRENT_DATE_FUNCTIONS[word], pos=pos)
-        if word == "if":
-            self._arity(name, arguments, 3)
-            test, then, otherwise = arguments
-            return a.If(
-                self.condition(test, scope),
-                self.build(then, scope),
-                self.build(otherwise, scope),
-                pos=pos,
-            )
-        known = ["date", "inSegment", "if", *_CURRENT_DATE_FUNCTIONS]
-        self._unknown(name, UNSUPPORTED_FUNCTIONS, known, "function")
 
     # --- select, quantifiers, aggregates, let ---------------------------------------------------
 
@@ -630,14 +337,14 @@ class Builder:
         keyword, *clauses = tree.children
         assert isinstance(keyword, Tree)
         bindings, _ = self._bindings(clauses, scope)
-        return a.Quantifier(a.QuantifierKind(_keyword(keyword)), bindings, pos=position(tree))
+        return a.Quantifier(a.QuantifierKind(keyword_text(keyword)), bindings, pos=position(tree))
 
     def _b_quantifier_colon(self, tree: Tree, scope: Scope) -> a.Node:
         keyword, variable, source, condition = tree.children
         assert isinstance(keyword, Tree)
         # `exists X from a : c` means the same as `exists X from a where c`.
         binding, _ = self._binding(tree, variable, source, condition, scope)
-        return a.Quantifier(a.QuantifierKind(_keyword(keyword)), (binding,), pos=position(tree))
+        return a.Quantifier(a.QuantifierKind(keyword_text(keyword)), (binding,), pos=position(tree))
 
     def _b_aggregate_over(self, tree: Tree, scope: Scope) -> a.Node:
         keyword, value, *clauses = tree.children
@@ -645,7 +352,7 @@ class Builder:
         # The value is written first but ranges over the variables bound after `over`.
         bindings, inner = self._bindings(clauses, scope)
         return a.AggregateOver(
-            _ITEM_AGGREGATES[_keyword(keyword)],
+            ITEM_AGGREGATES[keyword_text(keyword)],
             self.build(value, inner),
             bindings,
             pos=position(tree),
@@ -654,18 +361,18 @@ class Builder:
     def _b_aggregate_short(self, tree: Tree, scope: Scope) -> a.Node:
         keyword, value, source, *condition = tree.children
         assert isinstance(keyword, Tree)
-        if _rule(value) != "name":
+        if rule_name(value) != "name":
             self._error(
                 value,
-                f"`{_keyword(keyword)} ... from` needs a variable name, as in "
-                f"`{_keyword(keyword)} X from array where X > 0`; use `... over X from ...` "
+                f"`{keyword_text(keyword)} ... from` needs a variable name, as in "
+                f"`{keyword_text(keyword)} X from array where X > 0`; use `... over X from ...` "
                 f"for an expression",
             )
         assert isinstance(value, Tree)
         variable = value.children[0]
         binding, _ = self._binding(tree, variable, source, condition[0] if condition else None, scope)
         return a.AggregateOver(
-            _ITEM_AGGREGATES[_keyword(keyword)],
+            ITEM_AGGREGATES[keyword_text(keyword)],
             a.FieldRef(a.VariableRoot(binding.variable), pos=position(value)),
             (binding,),
             pos=position(tree),
@@ -705,11 +412,11 @@ class Builder:
     def _plain_path(self, tree: Item, what: str) -> tuple[str, ...]:
         parts: list[str] = []
         node = tree
-        while _rule(node) == "member":
+        while rule_name(node) == "member":
             assert isinstance(node, Tree)
             parts.append(str(node.children[1]))
             node = node.children[0]
-        if _rule(node) != "name":
+        if rule_name(node) != "name":
             self._error(tree, f"{what} must be a field path such as `timestamp`")
         assert isinstance(node, Tree)
         parts.append(str(node.children[0]))
@@ -744,12 +451,3 @@ class Builder:
             if count < 1:
                 self._error(seen["count"], "`COUNT(n)` needs n >= 1")
         return a.ChainStep(str(label), what, when, count, pos=position(tree))
-
-
-def _arguments(rest: Sequence[Item]) -> list[Tree]:
-    """The argument subtrees of a call whose optional ``arguments`` child is ``rest``."""
-    if not rest:
-        return []
-    (arguments,) = rest
-    assert isinstance(arguments, Tree) and arguments.data == "arguments"
-    return [child for child in arguments.children if isinstance(child, Tree)]

@@ -10,13 +10,9 @@ from lark import Lark, Token, UnexpectedCharacters, UnexpectedInput, UnexpectedT
 from lark.lexer import PatternStr
 
 from audience_activation.pql import ast as a
-from audience_activation.pql.builder import (
-    UNSUPPORTED_FUNCTIONS,
-    UNSUPPORTED_METHODS,
-    UPPERCASE_OPERATORS,
-    Builder,
-    unsupported_reason,
-)
+from audience_activation.pql.build_base import UPPERCASE_OPERATORS, unsupported_reason
+from audience_activation.pql.build_calls import UNSUPPORTED_FUNCTIONS, UNSUPPORTED_METHODS
+from audience_activation.pql.builder import Builder
 from audience_activation.pql.errors import PqlSyntaxError, PqlUnsupportedError
 
 #: Keywords that start the open forms; where these are not allowed the contextual lexer reads
