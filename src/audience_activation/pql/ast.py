@@ -29,8 +29,21 @@ The tree is normalised by the parser so that one meaning has one shape:
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass, field
+
+# The kinds nodes are built from; the compiler and the tests reach them here too (``ast.CompareOp``).
+from .kinds import (
+    AggregateFunction,
+    ArithOp,
+    CompareOp,
+    DatePart,
+    Direction,
+    PeriodRelation,
+    QuantifierKind,
+    StringOp,
+    TimeConstKind,
+    TimeUnit,
+)
 
 
 @dataclass(frozen=True)
@@ -61,117 +74,6 @@ class Node:
         from audience_activation.pql.printer import to_pql
 
         return to_pql(self)
-
-
-# --- enumerations -----------------------------------------------------------------------------
-
-
-class CompareOp(str, enum.Enum):
-    """Infix comparison operators (also the comparator of ``occurs <cmp> N <unit> ...``)."""
-
-    EQ = "="
-    NE = "!="
-    LT = "<"
-    LE = "<="
-    GT = ">"
-    GE = ">="
-
-
-class ArithOp(str, enum.Enum):
-    """Arithmetic operators. Division (and ``%``) by zero yields a missing value."""
-
-    ADD = "+"
-    SUB = "-"
-    MUL = "*"
-    DIV = "/"
-    MOD = "%"
-
-
-class StringOp(str, enum.Enum):
-    """String tests; the value is the PQL method name of the positive form."""
-
-    EQUALS = "equals"
-    STARTS_WITH = "startsWith"
-    ENDS_WITH = "endsWith"
-    CONTAINS = "contains"
-
-
-class TimeConstKind(str, enum.Enum):
-    """Timestamp keywords: ``now`` is T, ``today`` the start of T's UTC day, and so on."""
-
-    NOW = "now"
-    TODAY = "today"
-    YESTERDAY = "yesterday"
-    TOMORROW = "tomorrow"
-
-
-class TimeUnit(str, enum.Enum):
-    """Units of ``occurs`` and of ``this|last|next <unit>``; values are the singular spelling."""
-
-    MILLISECOND = "millisecond"
-    SECOND = "second"
-    MINUTE = "minute"
-    HOUR = "hour"
-    DAY = "day"
-    WEEK = "week"
-    MONTH = "month"
-    YEAR = "year"
-    DECADE = "decade"
-    CENTURY = "century"
-    MILLENNIUM = "millennium"
-
-    @property
-    def plural(self) -> str:
-        """The plural spelling (``days``, ``centuries``, ``millennia``)."""
-        return _PLURALS[self]
-
-
-_PLURALS = {
-    **{unit: unit.value + "s" for unit in TimeUnit},
-    TimeUnit.CENTURY: "centuries",
-    TimeUnit.MILLENNIUM: "millennia",
-}
-
-
-class PeriodRelation(str, enum.Enum):
-    """``this``, ``last`` or ``next`` whole calendar unit (UTC)."""
-
-    THIS = "this"
-    LAST = "last"
-    NEXT = "next"
-
-
-class Direction(str, enum.Enum):
-    """Direction of ``occurs``. Adobe lists ``from`` but never shows an example of it."""
-
-    BEFORE = "before"
-    AFTER = "after"
-    FROM = "from"
-
-
-class DatePart(str, enum.Enum):
-    """Calendar part of a timestamp (``getMonth()``) or of T (``currentMonth()``), in UTC."""
-
-    YEAR = "Year"
-    MONTH = "Month"
-    DAY_OF_MONTH = "DayOfMonth"
-
-
-class AggregateFunction(str, enum.Enum):
-    """Aggregates; ``sum`` of nothing is 0, the others of nothing are missing."""
-
-    COUNT = "count"
-    SUM = "sum"
-    AVERAGE = "average"
-    MIN = "min"
-    MAX = "max"
-
-
-class QuantifierKind(str, enum.Enum):
-    """``exists`` or ``forall``."""
-
-    EXISTS = "exists"
-    FORALL = "forall"
 
 
 # --- references -------------------------------------------------------------------------------
