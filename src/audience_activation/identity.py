@@ -45,8 +45,6 @@ log = logging.getLogger(__name__)
 #: A lineage barrier: returns a DataFrame with the same rows whose plan no longer depends on the input's.
 Checkpoint = Callable[[DataFrame], DataFrame]
 
-#: Give up if connected components has not converged after this many rounds (a chain of 2^40 nodes needs
-#: about 80); reaching it means a bug, not a big graph.
 
 RESOLUTION_SOURCE_ORDER = (IDENTITY_GRAPH, PROFILE_FRAGMENTS, EXPERIENCE_EVENTS)
 
@@ -85,7 +83,8 @@ def _record_identities(records: DataFrame, lookup: NamespaceLookup) -> DataFrame
 
 def linking_keys(entries: Column, lookup: NamespaceLookup) -> Column:
     """The distinct valid identities of linking namespaces among a record's ``entries``
-    (:func:`identity_entries`), as sorted :func:`node_key` strings: the identities its co-occurrence links join.
+    (:func:`~audience_activation.identity_entries.identity_entries`), as sorted :func:`node_key` strings: the
+    identities its co-occurrence links join.
 
     Example:
         >>> records.where(F.size(linking_keys(F.col("entries"), lookup)) >= 2)  # doctest: +SKIP

@@ -6,8 +6,9 @@
    rejects it (null when valid), computed with native Column functions; :func:`record_entries` does it for every
    record table of the inputs as of ``T``, with the table's time and row key.
 2. :func:`link_entries` validates both ends of every ``identity_graph`` link the same way.
-3. :func:`invalid_identity_quarantine`: one quarantine row per invalid identity, and one
-   (:data:`NO_VALID_IDENTITY`) per record with no valid identity at all (:func:`has_valid_identity`).
+3. :func:`invalid_identity_quarantine`: one quarantine row per distinct (table, namespace, id, reason), from the
+   records' invalid identities and the links' invalid ends; a record with no valid identity at all
+   (:func:`has_valid_identity`) is filed under its smallest identity with :data:`NO_VALID_IDENTITY`.
 4. :func:`valid_identities`: every valid identity seen, once.
 """
 

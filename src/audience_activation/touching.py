@@ -11,6 +11,7 @@ follows:
    holds an affected identity, whatever else it holds, so the part is a superset of what resolution reads of it.
 3. **Copies are kept.** A row present ``c`` times in a table is found ``c`` times (:func:`touching` restores the
    count from the matches; :func:`holding` numbers the rows), since resolution and attribution count them.
+   :func:`held_by` gives distinct values of a key instead (the events' copy keys), where copies do not matter.
 4. **Links by their ends.** A link is found once per end among the identities (:func:`touching`; resolution
    de-duplicates explicit links).
 """

@@ -1,15 +1,16 @@
 """What a streaming micro-batch writes, and the tables it leaves as they were (step 4 of
 :mod:`audience_activation.app.stream`).
 
-A micro-batch writes only what changed, and records in its run-log row, for every table it did not write, the
-version that holds its state. The rules, one function each:
+A micro-batch leaves unwritten the tables it would not change (and a few it cannot tell cheaply, below, are
+written anyway), and records in its run-log row, for every table it did not write, the version that holds its
+state. The rules, one function each:
 
 1. **State tables replaced by the same rows** (:func:`unchanged_tables`) are not written: when the rows the
    micro-batch replaces equal the rows it would write, and the table is still at the version the micro-batch read,
    the run log records that version (``unified_profiles`` is not compared when new fragment rows came in).
 2. **The activation state** (:func:`state_outputs`): its changed rows are appended to ``activation_state_log``
    while the state it continues from is the tables' latest versions and the log has room; otherwise it is
-   written whole and the log emptied; nothing is written when no row changed.
+   written whole and the log emptied; when it appends and no row changed, nothing is written.
 3. **Per-run tables without a row** (:func:`tables_without_rows`): a destination's edge or hub table with no
    change row of its route, and the quarantine with no row, are not written (an empty partition would add a
    version per micro-batch); the run log records their latest version. A table that does not exist yet is

@@ -11,8 +11,8 @@ uses them:
 2. **Matched by its hash** (:func:`copy_hash`, :func:`with_keys`): the wanted keys' 64-bit hashes are broadcast
    and the events semi-joined to them; a collision brings in a whole group of events that belongs to another
    person and is dropped with that person's events.
-3. **The affected persons' keys** (:func:`their_event_keys`): the keys of the events that hold an affected
-   identity, found in one pass (or through the identity index).
+3. **The affected persons' keys** (:func:`their_event_keys`): the hashes of the copy keys of the events that
+   hold an affected identity, found in one pass (or through the identity index).
 4. **Single events skip de-duplication** (:func:`split_by_copies`): an event whose key no other event holds and
    whose ``_id`` is its event key is attributed as it is.
 """

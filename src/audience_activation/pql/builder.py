@@ -44,7 +44,8 @@ _LAMBDA_PARAMETER_RE = re.compile(r"\(\s*([A-Za-z_][A-Za-z0-9_]*)")
 
 
 class Builder(CallBuilder):
-    """Builds the AST of one PQL text; raises :class:`PqlSyntaxError` for invalid constructs."""
+    """Builds the AST of one PQL text; raises :class:`~audience_activation.pql.errors.PqlSyntaxError` for invalid
+    constructs."""
 
     # --- entry point ---------------------------------------------------------------------------
 

@@ -1,6 +1,7 @@
 """The kinds the PQL AST (:mod:`audience_activation.pql.ast`) is built from: operators, units, time keywords,
 calendar parts, aggregates and quantifiers, each a string enumeration whose values are PQL's own spelling (so
-that the printer writes them back and error messages quote them as written).
+that the printer writes them back and error messages quote them as written; a calendar part's value is the end of
+its method names, ``Month`` of ``getMonth()`` and ``currentMonth()``).
 
 :mod:`audience_activation.pql.ast` re-exports every one of them: the compiler and the tests use them as
 ``ast.CompareOp``.

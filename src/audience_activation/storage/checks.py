@@ -8,7 +8,8 @@
   the write before its commit).
 - **Schema** (:func:`conform_to_table`): the data's columns in the table's order, names and types equal
   (nullability aside).
-- **Table properties** (:func:`missing_properties`): those a write wants that the table lacks.
+- **Table properties** (:func:`missing_properties`): those a write wants that the table lacks or holds with another
+  value.
 - **Commit metadata** (:func:`commit_metadata`): the write id, the engine and the caller's keys, none of them
   :data:`RESERVED_COMMIT_KEYS`.
 """

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 def with_user_metadata(entry: dict[str, Any]) -> dict[str, Any]:
     """A history entry with the keys of its ``userMetadata`` JSON merged in.
 
-    Both engines store a write's :func:`~audience_activation.storage.base.commit_metadata` as the commit's
+    Both engines store a write's :func:`~audience_activation.storage.checks.commit_metadata` as the commit's
     ``userMetadata`` (a JSON string, the one custom field every Delta writer and reader knows), so either
     engine's ``history()`` shows the other's ``writeId``, ``engine`` and ``run_id``.
     """
