@@ -598,6 +598,10 @@ def test_stream_and_batch_on_one_lake_take_turns(spark: SparkSession, tmp_path: 
         )  # fmt: skip
     try:
         wait_for(lambda: lease_holder(lake) == ("batch-20261109T000000Z", "running"), "the batch run's lease")
+        # The new fragment is for the stream alone: appended once the batch run has read its input versions (it
+        # says so next), else, on a slow machine, the batch run reads it too and sends its change first.
+        log_text = (tmp_path / "batch.log").read_text
+        wait_for(lambda: "previous completed run:" in log_text(), "the batch run's read of its inputs")
         store.append(
             spark.createDataFrame([frag({"CRMID": "c5"}, N1 + 8 * DAY, "US", "y")], FRAGMENTS),  # moves to the US
             f"{lake}/profile_fragments",
