@@ -847,6 +847,56 @@ def test_a_profile_no_new_fragment_can_change_is_kept_not_merged_again(
     assert only(a["activation"], STREAMED, 1) == only(b["activation"], STREAMED, 1)
 
 
+def compact(spark: SparkSession, engine: str, location: Path) -> None:
+    """Rewrite the table's data files into fewer, with the same rows (``OPTIMIZE``), on ``engine``."""
+    if engine == "delta-rs":
+        DeltaTable(str(location)).optimize.compact()
+    else:
+        from delta.tables import DeltaTable as SparkDeltaTable
+
+        SparkDeltaTable.forPath(spark, str(location)).optimize().executeCompaction()
+
+
+def test_a_compaction_is_no_change(
+    spark: SparkSession, t1_lake: Callable[[str], Path], tmp_path: Path, engine: str
+) -> None:
+    """A compaction rewrites every data file of a table with the same rows: the micro-batch sets those rows aside
+    (no seed, no new row, no quarantine row again) and revisits only the persons of the rows appended with it. Two
+    copies of one lake get the same appends (a fragment moving c3 to France, an event of E2); one of them also has
+    its fragments and events compacted after the appends. Both streams revisit the same persons and write the same
+    tables."""
+    base = t1_lake(engine)
+    appended = {
+        "profile_fragments": (frag({"CRMID": "c3"}, N2 - DAY, "FR", "y"), FRAGMENTS),
+        "experience_events": (("o9", N2 - 2 * HOUR, "commerce.purchases", {"ECID": [(E2, True)]}), EVENTS),
+    }
+    store = open_storage(spark, engine)
+    confs, said = {}, []
+    for lake in ("compacted", "appended"):
+        shutil.copytree(base / "lake", tmp_path / lake)
+        shutil.copytree(base / "conf", tmp_path / f"conf-{lake}")
+        job = tmp_path / f"conf-{lake}" / "job.yaml"
+        job.write_text(yaml.safe_dump({**yaml.safe_load(job.read_text()), "lake": {"root": str(tmp_path / lake)}}))
+        confs[lake] = load_config(tmp_path / f"conf-{lake}")
+        for table, (row, schema) in appended.items():
+            store.append(spark.createDataFrame([row], schema), f"{tmp_path / lake}/{table}")
+    for table in appended:
+        before = len(DeltaTable(str(tmp_path / "compacted" / table)).file_uris())
+        compact(spark, engine, tmp_path / "compacted" / table)
+        assert len(DeltaTable(str(tmp_path / "compacted" / table)).file_uris()) < before  # the files were rewritten
+
+    compacted = app.run_stream(spark, confs["compacted"], evaluation_time=T2, progress=said.append)
+    appended_only = app.run_stream(spark, confs["appended"], evaluation_time=T2)
+
+    revisited = [[m.counts.persons for m in s.micro_batches] for s in (compacted, appended_only)]
+    assert revisited[0] == revisited[1] and revisited[0][0] > 0
+    a, b = outputs(tmp_path / "compacted"), outputs(tmp_path / "appended")
+    assert a.pop("activation_runs") != b.pop("activation_runs")  # other input versions, nothing else
+    assert a == b
+    for table in appended:
+        assert any(m.startswith(f"{table}: data files rewritten since version") for m in said), said
+
+
 def test_an_input_the_previous_run_read_that_is_gone_stops_the_stream(
     spark: SparkSession, t1_lake: Callable[[str], Path], tmp_path: Path, engine: str
 ) -> None:

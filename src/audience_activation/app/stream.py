@@ -54,6 +54,7 @@ from pyspark.sql.streaming import StreamingQuery
 from pyspark.sql.types import StructType
 
 from .. import pipeline, recovery, runlog, tables
+from ..columns import net_rows
 from ..config import AppConfig
 from ..lease import LakeLease, LeaseHeldError, LeaseLostError
 from ..logs import quiet_jvm_loggers
@@ -108,10 +109,17 @@ def _acquire(lease: LakeLease, progress: Progress) -> LakeLease:
 
 
 def _read(
-    store: DeltaStorage, config: AppConfig, until: dict[str, int], since: dict[str, int]
+    store: DeltaStorage,
+    config: AppConfig,
+    until: dict[str, int],
+    since: dict[str, int],
+    barrier: LocalCheckpoint,
+    progress: Progress,
 ) -> tuple[pipeline.Inputs, Changes, dict[str, int | None]]:
     """The inputs at the micro-batch's versions (never older than the previous run's) and their changed rows
-    since the previous run's versions.
+    since the previous run's versions. When data files were removed since (a compaction, a delete, an update),
+    the rows the rewrite kept as they were are no change: they are set aside from both sides
+    (:func:`audience_activation.columns.net_rows`), so they neither seed affected persons nor count as new.
 
     Raises:
         TableNotFoundError: an input the previous run read is gone (deleted): its removed rows cannot be read."""
@@ -142,8 +150,14 @@ def _read(
             changed[name] = None
             continue
         delta = store.read_changes(location, start, snapshot.version)
-        old = store.read(location, start).df if start is not None else delta.removed
-        changed[name] = TableChange(before=old, added=delta.added, removed=delta.removed)
+        added, removed = delta.added, delta.removed
+        if start is not None and not removed.isEmpty():
+            net = net_rows(added, removed, barrier)
+            if net is not None:
+                added, removed = net
+                progress(f"{name}: data files rewritten since version {start}: the rows they kept are no change")
+        old = store.read(location, start).df if start is not None else removed
+        changed[name] = TableChange(before=old, added=added, removed=removed)
     check_input_schemas(schemas)  # malformed appended input: stops before anything is written, naming it
     fragments = frames[tables.FRAGMENTS.name]
     if fragments is None:  # pragma: no cover - check_input_schemas requires the table
@@ -242,7 +256,9 @@ def process_micro_batch(
             )
         mappings = previous_run.mappings
         summary.previous_run = previous_run.run_id
-        inputs, changes, summary.input_versions = _read(store, config, versions, previous_run.input_versions)
+        inputs, changes, summary.input_versions = _read(
+            store, config, versions, previous_run.input_versions, barrier, progress
+        )
         previous = state.previous_state(store, config, previous_run)
         profiles_version = previous_run.output_versions.get(tables.PROFILES.name)
         previous_profiles = (

@@ -141,7 +141,8 @@ class TableChanges:
     A commit adds and removes whole data files: ``added`` holds the rows of the files in ``version`` that were
     not in ``since``, ``removed`` the rows of the files in ``since`` that are no longer in ``version``. An
     append gives added rows only; a compaction or an update gives the rows it rewrote on both sides. The
-    streaming job seeds its affected persons from both, so a rewrite costs work but never loses a change.
+    streaming job sets aside the rows both sides hold (:func:`audience_activation.columns.net_rows`) and seeds
+    its affected persons from the rest.
 
     A file kept by both versions can still change its rows when the table has deletion vectors: a delete marks
     rows deleted beside the file, a restore can unmark them. Such a file's rows that ``version`` no longer shows
