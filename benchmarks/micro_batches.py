@@ -18,6 +18,9 @@ themselves, the same way each time, so that two versions of the code can be comp
    process (each call is a new stream: hubs found by an earlier micro-batch are not known, as after a restart).
    With ``--one-stream``, every size's commits are made first and one stream takes them, one size per
    micro-batch: what a running stream keeps between micro-batches (known hubs, settled persons) is then kept.
+   With ``--compact TABLE ...``, those input tables are compacted after each size's commits (delta-rs
+   ``optimize.compact()``: the small data files rewritten into fewer, the same rows), so the micro-batch also
+   reads a compaction.
 3. Per micro-batch: its wall time, the persons it revisited, and the time between its progress messages (the
    job's steps: resolution, profiles and events, segments, activation, the unchanged-table tests, each write).
    With ``--event-log DIR``, the Spark jobs are tagged with the step (local property ``aa.stage``) and the
@@ -42,6 +45,7 @@ from typing import Any
 
 import yaml
 from _measure import event_log_conf, machine, peak_memory, write_results
+from deltalake import DeltaTable
 from stream import OTHER_TABLES, SAMPLE_ROWS, Appender, conf_dir, prepare
 
 
@@ -135,6 +139,8 @@ def _stream_per_size(
     batches = []
     for k, count in enumerate(args.events):
         _append(events, others, count, args.others)
+        for table in args.compact:  # OPTIMIZE after the appends: every small data file rewritten, same rows
+            DeltaTable(str(Path(args.lake) / table)).optimize.compact()
         clock.batch = k
         start = time.perf_counter()
         summary = app.run_stream(spark, config, progress=clock)
@@ -208,7 +214,9 @@ def render(result: dict[str, Any]) -> str:
             if a.get("one_stream")
             else "available-now` in process (each size a new stream: no known hubs, "
         )
-        + f"identity index {'built in each' if a.get('identity_index') else 'off'}). Peak RSS (this process and the "
+        + f"identity index {'built in each' if a.get('identity_index') else 'off'})"
+        + (f"; after the commits, {', '.join(a['compact'])} compacted (delta-rs OPTIMIZE)" if a.get("compact") else "")
+        + ". Peak RSS (this process and the "
         f"JVM): {result['peak_rss_gib']} GiB.",
         "",
         "| micro-batch | events | persons revisited | seconds |",
@@ -256,8 +264,17 @@ def main() -> None:
         help="append every size first, then one stream taking one size per micro-batch (keeps what a running "
         "stream keeps between micro-batches)",
     )
+    parser.add_argument(
+        "--compact",
+        nargs="+",
+        default=[],
+        metavar="TABLE",
+        help="input tables compacted (delta-rs OPTIMIZE) after each size's commits, before its stream",
+    )
     parser.add_argument("--label", default="")
     args = parser.parse_args()
+    if args.compact and args.one_stream:
+        parser.error("--compact adds commits between the sizes' own: measure it with a stream per size")
     args.base = args.base or f"/tmp/aa-mb-base-{args.persons}"
     args.lake = args.lake or f"/tmp/aa-mb-{args.persons}"
 
