@@ -158,24 +158,30 @@ def _has_map(data_type: DataType) -> bool:
     return False
 
 
-def comparable(column: Column, data_type: DataType) -> Column:
+def comparable(column: Column, data_type: DataType, *, stored_order: bool = False) -> Column:
     """``column`` (of type ``data_type``) with every map, at any depth, replaced by its entries sorted by key:
     equal maps become equal arrays whatever order their entries were built in, and the value can take part in
     set operations and sorting, which Spark refuses for maps. Values without a map are returned as they are; a
-    null struct or map stays null.
+    null struct or map stays null. ``stored_order``: the entries in the order the map holds them instead, so two
+    maps are equal only when they also hold their entries in the same order (as ``to_json`` and the row hashes
+    that break ties see them).
 
     Example:
         >>> df.select(comparable(F.col("identityMap"), IDENTITY_MAP_TYPE).alias("identityMap"))  # doctest: +SKIP
     """
     if not _has_map(data_type):
         return column
+
+    def inner(value: Column, value_type: DataType) -> Column:
+        return comparable(value, value_type, stored_order=stored_order)
+
     if isinstance(data_type, MapType):  # map keys cannot hold maps; the values are made comparable first
-        values = F.transform_values(column, lambda _key, value: comparable(value, data_type.valueType))
-        return F.array_sort(F.map_entries(values))
+        entries = F.map_entries(F.transform_values(column, lambda _key, value: inner(value, data_type.valueType)))
+        return entries if stored_order else F.array_sort(entries)
     if isinstance(data_type, ArrayType):
-        return F.transform(column, lambda element: comparable(element, data_type.elementType))
+        return F.transform(column, lambda element: inner(element, data_type.elementType))
     assert isinstance(data_type, StructType)
-    fields = [comparable(column[f.name], f.dataType).alias(f.name) for f in data_type.fields]
+    fields = [inner(column[f.name], f.dataType).alias(f.name) for f in data_type.fields]
     return F.when(column.isNotNull(), F.struct(*fields))
 
 
@@ -211,10 +217,13 @@ def net_rows(
     multisets, once the rows a rewrite kept as they were are set aside. A row with ``a`` copies in ``added`` and
     ``r`` in ``removed`` is left ``a - r`` times in the first when ``a > r``, ``r - a`` times in the second when
     ``r > a``, and in neither when ``a == r`` (a compaction moves every row to a new file: both sides come back
-    empty). Rows are compared as :func:`row_differences` compares them (columns by name, maps by content, null
-    equals null); a row left is stored as the added side holds it when it has a copy there (as the newer version
-    stores it), and each side keeps its columns' order. None when the two cannot hold the same rows (other column
-    names, or another type for a column): the caller keeps them as they are.
+    empty). Rows are compared as :func:`row_differences` compares them (columns by name, null equals null) but
+    for maps, which are the same only with the same entries in the same order (:func:`comparable`'s
+    ``stored_order``): a compaction copies them as they are, whereas a rewrite that only reorders a map's entries
+    can change a tie the pipeline breaks by the row's JSON or hash, so it stays a change on both sides. A row
+    left is stored as the added side holds it when it has a copy there, and each side keeps its columns' order.
+    None when the two cannot hold the same rows (other column names, or another type for a column): the caller
+    keeps them as they are.
 
     One aggregation over both sides, passed to ``materialise`` (a lineage barrier) once: the two results read it.
 
@@ -230,8 +239,10 @@ def net_rows(
 
     def tagged(side: DataFrame, surplus: int) -> DataFrame:
         return side.select(
-            F.struct(*[comparable(F.col(c), types[c]).alias(c) for c in columns]).alias("_key"),
-            F.struct(*[F.col(c) for c in columns]).alias("_row"),
+            F.struct(*[comparable(F.col(f"`{c}`"), types[c], stored_order=True).alias(c) for c in columns]).alias(
+                "_key"
+            ),
+            F.struct(*[F.col(f"`{c}`") for c in columns]).alias("_row"),
             F.lit(surplus).alias("_surplus"),
         )
 
@@ -249,8 +260,8 @@ def net_rows(
         return counted.where(keep).select(F.explode(repeated).alias("_row")).select("_row.*")
 
     return (
-        copies(F.col("_surplus") > 0, F.col("_surplus")).select(*columns),
-        copies(F.col("_surplus") < 0, -F.col("_surplus")).select(*removed.columns),
+        copies(F.col("_surplus") > 0, F.col("_surplus")).select(*[F.col(f"`{c}`") for c in columns]),
+        copies(F.col("_surplus") < 0, -F.col("_surplus")).select(*[F.col(f"`{c}`") for c in removed.columns]),
     )
 
 

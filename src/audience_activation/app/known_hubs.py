@@ -12,9 +12,9 @@ disk). Rules, in the order a micro-batch meets them:
    micro-batch reads at its ``T``: it continues from the run that kept them (the newest completed run at or
    before its ``T``), with the same identity settings and namespaces, every input that run read is still there,
    and no row of an input that links identities (``region_information``'s link nothing) was removed since that
-   run's versions (:meth:`DeltaStorage.read_changes` gives no removed
-   row: rows were only added, and ``T`` never goes back, so an identity's neighbours only grew). Otherwise they
-   are forgotten.
+   run's versions (the micro-batch's changes hold no removed row once the rows a rewrite kept are set aside,
+   :func:`audience_activation.columns.net_rows`: rows were only added, and ``T`` never goes back, so an
+   identity's neighbours only grew; a compaction keeps them). Otherwise they are forgotten.
    The settled persons are handed on under the same conditions (:meth:`KnownHubs.settled`); when they are
    forgotten, or none is kept yet, the micro-batch gets an empty set and starts tracking them.
 2. **Found** (:meth:`KnownHubs.found`, :meth:`KnownHubs.found_settled`): the hubs the micro-batch's own

@@ -117,9 +117,10 @@ def _read(
     progress: Progress,
 ) -> tuple[pipeline.Inputs, Changes, dict[str, int | None]]:
     """The inputs at the micro-batch's versions (never older than the previous run's) and their changed rows
-    since the previous run's versions. When data files were removed since (a compaction, a delete, an update),
-    the rows the rewrite kept as they were are no change: they are set aside from both sides
-    (:func:`audience_activation.columns.net_rows`), so they neither seed affected persons nor count as new.
+    since the previous run's versions. When rows were removed since (a compaction, a delete or an update rewrote
+    files, a deletion vector hid rows), the rows added again as they were are no change: once every schema is
+    checked, they are set aside from both sides (:func:`audience_activation.columns.net_rows`), so they neither
+    seed affected persons nor count as new.
 
     Raises:
         TableNotFoundError: an input the previous run read is gone (deleted): its removed rows cannot be read."""
@@ -150,15 +151,15 @@ def _read(
             changed[name] = None
             continue
         delta = store.read_changes(location, start, snapshot.version)
-        added, removed = delta.added, delta.removed
-        if start is not None and not removed.isEmpty():
-            net = net_rows(added, removed, barrier)
-            if net is not None:
-                added, removed = net
-                progress(f"{name}: data files rewritten since version {start}: the rows they kept are no change")
-        old = store.read(location, start).df if start is not None else removed
-        changed[name] = TableChange(before=old, added=added, removed=removed)
+        old = store.read(location, start).df if start is not None else delta.removed
+        changed[name] = TableChange(before=old, added=delta.added, removed=delta.removed)
     check_input_schemas(schemas)  # malformed appended input: stops before anything is written, naming it
+    for name, change in changed.items():
+        if change is not None and since.get(name) is not None and not change.removed.isEmpty():
+            net = net_rows(change.added, change.removed, barrier)
+            if net is not None:  # None: the schema changed in between, every row of both sides counts
+                changed[name] = TableChange(before=change.before, added=net[0], removed=net[1])
+                progress(f"{name}: rows removed since version {since[name]}: those added again are no change")
     fragments = frames[tables.FRAGMENTS.name]
     if fragments is None:  # pragma: no cover - check_input_schemas requires the table
         raise TableNotFoundError(f"{config.job.table_location(tables.FRAGMENTS.name)}: profile_fragments is required")

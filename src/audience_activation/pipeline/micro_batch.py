@@ -5,7 +5,8 @@ Rules, in the order :func:`evaluate_micro_batch` applies them:
 
 1. **New rows** (:func:`audience_activation.affected.new_rows`): rows of the input files added since the
    previous run's input versions, and rows whose time passed since its evaluation time; the affected persons
-   are seeded from them and from the rows of removed files (a compaction or a delete can split a person).
+   are seeded from them and from the rows removed (a delete can split a person; the caller passes the changes
+   with the rows a rewrite kept set aside, so a compaction seeds nothing).
    **Time-driven changes** seed too (:mod:`audience_activation.pql.time_dependence`): the events that entered
    or left an event window of a streamed segment between the previous ``T`` and this one (a member of
    "viewed in the last 24 hours" whose view is now 24 hours old), or every identity when a streamed segment
@@ -88,8 +89,9 @@ class TableChange:
 
     Attributes:
         before: the table at the version the previous run read.
-        added: the rows of the data files added since.
-        removed: the rows of the data files removed since.
+        added: the rows the table gained since (of the data files added, without the rows of removed files
+            they hold again: :func:`audience_activation.columns.net_rows`).
+        removed: the rows it lost since (likewise).
     """
 
     before: DataFrame
