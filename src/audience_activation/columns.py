@@ -185,6 +185,14 @@ def comparable(column: Column, data_type: DataType, *, stored_order: bool = Fals
     return F.when(column.isNotNull(), F.struct(*fields))
 
 
+def _can_hold_the_same_rows(one: DataFrame, other: DataFrame) -> bool:
+    """Whether two DataFrames have the same column names (each once) with the same types, nullability aside."""
+    types = {f.name: f.dataType for f in one.schema.fields}
+    if set(types) != set(other.columns) or not len(types) == len(one.columns) == len(other.columns):
+        return False
+    return all(type_shape(types[f.name]) == type_shape(f.dataType) for f in other.schema.fields)
+
+
 def row_differences(before: DataFrame, after: DataFrame) -> DataFrame | None:
     """The rows whose number of copies differs between ``before`` and ``after`` (as multisets, maps compared by
     content, columns matched by name; null equals null, as in ``exceptAll``): one row per such distinct row,
@@ -198,11 +206,9 @@ def row_differences(before: DataFrame, after: DataFrame) -> DataFrame | None:
         >>> row_differences(previous_rows, new_rows).isEmpty()  # doctest: +SKIP
         True
     """
+    if not _can_hold_the_same_rows(before, after):
+        return None
     types = {f.name: f.dataType for f in before.schema.fields}
-    if set(types) != set(after.columns) or not len(types) == len(before.columns) == len(after.columns):
-        return None
-    if any(type_shape(types[f.name]) != type_shape(f.dataType) for f in after.schema.fields):
-        return None
     left = before.select(*[comparable(F.col(c), types[c]).alias(c) for c in before.columns])
     right = after.select(*[comparable(F.col(c), types[c]).alias(c) for c in before.columns])
     both = left.withColumn("_surplus", F.lit(1)).unionByName(right.withColumn("_surplus", F.lit(-1)))
@@ -230,11 +236,9 @@ def net_rows(
     Example:
         >>> added, removed = net_rows(changes.added, changes.removed)  # doctest: +SKIP
     """
+    if not _can_hold_the_same_rows(added, removed):
+        return None
     types = {f.name: f.dataType for f in added.schema.fields}
-    if set(types) != set(removed.columns) or not len(types) == len(added.columns) == len(removed.columns):
-        return None
-    if any(type_shape(types[f.name]) != type_shape(f.dataType) for f in removed.schema.fields):
-        return None
     columns = added.columns
 
     def tagged(side: DataFrame, surplus: int) -> DataFrame:
