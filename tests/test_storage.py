@@ -243,17 +243,20 @@ def test_changes_between_versions_are_the_rows_of_added_and_removed_files(
         Row(k=4, v="d", part="y"),
     ]
     assert everything.removed.collect() == []
+    assert everything.removes is False
 
     later = store.read_changes(location, 0, 1)
     assert (later.since, later.version) == (0, 1)
     assert sorted(later.added.collect()) == [Row(k=2, v="b", part="x:1"), Row(k=3, v="c", part="y")]
     assert later.removed.collect() == []
+    assert later.removes is False  # appends only: known without reading
     assert store.read_changes(location, 2).added.collect() == []  # nothing new
 
     store.overwrite(spark.createDataFrame([(5, "e", "x:1")], ddl), location, partition_by=["part"])  # v3
     rewritten = store.read_changes(location, 1)
     assert rewritten.version == 3
     assert rewritten.added.collect() == [Row(k=5, v="e", part="x:1")]
+    assert rewritten.removes is True
     assert sorted(rewritten.removed.collect()) == [
         Row(k=1, v="a", part="x:1"),
         Row(k=2, v="b", part="x:1"),
@@ -525,7 +528,9 @@ def test_changes_see_rows_deleted_and_restored_in_place_by_deletion_vectors(
     deleted = store.read_changes(location, 2, 4)
     assert sorted(deleted.added.collect()) == [Row(k=5, label="e", part="y")]
     assert sorted(deleted.removed.collect()) == [Row(k=2, label="b", part="x:1"), Row(k=3, label="c", part="y")]
+    assert deleted.removes is True  # a file changed in place, none removed
     assert store.read_changes(location, 3).removed.collect() == []  # before the range: not removed again
+    assert store.read_changes(location, 3).removes is False
 
     spark.sql(f"RESTORE TABLE {table} TO VERSION AS OF 2")  # v5: the same files again, without the vectors
     restored = store.read_changes(location, 4, 5)

@@ -53,9 +53,10 @@ _SETTLED_SCHEMA = "namespace string, id string, person_id string"
 
 def _removes_rows(changes: Changes) -> bool:
     """Whether an input that can link identities lost a row since the previous run's versions (one small query per
-    changed table). ``region_information`` rows link nothing and make no hub: their removal leaves every hub."""
+    table that lost a data file). ``region_information`` rows link nothing and make no hub: their removal leaves
+    every hub."""
     tables = (changes.fragments, changes.events, changes.links)
-    return any(not change.removed.isEmpty() for change in tables if change is not None)
+    return any(change.lost_rows() for change in tables if change is not None)
 
 
 def _settings_of(config: AppConfig) -> str:

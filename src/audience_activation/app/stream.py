@@ -152,10 +152,10 @@ def _read(
             continue
         delta = store.read_changes(location, start, snapshot.version)
         old = store.read(location, start).df if start is not None else delta.removed
-        changed[name] = TableChange(before=old, added=delta.added, removed=delta.removed)
+        changed[name] = TableChange(before=old, added=delta.added, removed=delta.removed, removes=delta.removes)
     check_input_schemas(schemas)  # malformed appended input: stops before anything is written, naming it
     for name, change in changed.items():
-        if change is not None and since.get(name) is not None and not change.removed.isEmpty():
+        if change is not None and since.get(name) is not None and change.lost_rows():
             net = net_rows(change.added, change.removed, barrier)
             if net is not None:  # None: the schema changed in between, every row of both sides counts
                 changed[name] = TableChange(before=change.before, added=net[0], removed=net[1])

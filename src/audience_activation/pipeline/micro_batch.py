@@ -92,11 +92,18 @@ class TableChange:
         added: the rows the table gained since (of the data files added, without the rows of removed files
             they hold again: :func:`audience_activation.columns.net_rows`).
         removed: the rows it lost since (likewise).
+        removes: False when no row can have been lost (no data file was removed or changed in place): ``removed``
+            is then empty, known without a query.
     """
 
     before: DataFrame
     added: DataFrame
     removed: DataFrame
+    removes: bool = True
+
+    def lost_rows(self) -> bool:
+        """Whether the table lost any row since (a query only when a data file was removed or changed)."""
+        return self.removes and not self.removed.isEmpty()
 
 
 @dataclass(frozen=True)

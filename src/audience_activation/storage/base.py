@@ -154,6 +154,8 @@ class TableChanges:
         version: the version they end at (inclusive).
         added: rows of the files added (the table's schema).
         removed: rows of the files removed (the table's schema at ``since``).
+        removes: whether any data file was removed or changed in place. False (an append, or no commit): ``removed``
+            is empty, known from the two file lists without a query.
     """
 
     location: str
@@ -161,6 +163,7 @@ class TableChanges:
     version: int
     added: DataFrame
     removed: DataFrame
+    removes: bool = True
 
 
 @dataclass(frozen=True)
@@ -257,13 +260,14 @@ class DeltaStorage(abc.ABC):
         before = self._files(location, since) if since is not None else set()
         added = self._rows_of_files(location, end, sorted(after - before))
         if since is None:
-            return TableChanges(location, since, end, added, self.spark.createDataFrame([], added.schema))
+            return TableChanges(location, since, end, added, self.spark.createDataFrame([], added.schema), False)
         removed = self._rows_of_files(location, since, sorted(before - after))
         rewritten = self._changed_in_place(location, since, end, after & before) if since < end else set()
         if rewritten:
             gained, lost = self._rows_changed_in_place(location, since, end, sorted(rewritten))
             added, removed = added.unionByName(gained), removed.unionByName(lost)
-        return TableChanges(location=location, since=since, version=end, added=added, removed=removed)
+        removes = bool(before - after) or bool(rewritten)
+        return TableChanges(location=location, since=since, version=end, added=added, removed=removed, removes=removes)
 
     @abc.abstractmethod
     def _files(self, location: str, version: int) -> set[str]:
