@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from chispa import assert_df_equality
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from audience_activation import columns, demo_data, pipeline, tables
@@ -203,7 +203,8 @@ def test_net_rows_set_aside_the_rows_a_rewrite_kept(spark: SparkSession) -> None
     are lost; r5 differs from r2 only in ``n`` and was added; r3 was added, r4 deleted. r6's map came back with
     its entries in another order: the same content, but not the same stored row (the pipeline breaks ties by a
     row's JSON), so it stays on both sides. A removed side with its columns in another order, or another
-    nullability, keeps its order. Sides that cannot hold the same rows are left to the caller."""
+    nullability, keeps its order. Sides that cannot hold the same rows are left to the caller. The first case runs
+    with a lineage barrier (the keys left, then their rows, each materialised once), the others without."""
     schema = "k string, m map<string, array<string>>, n int"
     r1, r2 = ("r1", {"ECID": ["e1"], "CRMID": ["c1"]}, 1), ("r2", {"ECID": ["e2"]}, None)
     r3, r4, r5 = ("r3", {"ECID": ["e3"]}, 3), ("r4", None, 4), ("r2", {"ECID": ["e2"]}, 5)
@@ -218,8 +219,14 @@ def test_net_rows_set_aside_the_rows_a_rewrite_kept(spark: SparkSession) -> None
         ["CRMID", "ECID"]
     ]
 
-    net = columns.net_rows(added, removed)
-    assert net is not None
+    materialised: list[DataFrame] = []
+
+    def barrier(df: DataFrame) -> DataFrame:
+        materialised.append(df)
+        return df.localCheckpoint()
+
+    net = columns.net_rows(added, removed, barrier)
+    assert net is not None and len(materialised) == 2
     gained, lost = net
     assert gained.columns == ["k", "m", "n"] and lost.columns == ["n", "k", "m"]
     assert sorted((tuple(r) for r in gained.collect()), key=repr) == sorted([r3, r5, r6], key=repr)

@@ -231,7 +231,11 @@ def net_rows(
     None when the two cannot hold the same rows (other column names, or another type for a column): the caller
     keeps them as they are.
 
-    One aggregation over both sides, passed to ``materialise`` (a lineage barrier) once: the two results read it.
+    Two steps, so that the rows a rewrite kept — usually nearly all — cost a count, not a copy: the rows' keys
+    alone (the compared form of every column) are counted over both sides, by a hash aggregation, and the keys whose
+    count is not zero are passed to ``materialise`` (a lineage barrier); then only the rows holding one of those keys
+    are read again, and passed to ``materialise`` too, which the two results read. After a compaction no key is
+    left, so the second read finds nothing.
 
     Example:
         >>> added, removed = net_rows(changes.added, changes.removed)  # doctest: +SKIP
@@ -240,28 +244,36 @@ def net_rows(
         return None
     types = {f.name: f.dataType for f in added.schema.fields}
     columns = added.columns
+    key = F.struct(*[comparable(F.col(f"`{c}`"), types[c], stored_order=True).alias(c) for c in columns])
 
-    def tagged(side: DataFrame, surplus: int) -> DataFrame:
-        return side.select(
-            F.struct(*[comparable(F.col(f"`{c}`"), types[c], stored_order=True).alias(c) for c in columns]).alias(
-                "_key"
-            ),
-            F.struct(*[F.col(f"`{c}`") for c in columns]).alias("_row"),
-            F.lit(surplus).alias("_surplus"),
-        )
+    def keyed(side: DataFrame, surplus: int) -> DataFrame:
+        return side.select(key.alias("_key"), F.lit(surplus).alias("_surplus"))
 
     counted = materialise(
-        tagged(added, 1)
-        .unionByName(tagged(removed, -1))
+        keyed(added, 1)
+        .unionByName(keyed(removed, -1))
         .groupBy("_key")
-        .agg(F.sum("_surplus").alias("_surplus"), F.max_by("_row", "_surplus").alias("_row"))
+        .agg(F.sum("_surplus").alias("_surplus"))
         .where(F.col("_surplus") != 0)
+    )
+
+    def holding(side: DataFrame, surplus: int) -> DataFrame:
+        return side.select(
+            key.alias("_key"), F.struct(*[F.col(f"`{c}`") for c in columns]).alias("_row"), F.lit(surplus).alias("_one")
+        ).join(counted.select("_key"), "_key", "left_semi")
+
+    found = materialise(
+        holding(added, 1)
+        .unionByName(holding(removed, -1))
+        .groupBy("_key")
+        .agg(F.max_by("_row", "_one").alias("_row"))  # the added side's copy when it has one
+        .join(counted, "_key")
         .select("_row", "_surplus")
     )
 
     def copies(keep: Column, count: Column) -> DataFrame:
         repeated = F.array_repeat(F.col("_row"), count.cast("int"))
-        return counted.where(keep).select(F.explode(repeated).alias("_row")).select("_row.*")
+        return found.where(keep).select(F.explode(repeated).alias("_row")).select("_row.*")
 
     return (
         copies(F.col("_surplus") > 0, F.col("_surplus")).select(*[F.col(f"`{c}`") for c in columns]),
