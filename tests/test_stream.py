@@ -368,6 +368,43 @@ def test_an_event_deleted_by_a_deletion_vector_is_gone_from_the_stream(spark: Sp
     assert rows(tmp_path / "b" / "segment_membership", *membership) == expected
 
 
+def test_a_delete_that_rewrites_a_file_seeds_only_the_deleted_row(spark: SparkSession, tmp_path: Path) -> None:
+    """On the delta-rs engine a DELETE rewrites the data file that held the row, without it: every row of that
+    file is removed, and all but the deleted one are added again. The micro-batch sets those aside: only the
+    deleted purchase's person is revisited (the other buyer, whose row shared the file, is not), and it exits as a
+    batch run at the same ``T`` decides."""
+    if "delta-rs" not in selected_engines():
+        pytest.skip(f"{ENGINES_ENV} selects delta-spark only")
+    store = open_storage(spark, "delta-rs")
+    t1 = T1 + dt.timedelta(hours=12)
+    t2 = t1 + dt.timedelta(minutes=1)
+    conf = recent_only(tmp_path / "conf", tmp_path / "a", "delta-rs")
+    lake = str(tmp_path / "a")
+    store.overwrite(
+        spark.createDataFrame([frag({"CRMID": c}, N1, "US", "y") for c in ("c1", "c2")], FRAGMENTS),
+        f"{lake}/profile_fragments",
+    )
+    at = t1.replace(tzinfo=None) - dt.timedelta(hours=2)
+    purchases = [(e, at, "commerce.purchases", {"CRMID": [(c, True)]}) for e, c in (("e1", "c1"), ("e2", "c2"))]
+    store.overwrite(spark.createDataFrame(purchases, EVENTS).coalesce(1), f"{lake}/experience_events")
+    run(spark, conf, t1)
+    files = DeltaTable(f"{lake}/experience_events").file_uris()
+    DeltaTable(f"{lake}/experience_events").delete("_id = 'e1'")
+    assert not set(files) & set(DeltaTable(f"{lake}/experience_events").file_uris())  # the file was rewritten
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+
+    said: list[str] = []
+    streamed = app.run_stream(spark, load_config(conf), evaluation_time=t2, progress=said.append)
+    run(spark, recent_only(tmp_path / "conf-b", tmp_path / "b", "delta-rs"), t2)
+
+    assert [m.counts.persons for m in streamed.micro_batches] == [1]
+    assert any(m.startswith("experience_events: rows removed since version") for m in said), said
+    membership = ("person_id", "segment_id", "status")
+    expected = [("CRMID:c1", "recent", "exited"), ("CRMID:c2", "recent", "realized")]
+    assert rows(tmp_path / "a" / "segment_membership", *membership) == expected
+    assert rows(tmp_path / "b" / "segment_membership", *membership) == expected
+
+
 def test_a_member_exits_when_its_window_passes_with_no_new_row(
     spark: SparkSession, tmp_path: Path, engine: str
 ) -> None:
