@@ -27,7 +27,8 @@ themselves, the same way each time, so that two versions of the code can be comp
    results add per step what ``eventlog.py`` reads (SQL executions, task time, rows read, shuffle, tables
    scanned). Peak memory: the RSS sum of this process and the JVM, every 0.2 s.
 
-To compare with other code, run it with ``PYTHONPATH=<worktree>/src`` (a ``git worktree`` of that commit).
+To compare with other code, run it with ``PYTHONPATH=<worktree>/src`` (a ``git worktree`` of that commit); to
+compare a Spark setting, pass ``--conf KEY=VALUE`` (added to the copy's ``job.yaml``, ``spark.conf``).
 """
 
 from __future__ import annotations
@@ -97,6 +98,7 @@ def _work_conf(folder: Path, args: argparse.Namespace) -> Path:
     job["lake"]["root"] = args.lake
     if args.event_log:
         job["spark"]["conf"].update(event_log_conf(args.event_log))
+    job["spark"]["conf"].update(dict(setting.split("=", 1) for setting in args.conf))
     (conf / "job.yaml").write_text(yaml.safe_dump(job))
     return conf
 
@@ -216,6 +218,7 @@ def render(result: dict[str, Any]) -> str:
         )
         + f"identity index {'built in each' if a.get('identity_index') else 'off'})"
         + (f"; after the commits, {', '.join(a['compact'])} compacted (delta-rs OPTIMIZE)" if a.get("compact") else "")
+        + (f"; Spark settings {', '.join(f'`{c}`' for c in a['conf'])}" if a.get("conf") else "")
         + ". Peak RSS (this process and the "
         f"JVM): {result['peak_rss_gib']} GiB.",
         "",
@@ -252,6 +255,9 @@ def main() -> None:
     parser.add_argument("--pool", type=int, default=SAMPLE_ROWS, help="rows the appended rows are copied from")
     parser.add_argument("--engine", default="delta-rs", choices=["delta-rs", "delta-spark"])
     parser.add_argument("--driver-memory", default="8g")
+    parser.add_argument(
+        "--conf", action="append", default=[], metavar="KEY=VALUE", help="a Spark setting for job.yaml (repeatable)"
+    )
     parser.add_argument(
         "--identity-index", action="store_true", help="stream.identity_index: true (built in each micro-batch's stream)"
     )
