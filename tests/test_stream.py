@@ -752,8 +752,9 @@ def test_the_activation_state_is_written_whole_when_its_log_is_full_and_appended
 
 def test_a_hub_found_by_one_micro_batch_is_known_to_the_next(spark: SparkSession, tmp_path: Path) -> None:
     """Known hubs in a running stream (rule 8 of ``affected``): the first micro-batch makes IDFA d a hub (three
-    cookies, the limit two); the second links c1's cookie E1 again, whose old link reaches d. d is handed to it as
-    a hub (its rows not looked up), and the stream ends where a batch run at T2 from the same state ends."""
+    cookies, the limit two); the second reads a compaction of ``identity_graph`` (no row lost: d is still known);
+    the third links c1's cookie E1 again, whose old link reaches d. d is handed to both as a hub (its rows not
+    looked up), and the stream ends where a batch run at T2 from the same state ends."""
     base = tmp_path / "base"
     conf = write_conf(base / "conf", base / "lake", "delta-rs")
     job = {**yaml.safe_load((conf / "job.yaml").read_text()), "identity": {"max_links_per_identity": 2}}
@@ -768,7 +769,9 @@ def test_a_hub_found_by_one_micro_batch_is_known_to_the_next(spark: SparkSession
         confs[lake] = tmp_path / f"conf-{lake}"
         shutil.copytree(conf, confs[lake])
         (confs[lake] / "job.yaml").write_text(yaml.safe_dump({**job, "lake": {"root": str(tmp_path / lake)}}))
-        for links in commits:
+        for i, links in enumerate(commits):
+            if i:
+                compact(spark, "delta-rs", tmp_path / lake / "identity_graph")
             store.append(spark.createDataFrame(links, LINKS), f"{tmp_path / lake}/identity_graph")
 
     said: list[str] = []
@@ -777,10 +780,11 @@ def test_a_hub_found_by_one_micro_batch_is_known_to_the_next(spark: SparkSession
     )
     run(spark, confs["b"], T2)
 
-    assert len(streamed.micro_batches) == 2
+    assert len(streamed.micro_batches) == 3
     assert [m for m in said if "known" in m] == [
         "1 hub(s) known from the previous micro-batches: their rows are not looked up"
-    ]
+    ] * 2
+    assert "identity_graph: rows removed since version 1: those added again are no change" in said
     a, b = state(tmp_path / "a"), state(tmp_path / "b")
     assert ("IDFA", "d", "IDFA:d", 1) in a["clusters"]
     assert a["clusters"] == b["clusters"]
