@@ -231,11 +231,12 @@ def net_rows(
     None when the two cannot hold the same rows (other column names, or another type for a column): the caller
     keeps them as they are.
 
-    Two steps, so that the rows a rewrite kept — usually nearly all — cost a count, not a copy: the rows' keys
+    Two steps, so that the rows a rewrite kept — usually nearly all — are counted, not carried: the rows' keys
     alone (the compared form of every column) are counted over both sides, by a hash aggregation, and the keys whose
-    count is not zero are passed to ``materialise`` (a lineage barrier); then only the rows holding one of those keys
-    are read again, and passed to ``materialise`` too, which the two results read. After a compaction no key is
-    left, so the second read finds nothing.
+    count is not zero are passed to ``materialise`` (a lineage barrier); then both sides are read again and only
+    the rows holding one of those keys (a semi-join, broadcast when they are few) go on to pick each key's row,
+    which is passed to ``materialise`` too and read by the two results. After a compaction few or no keys are left.
+    When many are (a large delete or update), the semi-join shuffles too and the second pass costs more.
 
     Example:
         >>> added, removed = net_rows(changes.added, changes.removed)  # doctest: +SKIP
