@@ -417,6 +417,14 @@ def main() -> None:
     parser.add_argument("--trigger", default="5 seconds")
     parser.add_argument("--driver-memory", default="8g")
     parser.add_argument("--lake", default=None, help="lake root (default /tmp/aa-stream-<persons>)")
+    parser.add_argument(
+        "--restore",
+        default=None,
+        metavar="BASE",
+        help="copy the lake BASE (a lake after a completed batch run, e.g. micro_batches.py's base) to --lake first, "
+        "so that every run starts from the same state (otherwise a lake an earlier writer appended to is generated "
+        "again)",
+    )
     parser.add_argument("--identity-index", action="store_true", help="stream.identity_index: true")
     parser.add_argument(
         "--pool",
@@ -435,6 +443,10 @@ def main() -> None:
     parser.add_argument("--label", default="")
     args = parser.parse_args()
     lake = args.lake or f"/tmp/aa-stream-{args.persons}"
+    if args.restore:
+        shutil.rmtree(lake, ignore_errors=True)
+        shutil.copytree(args.restore, lake, symlinks=True)
+        print(f"[{time.strftime('%H:%M:%S')}] {lake}: restored from {args.restore}", flush=True)
     work = Path(tempfile.mkdtemp(prefix="aa-stream-bench-"))
     conf = conf_dir(work, lake, args)
     prepare(conf, lake, args, dt.datetime.now(dt.timezone.utc).replace(microsecond=0))
