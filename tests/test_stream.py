@@ -333,16 +333,12 @@ def test_events_without_an_id_differing_beyond_time_and_identities_are_two_event
     assert rows(tmp_path / "b" / "segment_membership", *membership) == expected
 
 
-def test_an_event_deleted_by_a_deletion_vector_is_gone_from_the_stream(spark: SparkSession, tmp_path: Path) -> None:
-    """On the delta-spark engine, a DELETE on an input table with deletion vectors keeps the event's data file and
-    hides the row beside it. The micro-batch still sees the row removed: its person loses the purchase and exits,
-    as a batch run decides; the other buyer, whose row shares the file, stays."""
-    if "delta-spark" not in selected_engines():
-        pytest.skip(f"{ENGINES_ENV} selects delta-rs only")
-    store = open_storage(spark, "delta-spark")
+def two_buyers_in_one_file(spark: SparkSession, tmp_path: Path, engine: str) -> tuple[Path, str, dt.datetime]:
+    """Lake ``tmp_path/a`` (segment ``recent`` only): c1 and c2, each with a purchase two hours before ``t1``
+    (``e1``, ``e2``), both events in one data file. Its configuration, the events' location and ``t1``."""
+    store = open_storage(spark, engine)
     t1 = T1 + dt.timedelta(hours=12)
-    t2 = t1 + dt.timedelta(minutes=1)
-    conf = recent_only(tmp_path / "conf", tmp_path / "a", "delta-spark")
+    conf = recent_only(tmp_path / "conf", tmp_path / "a", engine)
     lake = str(tmp_path / "a")
     store.overwrite(
         spark.createDataFrame([frag({"CRMID": c}, N1, "US", "y") for c in ("c1", "c2")], FRAGMENTS),
@@ -350,22 +346,40 @@ def test_an_event_deleted_by_a_deletion_vector_is_gone_from_the_stream(spark: Sp
     )
     at = t1.replace(tzinfo=None) - dt.timedelta(hours=2)
     purchases = [(e, at, "commerce.purchases", {"CRMID": [(c, True)]}) for e, c in (("e1", "c1"), ("e2", "c2"))]
-    events = f"delta.`{lake}/experience_events`"
     store.overwrite(spark.createDataFrame(purchases, EVENTS).coalesce(1), f"{lake}/experience_events")
-    spark.sql(f"ALTER TABLE {events} SET TBLPROPERTIES ('delta.enableDeletionVectors' = 'true')")
-    run(spark, conf, t1)
-    files = DeltaTable(f"{lake}/experience_events").file_uris()
-    spark.sql(f"DELETE FROM {events} WHERE _id = 'e1'")
-    assert DeltaTable(f"{lake}/experience_events").file_uris() == files  # the row is hidden, its file kept
+    return conf, f"{lake}/experience_events", t1
+
+
+def stream_and_batch_after_a_delete(
+    spark: SparkSession, tmp_path: Path, engine: str, conf: Path, t2: dt.datetime
+) -> tuple[app.StreamSummary, list[str]]:
+    """Lake ``a`` copied to ``b`` after e1's delete; ``a`` streamed and ``b`` run by the batch job at ``t2``:
+    both end with c1 exited (its purchase gone) and c2 still realized. The stream's summary and progress lines."""
     shutil.copytree(tmp_path / "a", tmp_path / "b")
-
-    app.run_stream(spark, load_config(conf), evaluation_time=t2)
-    run(spark, recent_only(tmp_path / "conf-b", tmp_path / "b", "delta-spark"), t2)
-
+    said: list[str] = []
+    streamed = app.run_stream(spark, load_config(conf), evaluation_time=t2, progress=said.append)
+    run(spark, recent_only(tmp_path / "conf-b", tmp_path / "b", engine), t2)
     membership = ("person_id", "segment_id", "status")
     expected = [("CRMID:c1", "recent", "exited"), ("CRMID:c2", "recent", "realized")]
     assert rows(tmp_path / "a" / "segment_membership", *membership) == expected
     assert rows(tmp_path / "b" / "segment_membership", *membership) == expected
+    return streamed, said
+
+
+def test_an_event_deleted_by_a_deletion_vector_is_gone_from_the_stream(spark: SparkSession, tmp_path: Path) -> None:
+    """On the delta-spark engine, a DELETE on an input table with deletion vectors keeps the event's data file and
+    hides the row beside it. The micro-batch still sees the row removed: its person loses the purchase and exits,
+    as a batch run decides; the other buyer, whose row shares the file, stays."""
+    if "delta-spark" not in selected_engines():
+        pytest.skip(f"{ENGINES_ENV} selects delta-rs only")
+    conf, events, t1 = two_buyers_in_one_file(spark, tmp_path, "delta-spark")
+    spark.sql(f"ALTER TABLE delta.`{events}` SET TBLPROPERTIES ('delta.enableDeletionVectors' = 'true')")
+    run(spark, conf, t1)
+    files = DeltaTable(events).file_uris()
+    spark.sql(f"DELETE FROM delta.`{events}` WHERE _id = 'e1'")
+    assert DeltaTable(events).file_uris() == files  # the row is hidden, its file kept
+
+    stream_and_batch_after_a_delete(spark, tmp_path, "delta-spark", conf, t1 + dt.timedelta(minutes=1))
 
 
 def test_a_delete_that_rewrites_a_file_seeds_only_the_deleted_row(spark: SparkSession, tmp_path: Path) -> None:
@@ -375,34 +389,15 @@ def test_a_delete_that_rewrites_a_file_seeds_only_the_deleted_row(spark: SparkSe
     batch run at the same ``T`` decides."""
     if "delta-rs" not in selected_engines():
         pytest.skip(f"{ENGINES_ENV} selects delta-spark only")
-    store = open_storage(spark, "delta-rs")
-    t1 = T1 + dt.timedelta(hours=12)
-    t2 = t1 + dt.timedelta(minutes=1)
-    conf = recent_only(tmp_path / "conf", tmp_path / "a", "delta-rs")
-    lake = str(tmp_path / "a")
-    store.overwrite(
-        spark.createDataFrame([frag({"CRMID": c}, N1, "US", "y") for c in ("c1", "c2")], FRAGMENTS),
-        f"{lake}/profile_fragments",
-    )
-    at = t1.replace(tzinfo=None) - dt.timedelta(hours=2)
-    purchases = [(e, at, "commerce.purchases", {"CRMID": [(c, True)]}) for e, c in (("e1", "c1"), ("e2", "c2"))]
-    store.overwrite(spark.createDataFrame(purchases, EVENTS).coalesce(1), f"{lake}/experience_events")
+    conf, events, t1 = two_buyers_in_one_file(spark, tmp_path, "delta-rs")
     run(spark, conf, t1)
-    files = DeltaTable(f"{lake}/experience_events").file_uris()
-    DeltaTable(f"{lake}/experience_events").delete("_id = 'e1'")
-    assert not set(files) & set(DeltaTable(f"{lake}/experience_events").file_uris())  # the file was rewritten
-    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    files = DeltaTable(events).file_uris()
+    DeltaTable(events).delete("_id = 'e1'")
+    assert not set(files) & set(DeltaTable(events).file_uris())  # the file was rewritten
 
-    said: list[str] = []
-    streamed = app.run_stream(spark, load_config(conf), evaluation_time=t2, progress=said.append)
-    run(spark, recent_only(tmp_path / "conf-b", tmp_path / "b", "delta-rs"), t2)
-
+    streamed, said = stream_and_batch_after_a_delete(spark, tmp_path, "delta-rs", conf, t1 + dt.timedelta(minutes=1))
     assert [m.counts.persons for m in streamed.micro_batches] == [1]
     assert any(m.startswith("experience_events: rows removed since version") for m in said), said
-    membership = ("person_id", "segment_id", "status")
-    expected = [("CRMID:c1", "recent", "exited"), ("CRMID:c2", "recent", "realized")]
-    assert rows(tmp_path / "a" / "segment_membership", *membership) == expected
-    assert rows(tmp_path / "b" / "segment_membership", *membership) == expected
 
 
 def test_a_member_exits_when_its_window_passes_with_no_new_row(
