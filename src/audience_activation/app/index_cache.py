@@ -104,7 +104,7 @@ class InputIndexCache:
         if kept is not None and kept.version < version and len(kept.parts) < MAX_PARTS:  # rules 3 and 5
             vectors = self._store.properties(location).get("delta.enableDeletionVectors", "false").lower() == "true"
             changes = self._store.read_changes(location, kept.version, version)
-            if not vectors and not (changes.removes and not changes.removed.isEmpty()):
+            if not vectors and not changes.lost_rows():
                 self._progress(f"indexing the rows added to {name} up to version {version}")
                 kept.parts.append(_kept(_index(changes.added, field_name)))
                 kept.version = version

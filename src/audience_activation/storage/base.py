@@ -165,6 +165,10 @@ class TableChanges:
     removed: DataFrame
     removes: bool = True
 
+    def lost_rows(self) -> bool:
+        """Whether the table lost any row (a query only when a data file was removed or changed in place)."""
+        return self.removes and not self.removed.isEmpty()
+
 
 @dataclass(frozen=True)
 class TableState:
