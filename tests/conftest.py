@@ -15,7 +15,9 @@ The end of the run prints how many tests ran on each engine.
 with its own session from the fixture below: on two cores that took 32.6 min where one process took 38.0 (the
 tests are CPU-bound, so each runs ~1.8 times slower next to the other, but the cores are never idle while one
 waits on a subprocess, a JVM start or a commit). Nothing here is shared between the workers: lakes, checkpoints
-and warehouses live under each test's own temp dir, and the cluster test picks free ports.
+and warehouses live under each test's own temp dir, and the cluster test picks free ports. The slow tests start
+first, dealt over the two workers (``slow_first.py``, durations kept in ``tests/durations.json``), so that neither
+worker is left alone with a long test at the end.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from pyspark.sql import SparkSession
 from audience_activation.session import build_session
 from audience_activation.storage import DeltaStorage, open_storage
 from audience_activation.storage.connector import find_delta_jars
+from slow_first import order, read_durations, write_durations
 
 ENGINES_ENV = "AUDIENCE_ACTIVATION_TEST_ENGINES"
 ALL_ENGINES = ("delta-rs", "delta-spark")
@@ -107,10 +110,21 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         )
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--store-durations",
+        action="store_true",
+        help="write the slow tests' durations to tests/durations.json: the order later runs start them in",
+    )
+
+
+@pytest.hookimpl(trylast=True)  # after pytest's own reordering by fixture scope
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Each engine-parametrized test carries its engine as a user property: its reports bring it to the terminal
-    summary, also from the worker processes of a parallel run (``pytest -n``, where the controlling process
-    collects nothing)."""
+    """The slow tests start first, dealt over the xdist workers (``slow_first``); each engine-parametrized test
+    carries its engine as a user property: its reports bring it to the terminal summary, also from the worker
+    processes of a parallel run (``pytest -n``, where the controlling process collects nothing)."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    items[:] = order(items, {id(item): item.nodeid for item in items}, read_durations(), workers)
     for item in items:
         callspec = getattr(item, "callspec", None)
         if callspec is not None and "engine" in callspec.params:
@@ -118,6 +132,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 _ENGINE_PROPERTY = "storage_engine"
+_SECONDS: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    _SECONDS[report.nodeid] = _SECONDS.get(report.nodeid, 0.0) + report.duration
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """``--store-durations``: the run's slow tests (setup, call and teardown) to ``tests/durations.json``, written
+    by the controlling process only, and only after a run in which every test passed."""
+    config = session.config
+    if config.getoption("--store-durations") and not hasattr(config, "workerinput") and exitstatus == 0:
+        write_durations(_SECONDS)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:  # type: ignore[no-untyped-def]
