@@ -124,7 +124,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     carries its engine as a user property: its reports bring it to the terminal summary, also from the worker
     processes of a parallel run (``pytest -n``, where the controlling process collects nothing)."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-    items[:] = order(items, {id(item): item.nodeid for item in items}, read_durations(), workers)
+    items[:] = order(items, lambda item: item.nodeid, read_durations(), workers)
     for item in items:
         callspec = getattr(item, "callspec", None)
         if callspec is not None and "engine" in callspec.params:

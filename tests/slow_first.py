@@ -2,7 +2,7 @@
 
 Most of the suite is many short tests; about twenty take one to seven minutes each (real processes killed and
 restarted, a standalone cluster, the notebook, property tests). In collection order they sat near the end of
-their worker's share, so one worker often ran a long test alone while the other had nothing left to take.
+their worker's share, and the last tests of a run took minutes: a long test's worker busy, the other idle.
 
 ``tests/durations.json`` keeps the seconds each slow test took (setup, call and teardown) in a recent run.
 :func:`order` puts them first, longest first, and deals them round robin over the workers' shares; the other
@@ -16,7 +16,8 @@ balanced less well. Refresh the file after tests are added or sped up:
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from itertools import islice
 from pathlib import Path
 from typing import TypeVar
 
@@ -40,28 +41,25 @@ def write_durations(seconds: Mapping[str, float], path: Path = DURATIONS) -> Non
 
 
 def order(
-    items: Sequence[Item], node_id: Mapping[int, str], durations: Mapping[str, float], workers: int
+    items: Sequence[Item], node_id: Callable[[Item], str], durations: Mapping[str, float], workers: int
 ) -> list[Item]:
     """``items`` reordered: the known slow ones dealt longest first over ``workers`` contiguous shares, each share
     then filled with the other items in their order.
 
-    ``node_id`` maps ``id(item)`` to its pytest node id.
+    ``node_id`` gives an item's pytest node id, the key of ``durations``.
 
-    >>> order(["a", "b", "c", "d", "e", "f"], {id(x): x for x in "abcdef"}, {"e": 9, "f": 5, "c": 7}, 2)
+    >>> order(["a", "b", "c", "d", "e", "f"], str, {"e": 9, "f": 5, "c": 7}, 2)
     ['e', 'f', 'a', 'c', 'b', 'd']
     """
-    slow = sorted(
-        (item for item in items if node_id[id(item)] in durations), key=lambda item: -durations[node_id[id(item)]]
-    )
-    chosen = {id(item) for item in slow}
-    rest = iter([item for item in items if id(item) not in chosen])
+    slow = sorted((item for item in items if node_id(item) in durations), key=lambda item: -durations[node_id(item)])
+    rest = (item for item in items if node_id(item) not in durations)
     workers = max(1, workers)
     shares: list[list[Item]] = [slow[w::workers] for w in range(workers)]
     remaining = len(items)
     ordered: list[Item] = []
     for w, share in enumerate(shares):
         size = max(remaining // (workers - w), len(share))  # what worksteal sends worker ``w`` at the start
-        share.extend(item for _, item in zip(range(size - len(share)), rest, strict=False))
+        share.extend(islice(rest, size - len(share)))
         ordered.extend(share)
         remaining -= len(share)
     ordered.extend(rest)
